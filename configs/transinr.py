@@ -1,0 +1,153 @@
+r"""MINR with the TransINR hypernetwork.
+
+The default is the paper's model and training setup (182 px, 14x14 mask grid,
+75% of patches masked, 44,462,851 parameters); give it your images with
+`--config.dataset.path`:
+
+  python -m minr_jax.main --config=configs/transinr.py --workdir=runs/paper \
+      --config.dataset.path=/data/my_images
+
+Variants, after a colon:
+  demo   64 px, a narrow hypernetwork, scikit-image's photos (no download):
+           python -m minr_jax.main --config=configs/transinr.py:demo --workdir=runs/demo
+  tiny   a few-second smoke run on the demo data (what the tests build on).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The paper config, changed by the variant named in `arg` ('', demo, tiny)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # int: root of every random number (init, masks, data order).
+
+  # Data.
+  c.resolution = 182  # int: images are [resolution, resolution, 3] in [0, 1].
+  c.batch_size = 16  # int: global batch, split over the mesh's data axis.
+  c.eval_batch_size = 16  # int: global evaluation batch.
+  c.dataset = ml_collections.ConfigDict()
+  c.dataset.name = "image_folder"  # str: image_folder | demo.
+  c.dataset.path = ml_collections.config_dict.placeholder(str)  # str: image_folder's folder.
+  c.dataset.data_dir = "~/tensorflow_datasets"  # str: where prepared TFDS data is kept.
+  c.dataset.random_crop = False  # bool: train on random crops (else centre crops).
+  c.dataset.train_resize = 0  # int: short side before the training crop (0 = resolution).
+  c.dataset.flip = False  # bool: random horizontal flips for training.
+  c.dataset.crop_size = 128  # int: demo only: side of the crops cut from each photo.
+  c.dataset.eval_crops_per_image = 16  # int: demo only: fixed crops per held-out photo.
+  c.dataset.eval_fraction = 0.1  # float: image_folder without train/ val/: share held out.
+  c.dataset.eval_max_images = 0  # int: evaluate on at most this many images (0 = all).
+  c.dataset.num_workers = 2  # int: grain worker processes (0 = threads in this process).
+  c.dataset.prefetch_buffer = 4  # int: batches prepared ahead of the step.
+
+  # Masking (drawn on device inside the step).
+  c.mask_ratio = 0.75  # float in [0, 1): share of patches masked.
+  c.mask_grid = 14  # int: masks live on a mask_grid x mask_grid grid of patches.
+  c.mask_exact = False  # bool: exactly round(ratio*N) patches (MAE) vs each w.p. ratio (paper).
+  c.eval_mask_seed = 2023  # int: evaluation masks depend on this and the image index only.
+  c.eval_mask_exact = False  # bool: exact-count masks at evaluation.
+
+  # Optimisation: Adam, learning rate x lr_decay_factor after lr_decay_at of training.
+  c.num_train_steps = 305_220  # int: CelebA: ceil(162,770 / 16) = 10,174 steps an epoch x 30.
+  c.learning_rate = 1e-4  # float.
+  c.lr_decay_at = 0.8  # float: fraction of num_train_steps where the rate drops.
+  c.lr_decay_factor = 0.1  # float.
+
+  # Model (the reference TransINR-MINR).
+  c.model = ml_collections.ConfigDict()
+  c.model.patch_size = 9  # int: tokenizer patch side.
+  c.model.padding = 1  # int: zero padding on each side before patching.
+  c.model.dim = 768  # int: transformer width.
+  c.model.depth = 6  # int: transformer blocks.
+  c.model.num_heads = 12  # int.
+  c.model.head_dim = 64  # int.
+  c.model.mlp_dim = 3072  # int.
+  c.model.qkv_bias = False  # bool.
+  c.model.ln_epsilon = 1e-5  # float: PyTorch's LayerNorm default.
+  c.model.exact_gelu = True  # bool: erf GELU as PyTorch (False: tanh approximation).
+  c.model.dropout = 0.0  # float: residual dropout.
+  c.model.remat = False  # bool: recompute transformer blocks in the backward pass.
+  c.model.inr_hidden_dim = 256  # int: INR width.
+  c.model.inr_num_layers = 5  # int: INR linear layers.
+  c.model.ff_num_freqs = 64  # int: Fourier frequencies per coordinate axis.
+  c.model.ff_sigma = 1024.0  # float: highest Fourier frequency.
+  c.model.num_groups = 64  # int: weight tokens per INR layer (capped at its width).
+  c.model.output_bias = 0.5  # float: added to the INR's output.
+
+  # Loop.
+  c.log_every_steps = 50  # int: train metrics and progress line.
+  c.eval_every_steps = 5000  # int: evaluation, PNG grid (and at the end).
+  c.checkpoint_every_steps = 5000  # int: checkpoint (and at the end).
+  c.keep_checkpoints = 3  # int: newest checkpoints kept.
+  c.num_grid_images = 8  # int: rows in each reconstruction PNG grid.
+  c.tensorboard = True  # bool: also write TensorBoard event files.
+
+  # Devices: a mesh with one 'data' axis; -1 means every device.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # int.
+
+  variant = arg or ""
+  if variant == "demo":
+    _demo(c)
+  elif variant == "tiny":
+    _demo(c)
+    _tiny(c)
+  elif variant:
+    raise ValueError(f"unknown variant {variant!r} of configs/transinr.py: "
+                     "use '', 'demo' or 'tiny'")
+  return c
+
+
+def _demo(c: ml_collections.ConfigDict) -> None:
+  """64-px crops of scikit-image's photos and a narrow hypernetwork, for CPUs."""
+  c.dataset.name = "demo"
+  c.dataset.flip = True
+  c.resolution = 64
+  c.mask_grid = 8
+  c.batch_size = 16
+  c.eval_batch_size = 16
+  c.num_train_steps = 2000
+  c.learning_rate = 3e-4
+  c.log_every_steps = 50
+  c.eval_every_steps = 500
+  c.checkpoint_every_steps = 500
+  c.model.patch_size = 8
+  c.model.padding = 0
+  c.model.dim = 192
+  c.model.depth = 4
+  c.model.num_heads = 3
+  c.model.head_dim = 64
+  c.model.mlp_dim = 768
+  c.model.inr_hidden_dim = 64
+  c.model.ff_num_freqs = 32
+  c.model.ff_sigma = 32.0
+  c.model.num_groups = 16
+
+
+def _tiny(c: ml_collections.ConfigDict) -> None:
+  """Seconds-long runs: a 16-px image, a two-block hypernetwork."""
+  c.resolution = 16
+  c.mask_grid = 4
+  c.batch_size = 4
+  c.eval_batch_size = 4
+  c.num_train_steps = 4
+  c.log_every_steps = 1
+  c.eval_every_steps = 2
+  c.checkpoint_every_steps = 2
+  c.dataset.crop_size = 32
+  c.dataset.eval_crops_per_image = 2
+  c.dataset.num_workers = 0
+  c.model.patch_size = 4
+  c.model.dim = 32
+  c.model.depth = 2
+  c.model.num_heads = 2
+  c.model.head_dim = 16
+  c.model.mlp_dim = 64
+  c.model.inr_hidden_dim = 16
+  c.model.inr_num_layers = 3
+  c.model.ff_num_freqs = 8
+  c.model.ff_sigma = 8.0
+  c.model.num_groups = 4
+  c.num_grid_images = 2
+  c.tensorboard = False

@@ -1,0 +1,87 @@
+"""Orbax checkpoints holding the train state and the grain iterator's position.
+
+Layout: `<workdir>/checkpoints/<step>/{state, data}`. Orbax writes each step
+into a temporary directory and renames it only when complete, so a run killed
+mid-save (even with SIGKILL) leaves the previous checkpoint intact and the
+half-written one is ignored. Every process calls save/restore together.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from minr_jax.config import ConfigError
+
+PyTree = Any
+
+
+def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+  """A manager of `<workdir>/checkpoints` keeping the newest `keep` steps."""
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=True, enable_async_checkpointing=False,
+      cleanup_tmp_directories=True)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                               options=options, item_names=("state", "data"))
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: PyTree,
+         data_iter: grain.DatasetIterator | None) -> None:
+  """Saves state (and the data iterator, if any) as checkpoint `step`."""
+  items = dict(state=ocp.args.StandardSave(state))
+  if data_iter is not None:
+    items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+  manager.save(step, args=ocp.args.Composite(**items), force=True)
+  manager.wait_until_finished()
+
+
+def restore(manager: ocp.CheckpointManager, step: int, abstract_state: PyTree,
+            data_iter: grain.DatasetIterator | None) -> PyTree:
+  """Restores checkpoint `step` into the shapes and shardings of abstract_state.
+
+  The data iterator, if given, is moved to the saved position in place.
+  """
+  items = dict(state=ocp.args.StandardRestore(abstract_state))
+  if data_iter is not None:
+    items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+  restored = manager.restore(step, args=ocp.args.Composite(**items))
+  return restored["state"]
+
+
+def _leaf_shapes(tree: PyTree) -> dict[str, tuple[int, ...]]:
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(path): tuple(getattr(leaf, "shape", ()))
+          for path, leaf in flat}
+
+
+def check_compatible(manager: ocp.CheckpointManager, step: int,
+                     abstract_params: PyTree) -> None:
+  """Raises ConfigError if checkpoint `step` holds a model of another shape.
+
+  Reads only the checkpoint's metadata, so this runs before any compile.
+  """
+  saved = manager.item_metadata(step)["state"].tree["params"]
+  saved_shapes, want_shapes = _leaf_shapes(saved), _leaf_shapes(abstract_params)
+  where = os.path.join(str(manager.directory), str(step))
+  for name in sorted(set(saved_shapes) | set(want_shapes)):
+    a, b = saved_shapes.get(name), want_shapes.get(name)
+    if a != b:
+      raise ConfigError(
+          f"{where} holds a different model: parameter {name} is "
+          f"{'absent' if a is None else a} there but {'absent' if b is None else b} "
+          "in this config; use another --workdir or the config it was trained with")
+
+
+def latest_step(manager: ocp.CheckpointManager) -> int | None:
+  """The newest complete checkpoint's step, or None."""
+  return manager.latest_step()
+
+
+def to_host(tree: PyTree) -> PyTree:
+  """Fetches a (replicated) pytree of arrays to numpy on this host."""
+  return jax.tree.map(np.asarray, tree)

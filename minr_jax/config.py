@@ -1,0 +1,66 @@
+"""Validation of a run's config: every clear, one-line error in one place.
+
+`validate(config)` is called before anything is built or compiled. Each check
+raises `ConfigError` with a message that names the offending config field (or
+file path), so a bad command line fails in a second, not after a compile.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+  """A config value (or a path it names) that cannot work; message is one line."""
+
+
+def _positive_int(config, field: str) -> int:
+  value = config
+  for part in field.split("."):
+    value = value[part]
+  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    raise ConfigError(f"config.{field} must be a positive integer, got {value!r}")
+  return value
+
+
+def validate(config, num_devices: int | None = None) -> None:
+  """Raises ConfigError naming the first field that cannot work.
+
+  Checks the numbers only; `minr_jax.data.check_dataset` checks the dataset's
+  name and paths, and `minr_jax.checkpoint` checks a workdir's checkpoint.
+  """
+  for field in ("batch_size", "eval_batch_size", "num_train_steps", "resolution",
+                "mask_grid", "log_every_steps", "eval_every_steps",
+                "checkpoint_every_steps", "keep_checkpoints",
+                "model.patch_size", "model.dim", "model.depth", "model.num_heads",
+                "model.head_dim", "model.mlp_dim", "model.inr_hidden_dim",
+                "model.inr_num_layers", "model.ff_num_freqs", "model.num_groups"):
+    _positive_int(config, field)
+  if not 0.0 <= config.mask_ratio < 1.0:
+    raise ConfigError(f"config.mask_ratio must be in [0, 1), got {config.mask_ratio}")
+  if config.resolution % config.mask_grid:
+    raise ConfigError(f"config.resolution={config.resolution} is not divisible by "
+                      f"config.mask_grid={config.mask_grid}")
+  m = config.model
+  if m.padding < 0:
+    raise ConfigError(f"config.model.padding must be >= 0, got {m.padding}")
+  if (config.resolution + 2 * m.padding) // m.patch_size < 1:
+    raise ConfigError(f"config.model.patch_size={m.patch_size} is larger than the "
+                      f"padded image ({config.resolution} + 2 x {m.padding})")
+  widths = [m.inr_hidden_dim] * (m.inr_num_layers - 1) + [3]
+  for layer, width in enumerate(widths):
+    groups = min(m.num_groups, width)
+    if width % groups:
+      raise ConfigError(f"config.model.num_groups={m.num_groups} does not divide the "
+                        f"width {width} of INR layer {layer}")
+  if m.ff_sigma < 1.0:
+    raise ConfigError(f"config.model.ff_sigma must be >= 1, got {m.ff_sigma}")
+  if not 0.0 <= m.dropout < 1.0:
+    raise ConfigError(f"config.model.dropout must be in [0, 1), got {m.dropout}")
+  if not 0.0 < config.lr_decay_at <= 1.0:
+    raise ConfigError(f"config.lr_decay_at must be in (0, 1], got {config.lr_decay_at}")
+  if not config.learning_rate > 0:
+    raise ConfigError(f"config.learning_rate must be > 0, got {config.learning_rate}")
+  if num_devices is not None:
+    for field in ("batch_size", "eval_batch_size"):
+      if config[field] % num_devices:
+        raise ConfigError(f"config.{field}={config[field]} is not divisible by the "
+                          f"{num_devices} devices of the mesh's data axis")

@@ -1,0 +1,359 @@
+"""Reconstruction metrics (pure jnp) and host-side writers (jsonl, TensorBoard, PNG).
+
+Conventions: images are float [B, H, W, C] in [0, 1]; masks are bool
+[B, H, W] with True = masked (hidden from the model), False = visible.
+
+The jnp functions are jittable and return per-image values so that the caller
+can average over valid (non-padding) images only. Everything below the
+"Host side" line runs in Python on the host and never inside `jit`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+Array = jax.Array
+
+# MSE floor: a perfect prediction gives -10 * log10(1e-10) = 100 dB, not inf.
+MSE_FLOOR = 1e-10
+# Mean colour used by `mean_colour_fill` for an image with no visible pixel.
+EMPTY_FILL_VALUE = 0.5
+
+
+# ----------------------------------------------------------------------------
+# Pure jnp metrics (jittable).
+# ----------------------------------------------------------------------------
+
+
+def _check_image_and_mask(images: Array, mask: Array) -> None:
+  """Raises if images [B, H, W, C] and mask [B, H, W] shapes disagree."""
+  if images.ndim != 4:
+    raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}")
+  if mask.shape != images.shape[:3]:
+    raise ValueError(
+        f"mask must be [B, H, W] = {images.shape[:3]}, got shape {mask.shape}")
+
+
+def per_image_mse(pred: Array, target: Array) -> Array:
+  """[B, H, W, C] x2 -> [B] mean squared error over H, W, C (all pixels)."""
+  if pred.shape != target.shape:
+    raise ValueError(f"pred {pred.shape} and target {target.shape} differ")
+  err = pred.astype(jnp.float32) - target.astype(jnp.float32)
+  return jnp.mean(jnp.square(err), axis=tuple(range(1, err.ndim)))
+
+
+def psnr_from_mse(mse: Array) -> Array:
+  """Any shape -> same shape PSNR in dB for peak 1: -10 log10(max(mse, floor))."""
+  mse = jnp.asarray(mse, jnp.float32)
+  return -10.0 * jnp.log10(jnp.maximum(mse, MSE_FLOOR))
+
+
+def paste_visible(pred: Array, target: Array, mask: Array) -> Array:
+  """[B, H, W, C] pred, target, [B, H, W] mask -> [B, H, W, C] with visible pixels from target."""
+  _check_image_and_mask(target, mask)
+  return jnp.where(mask.astype(bool)[..., None], pred, target)
+
+
+def mean_colour_fill(target: Array, mask: Array) -> Array:
+  """[B, H, W, C], [B, H, W] -> [B, H, W, C], masked pixels = mean visible colour (or 0.5)."""
+  _check_image_and_mask(target, mask)
+  mask = mask.astype(bool)
+  visible = (~mask)[..., None].astype(jnp.float32)  # [B, H, W, 1]
+  x = target.astype(jnp.float32)
+  total = jnp.sum(x * visible, axis=(1, 2))  # [B, C]
+  count = jnp.sum(visible, axis=(1, 2))  # [B, 1]
+  mean = jnp.where(count > 0, total / jnp.maximum(count, 1.0), EMPTY_FILL_VALUE)
+  filled = jnp.where(mask[..., None], mean[:, None, None, :], x)
+  return filled.astype(target.dtype)
+
+
+def masked_input(target: Array, mask: Array) -> Array:
+  """[B, H, W, C], [B, H, W] -> [B, H, W, C] with masked pixels set to 0."""
+  _check_image_and_mask(target, mask)
+  return jnp.where(mask.astype(bool)[..., None], jnp.zeros_like(target), target)
+
+
+def masked_mse(pred: Array, target: Array, mask: Array) -> Array:
+  """[B, H, W, C] x2, [B, H, W] -> [B] MSE over masked pixels only (0 if none masked)."""
+  _check_image_and_mask(target, mask)
+  mask = mask.astype(bool)
+  sq = jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32))
+  sq = jnp.sum(sq, axis=-1)  # [B, H, W], summed over channels.
+  total = jnp.sum(jnp.where(mask, sq, 0.0), axis=(1, 2))  # [B]
+  count = jnp.sum(mask, axis=(1, 2)).astype(jnp.float32) * target.shape[-1]
+  return total / jnp.maximum(count, 1.0)
+
+
+def reconstruction_metrics(pred: Array, target: Array,
+                           mask: Array) -> dict[str, Array]:
+  """[B, H, W, C] pred, target, [B, H, W] mask -> dict of per-image [B] float32 metrics.
+
+  Keys:
+    psnr_full: PSNR of `pred` over the whole image (pred is not clipped).
+    psnr_masked: PSNR over masked pixels only. An image with no masked pixel
+      has masked MSE 0, hence the floor value (100 dB): weight it out with
+      `mask_fraction > 0` when averaging (no NaN is ever produced).
+    psnr_pasted: psnr_full of `paste_visible(pred, target, mask)`.
+    psnr_full_mean_fill: psnr_full of `mean_colour_fill(target, mask)`, the
+      trivial baseline.
+    psnr_full_masked_input: psnr_full of `masked_input(target, mask)`.
+    mask_fraction: fraction of pixels that are masked, in [0, 1].
+  """
+  _check_image_and_mask(target, mask)
+  if pred.shape != target.shape:
+    raise ValueError(f"pred {pred.shape} and target {target.shape} differ")
+  mask = mask.astype(bool)
+  return {
+      "psnr_full": psnr_from_mse(per_image_mse(pred, target)),
+      "psnr_masked": psnr_from_mse(masked_mse(pred, target, mask)),
+      "psnr_pasted": psnr_from_mse(
+          per_image_mse(paste_visible(pred, target, mask), target)),
+      "psnr_full_mean_fill": psnr_from_mse(
+          per_image_mse(mean_colour_fill(target, mask), target)),
+      "psnr_full_masked_input": psnr_from_mse(
+          per_image_mse(masked_input(target, mask), target)),
+      "mask_fraction": jnp.mean(mask.astype(jnp.float32), axis=(1, 2)),
+  }
+
+
+# ----------------------------------------------------------------------------
+# Host side.
+# ----------------------------------------------------------------------------
+
+METRICS_FILENAME = "metrics.jsonl"
+TENSORBOARD_DIRNAME = "tensorboard"
+
+
+def _drop_partial_last_line(path: str) -> None:
+  """Truncates a file that does not end in a newline back to its last newline."""
+  if not os.path.exists(path):
+    return
+  with open(path, "rb+") as f:
+    data = f.read()
+    if not data or data.endswith(b"\n"):
+      return
+    f.truncate(data.rfind(b"\n") + 1)
+
+
+class MetricWriter:
+  """Appends scalars to `workdir/metrics.jsonl` and TensorBoard `workdir/tensorboard/<split>`.
+
+  With `enabled=False` (non-zero JAX processes) every method is a no-op and
+  nothing is created on disk. If a previous run was killed mid-line, the
+  partial last line of metrics.jsonl is dropped on opening so appends stay
+  one valid JSON object per line.
+  """
+
+  def __init__(self, workdir: str, *, tensorboard: bool = True,
+               enabled: bool = True):
+    self.workdir = os.fspath(workdir)
+    self.enabled = enabled
+    self.tensorboard = tensorboard
+    self.path = os.path.join(self.workdir, METRICS_FILENAME)
+    self._file = None
+    self._tb_writers: dict[str, Any] = {}
+    if not enabled:
+      return
+    os.makedirs(self.workdir, exist_ok=True)
+    _drop_partial_last_line(self.path)
+    self._file = open(self.path, "a", encoding="utf-8")
+
+  def _tb_writer(self, split: str):
+    """Returns (creating on first use) the tensorboardX writer for `split`."""
+    if split not in self._tb_writers:
+      import tensorboardX  # pylint: disable=g-import-not-at-top
+      logdir = os.path.join(self.workdir, TENSORBOARD_DIRNAME, split)
+      self._tb_writers[split] = tensorboardX.SummaryWriter(logdir=logdir)
+    return self._tb_writers[split]
+
+  def write(self, step: int, split: str, scalars: Mapping[str, Any],
+            **extra: Any) -> None:
+    """Writes one jsonl line {step, split, **extra, **scalars} and the TensorBoard scalars."""
+    if not self.enabled:
+      return
+    if self._file is None:
+      raise RuntimeError("MetricWriter.write() after close()")
+    values = {name: float(value) for name, value in scalars.items()}
+    reserved = {"step", "split"}
+    clashes = (reserved & (set(values) | set(extra))) | (set(values) & set(extra))
+    if clashes:
+      raise ValueError(f"metric names clash with reserved/extra keys: {sorted(clashes)}")
+    record = {"step": int(step), "split": split, **extra, **values}
+    self._file.write(json.dumps(record) + "\n")
+    self._file.flush()
+    if self.tensorboard and values:
+      writer = self._tb_writer(split)
+      dataset = extra.get("dataset")
+      for name, value in values.items():
+        tag = f"{dataset}/{name}" if dataset else name
+        writer.add_scalar(tag, value, global_step=int(step))
+      writer.flush()
+
+  def close(self) -> None:
+    """Closes the jsonl file and TensorBoard writers (idempotent)."""
+    if self._file is not None:
+      self._file.close()
+      self._file = None
+    for writer in self._tb_writers.values():
+      writer.close()
+    self._tb_writers.clear()
+
+  def __enter__(self) -> MetricWriter:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+  """Reads a metrics.jsonl into a list of dicts, skipping a truncated last line.
+
+  A corrupt line anywhere else raises ValueError (it is not a killed write).
+  """
+  with open(path, encoding="utf-8") as f:
+    lines = f.read().split("\n")
+  # Index of the last non-blank line: the only one allowed to be truncated.
+  nonblank = [i for i, line in enumerate(lines) if line.strip()]
+  last = nonblank[-1] if nonblank else -1
+  records = []
+  for i in nonblank:
+    try:
+      records.append(json.loads(lines[i]))
+    except json.JSONDecodeError as e:
+      if i == last:
+        break
+      raise ValueError(f"{path}:{i + 1}: corrupt metrics line: {e}") from e
+  return records
+
+
+# Image grid layout (pixels).
+GRID_GAP = 2
+GRID_TITLE_HEIGHT = 16
+GRID_MIN_CELL_HEIGHT = 96
+
+
+def _to_uint8_rgb(images: Any) -> np.ndarray:
+  """[N, H, W, 3|1] or [N, H, W] floats (clipped to [0, 1]) -> uint8 [N, H, W, 3]."""
+  x = np.asarray(images, dtype=np.float32)
+  if x.ndim == 3:
+    x = x[..., None]
+  if x.ndim != 4 or x.shape[-1] not in (1, 3):
+    raise ValueError(f"grid column must be [N, H, W, 3], got shape {x.shape}")
+  if x.shape[-1] == 1:
+    x = np.repeat(x, 3, axis=-1)
+  x = np.clip(np.nan_to_num(x, nan=0.0), 0.0, 1.0)
+  return np.round(x * 255.0).astype(np.uint8)
+
+
+def image_grid_size(num_rows: int, num_columns: int, height: int, width: int,
+                    with_titles: bool) -> tuple[int, int]:
+  """Returns the (width, height) in pixels of the PNG `save_image_grid` writes."""
+  scale = max(1, math.ceil(GRID_MIN_CELL_HEIGHT / height))
+  grid_w = num_columns * width * scale + (num_columns - 1) * GRID_GAP
+  grid_h = num_rows * height * scale + (num_rows - 1) * GRID_GAP
+  if with_titles:
+    grid_h += GRID_TITLE_HEIGHT
+  return grid_w, grid_h
+
+
+def save_image_grid(path: str, columns: Sequence[np.ndarray],
+                    column_titles: Sequence[str] | None = None,
+                    max_rows: int = 8) -> None:
+  """Writes columns of [N, H, W, 3] images in [0, 1] as one PNG (rows = images), atomically."""
+  if not columns:
+    raise ValueError("save_image_grid needs at least one column")
+  cols = [_to_uint8_rgb(c) for c in columns]
+  n, h, w, _ = cols[0].shape
+  for c in cols[1:]:
+    if c.shape != cols[0].shape:
+      raise ValueError(
+          f"all grid columns must share [N, H, W, 3]; got {[c.shape for c in cols]}")
+  if column_titles is not None and len(column_titles) != len(cols):
+    raise ValueError(
+        f"{len(column_titles)} column titles for {len(cols)} columns")
+  rows = min(n, max_rows)
+  if rows < 1 or h < 1 or w < 1:
+    raise ValueError(f"nothing to draw: columns have shape {cols[0].shape}")
+  scale = max(1, math.ceil(GRID_MIN_CELL_HEIGHT / h))
+  cell_h, cell_w = h * scale, w * scale
+  grid_w, grid_h = image_grid_size(rows, len(cols), h, w,
+                                   column_titles is not None)
+  top = GRID_TITLE_HEIGHT if column_titles is not None else 0
+
+  canvas = np.full((grid_h, grid_w, 3), 255, dtype=np.uint8)
+  for j, col in enumerate(cols):
+    x0 = j * (cell_w + GRID_GAP)
+    for i in range(rows):
+      y0 = top + i * (cell_h + GRID_GAP)
+      cell = col[i].repeat(scale, axis=0).repeat(scale, axis=1)
+      canvas[y0:y0 + cell_h, x0:x0 + cell_w] = cell
+
+  img = Image.fromarray(canvas)
+  if column_titles is not None:
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    for j, title in enumerate(column_titles):
+      draw.text((j * (cell_w + GRID_GAP) + 2, 2), str(title), fill=(0, 0, 0),
+                font=font)
+
+  path = os.fspath(path)
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp_", suffix=".png")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      img.save(f, format="PNG")
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def format_duration(seconds: float) -> str:
+  """Formats seconds as e.g. '42s', '1m02s' or '2h03m04s' ('?' if not finite)."""
+  if seconds is None or not math.isfinite(seconds):
+    return "?"
+  s = max(0, int(round(seconds)))
+  h, rem = divmod(s, 3600)
+  m, s = divmod(rem, 60)
+  if h:
+    return f"{h}h{m:02d}m{s:02d}s"
+  if m:
+    return f"{m}m{s:02d}s"
+  return f"{s}s"
+
+
+def format_progress(step: int, num_steps: int, loss: float | None,
+                    psnr: float | None, images_per_sec: float | None,
+                    elapsed_sec: float, eta_sec: float | None = None) -> str:
+  """One progress line; None fields are omitted.
+
+  The ETA is `eta_sec` when given (the training loop passes one from the
+  recent step rate, so compile time and earlier runs of a resumed job don't
+  skew it), else elapsed_sec / step extrapolated linearly.
+  """
+  pct = int(100 * step / num_steps) if num_steps > 0 else 100
+  parts = [f"step {step}/{num_steps} ({pct}%)"]
+  if loss is not None:
+    parts.append(f"loss {float(loss):.4g}")
+  if psnr is not None:
+    parts.append(f"psnr {float(psnr):.2f} dB")
+  if images_per_sec is not None:
+    parts.append(f"{float(images_per_sec):.1f} img/s")
+  parts.append(f"elapsed {format_duration(elapsed_sec)}")
+  eta = eta_sec
+  if eta is None and step > 0:
+    eta = elapsed_sec / step * max(num_steps - step, 0)
+  parts.append(f"ETA {format_duration(eta)}")
+  return "  ".join(parts)

@@ -1,0 +1,118 @@
+"""The implicit neural representation (INR): plain functions, no Flax.
+
+An INR here is a small coordinate MLP. Its weights are a list with one matrix
+per linear layer, each of shape [fan_in + 1, fan_out] whose last row is the
+bias (the TransINR convention). Coordinates are pixel centres in [-1, 1]^2 in
+(row, column) order and go through a fixed Fourier-feature encoding first.
+
+Everything is a pure function of arrays, so a batch of per-image INRs is just
+`jax.vmap(inr_apply, in_axes=(0, None, None))(weights, coords, freqs)`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+PRNGKey = jax.Array
+INRWeights = list[Array]  # per layer: [fan_in + 1, fan_out], last row = bias.
+
+
+def coord_grid(height: int, width: int) -> Array:
+  """Pixel-centre coordinates [height, width, 2] in [-1, 1], (row, col) order."""
+  rows = -1.0 + 2.0 * (jnp.arange(height, dtype=jnp.float32) + 0.5) / height
+  cols = -1.0 + 2.0 * (jnp.arange(width, dtype=jnp.float32) + 0.5) / width
+  return jnp.stack(jnp.meshgrid(rows, cols, indexing="ij"), axis=-1)
+
+
+def fourier_frequencies(num_freqs: int, sigma: float) -> Array:
+  """Geometric frequencies [num_freqs] from 1 to sigma: exp(linspace(0, ln sigma))."""
+  return jnp.exp(jnp.linspace(0.0, math.log(sigma), num_freqs, dtype=jnp.float32))
+
+
+def fourier_features(coords: Array, freqs: Array) -> Array:
+  """Encodes coords [..., 2] as [..., 4 F]: all cosines, then all sines.
+
+  Within each half the row axis's F frequencies come first, then the column
+  axis's: cos(pi f_1 r) .. cos(pi f_F r), cos(pi f_1 c) .. cos(pi f_F c), then
+  the same with sin.
+  """
+  scaled = coords[..., :, None] * freqs  # [..., 2, F]
+  scaled = scaled.reshape(*coords.shape[:-1], -1)  # [..., 2F], row axis first
+  return jnp.concatenate([jnp.cos(jnp.pi * scaled), jnp.sin(jnp.pi * scaled)], -1)
+
+
+def layer_shapes(in_dim: int, hidden_dim: int, num_layers: int,
+                 out_dim: int) -> list[tuple[int, int]]:
+  """(fan_in, fan_out) of each of the `num_layers` linear layers."""
+  dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+  return list(zip(dims[:-1], dims[1:]))
+
+
+def mlp_apply(weights: Sequence[Array], features: Array,
+              output_bias: float = 0.5) -> Array:
+  """Applies the MLP to features [N, fan_in_0] -> [N, fan_out_last].
+
+  ReLU between layers, none after the last; `output_bias` is added to the
+  output (0.5 centres a zero-initialised output in the [0, 1] pixel range).
+  """
+  x = features
+  for i, w in enumerate(weights):
+    x = x @ w[:-1] + w[-1]
+    if i < len(weights) - 1:
+      x = jax.nn.relu(x)
+  return x + output_bias
+
+
+def inr_apply(weights: Sequence[Array], coords: Array, freqs: Array,
+              output_bias: float = 0.5) -> Array:
+  """One image's INR at coords [..., 2] -> values [..., out_dim]."""
+  feats = fourier_features(coords, freqs)
+  flat = feats.reshape(-1, feats.shape[-1])
+  out = mlp_apply(weights, flat, output_bias)
+  return out.reshape(*coords.shape[:-1], out.shape[-1])
+
+
+def init_linear_weights(key: PRNGKey, fan_in: int, fan_out: int) -> Array:
+  """A [fan_in + 1, fan_out] matrix drawn U(+-1/sqrt(fan_in)), bias row too.
+
+  This is what PyTorch's nn.Linear default (kaiming-uniform with a = sqrt 5 for
+  the weight, U(+-1/sqrt(fan_in)) for the bias) gives, as TransINR uses.
+  """
+  bound = 1.0 / math.sqrt(fan_in)
+  return jax.random.uniform(key, (fan_in + 1, fan_out), jnp.float32, -bound, bound)
+
+
+def modulate(base: Array, modulation: Array) -> Array:
+  """Group-wise modulation of a shared layer by one image's factors.
+
+  base: [fan_in + 1, fan_out] shared weights (last row the bias).
+  modulation: [..., fan_in, g] with g dividing fan_out; output column j uses
+    group j mod g.
+  Returns [..., fan_in + 1, fan_out]: the weight rows multiplied element-wise
+  by the tiled modulation, each output column scaled to unit L2 norm over
+  fan_in, and the shared, unmodulated bias row appended.
+  """
+  fan_in, fan_out = base.shape[0] - 1, base.shape[1]
+  groups = modulation.shape[-1]
+  if fan_out % groups:
+    raise ValueError(f"{groups} groups do not divide a layer of width {fan_out}")
+  tiled = jnp.tile(modulation, (1,) * (modulation.ndim - 1) + (fan_out // groups,))
+  w = base[:-1] * tiled
+  w = w / jnp.maximum(jnp.linalg.norm(w, axis=-2, keepdims=True), 1e-12)
+  bias = jnp.broadcast_to(base[-1:], (*w.shape[:-2], 1, fan_out))
+  return jnp.concatenate([w, bias.astype(w.dtype)], axis=-2)
+
+
+def render(weights: Sequence[Array], coords: Array, freqs: Array,
+           output_bias: float = 0.5) -> Array:
+  """A batch of INRs, weights [B, ...] per layer, at shared coords [H, W, 2].
+
+  Returns [B, H, W, out_dim].
+  """
+  return jax.vmap(inr_apply, in_axes=(0, None, None, None))(
+      list(weights), coords, freqs, output_bias)

@@ -1,0 +1,328 @@
+"""Training and evaluation of MINR, in the order things happen.
+
+mesh -> data -> model and optimizer -> shardings -> step functions -> restore
+-> loop. `train_step(state, batch, rng) -> (state, metrics)` is pure and jitted
+once with explicit shardings and a donated state; masks are drawn inside it
+from `fold_in(rng, step)`, so a resumed run sees exactly the masks an
+uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from minr_jax import checkpoint, data, masking, metrics, sharding
+from minr_jax.config import ConfigError, validate
+from minr_jax.models import inr
+from minr_jax.models.transinr import TransINR
+
+Array = jax.Array
+PRNGKey = jax.Array
+PyTree = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training: a plain pytree."""
+  step: Array
+  params: PyTree
+  opt_state: PyTree
+
+
+# ------------------------------------------------------------------ model ---
+
+def build_model(config: ml_collections.ConfigDict) -> TransINR:
+  """The hypernetwork described by config.model at config.resolution."""
+  m = config.model
+  return TransINR(
+      image_size=config.resolution, patch_size=m.patch_size, padding=m.padding,
+      dim=m.dim, depth=m.depth, num_heads=m.num_heads, head_dim=m.head_dim,
+      mlp_dim=m.mlp_dim, qkv_bias=m.qkv_bias, ln_epsilon=m.ln_epsilon,
+      exact_gelu=m.exact_gelu, dropout=m.dropout, remat=m.remat,
+      inr_hidden_dim=m.inr_hidden_dim, inr_num_layers=m.inr_num_layers,
+      ff_num_freqs=m.ff_num_freqs, ff_sigma=m.ff_sigma, num_groups=m.num_groups,
+      output_bias=m.output_bias)
+
+
+def init_params(model: TransINR, key: PRNGKey) -> PyTree:
+  """Fresh parameters (call under jax.eval_shape for shapes only)."""
+  size = model.image_size
+  return model.init(key, jnp.zeros((1, size, size, 3), jnp.float32))["params"]
+
+
+def count_params(params: PyTree) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+
+
+def param_table(params: PyTree) -> str:
+  """One line per parameter array (path, shape, count), then the total."""
+  rows = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    rows.append((name, "x".join(map(str, leaf.shape)), int(np.prod(leaf.shape))))
+  width = max(len(r[0]) for r in rows)
+  lines = [f"{'parameter':<{width}}  {'shape':>14}  {'count':>12}"]
+  lines += [f"{n:<{width}}  {s:>14}  {c:>12,}" for n, s, c in rows]
+  lines.append(f"total parameters: {count_params(params):,}")
+  return "\n".join(lines)
+
+
+def reconstruct(model: TransINR, params: PyTree, inputs: Array, *,
+                train: bool = False, dropout_key: PRNGKey | None = None) -> Array:
+  """Masked inputs [B, H, W, 3] -> the INRs' images [B, H, W, 3]."""
+  rngs = {"dropout": dropout_key} if dropout_key is not None else {}
+  out = model.apply({"params": params}, inputs, train=train, rngs=rngs)
+  coords = inr.coord_grid(inputs.shape[1], inputs.shape[2])
+  return inr.render(out["weights"], coords, model.freqs(), model.output_bias)
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam; the rate drops by lr_decay_factor after lr_decay_at of the steps."""
+  boundary = int(config.lr_decay_at * config.num_train_steps)
+  schedule = optax.piecewise_constant_schedule(
+      config.learning_rate, {boundary: config.lr_decay_factor})
+  return optax.adam(schedule)
+
+
+# ------------------------------------------------------------------- steps ---
+
+def _draw_masks(config, key: PRNGKey, images: Array) -> Array:
+  """Training pixel masks [B, H, W] for images [B, H, W, 3]."""
+  grid = masking.patch_masks(key, images.shape[0], config.mask_grid,
+                             config.mask_ratio, config.mask_exact)
+  return masking.to_pixels(grid, images.shape[1], images.shape[2])
+
+
+def train_step(state: TrainState, batch: dict[str, Array], rng: PRNGKey, *,
+               model: TransINR, tx: optax.GradientTransformation,
+               config: ml_collections.ConfigDict) -> tuple[TrainState, dict[str, Array]]:
+  """One Adam step on the per-image MSE of whole-image reconstructions."""
+  key = jax.random.fold_in(rng, state.step)
+  mask_key, dropout_key = jax.random.split(key)
+  images = batch["image"]
+  pixel_masks = _draw_masks(config, mask_key, images)
+  inputs = masking.apply_mask(images, pixel_masks)
+
+  def loss_fn(params):
+    pred = reconstruct(model, params, inputs, train=True, dropout_key=dropout_key)
+    mse = metrics.per_image_mse(pred, images)
+    return jnp.mean(mse), mse
+
+  (loss, mse), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  return new_state, dict(loss=loss, psnr=jnp.mean(metrics.psnr_from_mse(mse)),
+                         mask_fraction=jnp.mean(pixel_masks))
+
+
+def eval_step(params: PyTree, batch: dict[str, Array], *, model: TransINR,
+              config: ml_collections.ConfigDict) -> dict[str, Array]:
+  """Per-image metrics [B] under the fixed masks of each image's index."""
+  images = batch["image"]
+  grid = masking.indexed_patch_masks(config.eval_mask_seed, batch["index"],
+                                     config.mask_grid, config.mask_ratio,
+                                     config.eval_mask_exact)
+  pixel_masks = masking.to_pixels(grid, images.shape[1], images.shape[2])
+  inputs = masking.apply_mask(images, pixel_masks)
+  pred = reconstruct(model, params, inputs)
+  out = metrics.reconstruction_metrics(pred, images, pixel_masks)
+  out.update(inputs=inputs, pred=pred,
+             pasted=metrics.paste_visible(pred, images, pixel_masks))
+  return out
+
+
+# -------------------------------------------------------------- evaluation ---
+
+def evaluate(eval_fn, params: PyTree, batches: Iterable[dict[str, np.ndarray]],
+             mesh, num_grid_images: int = 8) -> tuple[dict[str, float], list[np.ndarray]]:
+  """Averages per-image metrics over valid images of every batch.
+
+  Returns the means (plus `num_images`) and the columns of a PNG grid
+  (masked input, prediction, pasted, ground truth) for the first images.
+  """
+  sums: dict[str, float] = {}
+  count = 0
+  grid_cols: list[list[np.ndarray]] = [[], [], [], []]
+  grid_rows = 0
+  for batch in batches:
+    valid = np.asarray(batch["valid"], bool)
+    out = eval_fn(params, sharding.global_batch(mesh, {
+        "image": batch["image"], "index": batch["index"]}))
+    for name, values in out.items():
+      if name in ("inputs", "pred", "pasted"):
+        continue
+      values = np.asarray(jax.device_get(values))[valid]
+      sums[name] = sums.get(name, 0.0) + float(values.sum())
+    count += int(valid.sum())
+    if grid_rows < num_grid_images and jax.process_index() == 0:
+      take = min(num_grid_images - grid_rows, int(valid.sum()))
+      rows = np.flatnonzero(valid)[:take]
+      for col, key in zip(grid_cols[:3], ("inputs", "pred", "pasted")):
+        col.append(np.asarray(_process_local(out[key]))[rows])
+      grid_cols[3].append(np.asarray(batch["image"])[rows])
+      grid_rows += take
+  if count == 0:
+    raise ConfigError("the evaluation split holds no images")
+  means = {name: total / count for name, total in sums.items()}
+  means["num_images"] = count
+  return means, [np.concatenate(c) for c in grid_cols] if grid_rows else []
+
+
+def _process_local(x: Array) -> np.ndarray:
+  """This process's rows of a batch-sharded global array, in order."""
+  if jax.process_count() == 1:
+    return np.asarray(x)
+  shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+  return np.concatenate([np.asarray(s.data) for s in shards])
+
+
+# -------------------------------------------------------------------- loop ---
+
+def summary(config: ml_collections.ConfigDict) -> str:
+  """The parameter table of the configured model (no memory, no compile)."""
+  validate(config)
+  model = build_model(config)
+  params = jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
+  return param_table(params)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (resuming from workdir's newest checkpoint), evaluates, saves.
+
+  Returns the final evaluation metrics.
+  """
+  # Every check that can fail on bad input runs before anything compiles.
+  validate(config)
+  data.check_dataset(config)
+  mesh = sharding.make_mesh(config)
+  validate(config, num_devices=mesh.shape["data"])
+  process_index, process_count = jax.process_index(), jax.process_count()
+  is_main = process_index == 0
+
+  model = build_model(config)
+  tx = make_optimizer(config)
+  root_key = jax.random.key(config.seed)
+  init_key, step_key = jax.random.split(root_key)
+
+  def init_state(key):
+    params = init_params(model, key)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(params))
+
+  abstract_state = jax.eval_shape(init_state, init_key)
+  state_sharding = sharding.state_shardings(mesh, abstract_state)
+  abstract_state = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abstract_state, state_sharding)
+
+  os.makedirs(workdir, exist_ok=True)
+  manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
+  resume_step = checkpoint.latest_step(manager)
+  if resume_step is not None:
+    checkpoint.check_compatible(manager, resume_step, abstract_state.params)
+
+  train_iter = data.make_train_iterator(
+      config, process_index=process_index, process_count=process_count)
+
+  batch_sh = sharding.batch_sharding(mesh)
+  repl = sharding.replicated(mesh)
+  p_train_step = jax.jit(
+      functools.partial(train_step, model=model, tx=tx, config=config),
+      in_shardings=(state_sharding, batch_sh, repl),
+      out_shardings=(state_sharding, repl), donate_argnums=(0,))
+  p_eval_step = jax.jit(functools.partial(eval_step, model=model, config=config),
+                        in_shardings=(state_sharding.params, batch_sh),
+                        out_shardings=repl if process_count == 1 else None)
+
+  if resume_step is not None:
+    state = checkpoint.restore(manager, resume_step, abstract_state, train_iter)
+    print(f"resumed from {manager.directory}/{resume_step}", flush=True)
+  else:
+    state = jax.jit(init_state, out_shardings=state_sharding)(init_key)
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    print(f"model: {count_params(state.params):,} parameters; mesh {dict(mesh.shape)}; "
+          f"{process_count} process(es)", flush=True)
+
+  writer = metrics.MetricWriter(workdir, tensorboard=config.tensorboard,
+                                enabled=is_main)
+  step = int(jax.device_get(state.step))
+  num_steps = config.num_train_steps
+  final: dict[str, float] = {}
+
+  def run_eval(step: int) -> dict[str, float]:
+    batches = data.make_eval_batches(config, process_index=process_index,
+                                     process_count=process_count)
+    means, columns = evaluate(p_eval_step, state.params, batches, mesh,
+                              config.num_grid_images)
+    writer.write(step, "eval", means, dataset=config.dataset.name)
+    if is_main:
+      if columns:
+        metrics.save_image_grid(
+            os.path.join(workdir, "images", f"eval_{step:07d}.png"), columns,
+            ["masked input", "prediction", "pasted", "ground truth"],
+            max_rows=config.num_grid_images)
+      print(f"eval step {step}: psnr_full {means['psnr_full']:.2f} dB  "
+            f"psnr_masked {means['psnr_masked']:.2f}  psnr_pasted "
+            f"{means['psnr_pasted']:.2f}  | mean-colour fill "
+            f"{means['psnr_full_mean_fill']:.2f}, masked input "
+            f"{means['psnr_full_masked_input']:.2f}  ({means['num_images']} images)",
+            flush=True)
+    return means
+
+  pending = []  # Train metrics stay on device until logged.
+  t_log, steps_since_log, t_start = time.perf_counter(), 0, time.perf_counter()
+  while step < num_steps:
+    local = next(train_iter)
+    batch = sharding.global_batch(mesh, {"image": local["image"]})
+    state, step_metrics = p_train_step(state, batch, step_key)
+    step += 1
+    steps_since_log += 1
+    pending.append(step_metrics)
+
+    if step % config.log_every_steps == 0 or step == num_steps:
+      host = jax.device_get(pending)
+      pending = []
+      means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+      if not math.isfinite(means["loss"]):
+        raise FloatingPointError(f"non-finite training loss {means['loss']} at step {step}")
+      now = time.perf_counter()
+      rate = steps_since_log * config.batch_size / (now - t_log)
+      means["images_per_sec"] = rate
+      writer.write(step, "train", means)
+      if is_main:
+        eta = (num_steps - step) * config.batch_size / rate
+        print(metrics.format_progress(step, num_steps, means["loss"], means["psnr"],
+                                      rate, now - t_start, eta), flush=True)
+      t_log, steps_since_log = time.perf_counter(), 0
+
+    if step % config.checkpoint_every_steps == 0 or step == num_steps:
+      checkpoint.save(manager, step, state, train_iter)
+    if step % config.eval_every_steps == 0 or step == num_steps:
+      final = run_eval(step)
+      t_log = time.perf_counter()
+
+  if not final:  # Already trained: evaluate what was restored.
+    final = run_eval(step)
+  writer.close()
+  manager.close()
+  if is_main:
+    with open(os.path.join(workdir, "final_eval.json"), "w") as f:
+      json.dump(dict(step=step, **final), f, indent=2)
+  return final
+
