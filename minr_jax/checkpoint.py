@@ -27,7 +27,10 @@ def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
       max_to_keep=keep, create=True, enable_async_checkpointing=False,
       cleanup_tmp_directories=True)
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                               options=options, item_names=("state", "data"))
+                               options=options,
+                               item_handlers=dict(
+                                   state=ocp.StandardCheckpointHandler(),
+                                   data=grain.checkpoint.CheckpointHandler()))
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: PyTree,

@@ -25,7 +25,10 @@ def make_mesh(config) -> Mesh:
   if n < 1 or n > jax.device_count() or jax.device_count() % n:
     raise ConfigError(f"config.mesh.data={config.mesh.data} does not fit the "
                       f"{jax.device_count()} devices here")
-  return jax.make_mesh((n,), ("data",), devices=jax.devices()[:n])
+  # Auto axes: XLA's partitioner propagates shardings through the model, so
+  # model code needs no sharding annotations (jax 0.10's default is Explicit).
+  return jax.make_mesh((n,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=jax.devices()[:n])
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -1,0 +1,49 @@
+"""Test helpers: tiny configs and generated image folders (no network, no ../shared)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import transinr as transinr_config  # configs/transinr.py
+from PIL import Image
+
+
+def smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+  """A uint8 [H, W, 3] image of low-frequency colour gradients and a blob."""
+  y, x = np.mgrid[0:height, 0:width] / max(height, width)
+  img = np.zeros((height, width, 3))
+  for c in range(3):
+    a, b, p = rng.uniform(-3, 3, 3)
+    img[..., c] = 0.5 + 0.35 * np.sin(a * x + b * y + p)
+  cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.1, 0.3)
+  blob = ((y - cy) ** 2 + (x - cx) ** 2) < r ** 2
+  img[blob] = rng.uniform(0, 1, 3)
+  return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def make_image_folder(root: str, num_train: int = 12, num_val: int = 4, size: int = 24,
+                      seed: int = 0) -> str:
+  """`root/train/*.png` and `root/val/*.jpg` of smooth generated images."""
+  rng = np.random.default_rng(seed)
+  for split, n, ext in (("train", num_train, "png"), ("val", num_val, "jpg")):
+    os.makedirs(os.path.join(root, split), exist_ok=True)
+    for i in range(n):
+      Image.fromarray(smooth_image(rng, size, size + 4)).save(
+          os.path.join(root, split, f"img_{i:03d}.{ext}"))
+  return root
+
+
+def tiny_config(data_dir: str, folder: str | None = None, **overrides):
+  """configs/transinr.py:tiny on a generated folder (or the demo photos)."""
+  config = transinr_config.get_config("tiny")
+  config.dataset.data_dir = data_dir
+  if folder is not None:
+    config.dataset.name = "image_folder"
+    config.dataset.path = folder
+  config.batch_size = 8
+  config.eval_batch_size = 8
+  for field, value in overrides.items():
+    parent, _, name = field.replace("__", ".").rpartition(".")
+    (config[parent] if parent else config)[name] = value
+  return config

@@ -1,0 +1,178 @@
+"""End to end: train, evaluate, checkpoint, resume (also after SIGKILL), errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from helpers import make_image_folder, tiny_config
+
+from minr_jax import metrics, train
+from minr_jax.config import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  return make_image_folder(str(tmp_path_factory.mktemp("images")))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _records(workdir: str, split: str) -> dict[int, dict]:
+  """Last metrics.jsonl record per step of one split (a resumed run repeats steps)."""
+  out = {}
+  for rec in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl")):
+    if rec["split"] == split:
+      out[rec["step"]] = rec
+  return out
+
+
+def test_train_writes_metrics_images_checkpoints_and_evaluates_deterministically(
+    tmp_path, folder, data_dir):
+  config = tiny_config(data_dir, folder, tensorboard=True)
+  workdir = str(tmp_path / "run")
+  final = train.train_and_evaluate(config, workdir)
+  train_recs, eval_recs = _records(workdir, "train"), _records(workdir, "eval")
+  assert sorted(train_recs) == [1, 2, 3, 4]
+  assert {"loss", "psnr", "images_per_sec"} <= set(train_recs[1])
+  assert sorted(eval_recs) == [2, 4]
+  for key in ("psnr_full", "psnr_masked", "psnr_pasted", "psnr_full_mean_fill"):
+    assert np.isfinite(eval_recs[4][key])
+  assert eval_recs[4]["num_images"] == 4  # every val image, none twice
+  assert os.path.getsize(os.path.join(workdir, "images", "eval_0000004.png")) > 0
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+  assert os.listdir(os.path.join(workdir, "tensorboard", "train"))
+  # A finished workdir: the same command restores and evaluates again, with the
+  # same fixed masks, giving the same numbers.
+  again = train.train_and_evaluate(config, workdir)
+  for key in ("psnr_full", "psnr_masked", "psnr_pasted"):
+    assert again[key] == pytest.approx(final[key], abs=1e-6)
+
+
+def test_loss_falls_on_a_short_run(tmp_path, folder, data_dir):
+  config = tiny_config(data_dir, folder, num_train_steps=60, learning_rate=3e-3,
+                       eval_every_steps=60, checkpoint_every_steps=60, log_every_steps=1)
+  train.train_and_evaluate(config, str(tmp_path))
+  losses = [r["loss"] for _, r in sorted(_records(str(tmp_path), "train").items())]
+  assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path, folder, data_dir):
+  config = tiny_config(data_dir, folder, num_train_steps=6, checkpoint_every_steps=2,
+                       eval_every_steps=6)
+  straight, resumed = str(tmp_path / "a"), str(tmp_path / "b")
+  train.train_and_evaluate(config, straight)
+  train.train_and_evaluate(config, resumed)
+  # Drop the newest checkpoints: the rerun resumes from step 2 and retrains 3..6.
+  for step in ("4", "6"):
+    shutil.rmtree(os.path.join(resumed, "checkpoints", step))
+  train.train_and_evaluate(config, resumed)
+  a, b = _records(straight, "train"), _records(resumed, "train")
+  assert sorted(a) == sorted(b) == list(range(1, 7))
+  for step in range(3, 7):
+    assert b[step]["loss"] == pytest.approx(a[step]["loss"], rel=1e-5, abs=1e-7)
+
+
+def _main(workdir: str, config_args: list[str], **popen):
+  cmd = [sys.executable, "-m", "minr_jax.main", "--config=configs/transinr.py:tiny",
+         f"--workdir={workdir}", *config_args]
+  return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, **popen)
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, folder, data_dir):
+  args = ["--config.dataset.name=image_folder", f"--config.dataset.path={folder}",
+          f"--config.dataset.data_dir={data_dir}", "--config.batch_size=8",
+          "--config.eval_batch_size=8", "--config.num_train_steps=40",
+          "--config.checkpoint_every_steps=4", "--config.eval_every_steps=40",
+          "--config.log_every_steps=1"]
+  killed, straight = str(tmp_path / "killed"), str(tmp_path / "straight")
+  proc = _main(killed, args)
+  ckpt_dir = os.path.join(killed, "checkpoints")
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    steps = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
+    if steps and max(steps) >= 8:
+      break
+    time.sleep(0.02)
+  assert proc.poll() is None, "the run ended before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
+  assert killed_at < 40
+  for workdir in (killed, straight):  # resume the killed run; run the other straight
+    run = _main(workdir, args)
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err[-2000:]
+  a, b = _records(straight, "train"), _records(killed, "train")
+  assert sorted(b) == list(range(1, 41))
+  for step in range(killed_at + 1, 41):
+    assert b[step]["loss"] == pytest.approx(a[step]["loss"], rel=1e-5, abs=1e-7), step
+
+
+# ------------------------------------------------------------------ errors ---
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(dataset__name="cifar"), "dataset.name"),
+    (dict(resolution=18), "config.resolution=18 is not divisible by config.mask_grid"),
+    (dict(mask_ratio=1.0), "config.mask_ratio"),
+    (dict(model__num_groups=3), "config.model.num_groups=3"),
+])
+def test_bad_config_fails_before_compiling(tmp_path, data_dir, overrides, message):
+  config = tiny_config(data_dir, **overrides)
+  with pytest.raises(ConfigError, match=message):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
+
+
+def test_missing_and_empty_folders_are_named(tmp_path, data_dir):
+  missing = str(tmp_path / "nope")
+  with pytest.raises(ConfigError, match=missing):
+    train.train_and_evaluate(tiny_config(data_dir, missing), str(tmp_path / "w1"))
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  (empty / "notes.txt").write_text("no images here")
+  with pytest.raises(ConfigError, match=str(empty)):
+    train.train_and_evaluate(tiny_config(data_dir, str(empty)), str(tmp_path / "w2"))
+
+
+def test_unreadable_image_is_named(tmp_path, data_dir):
+  folder = make_image_folder(str(tmp_path / "imgs"), num_train=3, num_val=2)
+  bad = os.path.join(folder, "train", "broken.jpg")
+  with open(bad, "wb") as f:
+    f.write(b"this is not a jpeg")
+  with pytest.raises(ConfigError, match="broken.jpg"):
+    train.train_and_evaluate(tiny_config(data_dir, folder), str(tmp_path / "w"))
+
+
+def test_workdir_of_another_model_is_refused_and_kept(tmp_path, folder, data_dir):
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(tiny_config(data_dir, folder, num_train_steps=2), workdir)
+  before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  with pytest.raises(ConfigError, match="holds a different model"):
+    train.train_and_evaluate(tiny_config(data_dir, folder, num_train_steps=2,
+                                         model__dim=48), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+
+
+def test_cli_prints_one_line_errors_and_the_summary(tmp_path):
+  proc = _main(str(tmp_path), ["--config.mask_ratio=1.5"])
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 1
+  assert err.strip().splitlines()[-1].startswith("error: config.mask_ratio")
+  out = subprocess.run([sys.executable, "-m", "minr_jax.main",
+                        "--config=configs/transinr.py", "--summary"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip().splitlines()[-1] == "total parameters: 44,462,851"
