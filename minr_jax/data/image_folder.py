@@ -1,0 +1,389 @@
+"""`image_folder`: a folder of JPEG/PNG/BMP/WebP images as a TFDS dataset.
+
+Layout of `config.dataset.path` (DIR):
+  * `DIR/train/` plus `DIR/val/` (else `DIR/validation/`, else `DIR/test/`):
+    these are the train and eval splits.
+  * `DIR/train/` alone: its files, split by path hash (below).
+  * otherwise: every image under DIR (recursively), split by path hash.
+Hash split: a file is eval iff sha256(relative path) / 2**256 <
+`dataset.eval_fraction`, so a file's split never changes when others are
+added or removed.
+
+Labels: inside a split directory, the first sub-folder of a file's path is
+its class; class names are the sorted union over both splits and the label
+is the index in that list. Images lying directly in a split directory (e.g. a
+flat folder) get label -1, meaning "unlabelled". MINR does not use labels;
+they are stored for later use.
+
+Files: extensions .jpg .jpeg .png .bmp .webp (any case); names starting with
+'.' are skipped; symlinks are followed. Every image becomes RGB: greyscale and
+palette images are replicated to 3 channels, transparency is composited over
+white, EXIF rotation is applied. RGB JPEG/PNG files are stored byte-for-byte,
+others are re-encoded losslessly as PNG. A file PIL cannot decode raises
+ConfigError `cannot read image <path>: <reason>` while preparing.
+
+Preparation: a TFDS GeneratorBasedBuilder written as array_record files to
+`<data_dir>/image_folder/<slug>-<hash>/1.0.0/`, slug = folder name, hash =
+sha256 of the absolute path, the split rule and the sorted (relative path,
+size, mtime) of every image. An unchanged folder reuses the prepared data; a
+changed one is prepared anew (old versions are left in place). Within one
+process the prepared builder is cached per (path, data_dir, eval_fraction),
+so a run sees one snapshot even if files change while it runs.
+
+Eval order: TFDS's fixed hash-of-key order (keys are relative paths), so
+`eval_max_images` takes a stable pseudo-random subset, not one class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import io
+import json
+import os
+import re
+from collections.abc import Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+from PIL import Image, UnidentifiedImageError
+
+from minr_jax.config import ConfigError
+from minr_jax.data import base, preprocess, tfds_utils
+from minr_jax.data import options as options_lib
+
+BUILDER_NAME = 'image_folder'
+IMAGE_EXTENSIONS = frozenset({'.jpg', '.jpeg', '.png', '.bmp', '.webp'})
+EVAL_DIR_NAMES = ('val', 'validation', 'test')
+TRAIN, EVAL = 'train', 'validation'  # TFDS split names.
+UNLABELLED = -1
+# Bump when the listing / split rule changes, so old preparations are unused.
+_LAYOUT_VERSION = 1
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFile:
+  """One image of the folder."""
+
+  relpath: str  # POSIX path relative to DIR; the example's `id`.
+  split: str  # TRAIN or EVAL.
+  label: int  # Index into Listing.class_names, or UNLABELLED.
+  size: int  # Bytes.
+  mtime_ns: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Listing:
+  """Everything preparation needs to know about a folder."""
+
+  root: str  # Absolute DIR.
+  split_rule: str  # 'dirs' or 'hash:<eval_fraction>'.
+  class_names: tuple[str, ...]
+  files: tuple[ImageFile, ...]  # Sorted by relpath.
+
+
+def is_image_name(name: str) -> bool:
+  """True for a visible file name with an image extension (any case)."""
+  return (not name.startswith('.')
+          and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
+
+
+def walk_images(directory: str) -> Iterator[str]:
+  """Absolute paths of the images below `directory`, sorted, lazily.
+
+  Hidden files and folders are skipped; symlinked folders are followed once
+  (a folder reached again through a link loop is not re-entered).
+
+  Args:
+    directory: an existing directory.
+
+  Yields:
+    Absolute file paths in sorted walk order.
+  """
+  seen = set()
+  for current, dirs, files in os.walk(directory, followlinks=True):
+    real = os.path.realpath(current)
+    if real in seen:
+      dirs[:] = []
+      continue
+    seen.add(real)
+    dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+    for name in sorted(files):
+      if is_image_name(name):
+        yield os.path.join(current, name)
+
+
+def split_dirs(root: str) -> tuple[str, str | None]:
+  """(train directory, eval directory or None for a hash split) of DIR."""
+  train_dir = os.path.join(root, 'train')
+  if not os.path.isdir(train_dir):
+    return root, None
+  for name in EVAL_DIR_NAMES:
+    eval_dir = os.path.join(root, name)
+    if os.path.isdir(eval_dir):
+      return train_dir, eval_dir
+  return train_dir, None
+
+
+def check_folder(path: str | None) -> None:
+  """Cheap checks of `config.dataset.path` (stops at the first image found).
+
+  Args:
+    path: the configured folder.
+
+  Raises:
+    ConfigError: path unset, missing, not a directory, or without images.
+  """
+  if not path:
+    raise ConfigError(
+        "config.dataset.path is not set (dataset.name='image_folder' needs a "
+        'folder of images)')
+  if not os.path.exists(path):
+    raise ConfigError(f'config.dataset.path: no such directory: {path}')
+  if not os.path.isdir(path):
+    raise ConfigError(f'config.dataset.path is not a directory: {path}')
+  train_dir, _ = split_dirs(os.path.abspath(path))
+  if next(walk_images(train_dir), None) is None:
+    extensions = '/'.join(sorted(e[1:] for e in IMAGE_EXTENSIONS))
+    raise ConfigError(
+        f'config.dataset.path: no images ({extensions}) in {train_dir}')
+
+
+def hash_fraction(relpath: str) -> float:
+  """Deterministic number in [0, 1) from a relative path."""
+  digest = hashlib.sha256(relpath.encode('utf-8')).digest()
+  return int.from_bytes(digest[:8], 'big') / 2.0**64
+
+
+def _class_of(path: str, split_dir: str) -> str | None:
+  """First sub-folder of `path` below `split_dir`, None if directly in it."""
+  parts = os.path.relpath(path, split_dir).split(os.sep)
+  return parts[0] if len(parts) > 1 else None
+
+
+def _image_file(path: str, root: str, split: str, label: int) -> ImageFile:
+  stat = os.stat(path)
+  relpath = os.path.relpath(path, root).replace(os.sep, '/')
+  return ImageFile(relpath, split, label, stat.st_size, stat.st_mtime_ns)
+
+
+def list_folder(root: str, eval_fraction: float) -> Listing:
+  """Walks DIR once: every image with its split, label, size and mtime.
+
+  Args:
+    root: absolute DIR (checked by `check_folder`).
+    eval_fraction: share of files held out by the hash split.
+
+  Returns:
+    The listing, files sorted by relative path.
+  """
+  train_dir, eval_dir = split_dirs(root)
+  # (absolute path, split, class name or None).
+  found = [(p, TRAIN, _class_of(p, train_dir)) for p in walk_images(train_dir)]
+  if eval_dir is None:
+    rule = f'hash:{eval_fraction!r}'
+    found = [(p, EVAL if hash_fraction(
+        os.path.relpath(p, root).replace(os.sep, '/')) < eval_fraction
+              else TRAIN, c) for p, _, c in found]
+  else:
+    rule = 'dirs'
+    found += [(p, EVAL, _class_of(p, eval_dir)) for p in walk_images(eval_dir)]
+  class_names = tuple(sorted({c for _, _, c in found if c is not None}))
+  index = {name: i for i, name in enumerate(class_names)}
+  files = [_image_file(p, root, s, index.get(c, UNLABELLED))
+           for p, s, c in found]
+  files.sort(key=lambda f: f.relpath)
+  return Listing(root, rule, class_names, tuple(files))
+
+
+def fingerprint(listing: Listing) -> str:
+  """12 hex digits that change whenever the prepared data would change."""
+  payload = json.dumps([
+      _LAYOUT_VERSION, listing.root, listing.split_rule,
+      [(f.relpath, f.size, f.mtime_ns) for f in listing.files]
+  ])
+  return hashlib.sha256(payload.encode('utf-8')).hexdigest()[:12]
+
+
+def config_name(listing: Listing) -> str:
+  """'<slug>-<hash>': the prepared data's directory under image_folder/."""
+  slug = re.sub(r'[^a-z0-9]+', '_', os.path.basename(listing.root).lower())
+  slug = slug.strip('_')[:40] or 'root'
+  return f'{slug}-{fingerprint(listing)}'
+
+
+def _one_line(error: BaseException) -> str:
+  """The reason of a read error, on one line, without PIL's buffer repr."""
+  if isinstance(error, UnidentifiedImageError):
+    return 'not an image file PIL can identify'
+  return ' '.join(str(error).split()) or type(error).__name__
+
+
+def _needs_reencoding(image: Image.Image) -> bool:
+  """False if TFDS can store the file's bytes as they are (RGB JPEG/PNG)."""
+  return (image.format not in ('JPEG', 'PNG') or image.mode != 'RGB'
+          or 'transparency' in image.info
+          or image.getexif().get(_EXIF_ORIENTATION, 1) != 1)
+
+
+def encoded_rgb(path: str) -> bytes:
+  """The image at `path` as RGB JPEG/PNG bytes (original bytes if possible).
+
+  Args:
+    path: an image file.
+
+  Returns:
+    Encoded bytes that decode to uint8 [H, W, 3].
+
+  Raises:
+    ConfigError: `cannot read image <path>: <reason>` (one line).
+  """
+  try:
+    with open(path, 'rb') as handle:
+      data = handle.read()
+    with Image.open(io.BytesIO(data)) as image:
+      image.load()  # Decodes fully: catches truncated files.
+      if not _needs_reencoding(image):
+        return data
+      rgb = preprocess.pil_to_rgb(image)
+  except Exception as e:  # PIL raises many types; any means unreadable.
+    raise ConfigError(f'cannot read image {path}: {_one_line(e)}') from e
+  buffer = io.BytesIO()
+  rgb.save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+class ImageFolderBuilder(tfds.core.GeneratorBasedBuilder,
+                         skip_registration=True):
+  """TFDS builder of one folder listing (see the module docstring)."""
+
+  name = BUILDER_NAME
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'First version.'}
+  # Nothing to download. Also keeps TFDS from looking for a checksums file
+  # next to this module, which needs the `importlib_resources` package.
+  url_infos = None
+
+  def __init__(self, *, listing: Listing | None = None, **kwargs):
+    """`listing` is needed to prepare, not to read prepared data.
+
+    TFDS pickles a builder (e.g. into grain workers, with its data source) as
+    its constructor arguments minus `listing`, which may be large: the copy
+    reads the prepared files and their stored metadata.
+
+    Args:
+      listing: the folder's files.
+      **kwargs: DatasetBuilder arguments (data_dir, config, file_format).
+    """
+    self._listing = listing
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    metadata = tfds.core.MetadataDict()
+    if self._listing is not None:
+      metadata.update(root=self._listing.root,
+                      split_rule=self._listing.split_rule,
+                      class_names=list(self._listing.class_names))
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description='Images of a folder (see metadata.json: root).',
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=(None, None, 3)),
+            'label': tfds.features.Tensor(shape=(), dtype=np.int64),
+            'id': tfds.features.Text(),
+        }),
+        metadata=metadata,
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Nothing to download.
+    if self._listing is None:
+      raise ValueError('ImageFolderBuilder needs a listing to prepare')
+    present = {f.split for f in self._listing.files}
+    # TFDS cannot write an empty split: an absent split reads as empty.
+    return {s: self._generate_examples(s) for s in (TRAIN, EVAL)
+            if s in present}
+
+  def _generate_examples(self, split: str):
+    for f in self._listing.files:
+      if f.split == split:
+        path = os.path.join(self._listing.root, *f.relpath.split('/'))
+        yield f.relpath, {
+            'image': encoded_rgb(path), 'label': f.label, 'id': f.relpath}
+
+
+def prepare(path: str, data_dir: str,
+            eval_fraction: float) -> ImageFolderBuilder:
+  """Lists the folder and prepares it unless an identical copy exists.
+
+  Args:
+    path: DIR.
+    data_dir: TFDS data_dir (absolute).
+    eval_fraction: share held out by the hash split.
+
+  Returns:
+    The prepared builder; its `data_dir` is
+    `<data_dir>/image_folder/<slug>-<hash>/1.0.0`.
+
+  Raises:
+    ConfigError: bad folder or unreadable image.
+  """
+  check_folder(path)
+  listing = list_folder(os.path.abspath(path), eval_fraction)
+  builder = ImageFolderBuilder(
+      listing=listing, data_dir=data_dir,
+      config=tfds.core.BuilderConfig(name=config_name(listing)),
+      file_format=tfds_utils.FILE_FORMAT)
+  if not tfds_utils.is_prepared(builder):
+    logging.info('Preparing %d images of %s into %s', len(listing.files),
+                 listing.root, builder.data_dir)
+  tfds_utils.prepare(builder)
+  return builder
+
+
+@functools.lru_cache(maxsize=16)
+def _prepared(path: str, data_dir: str,
+              eval_fraction: float) -> ImageFolderBuilder:
+  return prepare(path, data_dir, eval_fraction)
+
+
+def clear_cache() -> None:
+  """Forgets the per-process snapshots (next use re-lists the folders)."""
+  _prepared.cache_clear()
+
+
+def load(options: options_lib.DataOptions) -> base.Dataset:
+  """The prepared folder with the default whole-image preprocessing.
+
+  Args:
+    options: uses path, data_dir, eval_fraction, resolution, random_crop,
+      train_resize, flip.
+
+  Returns:
+    Train/eval sources of {'image': uint8 [H, W, 3], 'label', 'id'} and maps
+    to {'image': float32 [R, R, 3]}.
+
+  Raises:
+    ConfigError: bad folder, unreadable image, or no training image.
+  """
+  check_folder(options.path)
+  builder = _prepared(os.path.abspath(options.path), options.data_dir,
+                      options.eval_fraction)
+  train = tfds_utils.split_source(builder, TRAIN)
+  if not len(train):  # pylint: disable=g-explicit-length-test
+    raise ConfigError(
+        f'config.dataset.path: no training images in {options.path} (all '
+        'fell in the eval split; lower config.dataset.eval_fraction)')
+  return base.Dataset(
+      train=train,
+      eval=tfds_utils.split_source(builder, EVAL),
+      train_transform=functools.partial(
+          preprocess.train_transform, resolution=options.resolution,
+          resize_to=options.train_resize, random=options.random_crop,
+          flip=options.flip),
+      eval_transform=functools.partial(preprocess.eval_transform,
+                                       resolution=options.resolution),
+  )
