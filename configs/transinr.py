@@ -103,6 +103,7 @@ def _demo(c: ml_collections.ConfigDict) -> None:
   """64-px crops of scikit-image's photos and a narrow hypernetwork, for CPUs."""
   c.dataset.name = "demo"
   c.dataset.flip = True
+  c.dataset.num_workers = 0  # threads: the 2-core machines it targets are busy with XLA
   c.resolution = 64
   c.mask_grid = 8
   c.batch_size = 16

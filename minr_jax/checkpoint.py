@@ -29,14 +29,14 @@ def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
                                options=options,
                                item_handlers=dict(
-                                   state=ocp.StandardCheckpointHandler(),
+                                   state=ocp.PyTreeCheckpointHandler(),
                                    data=grain.checkpoint.CheckpointHandler()))
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: PyTree,
          data_iter: grain.DatasetIterator | None) -> None:
   """Saves state (and the data iterator, if any) as checkpoint `step`."""
-  items = dict(state=ocp.args.StandardSave(state))
+  items = dict(state=ocp.args.PyTreeSave(state))
   if data_iter is not None:
     items["data"] = grain.checkpoint.CheckpointSave(data_iter)
   manager.save(step, args=ocp.args.Composite(**items), force=True)
@@ -49,11 +49,29 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: PyTree,
 
   The data iterator, if given, is moved to the saved position in place.
   """
-  items = dict(state=ocp.args.StandardRestore(abstract_state))
+  items = dict(state=_restore_args(abstract_state))
   if data_iter is not None:
     items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
   restored = manager.restore(step, args=ocp.args.Composite(**items))
   return restored["state"]
+
+
+def _restore_args(abstract: PyTree, partial: bool = False) -> ocp.args.PyTreeRestore:
+  """Restore into the shapes, dtypes and shardings of `abstract`'s leaves."""
+  return ocp.args.PyTreeRestore(
+      item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+      partial_restore=partial)
+
+
+def restore_params(manager: ocp.CheckpointManager, step: int,
+                   abstract_params: PyTree) -> PyTree:
+  """Restores only the parameters of checkpoint `step` (no optimizer state).
+
+  abstract_params: ShapeDtypeStructs carrying the shardings wanted here, so a
+  checkpoint written on a TPU pod restores onto whatever devices are present.
+  """
+  args = ocp.args.Composite(state=_restore_args({"params": abstract_params}, partial=True))
+  return manager.restore(step, args=args)["state"]["params"]
 
 
 def _leaf_shapes(tree: PyTree) -> dict[str, tuple[int, ...]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from minr_jax.config import ConfigError
@@ -28,6 +28,9 @@ _SUMMARY = flags.DEFINE_bool("summary", False, "Print the parameter table and ex
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # INFO lines from JAX and TFDS (backend probing, dataset info) drown the
+  # progress lines; warnings still show.
+  logging.set_verbosity(logging.WARNING)
   # Imported here so that `--help` and flag errors don't wait for JAX.
   from minr_jax import train
 
