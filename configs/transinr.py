@@ -40,6 +40,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.dataset.eval_max_images = 0  # int: evaluate on at most this many images (0 = all).
   c.dataset.num_workers = 2  # int: grain worker processes (0 = threads in this process).
   c.dataset.prefetch_buffer = 4  # int: batches prepared ahead of the step.
+  # str: more evaluation datasets, 'name[:path],...' (e.g. 'demo,image_folder:/data/x');
+  # the training dataset is always evaluated first.
+  c.eval_datasets = ""
 
   # Masking (drawn on device inside the step).
   c.mask_ratio = 0.75  # float in [0, 1): share of patches masked.

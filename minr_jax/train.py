@@ -190,6 +190,82 @@ def _process_local(x: Array) -> np.ndarray:
   return np.concatenate([np.asarray(s.data) for s in shards])
 
 
+EvalDataset = tuple[str, str | None]  # (dataset.name, dataset.path)
+
+
+def parse_datasets(spec: str) -> list[EvalDataset]:
+  """'demo,image_folder:/data/x' -> [('demo', None), ('image_folder', '/data/x')]."""
+  out = []
+  for entry in filter(None, (e.strip() for e in spec.split(","))):
+    name, _, path = entry.partition(":")
+    out.append((name, path or None))
+  return out
+
+
+def eval_datasets(config: ml_collections.ConfigDict) -> list[EvalDataset]:
+  """The training dataset, then config.eval_datasets (duplicates dropped)."""
+  out = [(config.dataset.name, config.dataset.path)]
+  for entry in parse_datasets(config.get("eval_datasets", "") or ""):
+    if entry not in out:
+      out.append(entry)
+  return out
+
+
+def dataset_label(name: str, path: str | None) -> str:
+  """A short name for logs and files: the name, or name:folder for folders."""
+  if not path:
+    return name
+  return f"{name}:{os.path.basename(os.path.normpath(path))}"
+
+
+def dataset_config(config: ml_collections.ConfigDict, name: str,
+                   path: str | None) -> ml_collections.ConfigDict:
+  """A copy of config whose dataset is (name, path)."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.dataset.name, c.dataset.path = name, path
+  return c
+
+
+def check_eval_datasets(config: ml_collections.ConfigDict,
+                        datasets: list[EvalDataset]) -> None:
+  """data.check_dataset for each evaluation dataset (ConfigError on the first bad one)."""
+  for name, path in datasets:
+    data.check_dataset(dataset_config(config, name, path))
+
+
+def evaluate_datasets(eval_fn, params: PyTree, config: ml_collections.ConfigDict, mesh,
+                      datasets: list[EvalDataset], step: int, writer, image_dir: str | None
+                      ) -> dict[str, dict[str, float]]:
+  """Evaluates on every dataset: logs, prints, writes a PNG grid per dataset.
+
+  Returns {label: metric means}.
+  """
+  results = {}
+  for name, path in datasets:
+    label = dataset_label(name, path)
+    batches = data.make_eval_batches(
+        dataset_config(config, name, path), process_index=jax.process_index(),
+        process_count=jax.process_count())
+    means, columns = evaluate(eval_fn, params, batches, mesh, config.num_grid_images)
+    results[label] = means
+    writer.write(step, "eval", means, dataset=label)
+    if jax.process_index() != 0:
+      continue
+    if columns and image_dir:
+      safe = label.replace(":", "_").replace("/", "_")
+      metrics.save_image_grid(
+          os.path.join(image_dir, f"eval_{step:07d}_{safe}.png"), columns,
+          ["masked input", "prediction", "pasted", "ground truth"],
+          max_rows=config.num_grid_images)
+    print(f"eval step {step} [{label}]: psnr_full {means['psnr_full']:.2f} dB  "
+          f"psnr_masked {means['psnr_masked']:.2f}  psnr_pasted "
+          f"{means['psnr_pasted']:.2f}  | mean-colour fill "
+          f"{means['psnr_full_mean_fill']:.2f}, masked input "
+          f"{means['psnr_full_masked_input']:.2f}  ({means['num_images']} images)",
+          flush=True)
+  return results
+
+
 # -------------------------------------------------------------------- loop ---
 
 def summary(config: ml_collections.ConfigDict) -> str:
@@ -200,14 +276,16 @@ def summary(config: ml_collections.ConfigDict) -> str:
   return param_table(params)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, dict[str, float]]:
   """Trains (resuming from workdir's newest checkpoint), evaluates, saves.
 
-  Returns the final evaluation metrics.
+  Returns the final evaluation metrics, {dataset label: {metric: value}}.
   """
   # Every check that can fail on bad input runs before anything compiles.
   validate(config)
-  data.check_dataset(config)
+  datasets = eval_datasets(config)
+  check_eval_datasets(config, datasets)
   mesh = sharding.make_mesh(config)
   validate(config, num_devices=mesh.shape["data"])
   process_index, process_count = jax.process_index(), jax.process_count()
@@ -263,27 +341,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                 enabled=is_main)
   step = int(jax.device_get(state.step))
   num_steps = config.num_train_steps
-  final: dict[str, float] = {}
+  final: dict[str, dict[str, float]] = {}
 
-  def run_eval(step: int) -> dict[str, float]:
-    batches = data.make_eval_batches(config, process_index=process_index,
-                                     process_count=process_count)
-    means, columns = evaluate(p_eval_step, state.params, batches, mesh,
-                              config.num_grid_images)
-    writer.write(step, "eval", means, dataset=config.dataset.name)
-    if is_main:
-      if columns:
-        metrics.save_image_grid(
-            os.path.join(workdir, "images", f"eval_{step:07d}.png"), columns,
-            ["masked input", "prediction", "pasted", "ground truth"],
-            max_rows=config.num_grid_images)
-      print(f"eval step {step}: psnr_full {means['psnr_full']:.2f} dB  "
-            f"psnr_masked {means['psnr_masked']:.2f}  psnr_pasted "
-            f"{means['psnr_pasted']:.2f}  | mean-colour fill "
-            f"{means['psnr_full_mean_fill']:.2f}, masked input "
-            f"{means['psnr_full_masked_input']:.2f}  ({means['num_images']} images)",
-            flush=True)
-    return means
+  def run_eval(step: int) -> dict[str, dict[str, float]]:
+    return evaluate_datasets(p_eval_step, state.params, config, mesh, datasets, step,
+                             writer, os.path.join(workdir, "images"))
 
   pending = []  # Train metrics stay on device until logged.
   t_log, steps_since_log, t_start = time.perf_counter(), 0, time.perf_counter()
@@ -323,6 +385,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   manager.close()
   if is_main:
     with open(os.path.join(workdir, "final_eval.json"), "w") as f:
-      json.dump(dict(step=step, **final), f, indent=2)
+      json.dump(dict(step=step, results=final), f, indent=2)
   return final
 

@@ -50,14 +50,17 @@ def test_train_writes_metrics_images_checkpoints_and_evaluates_deterministically
   for key in ("psnr_full", "psnr_masked", "psnr_pasted", "psnr_full_mean_fill"):
     assert np.isfinite(eval_recs[4][key])
   assert eval_recs[4]["num_images"] == 4  # every val image, none twice
-  assert os.path.getsize(os.path.join(workdir, "images", "eval_0000004.png")) > 0
+  assert eval_recs[4]["dataset"] == "image_folder:images0"
+  (grid,) = [f for f in os.listdir(os.path.join(workdir, "images")) if "0000004" in f]
+  assert os.path.getsize(os.path.join(workdir, "images", grid)) > 0
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
   assert os.listdir(os.path.join(workdir, "tensorboard", "train"))
   # A finished workdir: the same command restores and evaluates again, with the
   # same fixed masks, giving the same numbers.
   again = train.train_and_evaluate(config, workdir)
   for key in ("psnr_full", "psnr_masked", "psnr_pasted"):
-    assert again[key] == pytest.approx(final[key], abs=1e-6)
+    assert again["image_folder:images0"][key] == pytest.approx(
+        final["image_folder:images0"][key], abs=1e-6)
 
 
 def test_loss_falls_on_a_short_run(tmp_path, folder, data_dir):

@@ -1,0 +1,71 @@
+"""The evaluation command: several datasets, result files, fixed masks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pytest
+from helpers import make_image_folder, tiny_config
+
+from minr_jax import evaluate, train
+from minr_jax.config import ConfigError
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  root = tmp_path_factory.mktemp("eval")
+  folder = make_image_folder(str(root / "faces"))
+  other = make_image_folder(str(root / "scenes"), seed=1, num_val=3)
+  config = tiny_config(str(root / "tfds"), folder, num_train_steps=2,
+                       eval_datasets=f"image_folder:{other}")
+  workdir = str(root / "run")
+  final = train.train_and_evaluate(config, workdir)
+  return workdir, folder, other, final
+
+
+def test_training_logs_every_eval_dataset(trained):
+  workdir, _, _, final = trained
+  assert sorted(final) == ["image_folder:faces", "image_folder:scenes"]
+  assert final["image_folder:scenes"]["num_images"] == 3
+
+
+def test_evaluate_writes_all_result_files_for_several_datasets(trained):
+  workdir, folder, other, final = trained
+  step, results = evaluate.evaluate_workdir(
+      workdir, f"image_folder:{folder},image_folder:{other},demo")
+  assert step == 2
+  assert list(results) == ["image_folder:faces", "image_folder:scenes", "demo"]
+  out = os.path.join(workdir, "eval", "2")
+  with open(os.path.join(out, "results.json")) as f:
+    saved = json.load(f)
+  assert saved["step"] == 2 and "Bernoulli" in saved["masking"]
+  for label, r in saved["results"].items():
+    assert set(evaluate.COLUMNS) <= set(r), label
+  with open(os.path.join(out, "results.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert [r["dataset"] for r in rows] == list(results)
+  assert "| demo |" in open(os.path.join(out, "results.md")).read()
+  assert len([f for f in os.listdir(out) if f.endswith(".png")]) == 3
+  # Same checkpoint, same fixed masks: the numbers of training's final eval.
+  assert results["image_folder:faces"]["psnr_full"] == pytest.approx(
+      final["image_folder:faces"]["psnr_full"], abs=1e-5)
+
+
+def test_evaluation_masks_are_identical_across_runs(trained):
+  workdir, folder, _, _ = trained
+  _, a = evaluate.evaluate_workdir(workdir, f"image_folder:{folder}", mask_exact=True)
+  _, b = evaluate.evaluate_workdir(workdir, f"image_folder:{folder}", mask_exact=True)
+  assert a == b
+  assert "exact-count" in open(os.path.join(workdir, "eval", "2", "results.md")).read()
+
+
+def test_evaluate_errors_name_the_problem(trained, tmp_path):
+  workdir, folder, _, _ = trained
+  with pytest.raises(ConfigError, match="config.json does not exist"):
+    evaluate.evaluate_workdir(str(tmp_path))
+  with pytest.raises(ConfigError, match="no checkpoint 7"):
+    evaluate.evaluate_workdir(workdir, f"image_folder:{folder}", step=7)
+  with pytest.raises(ConfigError, match="unknown"):
+    evaluate.evaluate_workdir(workdir, "imagenet21k")
