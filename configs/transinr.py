@@ -28,12 +28,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.batch_size = 16  # int: global batch, split over the mesh's data axis.
   c.eval_batch_size = 16  # int: global evaluation batch.
   c.dataset = ml_collections.ConfigDict()
-  c.dataset.name = "image_folder"  # str: image_folder | demo.
+  c.dataset.name = "image_folder"  # str: image_folder | demo | celeb_a | imagenette | mit_indoor67.
   c.dataset.path = ml_collections.config_dict.placeholder(str)  # str: image_folder's folder.
   c.dataset.data_dir = "~/tensorflow_datasets"  # str: where prepared TFDS data is kept.
-  c.dataset.random_crop = False  # bool: train on random crops (else centre crops).
+  # Unset (None) augmentation fields take the dataset's recipe (minr_jax/data/options.py):
+  # random crop + flip for imagenette, flip for mit_indoor67, neither otherwise.
+  c.dataset.random_crop = ml_collections.config_dict.placeholder(bool)  # bool: random crops.
   c.dataset.train_resize = 0  # int: short side before the training crop (0 = resolution).
-  c.dataset.flip = False  # bool: random horizontal flips for training.
+  c.dataset.flip = ml_collections.config_dict.placeholder(bool)  # bool: random h-flips.
+  c.dataset.eval_split = ml_collections.config_dict.placeholder(str)  # str: None = dataset's.
   c.dataset.crop_size = 128  # int: demo only: side of the crops cut from each photo.
   c.dataset.eval_crops_per_image = 16  # int: demo only: fixed crops per held-out photo.
   c.dataset.eval_fraction = 0.1  # float: image_folder without train/ val/: share held out.
@@ -111,21 +114,21 @@ def _demo(c: ml_collections.ConfigDict) -> None:
   c.mask_grid = 8
   c.batch_size = 16
   c.eval_batch_size = 16
-  c.num_train_steps = 2000
-  c.learning_rate = 3e-4
+  c.num_train_steps = 1500
+  c.learning_rate = 5e-4
   c.log_every_steps = 50
   c.eval_every_steps = 500
   c.checkpoint_every_steps = 500
   c.model.patch_size = 8
   c.model.padding = 0
-  c.model.dim = 192
+  c.model.dim = 128
   c.model.depth = 4
-  c.model.num_heads = 3
+  c.model.num_heads = 2
   c.model.head_dim = 64
-  c.model.mlp_dim = 768
+  c.model.mlp_dim = 512
   c.model.inr_hidden_dim = 64
   c.model.ff_num_freqs = 32
-  c.model.ff_sigma = 32.0
+  c.model.ff_sigma = 8.0
   c.model.num_groups = 16
 
 

@@ -3,6 +3,9 @@
 No TensorFlow at run time. Datasets (config.dataset.name):
   image_folder  a folder of images (config.dataset.path); `image_folder.py`.
   demo          crops of scikit-image's bundled photos; `demo.py`.
+  celeb_a       CelebA, TFDS catalogue, manual download; `catalogue.py`.
+  imagenette    Imagenette 320 px (v2), TFDS catalogue; `catalogue.py`.
+  mit_indoor67  MIT Indoor Scenes, manual download; `mit_indoor67.py`.
 Adding one: `datasets.py`. Config fields read and their defaults:
 `options.py`. Pipeline design (sharding, batching, prefetch, eval padding):
 `pipeline.py`. Host-side image ops: `preprocess.py`.
@@ -38,8 +41,11 @@ def check_dataset(config: Any) -> None:
 
   Unknown dataset.name (the message lists the valid names), bad data field
   types or ranges, and for image_folder a dataset.path that is unset,
-  missing, not a directory or holding no images: each a ConfigError naming
-  the field or path.
+  missing, not a directory or holding no images; for celeb_a / imagenette
+  neither prepared data in dataset.data_dir nor the manual files in
+  dataset.path (no network access is tried); for mit_indoor67 neither
+  prepared data nor a dataset.path with both lists and the images: each a
+  ConfigError naming the field or path.
 
   Args:
     config: the run config.

@@ -3,15 +3,12 @@
 To add a dataset, write a module with
   `load(options: DataOptions) -> base.Dataset`   (prepares if needed)
 and, if it has cheap pre-compile checks, `check(options) -> None`, then add
-one entry to `_DATASETS`. For example, a TFDS catalogue dataset such as
-`celeb_a` or `imagenette` would be prepared with
-`tfds.builder(name, data_dir=options.data_dir, file_format='array_record')`
-(+ `tfds_utils.prepare`), read with `tfds_utils.split_source(builder,
-'train' / 'validation')` and mapped with `preprocess.train_transform` /
-`preprocess.eval_transform` (the Imagenette recipe is random_crop=True with
-train_resize > R); `mit_indoor67` would be a GeneratorBasedBuilder like
-`image_folder.ImageFolderBuilder`. Catalogue builders must be prepared without
-TensorFlow, which not all of them allow: check before relying on one.
+one entry to `_DATASETS` (and, if it has a choice of eval split or its own
+augmentation defaults, one to `options.RECIPES`). Examples: `catalogue.py`
+(TFDS catalogue builders `celeb_a`, `imagenette`, whose TF-only preparation
+steps are replaced), `mit_indoor67.py` and `image_folder.py` (own
+GeneratorBasedBuilders), `demo.py`. Whole-image datasets get their maps from
+`base.whole_image_dataset`.
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ import dataclasses
 from collections.abc import Callable
 
 from minr_jax.config import ConfigError
-from minr_jax.data import base, demo, image_folder
+from minr_jax.data import base, catalogue, demo, image_folder, mit_indoor67
 from minr_jax.data import options as options_lib
 
 
@@ -43,6 +40,9 @@ class _Entry:
 _DATASETS: dict[str, _Entry] = {
     'image_folder': _Entry(check=_check_image_folder, load=image_folder.load),
     'demo': _Entry(check=_no_check, load=demo.load),
+    'celeb_a': _Entry(check=catalogue.check, load=catalogue.load),
+    'imagenette': _Entry(check=catalogue.check, load=catalogue.load),
+    'mit_indoor67': _Entry(check=mit_indoor67.check, load=mit_indoor67.load),
 }
 NAMES = tuple(_DATASETS)
 

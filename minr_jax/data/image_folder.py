@@ -229,6 +229,36 @@ def _needs_reencoding(image: Image.Image) -> bool:
           or image.getexif().get(_EXIF_ORIENTATION, 1) != 1)
 
 
+def rgb_image_bytes(data: bytes, name: str) -> bytes:
+  """Encoded image `data` as RGB JPEG/PNG bytes (`data` itself if possible).
+
+  RGB JPEG/PNG without transparency or EXIF rotation are kept byte for byte;
+  anything else PIL reads (greyscale, CMYK, palette, alpha, other formats) is
+  converted by `preprocess.pil_to_rgb` and re-encoded losslessly as PNG.
+
+  Args:
+    data: the encoded file.
+    name: the file's path (or archive member) for the error message.
+
+  Returns:
+    Encoded bytes that decode to uint8 [H, W, 3].
+
+  Raises:
+    ConfigError: `cannot read image <name>: <reason>` (one line).
+  """
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      image.load()  # Decodes fully: catches truncated files.
+      if not _needs_reencoding(image):
+        return data
+      rgb = preprocess.pil_to_rgb(image)
+  except Exception as e:  # PIL raises many types; any means unreadable.
+    raise ConfigError(f'cannot read image {name}: {_one_line(e)}') from e
+  buffer = io.BytesIO()
+  rgb.save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
 def encoded_rgb(path: str) -> bytes:
   """The image at `path` as RGB JPEG/PNG bytes (original bytes if possible).
 
@@ -244,16 +274,9 @@ def encoded_rgb(path: str) -> bytes:
   try:
     with open(path, 'rb') as handle:
       data = handle.read()
-    with Image.open(io.BytesIO(data)) as image:
-      image.load()  # Decodes fully: catches truncated files.
-      if not _needs_reencoding(image):
-        return data
-      rgb = preprocess.pil_to_rgb(image)
-  except Exception as e:  # PIL raises many types; any means unreadable.
+  except OSError as e:
     raise ConfigError(f'cannot read image {path}: {_one_line(e)}') from e
-  buffer = io.BytesIO()
-  rgb.save(buffer, format='PNG')
-  return buffer.getvalue()
+  return rgb_image_bytes(data, path)
 
 
 class ImageFolderBuilder(tfds.core.GeneratorBasedBuilder,
@@ -377,13 +400,5 @@ def load(options: options_lib.DataOptions) -> base.Dataset:
     raise ConfigError(
         f'config.dataset.path: no training images in {options.path} (all '
         'fell in the eval split; lower config.dataset.eval_fraction)')
-  return base.Dataset(
-      train=train,
-      eval=tfds_utils.split_source(builder, EVAL),
-      train_transform=functools.partial(
-          preprocess.train_transform, resolution=options.resolution,
-          resize_to=options.train_resize, random=options.random_crop,
-          flip=options.flip),
-      eval_transform=functools.partial(preprocess.eval_transform,
-                                       resolution=options.resolution),
-  )
+  return base.whole_image_dataset(
+      train, tfds_utils.split_source(builder, EVAL), options)

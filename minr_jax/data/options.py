@@ -11,16 +11,24 @@ Fields read (a missing `config.dataset.*` field takes the default below;
   config.resolution                  int   -      output images are [R, R, 3]
   config.batch_size                  int   -      global train batch size
   config.eval_batch_size             int   batch_size  global eval batch size
-  config.dataset.name                str   -      'image_folder' or 'demo'
-  config.dataset.path                str   None   image_folder: the folder
+  config.dataset.name                str   -      image_folder | demo |
+                                                  celeb_a | imagenette |
+                                                  mit_indoor67
+  config.dataset.path                str   None   image_folder: the folder;
+                                                  celeb_a, imagenette,
+                                                  mit_indoor67: the manual
+                                                  download directory
   config.dataset.data_dir            str   '~/tensorflow_datasets'
                                                   where prepared TFDS data live
-  config.dataset.random_crop         bool  False  image_folder train: resize
-                                                  short side to train_resize,
-                                                  then random crop R (else
-                                                  centre crop R)
-  config.dataset.train_resize        int   0      0 = resolution
-  config.dataset.flip                bool  False  random horizontal flip (train)
+  config.dataset.eval_split          str   None   celeb_a, imagenette,
+                                                  mit_indoor67: the split
+                                                  evaluated on (unset: below)
+  config.dataset.random_crop         bool  None   train: resize short side to
+                                                  train_resize, then random
+                                                  crop R (else centre crop R)
+  config.dataset.train_resize        int   0      short side before the random
+                                                  crop (0 = unset: below)
+  config.dataset.flip                bool  None   random horizontal flip (train)
   config.dataset.crop_size           int   128    demo: crop side in pixels of
                                                   the photo (clamped to the
                                                   photo's short side)
@@ -35,6 +43,23 @@ Fields read (a missing `config.dataset.*` field takes the default below;
                                                   main process)
   config.dataset.prefetch_buffer     int   2      batches prepared ahead (per
                                                   worker when num_workers > 0)
+
+Precedence of the augmentation and split fields: a value set in the config
+always wins; a field left at its unset value (None, or '' for eval_split, or 0
+for train_resize) takes the dataset's default from `RECIPES`, else the global
+default (random_crop False, flip False, train_resize = R):
+
+  dataset       eval_split   random_crop  flip   train_resize (unset)
+  celeb_a       test         False        False  R
+  imagenette    validation   True         True   R * 320 // 182
+  mit_indoor67  test         False        True   R
+  image_folder  -            False        False  R
+  demo          -            -            False  -
+
+(Imagenette: the reference crops 182 pixels from the 320-pixel images, so the
+default keeps that scale at any R.) Setting eval_split for image_folder or
+demo is an error. When `from_config` is given another dataset `name` than the
+config's, the config's path and eval_split are not used for it.
 """
 
 from __future__ import annotations
@@ -42,6 +67,8 @@ from __future__ import annotations
 import dataclasses
 import os
 from typing import Any
+
+import numpy as np
 
 from minr_jax.config import ConfigError
 
@@ -51,15 +78,48 @@ DEFAULT_DATA_DIR = '~/tensorflow_datasets'
 DATASET_DEFAULTS: dict[str, Any] = {
     'path': None,
     'data_dir': DEFAULT_DATA_DIR,
-    'random_crop': False,
+    'eval_split': None,
+    'random_crop': None,
     'train_resize': 0,
-    'flip': False,
+    'flip': None,
     'crop_size': 128,
     'eval_crops_per_image': 16,
     'eval_fraction': 0.1,
     'eval_max_images': 0,
     'num_workers': 0,
     'prefetch_buffer': 2,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """A dataset's splits and its defaults for the unset fields.
+
+  Attributes:
+    splits: TFDS split names; 'train' is the training split.
+    eval_split: default of config.dataset.eval_split.
+    random_crop: default of config.dataset.random_crop.
+    flip: default of config.dataset.flip.
+    train_scale: (a, b): an unset train_resize becomes R * a // b.
+  """
+
+  splits: tuple[str, ...]
+  eval_split: str
+  random_crop: bool = False
+  flip: bool = False
+  train_scale: tuple[int, int] = (1, 1)
+
+
+# Datasets with a choice of eval split and their own defaults (the module
+# docstring has the table).
+RECIPES: dict[str, Recipe] = {
+    'celeb_a': Recipe(splits=('train', 'validation', 'test'),
+                      eval_split='test'),
+    'imagenette': Recipe(splits=('train', 'validation'),
+                         eval_split='validation', random_crop=True, flip=True,
+                         train_scale=(320, 182)),
+    'mit_indoor67': Recipe(splits=('train', 'test'), eval_split='test',
+                           flip=True),
 }
 
 
@@ -72,9 +132,10 @@ class DataOptions:
   data_dir: str  # Absolute, user-expanded.
   resolution: int
   seed: int = 0
-  random_crop: bool = False
+  eval_split: str = ''  # Resolved; '' for datasets without a choice.
+  random_crop: bool = False  # Resolved (see the precedence table).
   train_resize: int = 0  # Already resolved: never 0 here.
-  flip: bool = False
+  flip: bool = False  # Resolved (see the precedence table).
   crop_size: int = 128
   eval_crops_per_image: int = 16
   eval_fraction: float = 0.1
@@ -100,6 +161,34 @@ def _positive_int(value: Any, field: str, *, allow_zero: bool = False) -> int:
   return value
 
 
+def _optional_bool(config: Any, field: str, default: bool) -> bool:
+  """`config.dataset.<field>` as a bool; `default` when unset (None)."""
+  value = _dataset_field(config, field)
+  if value is None:
+    return default
+  if not isinstance(value, (bool, np.bool_)):
+    raise ConfigError(f'config.dataset.{field} must be a bool (or None for '
+                      f'the dataset default), got {value!r}')
+  return bool(value)
+
+
+def _eval_split(config: Any, name: str, same_dataset: bool) -> str:
+  """The resolved eval split of dataset `name` ('' if it has no choice)."""
+  value = _dataset_field(config, 'eval_split') if same_dataset else None
+  recipe = RECIPES.get(name)
+  if value in (None, ''):
+    return recipe.eval_split if recipe else ''
+  if recipe is None:
+    raise ConfigError(
+        f'config.dataset.eval_split={value!r} is not used by '
+        f'dataset.name={name!r} (only by {", ".join(RECIPES)}); leave it unset')
+  if value not in recipe.splits:
+    raise ConfigError(
+        f'config.dataset.eval_split={value!r} is not a split of {name}; '
+        f'valid: {", ".join(recipe.splits)}')
+  return value
+
+
 def from_config(config: Any, name: str | None = None,
                 path: str | None = None) -> DataOptions:
   """Reads and checks the data fields of `config` (no file system access).
@@ -112,10 +201,11 @@ def from_config(config: Any, name: str | None = None,
       different dataset than the config, the config's path is not used.
 
   Returns:
-    The frozen options.
+    The frozen options, with the unset fields resolved (module docstring).
 
   Raises:
-    ConfigError: a field has a wrong type or range.
+    ConfigError: a field has a wrong type or range, or eval_split is not a
+      split of the dataset.
   """
   config_name = config.dataset.get('name', None)
   name = config_name if name is None else name
@@ -125,12 +215,14 @@ def from_config(config: Any, name: str | None = None,
   if path is None and name == config_name:
     path = _dataset_field(config, 'path')
   resolution = _positive_int(config.get('resolution', None), 'resolution')
+  recipe = RECIPES.get(name, Recipe(splits=(), eval_split=''))
   train_resize = _positive_int(_dataset_field(config, 'train_resize'),
                                'dataset.train_resize', allow_zero=True)
+  scale_up, scale_down = recipe.train_scale
   if 0 < train_resize < resolution:
     raise ConfigError(
         f'config.dataset.train_resize={train_resize} is smaller than '
-        f'config.resolution={resolution} (use 0 for the resolution)')
+        f'config.resolution={resolution} (use 0 for the dataset default)')
   eval_fraction = _dataset_field(config, 'eval_fraction')
   if (isinstance(eval_fraction, bool)
       or not isinstance(eval_fraction, (int, float))
@@ -157,9 +249,10 @@ def from_config(config: Any, name: str | None = None,
       data_dir=os.path.abspath(os.path.expanduser(os.fspath(data_dir))),
       resolution=resolution,
       seed=seed,
-      random_crop=bool(_dataset_field(config, 'random_crop')),
-      train_resize=train_resize or resolution,
-      flip=bool(_dataset_field(config, 'flip')),
+      eval_split=_eval_split(config, name, same_dataset=name == config_name),
+      random_crop=_optional_bool(config, 'random_crop', recipe.random_crop),
+      train_resize=train_resize or resolution * scale_up // scale_down,
+      flip=_optional_bool(config, 'flip', recipe.flip),
       crop_size=_positive_int(_dataset_field(config, 'crop_size'),
                               'dataset.crop_size'),
       eval_crops_per_image=_positive_int(

@@ -137,8 +137,17 @@ def to_float(image: np.ndarray) -> np.ndarray:
 
 
 def eval_transform(example: dict, *, resolution: int) -> dict:
-  """Short side to R, centre crop R: {'image': float32 [R, R, 3]}."""
-  image = resize_short_side(example['image'], resolution)
+  """Short side to R, centre crop R: {'image': float32 [R, R, 3]}.
+
+  Args:
+    example: {'image': uint8 [H, W] or [H, W, 1|3|4], ...} (made RGB by
+      `array_to_rgb`); other keys are dropped.
+    resolution: R.
+
+  Returns:
+    {'image': float32 [R, R, 3]} in [0, 1].
+  """
+  image = resize_short_side(array_to_rgb(example['image']), resolution)
   return {'image': to_float(center_crop(image, resolution))}
 
 
@@ -152,7 +161,8 @@ def train_transform(example: dict, rng: np.random.Generator, *,
   centre crop). `flip` mirrors with probability 1/2.
 
   Args:
-    example: {'image': uint8 [H, W, 3], ...}; other keys are dropped.
+    example: {'image': uint8 [H, W] or [H, W, 1|3|4], ...} (made RGB by
+      `array_to_rgb`); other keys are dropped.
     rng: grain's per-element generator.
     resolution: R.
     resize_to: short side before the random crop (only with `random`).
@@ -162,7 +172,7 @@ def train_transform(example: dict, rng: np.random.Generator, *,
   Returns:
     {'image': float32 [R, R, 3]} in [0, 1].
   """
-  image = example['image']
+  image = array_to_rgb(example['image'])
   if random:
     image = random_crop(resize_short_side(image, resize_to), resolution, rng)
   else:

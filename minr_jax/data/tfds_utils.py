@@ -46,15 +46,19 @@ def _lock_path(builder: tfds.core.DatasetBuilder) -> str:
   return os.path.join(root, '.locks', relative + '.lock')
 
 
-def prepare(builder: tfds.core.DatasetBuilder) -> None:
+def prepare(builder: tfds.core.DatasetBuilder,
+            manual_dir: str | None = None) -> None:
   """Writes `builder`'s splits to `builder.data_dir` unless already there.
 
-  No network access: the builders here download nothing and GCS look-ups are
-  off. Errors raised by the builder's generator propagate unchanged (TFDS
-  removes its partial output).
+  No network access: the builders here download nothing (the catalogue ones
+  are only prepared once their files are in `manual_dir`) and GCS look-ups
+  are off. Errors raised by the builder's generator propagate unchanged
+  (TFDS removes its partial output).
 
   Args:
     builder: a builder constructed with `file_format='array_record'`.
+    manual_dir: TFDS's manual download directory (default
+      `<data_dir>/downloads/manual`).
   """
   if is_prepared(builder):
     return
@@ -63,7 +67,8 @@ def prepare(builder: tfds.core.DatasetBuilder) -> None:
       return
     builder.download_and_prepare(
         download_dir=os.path.join(builder.data_dir_root, 'downloads'),
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+        download_config=tfds.download.DownloadConfig(
+            try_download_gcs=False, manual_dir=manual_dir),
         file_format=FILE_FORMAT)
 
 
