@@ -29,16 +29,6 @@ from absl import app, flags, logging
 from minr_jax import checkpoint, metrics, sharding, train
 from minr_jax.config import ConfigError, validate
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
-_DATASETS = flags.DEFINE_string(
-    "datasets", None, "Comma-separated name[:path] entries, e.g. "
-    "'celeb_a,image_folder:/data/x'. Default: the run's evaluation datasets.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
-_MAX_IMAGES = flags.DEFINE_integer("max_images", None,
-                                   "Evaluate at most this many images per dataset.")
-_MASK_EXACT = flags.DEFINE_bool("mask_exact", None, "Exact-count evaluation masks "
-                                "(default: as the run's config.eval_mask_exact).")
-
 COLUMNS = ("psnr_full", "psnr_masked", "psnr_pasted", "psnr_full_mean_fill",
            "psnr_full_masked_input", "num_images")
 
@@ -124,13 +114,21 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  f = flags.FLAGS
   try:
-    evaluate_workdir(_WORKDIR.value, _DATASETS.value, _STEP.value, _MAX_IMAGES.value,
-                     _MASK_EXACT.value)
+    evaluate_workdir(f.workdir, f.datasets, f.step, f.max_images, f.mask_exact)
   except ConfigError as e:
     sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":
-  flags.mark_flag_as_required("workdir")
+  # Flags are defined only for the command line, so that importing this module
+  # (benchmarks, notebooks) defines none.
+  flags.DEFINE_string("workdir", None, "A training workdir.", required=True)
+  flags.DEFINE_string("datasets", None, "Comma-separated name[:path] entries, e.g. "
+                      "'celeb_a,image_folder:/data/x'. Default: the run's evaluation datasets.")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
+  flags.DEFINE_integer("max_images", None, "Evaluate at most this many images per dataset.")
+  flags.DEFINE_bool("mask_exact", None, "Exact-count evaluation masks (default: as the "
+                    "run's config.eval_mask_exact).")
   app.run(main)

@@ -69,3 +69,18 @@ def test_evaluate_errors_name_the_problem(trained, tmp_path):
     evaluate.evaluate_workdir(workdir, f"image_folder:{folder}", step=7)
   with pytest.raises(ConfigError, match="unknown"):
     evaluate.evaluate_workdir(workdir, "imagenet21k")
+
+
+def test_paper_tables_put_measured_numbers_beside_the_paper(trained, tmp_path):
+  from minr_jax import paper_tables
+  workdir, folder, _, _ = trained
+  fake = {"celeba": {"celeb_a": dict(psnr_full=20.5, psnr_full_mean_fill=13.0),
+                     "imagenette": dict(psnr_full=17.25, psnr_full_mean_fill=12.0)}}
+  text = paper_tables.tables(fake, "transinr")
+  assert "20.50 (paper 21.87; fill 13.00)" in text
+  assert "17.25 (paper 18.06; fill 12.00)" in text  # CEL->IMG
+  assert "- (paper 19.93; fill -)" in text  # IMG->CEL not run
+  evaluate.evaluate_workdir(workdir, f"image_folder:{folder}")
+  assert "image_folder:faces" in paper_tables.latest_results(workdir)
+  with pytest.raises(ConfigError, match="no evaluation"):
+    paper_tables.latest_results(str(tmp_path))
