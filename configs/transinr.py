@@ -54,9 +54,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Masking (drawn on device inside the step).
   c.mask_ratio = 0.75  # float in [0, 1): share of patches masked.
   c.mask_grid = 14  # int: masks live on a mask_grid x mask_grid grid of patches.
-  c.mask_exact = False  # bool: exactly round(ratio*N) patches (MAE) vs each w.p. ratio (paper).
+  c.mask = ml_collections.ConfigDict()
+  # str: random (each patch w.p. ratio, the paper's) | random_exact (exactly
+  # round(ratio*N), MAE's) | block | center | outpaint | noise_filtered.
+  c.mask.strategy = "random"
+  # float: if both set, each training image draws its ratio from [min, max].
+  c.mask.ratio_min = ml_collections.config_dict.placeholder(float)
+  c.mask.ratio_max = ml_collections.config_dict.placeholder(float)
+  c.mask.block_min_patches = 4  # int: block: smallest rectangle, in patches.
+  c.mask.block_aspect_min = 0.3  # float: block: aspect ratios in [min, 1/min].
+  c.mask.filter = "lowpass"  # str: noise_filtered: lowpass|highpass|bandpass|bandstop.
+  c.mask.cutoff_low = ml_collections.config_dict.placeholder(float)  # None: filter's default.
+  c.mask.cutoff_high = ml_collections.config_dict.placeholder(float)  # (fractions of Nyquist)
+  c.eval_mask_strategy = "random"  # str: strategy of the fixed evaluation masks.
   c.eval_mask_seed = 2023  # int: evaluation masks depend on this and the image index only.
-  c.eval_mask_exact = False  # bool: exact-count masks at evaluation.
 
   # Optimisation: Adam, learning rate x lr_decay_factor after lr_decay_at of training.
   c.num_train_steps = 305_220  # int: CelebA: ceil(162,770 / 16) = 10,174 steps an epoch x 30.

@@ -39,6 +39,20 @@ def validate(config, num_devices: int | None = None) -> None:
   if config.resolution % config.mask_grid:
     raise ConfigError(f"config.resolution={config.resolution} is not divisible by "
                       f"config.mask_grid={config.mask_grid}")
+  try:
+    from minr_jax import masking  # noqa: PLC0415 (masking imports jax only)
+    masking.mask_spec_from_config(config)
+    for field in ("eval_mask_strategy",):
+      if config[field] not in masking.STRATEGIES:
+        raise ConfigError(f"config.{field}={config[field]!r} is not one of "
+                          f"{', '.join(masking.STRATEGIES)}")
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  lo, hi = config.mask.get("ratio_min"), config.mask.get("ratio_max")
+  if (lo is None) != (hi is None):
+    raise ConfigError("set both config.mask.ratio_min and config.mask.ratio_max, or neither")
+  if lo is not None and not 0.0 <= lo <= hi < 1.0:
+    raise ConfigError(f"config.mask.ratio_min={lo}, ratio_max={hi}: need 0 <= min <= max < 1")
   m = config.model
   if m.padding < 0:
     raise ConfigError(f"config.model.padding must be >= 0, got {m.padding}")

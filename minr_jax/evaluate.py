@@ -7,7 +7,7 @@ r"""Evaluate a trained workdir's checkpoint on one or more datasets.
 Restores only the parameters (no optimizer state) of the newest checkpoint
 (or `--step`) onto whatever devices are present, evaluates every listed
 dataset's evaluation split under the fixed, seeded masks of the run's config
-(`eval_mask_seed`; `--mask_exact` for exact-count masks), and writes
+(`eval_mask_seed`; `--mask_strategy=random_exact` for exact-count masks), and writes
 `DIR/eval/<step>/results.{json,csv,md}` with the three PSNR figures, the
 mean-colour-fill and masked-input baselines and the image count per dataset,
 plus a PNG grid per dataset. Without `--datasets` it evaluates the datasets
@@ -46,9 +46,11 @@ def write_results(out_dir: str, step: int, results: dict[str, dict[str, float]],
                   config: ml_collections.ConfigDict) -> None:
   """results.json, results.csv and results.md in out_dir."""
   os.makedirs(out_dir, exist_ok=True)
-  masking = (f"{'exact-count' if config.eval_mask_exact else 'independent (Bernoulli)'} "
-             f"patch masks, ratio {config.mask_ratio}, {config.mask_grid}x{config.mask_grid} "
-             f"grid, seed {config.eval_mask_seed}")
+  kind = {"random": "independent (Bernoulli) per-patch",
+          "random_exact": "exact-count random"}.get(config.eval_mask_strategy,
+                                                    config.eval_mask_strategy)
+  masking = (f"{kind} masks, ratio {config.mask_ratio}, {config.mask_grid}x"
+             f"{config.mask_grid} patch grid, seed {config.eval_mask_seed}")
   with open(os.path.join(out_dir, "results.json"), "w") as f:
     json.dump(dict(step=step, masking=masking, results=results), f, indent=2)
   with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
@@ -67,14 +69,14 @@ def write_results(out_dir: str, step: int, results: dict[str, dict[str, float]],
 
 
 def evaluate_workdir(workdir: str, datasets: str | None = None, step: int | None = None,
-                     max_images: int | None = None, mask_exact: bool | None = None
+                     max_images: int | None = None, mask_strategy: str | None = None
                      ) -> tuple[int, dict[str, dict[str, float]]]:
   """Evaluates a workdir's checkpoint; returns (step, {dataset label: metrics})."""
   config = load_config(workdir)
   if max_images is not None:
     config.dataset.eval_max_images = max_images
-  if mask_exact is not None:
-    config.eval_mask_exact = mask_exact
+  if mask_strategy is not None:
+    config.eval_mask_strategy = mask_strategy
   validate(config)
   entries = train.parse_datasets(datasets) if datasets else train.eval_datasets(config)
   train.check_eval_datasets(config, entries)
@@ -116,7 +118,7 @@ def main(argv: list[str]) -> None:
   logging.set_verbosity(logging.WARNING)
   f = flags.FLAGS
   try:
-    evaluate_workdir(f.workdir, f.datasets, f.step, f.max_images, f.mask_exact)
+    evaluate_workdir(f.workdir, f.datasets, f.step, f.max_images, f.mask_strategy)
   except ConfigError as e:
     sys.exit(f"error: {e}")
 
@@ -129,6 +131,6 @@ if __name__ == "__main__":
                       "'celeb_a,image_folder:/data/x'. Default: the run's evaluation datasets.")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
   flags.DEFINE_integer("max_images", None, "Evaluate at most this many images per dataset.")
-  flags.DEFINE_bool("mask_exact", None, "Exact-count evaluation masks (default: as the "
-                    "run's config.eval_mask_exact).")
+  flags.DEFINE_string("mask_strategy", None, "Evaluation mask strategy, e.g. random_exact "
+                      "(default: the run's config.eval_mask_strategy).")
   app.run(main)

@@ -185,8 +185,7 @@ def mask_spec_from_config(config) -> MaskSpec:
   """The training MaskSpec of a run config.
 
   Reads `config.mask_grid` (default 14) and, from the optional sub-config
-  `config.mask`: strategy (default "random_exact" if `config.mask_exact` is
-  true, else "random"), block_min_patches (4), block_aspect_min (0.3),
+  `config.mask`: strategy ("random"), block_min_patches (4), block_aspect_min (0.3),
   filter ("lowpass"), cutoff_low, cutoff_high (the filter's defaults, see
   `MaskSpec`). A missing field or a None value means the default. Raises
   ValueError naming the config field (e.g. `config.mask.filter`) that cannot
@@ -199,8 +198,7 @@ def mask_spec_from_config(config) -> MaskSpec:
     return default if value is None else value
 
   sub = getattr(config, "mask", None)
-  default_strategy = "random_exact" if get(config, "mask_exact", False) else "random"
-  values = dict(strategy=get(sub, "strategy", default_strategy),
+  values = dict(strategy=get(sub, "strategy", "random"),
                 grid=get(config, "mask_grid", 14),
                 block_min_patches=get(sub, "block_min_patches", 4),
                 block_aspect_min=get(sub, "block_aspect_min", 0.3),

@@ -60,8 +60,8 @@ def _cell(results, source: str, target: str, model: str) -> str:
   paper = PAPER[model][(source, target)]
   r = results.get(source, {}).get(DATASET_LABELS[target])
   if r is None:
-    return f"- (paper {paper:.2f}; fill -)"
-  return f"{r['psnr_full']:.2f} (paper {paper:.2f}; fill {r['psnr_full_mean_fill']:.2f})"
+    return f"- (paper {paper:.3f}; fill -)"
+  return f"{r['psnr_full']:.2f} (paper {paper:.3f}; fill {r['psnr_full_mean_fill']:.2f})"
 
 
 def tables(results: dict[str, dict[str, dict[str, float]]], model: str) -> str:

@@ -9,6 +9,7 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -99,11 +100,27 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 # ------------------------------------------------------------------- steps ---
 
-def _draw_masks(config, key: PRNGKey, images: Array) -> Array:
+def _pixel_masks(grid_masks: Array, images: Array) -> Array:
+  return masking.to_pixels(grid_masks, images.shape[1], images.shape[2])
+
+
+def train_masks(config, key: PRNGKey, images: Array) -> Array:
   """Training pixel masks [B, H, W] for images [B, H, W, 3]."""
-  grid = masking.patch_masks(key, images.shape[0], config.mask_grid,
-                             config.mask_ratio, config.mask_exact)
-  return masking.to_pixels(grid, images.shape[1], images.shape[2])
+  spec = masking.mask_spec_from_config(config)
+  ratio_key, mask_key = jax.random.split(key)
+  ratio = config.mask_ratio
+  if config.mask.ratio_min is not None and config.mask.ratio_max is not None:
+    ratio = masking.sample_ratios(ratio_key, images.shape[0], config.mask.ratio_min,
+                                  config.mask.ratio_max)
+  return _pixel_masks(masking.draw_batch(spec, mask_key, images.shape[0], ratio), images)
+
+
+def eval_masks(config, indices: Array, images: Array) -> Array:
+  """Fixed evaluation pixel masks [B, H, W]: a function of seed and image index."""
+  spec = dataclasses.replace(masking.mask_spec_from_config(config),
+                             strategy=config.eval_mask_strategy)
+  return _pixel_masks(masking.draw_indexed(spec, config.eval_mask_seed, indices,
+                                           config.mask_ratio), images)
 
 
 def train_step(state: TrainState, batch: dict[str, Array], rng: PRNGKey, *,
@@ -113,7 +130,7 @@ def train_step(state: TrainState, batch: dict[str, Array], rng: PRNGKey, *,
   key = jax.random.fold_in(rng, state.step)
   mask_key, dropout_key = jax.random.split(key)
   images = batch["image"]
-  pixel_masks = _draw_masks(config, mask_key, images)
+  pixel_masks = train_masks(config, mask_key, images)
   inputs = masking.apply_mask(images, pixel_masks)
 
   def loss_fn(params):
@@ -133,10 +150,7 @@ def eval_step(params: PyTree, batch: dict[str, Array], *, model: TransINR,
               config: ml_collections.ConfigDict) -> dict[str, Array]:
   """Per-image metrics [B] under the fixed masks of each image's index."""
   images = batch["image"]
-  grid = masking.indexed_patch_masks(config.eval_mask_seed, batch["index"],
-                                     config.mask_grid, config.mask_ratio,
-                                     config.eval_mask_exact)
-  pixel_masks = masking.to_pixels(grid, images.shape[1], images.shape[2])
+  pixel_masks = eval_masks(config, batch["index"], images)
   inputs = masking.apply_mask(images, pixel_masks)
   pred = reconstruct(model, params, inputs)
   out = metrics.reconstruction_metrics(pred, images, pixel_masks)

@@ -55,10 +55,10 @@ def test_evaluate_writes_all_result_files_for_several_datasets(trained):
 
 def test_evaluation_masks_are_identical_across_runs(trained):
   workdir, folder, _, _ = trained
-  _, a = evaluate.evaluate_workdir(workdir, f"image_folder:{folder}", mask_exact=True)
-  _, b = evaluate.evaluate_workdir(workdir, f"image_folder:{folder}", mask_exact=True)
+  _, a = evaluate.evaluate_workdir(workdir, f"image_folder:{folder}", mask_strategy="random_exact")
+  _, b = evaluate.evaluate_workdir(workdir, f"image_folder:{folder}", mask_strategy="random_exact")
   assert a == b
-  assert "exact-count" in open(os.path.join(workdir, "eval", "2", "results.md")).read()
+  assert "exact-count random" in open(os.path.join(workdir, "eval", "2", "results.md")).read()
 
 
 def test_evaluate_errors_name_the_problem(trained, tmp_path):
@@ -77,9 +77,9 @@ def test_paper_tables_put_measured_numbers_beside_the_paper(trained, tmp_path):
   fake = {"celeba": {"celeb_a": dict(psnr_full=20.5, psnr_full_mean_fill=13.0),
                      "imagenette": dict(psnr_full=17.25, psnr_full_mean_fill=12.0)}}
   text = paper_tables.tables(fake, "transinr")
-  assert "20.50 (paper 21.87; fill 13.00)" in text
-  assert "17.25 (paper 18.06; fill 12.00)" in text  # CEL->IMG
-  assert "- (paper 19.93; fill -)" in text  # IMG->CEL not run
+  assert "20.50 (paper 21.865; fill 13.00)" in text
+  assert "17.25 (paper 18.058; fill 12.00)" in text  # CEL->IMG
+  assert "- (paper 19.929; fill -)" in text  # IMG->CEL not run
   evaluate.evaluate_workdir(workdir, f"image_folder:{folder}")
   assert "image_folder:faces" in paper_tables.latest_results(workdir)
   with pytest.raises(ConfigError, match="no evaluation"):

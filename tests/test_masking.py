@@ -213,10 +213,8 @@ def test_indexed_masks_of_any_strategy_depend_on_the_index_only():
 
 
 def test_mask_spec_from_config_defaults_and_fields():
-  config = ml_collections.ConfigDict(dict(mask_grid=8, mask_exact=False))
+  config = ml_collections.ConfigDict(dict(mask_grid=8))
   assert masking.mask_spec_from_config(config) == masking.MaskSpec("random", 8)
-  config.mask_exact = True
-  assert masking.mask_spec_from_config(config).strategy == "random_exact"
   config.mask = ml_collections.ConfigDict(dict(strategy="noise_filtered", filter="bandpass",
                                                cutoff_low=0.3, block_min_patches=2))
   spec = masking.mask_spec_from_config(config)
