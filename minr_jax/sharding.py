@@ -45,6 +45,12 @@ def state_shardings(mesh: Mesh, abstract_state: PyTree) -> PyTree:
   return jax.tree.map(lambda _: replicated(mesh), abstract_state)
 
 
+def with_shardings(abstract: PyTree, shardings: PyTree) -> PyTree:
+  """ShapeDtypeStructs of `abstract` carrying `shardings` (restore targets)."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract, shardings)
+
+
 def global_batch(mesh: Mesh, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
   """Assembles each process's local rows into global arrays split over `data`."""
   sharding = batch_sharding(mesh)

@@ -317,9 +317,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   abstract_state = jax.eval_shape(init_state, init_key)
   state_sharding = sharding.state_shardings(mesh, abstract_state)
-  abstract_state = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      abstract_state, state_sharding)
+  abstract_state = sharding.with_shardings(abstract_state, state_sharding)
 
   os.makedirs(workdir, exist_ok=True)
   manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
