@@ -21,6 +21,7 @@ import functools
 import json
 import os
 import sys
+from typing import Any
 
 import jax
 import ml_collections
@@ -68,6 +69,29 @@ def write_results(out_dir: str, step: int, results: dict[str, dict[str, float]],
     f.write("\n".join(lines) + "\n")
 
 
+def restore_model(workdir: str, config: ml_collections.ConfigDict, mesh,
+                  step: int | None = None) -> tuple[int, Any, Any, Any]:
+  """Restores only the parameters of checkpoint `step` (default: newest) onto mesh.
+
+  Returns (step, model, params, params_sharding). Raises ConfigError if there
+  is no such checkpoint or it holds a model of another shape.
+  """
+  model = train.build_model(config)
+  abstract = jax.eval_shape(functools.partial(train.init_params, model),
+                            jax.random.key(0))
+  params_sharding = sharding.state_shardings(mesh, abstract)
+  abstract = sharding.with_shardings(abstract, params_sharding)
+  manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
+  step = checkpoint.latest_step(manager) if step is None else step
+  if step is None or step not in manager.all_steps():
+    raise ConfigError(f"no checkpoint {'' if step is None else step} in "
+                      f"{os.path.join(workdir, 'checkpoints')}")
+  checkpoint.check_compatible(manager, step, abstract)
+  params = checkpoint.restore_params(manager, step, abstract)
+  manager.close()
+  return step, model, params, params_sharding
+
+
 def evaluate_workdir(workdir: str, datasets: str | None = None, step: int | None = None,
                      max_images: int | None = None, mask_strategy: str | None = None
                      ) -> tuple[int, dict[str, dict[str, float]]]:
@@ -83,22 +107,7 @@ def evaluate_workdir(workdir: str, datasets: str | None = None, step: int | None
   mesh = sharding.make_mesh(config)
   validate(config, num_devices=mesh.shape["data"])
 
-  model = train.build_model(config)
-  abstract = jax.eval_shape(functools.partial(train.init_params, model),
-                            jax.random.key(0))
-  params_sharding = sharding.state_shardings(mesh, abstract)
-  abstract = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      abstract, params_sharding)
-  manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
-  step = checkpoint.latest_step(manager) if step is None else step
-  if step is None or step not in manager.all_steps():
-    raise ConfigError(f"no checkpoint {'' if step is None else step} in "
-                      f"{os.path.join(workdir, 'checkpoints')}")
-  checkpoint.check_compatible(manager, step, abstract)
-  params = checkpoint.restore_params(manager, step, abstract)
-  manager.close()
-
+  step, model, params, params_sharding = restore_model(workdir, config, mesh, step)
   eval_fn = jax.jit(functools.partial(train.eval_step, model=model, config=config),
                     in_shardings=(params_sharding, sharding.batch_sharding(mesh)))
   out_dir = os.path.join(workdir, "eval", str(step))
