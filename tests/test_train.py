@@ -179,3 +179,26 @@ def test_cli_prints_one_line_errors_and_the_summary(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr
   assert out.stdout.strip().splitlines()[-1] == "total parameters: 44,462,851"
+
+
+@pytest.mark.parametrize("strategy", ["random", "random_exact", "block", "center",
+                                      "outpaint", "noise_filtered"])
+def test_every_mask_strategy_draws_training_masks_from_the_config(strategy):
+  import jax
+  config = tiny_config("/unused", mask__strategy=strategy, mask_ratio=0.5)
+  images = jax.numpy.zeros((8, 16, 16, 3))
+  masks = np.asarray(jax.jit(lambda k: train.train_masks(config, k, images))(
+      jax.random.key(0)))
+  assert masks.shape == (8, 16, 16)
+  assert abs(masks.mean() - 0.5) < (0.15 if strategy == "random" else 1e-6)
+
+
+def test_training_with_block_masks_and_a_ratio_range(tmp_path, folder, data_dir):
+  config = tiny_config(data_dir, folder, num_train_steps=2, mask__strategy="block",
+                       mask__ratio_min=0.3, mask__ratio_max=0.9,
+                       eval_mask_strategy="center")
+  final = train.train_and_evaluate(config, str(tmp_path))
+  recs = _records(str(tmp_path), "train")
+  fractions = [r["mask_fraction"] for r in recs.values()]
+  assert all(0.3 - 1e-6 <= f <= 0.9 + 1e-6 for f in fractions)
+  assert np.isfinite(final["image_folder:images0"]["psnr_full"])
