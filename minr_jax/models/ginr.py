@@ -1,0 +1,205 @@
+"""The GINR hypernetwork of MINR (instance pattern composers): images -> per-image INR weights.
+
+GINR (Kim et al., CVPR 2023) predicts only one INR layer per image; every other
+layer is shared by all images. Data flow for images [B, H, W, 3]:
+  pad by `padding` pixels, cut into P x P patches   -> patches [B, T, 3 P P]
+  Dense to D + learned position embedding           -> data tokens [B, T, D]
+  append the learned table of R weight tokens       -> [B, T + R, D]
+  pre-LN transformer (q/k/v/out biases, dropout)    -> [B, T + R, D]
+  weight tokens -> LN -> Dense D -> fan_in          -> U [B, fan_in, R]
+  U @ V (V [R, fan_out] learned, shared)            -> W [B, fan_in, fan_out],
+    each output column scaled to unit L2 norm over fan_in, plus the shared
+    bias row: the instance-specific layer `modulated_layer` (1 in the paper).
+The other INR layers are learned [fan_in + 1, fan_out] matrices (last row the
+bias), broadcast to [B, ...], so `weights` has the TransINR layout and
+`inr.render` / `train.reconstruct` work unchanged.
+
+Decisions, from the GINR reference code (kakaobrain/ginr-ipc, which MINR's
+GINR code builds on):
+- Shared INR weights: the reference's "kaiming_uniform" is PyTorch's
+  `kaiming_uniform_(w, a=sqrt(5))` applied to the weight stored as
+  [fan_in, fan_out]; PyTorch takes a 2-D tensor's fan-in from its second
+  axis, so the bound is 1/sqrt(layer fan_out): U(+-1/16) for the 256-wide
+  layers (the same as nn.Linear's default there) but U(+-1/sqrt(3)) for the
+  256 -> 3 output layer. We reproduce that (`ginr_linear_init`). Biases 0.
+- `normalize_shared` (default True): the reference's INR normalises every
+  layer's weight columns (its `normalize_weight` option, on by default), not
+  only the instance-specific one, so shared layers are used as
+  w / ||w||_column too (per column over fan_in; biases untouched). With it
+  the shared weights' initial scale affects only their learning speed.
+- The reference also keeps a full (unused) base weight for the modulated
+  layer and only uses its bias; we keep just the bias (`bias_{m}`).
+
+Parameters of the paper config (182 px, 400 tokens, rank 256), 43,680,771:
+  patch_embed   243 x 768 + 768                          187,392
+  pos_embed     400 x 768                                307,200
+  weight_tokens 256 x 768                                196,608
+  transformer   6 x 7,087,872                         42,527,232
+    per block: 2 LayerNorms 2 x 1,536, q/k/v/out 4 x (768 x 768 + 768),
+    fc1 768 x 3072 + 3072, fc2 3072 x 768 + 768
+  head          LayerNorm 1,536 + Dense 768 x 256 + 256  198,400
+  shared_factor V 256 x 256                               65,536
+  INR layers 0, 2, 3: 3 x 257 x 256; layer 4: 257 x 3;
+    layer 1's bias: 256                                  198,403
+The reference's count is 43,746,307 (about 43.75M; the paper says 43.7M): the
+above plus its never-used 256 x 256 base weight of layer 1.
+
+Precision as in TransINR: parameters float32, `dtype` for the tokenizer,
+transformer and head; U, V, the INR weights and U @ V (full precision) float32.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from minr_jax.config import ConfigError
+from minr_jax.models import inr
+from minr_jax.models.transformer import Transformer, torch_dense
+from minr_jax.models.transinr import num_patches_per_side, patchify
+
+Array = jax.Array
+PRNGKey = jax.Array
+
+DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+
+def ginr_linear_init(key: PRNGKey, fan_in: int, fan_out: int) -> Array:
+  """A shared INR layer [fan_in + 1, fan_out]: weights U(+-1/sqrt(fan_out)), bias row 0.
+
+  GINR's kaiming_uniform(a = sqrt 5) on its [fan_in, fan_out] weight, whose
+  PyTorch fan-in is the second axis (see the module docstring).
+  """
+  bound = 1.0 / math.sqrt(fan_out)
+  w = jax.random.uniform(key, (fan_in, fan_out), jnp.float32, -bound, bound)
+  return jnp.concatenate([w, jnp.zeros((1, fan_out), jnp.float32)], axis=0)
+
+
+def shared_factor_init(key: PRNGKey, shape: tuple[int, int], fan_in: int) -> Array:
+  """Shared factor V [rank, fan_out] of the instance-specific layer: N(0, 1) / sqrt(rank fan_in)."""
+  return jax.random.normal(key, shape, jnp.float32) / math.sqrt(shape[0] * fan_in)
+
+
+def normalize_columns(w: Array) -> Array:
+  """Weights [..., fan_in, fan_out] with each output column scaled to unit L2 norm."""
+  return w / jnp.maximum(jnp.linalg.norm(w, axis=-2, keepdims=True), 1e-12)
+
+
+class GINR(nn.Module):
+  """MINR's GINR hypernetwork: images [B, H, W, 3] -> dict of outputs.
+
+  Outputs: `weights` (list per INR layer, [B, fan_in + 1, fan_out]; all but
+  layer `modulated_layer` identical across the batch), `modulations` ([U],
+  U [B, fan_in, rank]), `data_tokens` [B, T, D] and `weight_tokens`
+  [B, rank, D] (transformer outputs, for embeddings).
+  """
+  image_size: int
+  patch_size: int = 9
+  padding: int = 1
+  dim: int = 768
+  depth: int = 6
+  num_heads: int = 12
+  head_dim: int = 64
+  mlp_dim: int = 3072
+  qkv_bias: bool = True
+  ln_epsilon: float = 1e-5
+  exact_gelu: bool = True
+  dropout: float = 0.1
+  remat: bool = False
+  inr_hidden_dim: int = 256
+  inr_num_layers: int = 5
+  inr_out_dim: int = 3
+  ff_num_freqs: int = 64
+  ff_sigma: float = 64.0
+  rank: int = 256
+  modulated_layer: int = 1
+  normalize_shared: bool = True
+  output_bias: float = 0.5
+  dtype: Any = None
+  inr_dtype: Any = None
+
+  @property
+  def inr_shapes(self) -> list[tuple[int, int]]:
+    return inr.layer_shapes(4 * self.ff_num_freqs, self.inr_hidden_dim,
+                            self.inr_num_layers, self.inr_out_dim)
+
+  @property
+  def num_data_tokens(self) -> int:
+    return num_patches_per_side(self.image_size, self.patch_size, self.padding) ** 2
+
+  @property
+  def num_weight_tokens(self) -> int:
+    return self.rank
+
+  def freqs(self) -> Array:
+    return inr.fourier_frequencies(self.ff_num_freqs, self.ff_sigma)
+
+  @nn.compact
+  def __call__(self, images: Array, train: bool = False) -> dict[str, Any]:
+    if not 0 <= self.modulated_layer < self.inr_num_layers:
+      raise ValueError(f"modulated_layer={self.modulated_layer} is not a layer of an"
+                       f" INR with {self.inr_num_layers} layers")
+    patches = patchify(images, self.patch_size, self.padding)
+    if patches.shape[1] != self.num_data_tokens:
+      raise ValueError(f"images of size {images.shape[1:3]} give {patches.shape[1]}"
+                       f" tokens; the model was built for {self.image_size} px")
+    batch = images.shape[0]
+    tokens = torch_dense(self.dim, dtype=self.dtype, fan_in=patches.shape[-1],
+                         name="patch_embed")(patches)
+    pos = self.param("pos_embed", nn.initializers.normal(1.0),
+                     (self.num_data_tokens, self.dim))
+    tokens = tokens + pos.astype(tokens.dtype)
+    table = self.param("weight_tokens", nn.initializers.normal(1.0),
+                       (self.rank, self.dim))
+    table = jnp.broadcast_to(table.astype(tokens.dtype), (batch, *table.shape))
+    x = jnp.concatenate([tokens, table], axis=1)
+    x = Transformer(self.depth, self.num_heads, self.head_dim, self.mlp_dim,
+                    self.qkv_bias, self.ln_epsilon, self.exact_gelu, self.dropout,
+                    self.remat, self.dtype, name="transformer")(x, train)
+    data_out, weight_out = x[:, :self.num_data_tokens], x[:, self.num_data_tokens:]
+
+    weights, modulations = [], []
+    for i, (fan_in, fan_out) in enumerate(self.inr_shapes):
+      if i == self.modulated_layer:
+        h = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="head_ln")(weight_out)
+        h = torch_dense(fan_in, dtype=self.dtype, fan_in=self.dim, name="head")(h)
+        u = jnp.swapaxes(h, 1, 2).astype(jnp.float32)  # [B, fan_in, rank]
+        v = self.param("shared_factor", shared_factor_init, (self.rank, fan_out), fan_in)
+        w = normalize_columns(jnp.matmul(u, v, precision="highest"))
+        bias = self.param(f"bias_{i}", nn.initializers.zeros, (fan_out,), jnp.float32)
+        bias = jnp.broadcast_to(bias, (batch, 1, fan_out))
+        weights.append(jnp.concatenate([w, bias], axis=1))
+        modulations.append(u)
+      else:
+        base = self.param(f"base_{i}",
+                          lambda key, fi=fan_in, fo=fan_out: ginr_linear_init(key, fi, fo))
+        if self.normalize_shared:
+          base = jnp.concatenate([normalize_columns(base[:-1]), base[-1:]], axis=0)
+        weights.append(jnp.broadcast_to(base, (batch, *base.shape)))
+    return dict(weights=weights, modulations=modulations,
+                data_tokens=data_out, weight_tokens=weight_out)
+
+
+def build_ginr(config: ml_collections.ConfigDict) -> GINR:
+  """The GINR hypernetwork described by config.model at config.resolution."""
+  m = config.model
+  name = m.get("dtype", "float32") or "float32"
+  inr_name = m.get("inr_dtype", "") or name
+  for field, value in (("dtype", name), ("inr_dtype", inr_name)):
+    if value not in DTYPES:
+      raise ConfigError(f"config.model.{field}={value!r} is not one of {', '.join(DTYPES)}")
+  return GINR(
+      image_size=config.resolution, patch_size=m.patch_size, padding=m.padding,
+      dim=m.dim, depth=m.depth, num_heads=m.num_heads, head_dim=m.head_dim,
+      mlp_dim=m.mlp_dim, qkv_bias=m.qkv_bias, ln_epsilon=m.ln_epsilon,
+      exact_gelu=m.exact_gelu, dropout=m.dropout, remat=m.get("remat", False),
+      inr_hidden_dim=m.inr_hidden_dim, inr_num_layers=m.inr_num_layers,
+      ff_num_freqs=m.ff_num_freqs, ff_sigma=m.ff_sigma, rank=m.ginr_rank,
+      modulated_layer=m.ginr_layer,
+      normalize_shared=m.get("ginr_normalize_shared", True),
+      output_bias=m.output_bias, dtype=DTYPES[name], inr_dtype=DTYPES[inr_name])
