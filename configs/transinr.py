@@ -95,6 +95,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.ff_sigma = 1024.0  # float: highest Fourier frequency.
   c.model.num_groups = 64  # int: weight tokens per INR layer (capped at its width).
   c.model.output_bias = 0.5  # float: added to the INR's output.
+  # str: float32 | bfloat16: computation dtype of the tokenizer, transformer and
+  # heads (parameters, softmax, LayerNorm statistics and Adam stay float32).
+  c.model.dtype = "float32"
+  # str: '' (follow model.dtype) | float32 | bfloat16: dtype of the INR's matmuls
+  # (accumulated in float32; the Fourier features are computed in float32).
+  c.model.inr_dtype = ""
 
   # Loop.
   c.log_every_steps = 50  # int: train metrics and progress line.
@@ -104,9 +110,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.num_grid_images = 8  # int: rows in each reconstruction PNG grid.
   c.tensorboard = True  # bool: also write TensorBoard event files.
 
-  # Devices: a mesh with one 'data' axis; -1 means every device.
+  # Devices: a (data, fsdp) mesh; -1 means all remaining devices. Batches are split
+  # over data x fsdp devices; parameters and Adam moments with at least
+  # fsdp_min_size elements are split over fsdp (minr_jax/sharding.py).
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # int.
+  c.mesh.fsdp = 1  # int: 1 = plain data parallelism (everything replicated).
+  c.fsdp_min_size = 2 ** 18  # int: smaller arrays stay replicated.
 
   variant = arg or ""
   if variant in PAPER_DATASETS:

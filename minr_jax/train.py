@@ -45,9 +45,28 @@ class TrainState:
 
 # ------------------------------------------------------------------ model ---
 
+DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+
+def model_dtypes(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
+  """(transformer dtype, INR dtype) from config.model.dtype / inr_dtype; None = float32.
+
+  model.inr_dtype '' (the default) follows model.dtype.
+  """
+  m = config.model
+  name = m.get("dtype", "float32") or "float32"
+  inr_name = m.get("inr_dtype", "") or name
+  for field, value in (("dtype", name), ("inr_dtype", inr_name)):
+    if value not in DTYPES:
+      raise ConfigError(f"config.model.{field}={value!r} is not one of "
+                        f"{', '.join(DTYPES)}")
+  return DTYPES[name], DTYPES[inr_name]
+
+
 def build_model(config: ml_collections.ConfigDict) -> TransINR:
   """The hypernetwork described by config.model at config.resolution."""
   m = config.model
+  dtype, inr_dtype = model_dtypes(config)
   return TransINR(
       image_size=config.resolution, patch_size=m.patch_size, padding=m.padding,
       dim=m.dim, depth=m.depth, num_heads=m.num_heads, head_dim=m.head_dim,
@@ -55,7 +74,7 @@ def build_model(config: ml_collections.ConfigDict) -> TransINR:
       exact_gelu=m.exact_gelu, dropout=m.dropout, remat=m.remat,
       inr_hidden_dim=m.inr_hidden_dim, inr_num_layers=m.inr_num_layers,
       ff_num_freqs=m.ff_num_freqs, ff_sigma=m.ff_sigma, num_groups=m.num_groups,
-      output_bias=m.output_bias)
+      output_bias=m.output_bias, dtype=dtype, inr_dtype=inr_dtype)
 
 
 def init_params(model: TransINR, key: PRNGKey) -> PyTree:
@@ -83,11 +102,17 @@ def param_table(params: PyTree) -> str:
 
 def reconstruct(model: TransINR, params: PyTree, inputs: Array, *,
                 train: bool = False, dropout_key: PRNGKey | None = None) -> Array:
-  """Masked inputs [B, H, W, 3] -> the INRs' images [B, H, W, 3]."""
+  """Masked inputs [B, H, W, 3] -> the INRs' images [B, H, W, 3] (float32).
+
+  The Fourier features of the pixel grid are computed once per call and
+  shared by all B images (`inr.render`); the INR's matmuls run in
+  model.inr_dtype.
+  """
   rngs = {"dropout": dropout_key} if dropout_key is not None else {}
   out = model.apply({"params": params}, inputs, train=train, rngs=rngs)
   coords = inr.coord_grid(inputs.shape[1], inputs.shape[2])
-  return inr.render(out["weights"], coords, model.freqs(), model.output_bias)
+  return inr.render(out["weights"], coords, model.freqs(), model.output_bias,
+                    getattr(model, "inr_dtype", None))
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -179,7 +204,8 @@ def evaluate(eval_fn, params: PyTree, batches: Iterable[dict[str, np.ndarray]],
     for name, values in out.items():
       if name in ("inputs", "pred", "pasted"):
         continue
-      values = np.asarray(jax.device_get(values))[valid]
+      # This process's rows, matching its local `valid` (all rows with one process).
+      values = _process_local(values)[valid]
       sums[name] = sums.get(name, 0.0) + float(values.sum())
     count += int(valid.sum())
     if grid_rows < num_grid_images and jax.process_index() == 0:
@@ -189,6 +215,12 @@ def evaluate(eval_fn, params: PyTree, batches: Iterable[dict[str, np.ndarray]],
         col.append(np.asarray(_process_local(out[key]))[rows])
       grid_cols[3].append(np.asarray(batch["image"])[rows])
       grid_rows += take
+  if jax.process_count() > 1:  # every process saw its own rows: add them up
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+    names = sorted(sums)
+    local = np.array([sums[n] for n in names] + [count], np.float64)
+    total = np.asarray(multihost_utils.process_allgather(local)).sum(axis=0)
+    sums, count = dict(zip(names, map(float, total[:-1]))), int(round(total[-1]))
   if count == 0:
     raise ConfigError("the evaluation split holds no images")
   means = {name: total / count for name, total in sums.items()}
@@ -197,11 +229,17 @@ def evaluate(eval_fn, params: PyTree, batches: Iterable[dict[str, np.ndarray]],
 
 
 def _process_local(x: Array) -> np.ndarray:
-  """This process's rows of a batch-sharded global array, in order."""
-  if jax.process_count() == 1:
+  """This process's rows of a batch-sharded global array, in order.
+
+  Shards holding the same rows (a replicated or partly replicated output)
+  are taken once.
+  """
+  if jax.process_count() == 1 or x.is_fully_addressable:
     return np.asarray(x)
-  shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
-  return np.concatenate([np.asarray(s.data) for s in shards])
+  rows = {}
+  for shard in x.addressable_shards:
+    rows.setdefault(shard.index[0].start or 0, shard)
+  return np.concatenate([np.asarray(rows[start].data) for start in sorted(rows)])
 
 
 EvalDataset = tuple[str, str | None]  # (dataset.name, dataset.path)
@@ -282,6 +320,26 @@ def evaluate_datasets(eval_fn, params: PyTree, config: ml_collections.ConfigDict
 
 # -------------------------------------------------------------------- loop ---
 
+def _make_train_iterator(config: ml_collections.ConfigDict, process_index: int,
+                         process_count: int):
+  """data.make_train_iterator; with several processes, process 0 goes first.
+
+  The first use of a dataset prepares it in dataset.data_dir, so process 0
+  prepares it while the others wait at a barrier and then only read it (two
+  processes preparing the same folder at once would race).
+  """
+  def make():
+    return data.make_train_iterator(config, process_index=process_index,
+                                    process_count=process_count)
+
+  if process_count == 1:
+    return make()
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+  it = make() if process_index == 0 else None
+  multihost_utils.sync_global_devices("minr_jax: training data prepared")
+  return it if it is not None else make()
+
+
 def summary(config: ml_collections.ConfigDict) -> str:
   """The parameter table of the configured model (no memory, no compile)."""
   validate(config)
@@ -300,8 +358,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   validate(config)
   datasets = eval_datasets(config)
   check_eval_datasets(config, datasets)
+  model_dtypes(config)
   mesh = sharding.make_mesh(config)
-  validate(config, num_devices=mesh.shape["data"])
+  sharding.check_batch_sizes(config, mesh)
+  validate(config, num_devices=sharding.batch_devices(mesh))
   process_index, process_count = jax.process_index(), jax.process_count()
   is_main = process_index == 0
 
@@ -316,7 +376,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                       opt_state=tx.init(params))
 
   abstract_state = jax.eval_shape(init_state, init_key)
-  state_sharding = sharding.state_shardings(mesh, abstract_state)
+  # FSDP: big parameters and their Adam moments split over `fsdp` (sharding.py).
+  state_sharding = sharding.config_state_shardings(config, mesh, abstract_state)
   abstract_state = sharding.with_shardings(abstract_state, state_sharding)
 
   os.makedirs(workdir, exist_ok=True)
@@ -325,8 +386,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if resume_step is not None:
     checkpoint.check_compatible(manager, resume_step, abstract_state.params)
 
-  train_iter = data.make_train_iterator(
-      config, process_index=process_index, process_count=process_count)
+  train_iter = _make_train_iterator(config, process_index, process_count)
 
   batch_sh = sharding.batch_sharding(mesh)
   repl = sharding.replicated(mesh)
@@ -336,7 +396,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       out_shardings=(state_sharding, repl), donate_argnums=(0,))
   p_eval_step = jax.jit(functools.partial(eval_step, model=model, config=config),
                         in_shardings=(state_sharding.params, batch_sh),
-                        out_shardings=repl if process_count == 1 else None)
+                        out_shardings=repl if process_count == 1 else batch_sh)
 
   if resume_step is not None:
     state = checkpoint.restore(manager, resume_step, abstract_state, train_iter)

@@ -7,12 +7,16 @@ bias (the TransINR convention). Coordinates are pixel centres in [-1, 1]^2 in
 
 Everything is a pure function of arrays, so a batch of per-image INRs is just
 `jax.vmap(inr_apply, in_axes=(0, None, None))(weights, coords, freqs)`.
+`render` does the same but encodes the shared coordinate grid once for the
+whole batch (the features are identical for every image) and can run the
+MLP's matmuls in bfloat16 (`dtype`), accumulating in float32.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -54,18 +58,29 @@ def layer_shapes(in_dim: int, hidden_dim: int, num_layers: int,
 
 
 def mlp_apply(weights: Sequence[Array], features: Array,
-              output_bias: float = 0.5) -> Array:
+              output_bias: float = 0.5, dtype: Any = None) -> Array:
   """Applies the MLP to features [N, fan_in_0] -> [N, fan_out_last].
 
   ReLU between layers, none after the last; `output_bias` is added to the
   output (0.5 centres a zero-initialised output in the [0, 1] pixel range).
+  dtype (e.g. jnp.bfloat16): inputs and weights of each matmul are cast to
+  it, products are accumulated and biases added in float32, and the output
+  is float32. None keeps the inputs' dtype throughout.
   """
-  x = features
+  if dtype is None:
+    x = features
+    for i, w in enumerate(weights):
+      x = x @ w[:-1] + w[-1]
+      if i < len(weights) - 1:
+        x = jax.nn.relu(x)
+    return x + output_bias
+  x = features.astype(dtype)
   for i, w in enumerate(weights):
-    x = x @ w[:-1] + w[-1]
+    y = jnp.dot(x, w[:-1].astype(dtype), preferred_element_type=jnp.float32)
+    y = y + w[-1].astype(jnp.float32)
     if i < len(weights) - 1:
-      x = jax.nn.relu(x)
-  return x + output_bias
+      x = jax.nn.relu(y).astype(dtype)
+  return y + output_bias
 
 
 def inr_apply(weights: Sequence[Array], coords: Array, freqs: Array,
@@ -108,11 +123,21 @@ def modulate(base: Array, modulation: Array) -> Array:
   return jnp.concatenate([w, bias.astype(w.dtype)], axis=-2)
 
 
+def render_features(weights: Sequence[Array], features: Array, output_bias: float = 0.5,
+                    dtype: Any = None) -> Array:
+  """A batch of INRs, weights [B, ...] per layer, on shared features [N, 4F] -> [B, N, out]."""
+  return jax.vmap(mlp_apply, in_axes=(0, None, None, None))(
+      list(weights), features, output_bias, dtype)
+
+
 def render(weights: Sequence[Array], coords: Array, freqs: Array,
-           output_bias: float = 0.5) -> Array:
+           output_bias: float = 0.5, dtype: Any = None) -> Array:
   """A batch of INRs, weights [B, ...] per layer, at shared coords [H, W, 2].
 
-  Returns [B, H, W, out_dim].
+  The Fourier features of the grid are computed once (float32) and shared by
+  every image; dtype as in `mlp_apply`. Returns [B, H, W, out_dim].
   """
-  return jax.vmap(inr_apply, in_axes=(0, None, None, None))(
-      list(weights), coords, freqs, output_bias)
+  feats = fourier_features(coords, freqs)
+  flat = feats.reshape(-1, feats.shape[-1])
+  out = render_features(weights, flat, output_bias, dtype)
+  return out.reshape(out.shape[0], *coords.shape[:-1], out.shape[-1])

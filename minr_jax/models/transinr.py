@@ -9,6 +9,13 @@ Data flow for images [B, H, W, 3]:
     giving modulations [B, fan_in, g_l] that scale the shared base weights
     group-wise (output column j uses group j mod g_l), columns normalised
   -> INR weights, per layer [B, fan_in + 1, fan_out].
+
+Precision: parameters are always float32. `dtype` (None = float32, or
+jnp.bfloat16) is the computation dtype of the tokenizer, the transformer
+(attention softmax and LayerNorm statistics stay float32) and the heads; the
+modulations and INR weights are float32 again. `inr_dtype` is the matmul
+dtype the INR is rendered with (`minr_jax.train.reconstruct`, float32
+accumulation); it is a model field only so that it travels with the model.
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ class TransINR(nn.Module):
   num_groups: int = 64
   output_bias: float = 0.5
   dtype: Any = None
+  inr_dtype: Any = None
 
   @property
   def inr_shapes(self) -> list[tuple[int, int]]:

@@ -1,0 +1,218 @@
+r"""Speed benchmark of the jitted train and eval steps on random images.
+
+  python -m minr_jax.bench --config=configs/transinr.py --steps=5 --peak_flops=190e9
+  python -m minr_jax.bench --config=configs/transinr.py --config.model.dtype=bfloat16
+  python -m minr_jax.bench --config=configs/transinr.py:tiny --steps=2
+
+Builds the configured model, optimizer, mesh and shardings exactly as
+`minr_jax.train.train_and_evaluate` does, feeds random [B, R, R, 3] images (no
+dataset needed), and prints one JSON object:
+
+- `compile_s` (train step), `eval_compile_s`;
+- `train_step_s` / `eval_step_s`: median, min, max, p25, p75 and every
+  timing of `--steps` steps after `--warmup` untimed ones;
+- `images_per_s` (batch_size / median train step);
+- `flops_per_step`: XLA's count (`compiled.cost_analysis()['flops']`) of
+  the train step; XLA counts one device's partition of an SPMD program, so
+  the total is that times `num_devices` (both are given); `achieved_flops_per_s`
+  = total / median step; `mfu` = that / `--peak_flops` (the peak of all
+  devices together) when given;
+- `peak_memory_bytes` and `memory_source`: the first device's
+  `memory_stats()['peak_bytes_in_use']` where the backend reports it (TPU,
+  GPU), else this process's maximum resident set size (CPU; includes
+  compilation and everything else the process holds);
+  `xla_train_memory`: XLA's per-device buffer sizes of the compiled train
+  step (arguments, outputs, temporaries);
+- `dtype`, `inr_dtype`, `remat`, `batch_size`, `resolution`, `mesh`,
+  `num_parameters`, `device_kind`, `num_devices`, `process_count`.
+
+The step time includes everything the step does on device (mask drawing,
+forward, backward, Adam), not data loading.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import resource
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from minr_jax import sharding, train
+from minr_jax.config import ConfigError, validate
+
+
+def _stats(times: list[float]) -> dict[str, Any]:
+  t = np.asarray(times, np.float64)
+  return dict(median=float(np.median(t)), min=float(t.min()), max=float(t.max()),
+              p25=float(np.percentile(t, 25)), p75=float(np.percentile(t, 75)),
+              all=[round(float(x), 6) for x in t])
+
+
+def _flops(compiled) -> float | None:
+  """XLA's flop count of a compiled computation (None if the backend gives none)."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # noqa: BLE001 (some backends do not implement it)
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  flops = (cost or {}).get("flops")
+  return float(flops) if flops is not None and flops >= 0 else None
+
+
+def _xla_memory(compiled) -> dict[str, int] | None:
+  """XLA's buffer sizes of a compiled step (per device), where the backend reports them."""
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # noqa: BLE001
+    return None
+  if m is None:
+    return None
+  fields = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
+            "temp_size_in_bytes", "generated_code_size_in_bytes")
+  return {f.replace("_size_in_bytes", "_bytes"): int(getattr(m, f)) for f in fields
+          if hasattr(m, f)}
+
+
+def _peak_memory() -> tuple[int, str]:
+  stats = None
+  try:
+    stats = jax.local_devices()[0].memory_stats()
+  except Exception:  # noqa: BLE001
+    pass
+  if stats and "peak_bytes_in_use" in stats:
+    return int(stats["peak_bytes_in_use"]), "device_memory_stats"
+  # Linux reports ru_maxrss in KiB.
+  return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "process_max_rss"
+
+
+def _time(fn, args_fn, steps: int, warmup: int) -> list[float]:
+  """Wall times of `steps` calls after `warmup` untimed ones; args_fn feeds each call."""
+  times = []
+  for i in range(warmup + steps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args_fn()))
+    if i >= warmup:
+      times.append(time.perf_counter() - t0)
+  return times
+
+
+def run_benchmark(config: ml_collections.ConfigDict, steps: int = 5, warmup: int = 1,
+                  peak_flops: float | None = None, eval_steps: int | None = None
+                  ) -> dict[str, Any]:
+  """Compiles and times the train and eval steps; returns the JSON-able results."""
+  if steps < 1 or warmup < 0:
+    raise ConfigError(f"--steps must be >= 1 and --warmup >= 0, got {steps}, {warmup}")
+  validate(config)
+  dtype, inr_dtype = train.model_dtypes(config)
+  mesh = sharding.make_mesh(config)
+  sharding.check_batch_sizes(config, mesh)
+  model, tx = train.build_model(config), train.make_optimizer(config)
+  init_key, step_key = jax.random.split(jax.random.key(config.seed))
+
+  def init_state(key):
+    params = train.init_params(model, key)
+    return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                            opt_state=tx.init(params))
+
+  abstract = jax.eval_shape(init_state, init_key)
+  state_sh = sharding.config_state_shardings(config, mesh, abstract)
+  batch_sh, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+  state = jax.jit(init_state, out_shardings=state_sh)(init_key)
+
+  rng = np.random.default_rng(config.seed)
+  local = config.batch_size // jax.process_count()
+  res = config.resolution
+  images = rng.uniform(size=(local, res, res, 3)).astype(np.float32)
+  batch = sharding.global_batch(mesh, {"image": images})
+  local_eval = config.eval_batch_size // jax.process_count()
+  eval_batch = sharding.global_batch(mesh, {
+      "image": rng.uniform(size=(local_eval, res, res, 3)).astype(np.float32),
+      "index": (np.arange(local_eval) + jax.process_index() * local_eval).astype(np.int32)})
+
+  p_train = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config),
+                    in_shardings=(state_sh, batch_sh, repl),
+                    out_shardings=(state_sh, repl), donate_argnums=(0,))
+  t0 = time.perf_counter()
+  compiled = p_train.lower(state, batch, step_key).compile()
+  compile_s = time.perf_counter() - t0
+  flops = _flops(compiled)
+
+  holder = [state]
+
+  def train_call(s, b, k):
+    new_state, out = compiled(s, b, k)
+    holder[0] = new_state
+    return out
+
+  train_times = _time(train_call, lambda: (holder[0], batch, step_key), steps, warmup)
+
+  p_eval = jax.jit(functools.partial(train.eval_step, model=model, config=config),
+                   in_shardings=(state_sh.params, batch_sh), out_shardings=batch_sh)
+  t0 = time.perf_counter()
+  eval_compiled = p_eval.lower(holder[0].params, eval_batch).compile()
+  eval_compile_s = time.perf_counter() - t0
+  eval_flops = _flops(eval_compiled)
+  eval_times = _time(eval_compiled, lambda: (holder[0].params, eval_batch),
+                     steps if eval_steps is None else eval_steps, warmup)
+
+  memory, memory_source = _peak_memory()
+  num_devices = mesh.size
+  train_stats = _stats(train_times)
+  total_flops = flops * num_devices if flops is not None else None
+  achieved = total_flops / train_stats["median"] if total_flops else None
+  return dict(
+      compile_s=compile_s, eval_compile_s=eval_compile_s,
+      train_step_s=train_stats, eval_step_s=_stats(eval_times),
+      images_per_s=config.batch_size / train_stats["median"],
+      flops_per_step_per_device=flops, flops_per_step=total_flops,
+      eval_flops_per_step=eval_flops * num_devices if eval_flops is not None else None,
+      achieved_flops_per_s=achieved, peak_flops=peak_flops,
+      mfu=achieved / peak_flops if achieved and peak_flops else None,
+      peak_memory_bytes=memory, memory_source=memory_source,
+      xla_train_memory=_xla_memory(compiled),
+      dtype=jnp.dtype(dtype or jnp.float32).name,
+      inr_dtype=jnp.dtype(inr_dtype or jnp.float32).name,
+      remat=bool(config.model.remat), batch_size=config.batch_size,
+      eval_batch_size=config.eval_batch_size, resolution=config.resolution,
+      mesh=dict(mesh.shape), fsdp_min_size=config.get("fsdp_min_size"),
+      num_parameters=train.count_params(abstract.params),
+      device_kind=jax.devices()[0].device_kind, platform=jax.devices()[0].platform,
+      num_devices=num_devices, process_count=jax.process_count(),
+      steps=steps, warmup=warmup,
+      final_loss_finite=bool(np.isfinite(float(train_call(holder[0], batch,
+                                                         step_key)["loss"]))))
+
+
+if __name__ == "__main__":
+  from absl import app, flags, logging  # noqa: PLC0415
+  from ml_collections import config_flags  # noqa: PLC0415
+
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", None, "Config file, e.g. configs/transinr.py.", lock_config=True)
+  _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (after the warm-up).")
+  _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps after compiling.")
+  _EVAL_STEPS = flags.DEFINE_integer("eval_steps", None, "Timed eval steps (default --steps).")
+  _PEAK = flags.DEFINE_float("peak_flops", None, "Peak FLOP/s of all devices together, "
+                             "for the MFU (e.g. 190e9 for this 2-core CPU in fp32).")
+
+  def _main(argv: list[str]) -> None:
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    try:
+      out = run_benchmark(_CONFIG.value, _STEPS.value, _WARMUP.value, _PEAK.value,
+                          _EVAL_STEPS.value)
+    except ConfigError as e:
+      sys.exit(f"error: {e}")
+    print(json.dumps(out), flush=True)
+
+  flags.mark_flag_as_required("config")
+  app.run(_main)
