@@ -28,6 +28,7 @@ import optax
 from minr_jax import checkpoint, data, masking, metrics, sharding
 from minr_jax.config import ConfigError, validate
 from minr_jax.models import inr
+from minr_jax.models.ginr import GINR, build_ginr
 from minr_jax.models.transinr import TransINR
 
 Array = jax.Array
@@ -63,9 +64,20 @@ def model_dtypes(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
   return DTYPES[name], DTYPES[inr_name]
 
 
-def build_model(config: ml_collections.ConfigDict) -> TransINR:
-  """The hypernetwork described by config.model at config.resolution."""
+def build_model(config: ml_collections.ConfigDict) -> TransINR | GINR:
+  """The hypernetwork described by config.model at config.resolution.
+
+  config.model.family picks it: 'transinr' (default) or 'ginr'; both return
+  the same output dict, so every step function below serves both. The MAE
+  baseline (minr_jax/models/mae.py) has no INR and is not wired in yet.
+  """
   m = config.model
+  family = m.get("family", None) or "transinr"
+  if family == "ginr":
+    return build_ginr(config)
+  if family != "transinr":
+    raise ConfigError(f"config.model.family={family!r} cannot be trained yet: use "
+                      "'transinr' or 'ginr'")
   dtype, inr_dtype = model_dtypes(config)
   return TransINR(
       image_size=config.resolution, patch_size=m.patch_size, padding=m.padding,

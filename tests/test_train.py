@@ -202,3 +202,19 @@ def test_training_with_block_masks_and_a_ratio_range(tmp_path, folder, data_dir)
   fractions = [r["mask_fraction"] for r in recs.values()]
   assert all(0.3 - 1e-6 <= f <= 0.9 + 1e-6 for f in fractions)
   assert np.isfinite(final["image_folder:images0"]["psnr_full"])
+
+
+def test_ginr_trains_evaluates_and_resumes_through_the_same_loop(tmp_path, folder, data_dir):
+  import ginr as ginr_config  # configs/ginr.py
+  config = ginr_config.get_config("tiny")
+  config.dataset.name, config.dataset.path = "image_folder", folder
+  config.dataset.data_dir = data_dir
+  config.batch_size = config.eval_batch_size = 8
+  config.num_train_steps = 2
+  workdir = str(tmp_path)
+  final = train.train_and_evaluate(config, workdir)
+  assert np.isfinite(final["image_folder:images0"]["psnr_full"])
+  assert type(train.build_model(config)).__name__ == "GINR"
+  again = train.train_and_evaluate(config, workdir)  # restores, evaluates the same
+  assert again["image_folder:images0"]["psnr_full"] == pytest.approx(
+      final["image_folder:images0"]["psnr_full"], abs=1e-6)
