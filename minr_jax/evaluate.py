@@ -105,7 +105,7 @@ def evaluate_workdir(workdir: str, datasets: str | None = None, step: int | None
   entries = train.parse_datasets(datasets) if datasets else train.eval_datasets(config)
   train.check_eval_datasets(config, entries)
   mesh = sharding.make_mesh(config)
-  validate(config, num_devices=mesh.shape["data"])
+  validate(config, num_devices=sharding.batch_devices(mesh))
 
   step, model, params, params_sharding = restore_model(workdir, config, mesh, step)
   eval_fn = jax.jit(functools.partial(train.eval_step, model=model, config=config),

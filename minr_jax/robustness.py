@@ -250,7 +250,7 @@ def run_sweep(workdir: str, datasets: str | None = None,
     entries = train.eval_datasets(config)
   train.check_eval_datasets(config, entries)
   mesh = sharding.make_mesh(config)
-  validate(config, num_devices=mesh.shape["data"])
+  validate(config, num_devices=sharding.batch_devices(mesh))
 
   step, model, params, params_sharding = evaluate.restore_model(workdir, config, mesh, step)
   step_fn = jax.jit(functools.partial(masked_eval_sums, model=model),
