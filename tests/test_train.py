@@ -218,3 +218,10 @@ def test_ginr_trains_evaluates_and_resumes_through_the_same_loop(tmp_path, folde
   again = train.train_and_evaluate(config, workdir)  # restores, evaluates the same
   assert again["image_folder:images0"]["psnr_full"] == pytest.approx(
       final["image_folder:images0"]["psnr_full"], abs=1e-6)
+  # The reuse API serves GINR checkpoints too.
+  import minr_jax
+  model = minr_jax.load(workdir)
+  images = np.random.default_rng(0).uniform(size=(2, 16, 16, 3)).astype(np.float32)
+  pred, _ = model.reconstruct(images)
+  np.testing.assert_allclose(model.render(images, 16, 16, mask="random"), pred, atol=1e-5)
+  assert model.embed(images, kind="modulations").shape[0] == 2
