@@ -80,6 +80,7 @@ def iterate_images(config, name: str, path: str | None, split: str,
   applies the dataset's evaluation transform; decoding runs in threads.
   """
   import grain  # noqa: PLC0415
+
   from minr_jax import data  # noqa: PLC0415
   from minr_jax.data import datasets  # noqa: PLC0415
   from minr_jax.data import options as options_lib  # noqa: PLC0415

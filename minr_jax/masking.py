@@ -39,7 +39,8 @@ import dataclasses
 import functools
 import math
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -295,7 +296,7 @@ def _block(spec: MaskSpec, key: PRNGKey, k: int | Array) -> Array:
   return _ranks(priority) < k
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _centre_ranks(grid: int) -> np.ndarray:
   """Rank [grid, grid] (int32) of each patch in a centre-out, near-square order.
 
@@ -344,7 +345,7 @@ def _outpaint(spec: MaskSpec, k: int | Array) -> Array:
   return jnp.asarray(_centre_ranks(spec.grid)) >= spec.num_patches - k
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _passband(grid: int, filter: str, low: float, high: float) -> np.ndarray:
   """Ideal radial filter [grid, grid] (float32 0/1) in numpy's FFT layout."""
   f = np.fft.fftfreq(grid)  # cycles per patch, Nyquist = 0.5

@@ -112,7 +112,7 @@ def modulate(base: Array, modulation: Array) -> Array:
   by the tiled modulation, each output column scaled to unit L2 norm over
   fan_in, and the shared, unmodulated bias row appended.
   """
-  fan_in, fan_out = base.shape[0] - 1, base.shape[1]
+  fan_out = base.shape[1]
   groups = modulation.shape[-1]
   if fan_out % groups:
     raise ValueError(f"{groups} groups do not divide a layer of width {fan_out}")
