@@ -31,9 +31,9 @@ def validate(config, num_devices: int | None = None) -> None:
                 "mask_grid", "log_every_steps", "eval_every_steps",
                 "checkpoint_every_steps", "keep_checkpoints",
                 "model.patch_size", "model.dim", "model.depth", "model.num_heads",
-                "model.head_dim", "model.mlp_dim", "model.inr_hidden_dim",
-                "model.inr_num_layers", "model.ff_num_freqs", "model.num_groups"):
+                "model.head_dim", "model.mlp_dim"):
     _positive_int(config, field)
+  family = config.model.get("family", None) or "transinr"
   if not 0.0 <= config.mask_ratio < 1.0:
     raise ConfigError(f"config.mask_ratio must be in [0, 1), got {config.mask_ratio}")
   if config.resolution % config.mask_grid:
@@ -53,6 +53,40 @@ def validate(config, num_devices: int | None = None) -> None:
     raise ConfigError("set both config.mask.ratio_min and config.mask.ratio_max, or neither")
   if lo is not None and not 0.0 <= lo <= hi < 1.0:
     raise ConfigError(f"config.mask.ratio_min={lo}, ratio_max={hi}: need 0 <= min <= max < 1")
+  if family == "mae":
+    _validate_mae(config)
+  else:
+    _validate_inr_model(config)
+  if num_devices is not None:
+    for field in ("batch_size", "eval_batch_size"):
+      if config[field] % num_devices:
+        raise ConfigError(f"config.{field}={config[field]} is not divisible by the "
+                          f"{num_devices} devices of the mesh's data axis")
+
+
+def _validate_mae(config) -> None:
+  """MAE keeps a static number of visible tokens: exact-count masks, one ratio."""
+  for field in ("mask.strategy", "eval_mask_strategy"):
+    value = config.mask.strategy if field == "mask.strategy" else config.eval_mask_strategy
+    if value == "random":
+      raise ConfigError(f"config.{field}=random varies the hidden count per image; MAE "
+                        "needs an exact-count strategy (e.g. random_exact)")
+  if config.mask.get("ratio_min") is not None:
+    raise ConfigError("config.mask.ratio_min/ratio_max must be unset for MAE (a static "
+                      "number of visible patches)")
+  if config.resolution % config.model.patch_size or (
+      config.resolution // config.model.patch_size != config.mask_grid):
+    raise ConfigError(f"config.model.patch_size={config.model.patch_size} gives a "
+                      f"{config.resolution // config.model.patch_size}-patch grid at "
+                      f"{config.resolution} px; MAE's patch grid must equal "
+                      f"config.mask_grid={config.mask_grid}")
+
+
+def _validate_inr_model(config) -> None:
+  """The TransINR / GINR fields: tokenizer, INR, groups, schedule."""
+  for field in ("model.inr_hidden_dim", "model.inr_num_layers", "model.ff_num_freqs",
+                "model.num_groups"):
+    _positive_int(config, field)
   m = config.model
   if m.padding < 0:
     raise ConfigError(f"config.model.padding must be >= 0, got {m.padding}")
@@ -73,8 +107,3 @@ def validate(config, num_devices: int | None = None) -> None:
     raise ConfigError(f"config.lr_decay_at must be in (0, 1], got {config.lr_decay_at}")
   if not config.learning_rate > 0:
     raise ConfigError(f"config.learning_rate must be > 0, got {config.learning_rate}")
-  if num_devices is not None:
-    for field in ("batch_size", "eval_batch_size"):
-      if config[field] % num_devices:
-        raise ConfigError(f"config.{field}={config[field]} is not divisible by the "
-                          f"{num_devices} devices of the mesh's data axis")

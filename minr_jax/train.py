@@ -27,7 +27,7 @@ import optax
 
 from minr_jax import checkpoint, data, masking, metrics, sharding
 from minr_jax.config import ConfigError, validate
-from minr_jax.models import inr
+from minr_jax.models import inr, mae
 from minr_jax.models.ginr import GINR, build_ginr
 from minr_jax.models.transinr import TransINR
 
@@ -68,16 +68,21 @@ def build_model(config: ml_collections.ConfigDict) -> TransINR | GINR:
   """The hypernetwork described by config.model at config.resolution.
 
   config.model.family picks it: 'transinr' (default) or 'ginr'; both return
-  the same output dict, so every step function below serves both. The MAE
-  baseline (minr_jax/models/mae.py) has no INR and is not wired in yet.
+  the same output dict, so every step function below serves both; 'mae' is
+  the MAE baseline, which has no INR: `predict` below is where the families
+  differ.
   """
   m = config.model
   family = m.get("family", None) or "transinr"
   if family == "ginr":
     return build_ginr(config)
+  if family == "mae":
+    try:
+      return mae.build_mae(config)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
   if family != "transinr":
-    raise ConfigError(f"config.model.family={family!r} cannot be trained yet: use "
-                      "'transinr' or 'ginr'")
+    raise ConfigError(f"config.model.family={family!r} is not one of transinr, ginr, mae")
   dtype, inr_dtype = model_dtypes(config)
   return TransINR(
       image_size=config.resolution, patch_size=m.patch_size, padding=m.padding,
@@ -91,6 +96,8 @@ def build_model(config: ml_collections.ConfigDict) -> TransINR | GINR:
 
 def init_params(model: TransINR, key: PRNGKey) -> PyTree:
   """Fresh parameters (call under jax.eval_shape for shapes only)."""
+  if isinstance(model, mae.MAE):
+    return mae.init_params(model, key)
   size = model.image_size
   return model.init(key, jnp.zeros((1, size, size, 3), jnp.float32))["params"]
 
@@ -128,7 +135,12 @@ def reconstruct(model: TransINR, params: PyTree, inputs: Array, *,
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam; the rate drops by lr_decay_factor after lr_decay_at of the steps."""
+  """Adam; the rate drops by lr_decay_factor after lr_decay_at of the steps.
+
+  MAE uses its own recipe (AdamW, warmup, cosine: `mae.make_optimizer`).
+  """
+  if (config.model.get("family", None) or "transinr") == "mae":
+    return mae.make_optimizer(config)
   boundary = int(config.lr_decay_at * config.num_train_steps)
   schedule = optax.piecewise_constant_schedule(
       config.learning_rate, {boundary: config.lr_decay_factor})
@@ -143,37 +155,67 @@ def _pixel_masks(grid_masks: Array, images: Array) -> Array:
 
 def train_masks(config, key: PRNGKey, images: Array) -> Array:
   """Training pixel masks [B, H, W] for images [B, H, W, 3]."""
+  return _pixel_masks(train_grid_masks(config, key, images), images)
+
+
+def eval_masks(config, indices: Array, images: Array) -> Array:
+  """Fixed evaluation pixel masks [B, H, W]: a function of seed and image index."""
+  return _pixel_masks(eval_grid_masks(config, indices), images)
+
+
+def train_grid_masks(config, key: PRNGKey, images: Array) -> Array:
+  """Training patch masks [B, g, g] for images [B, H, W, 3]."""
   spec = masking.mask_spec_from_config(config)
   ratio_key, mask_key = jax.random.split(key)
   ratio = config.mask_ratio
   if config.mask.ratio_min is not None and config.mask.ratio_max is not None:
     ratio = masking.sample_ratios(ratio_key, images.shape[0], config.mask.ratio_min,
                                   config.mask.ratio_max)
-  return _pixel_masks(masking.draw_batch(spec, mask_key, images.shape[0], ratio), images)
+  return masking.draw_batch(spec, mask_key, images.shape[0], ratio)
 
 
-def eval_masks(config, indices: Array, images: Array) -> Array:
-  """Fixed evaluation pixel masks [B, H, W]: a function of seed and image index."""
+def eval_grid_masks(config, indices: Array) -> Array:
+  """Fixed evaluation patch masks [B, g, g]: a function of seed and image index."""
   spec = dataclasses.replace(masking.mask_spec_from_config(config),
                              strategy=config.eval_mask_strategy)
-  return _pixel_masks(masking.draw_indexed(spec, config.eval_mask_seed, indices,
-                                           config.mask_ratio), images)
+  return masking.draw_indexed(spec, config.eval_mask_seed, indices, config.mask_ratio)
+
+
+def predict(model, params: PyTree, images: Array, grid_masks: Array, *,
+            config: ml_collections.ConfigDict, train: bool = False,
+            dropout_key: PRNGKey | None = None) -> tuple[Array, Array]:
+  """(predicted images [B, H, W, 3], training loss) for images under masks.
+
+  MINR (TransINR, GINR): the masked image goes in, the INRs render the whole
+  image, the loss is the mean per-image MSE over every pixel. MAE: the image
+  and its patch mask go in (hidden patches never reach the encoder), the loss
+  is MAE's MSE over the hidden patches only.
+  """
+  if isinstance(model, mae.MAE):
+    rngs = {"dropout": dropout_key} if dropout_key is not None else {}
+    out = model.apply({"params": params}, images, grid_masks, train=train, rngs=rngs)
+    norm_pix = bool(config.model.get("norm_pix", False))
+    loss = mae.mae_loss(out["pred_patches"], images, grid_masks, model.patch_size, norm_pix)
+    return mae.to_pixels(out["pred_patches"], images, grid_masks, norm_pix), loss
+  inputs = masking.apply_mask(images, _pixel_masks(grid_masks, images))
+  pred = reconstruct(model, params, inputs, train=train, dropout_key=dropout_key)
+  return pred, jnp.mean(metrics.per_image_mse(pred, images))
 
 
 def train_step(state: TrainState, batch: dict[str, Array], rng: PRNGKey, *,
                model: TransINR, tx: optax.GradientTransformation,
                config: ml_collections.ConfigDict) -> tuple[TrainState, dict[str, Array]]:
-  """One Adam step on the per-image MSE of whole-image reconstructions."""
+  """One optimizer step on the model's loss (MINR: whole-image per-image MSE)."""
   key = jax.random.fold_in(rng, state.step)
   mask_key, dropout_key = jax.random.split(key)
   images = batch["image"]
-  pixel_masks = train_masks(config, mask_key, images)
-  inputs = masking.apply_mask(images, pixel_masks)
+  grid_masks = train_grid_masks(config, mask_key, images)
+  pixel_masks = _pixel_masks(grid_masks, images)
 
   def loss_fn(params):
-    pred = reconstruct(model, params, inputs, train=True, dropout_key=dropout_key)
-    mse = metrics.per_image_mse(pred, images)
-    return jnp.mean(mse), mse
+    pred, loss = predict(model, params, images, grid_masks, config=config, train=True,
+                         dropout_key=dropout_key)
+    return loss, metrics.per_image_mse(pred, images)
 
   (loss, mse), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -187,9 +229,10 @@ def eval_step(params: PyTree, batch: dict[str, Array], *, model: TransINR,
               config: ml_collections.ConfigDict) -> dict[str, Array]:
   """Per-image metrics [B] under the fixed masks of each image's index."""
   images = batch["image"]
-  pixel_masks = eval_masks(config, batch["index"], images)
+  grid_masks = eval_grid_masks(config, batch["index"])
+  pixel_masks = _pixel_masks(grid_masks, images)
   inputs = masking.apply_mask(images, pixel_masks)
-  pred = reconstruct(model, params, inputs)
+  pred, _ = predict(model, params, images, grid_masks, config=config)
   out = metrics.reconstruction_metrics(pred, images, pixel_masks)
   out.update(inputs=inputs, pred=pred,
              pasted=metrics.paste_visible(pred, images, pixel_masks))

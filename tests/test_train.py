@@ -225,3 +225,21 @@ def test_ginr_trains_evaluates_and_resumes_through_the_same_loop(tmp_path, folde
   pred, _ = model.reconstruct(images)
   np.testing.assert_allclose(model.render(images, 16, 16, mask="random"), pred, atol=1e-5)
   assert model.embed(images, kind="modulations").shape[0] == 2
+
+
+def test_mae_trains_and_evaluates_through_the_same_loop(tmp_path, folder, data_dir):
+  import mae as mae_config  # configs/mae.py
+  config = mae_config.get_config("tiny")
+  config.dataset.name, config.dataset.path = "image_folder", folder
+  config.dataset.data_dir = data_dir
+  config.batch_size = config.eval_batch_size = 8
+  config.num_train_steps, config.log_every_steps = 3, 1
+  final = train.train_and_evaluate(config, str(tmp_path))
+  result = final["image_folder:images0"]
+  assert np.isfinite(result["psnr_full"]) and result["num_images"] == 4
+  assert type(train.build_model(config)).__name__ == "MAE"
+  fractions = [r["mask_fraction"] for r in _records(str(tmp_path), "train").values()]
+  assert fractions == [0.75] * 3  # exact-count masks
+  config.mask.strategy = "random"
+  with pytest.raises(ConfigError, match="exact-count"):
+    train.train_and_evaluate(config, str(tmp_path / "other"))
