@@ -60,8 +60,8 @@ import ml_collections
 
 from minr_jax.config import ConfigError
 from minr_jax.models import inr
-from minr_jax.models.transformer import Transformer, torch_dense
-from minr_jax.models.transinr import num_patches_per_side, patchify
+from minr_jax.models.transformer import torch_dense
+from minr_jax.models.transinr import hypernetwork_tokens, num_patches_per_side
 
 Array = jax.Array
 PRNGKey = jax.Array
@@ -144,24 +144,8 @@ class GINR(nn.Module):
     if not 0 <= self.modulated_layer < self.inr_num_layers:
       raise ValueError(f"modulated_layer={self.modulated_layer} is not a layer of an"
                        f" INR with {self.inr_num_layers} layers")
-    patches = patchify(images, self.patch_size, self.padding)
-    if patches.shape[1] != self.num_data_tokens:
-      raise ValueError(f"images of size {images.shape[1:3]} give {patches.shape[1]}"
-                       f" tokens; the model was built for {self.image_size} px")
     batch = images.shape[0]
-    tokens = torch_dense(self.dim, dtype=self.dtype, fan_in=patches.shape[-1],
-                         name="patch_embed")(patches)
-    pos = self.param("pos_embed", nn.initializers.normal(1.0),
-                     (self.num_data_tokens, self.dim))
-    tokens = tokens + pos.astype(tokens.dtype)
-    table = self.param("weight_tokens", nn.initializers.normal(1.0),
-                       (self.rank, self.dim))
-    table = jnp.broadcast_to(table.astype(tokens.dtype), (batch, *table.shape))
-    x = jnp.concatenate([tokens, table], axis=1)
-    x = Transformer(self.depth, self.num_heads, self.head_dim, self.mlp_dim,
-                    self.qkv_bias, self.ln_epsilon, self.exact_gelu, self.dropout,
-                    self.remat, self.dtype, name="transformer")(x, train)
-    data_out, weight_out = x[:, :self.num_data_tokens], x[:, self.num_data_tokens:]
+    data_out, weight_out = hypernetwork_tokens(self, images, self.rank, train)
 
     weights, modulations = [], []
     for i, (fan_in, fan_out) in enumerate(self.inr_shapes):

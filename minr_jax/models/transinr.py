@@ -53,6 +53,33 @@ def patchify(images: Array, patch_size: int, padding: int) -> Array:
                           p1=patch_size, p2=patch_size)
 
 
+def hypernetwork_tokens(module: nn.Module, images: Array, num_weight_tokens: int,
+                        train: bool) -> tuple[Array, Array]:
+  """The hypernetworks' shared trunk, built inside `module`'s compact call.
+
+  images [B, H, W, 3] -> patches -> Dense + learned position embedding, then
+  `num_weight_tokens` learned tokens appended, through the pre-LN transformer.
+  Returns (data tokens [B, T, D], weight tokens [B, num_weight_tokens, D]).
+  `module` supplies the sizes (patch_size, padding, dim, depth, ...) and owns
+  the parameters `patch_embed`, `pos_embed`, `weight_tokens`, `transformer`.
+  """
+  m = module
+  patches = patchify(images, m.patch_size, m.padding)
+  if patches.shape[1] != m.num_data_tokens:
+    raise ValueError(f"images of size {images.shape[1:3]} give {patches.shape[1]}"
+                     f" tokens; the model was built for {m.image_size} px")
+  tokens = torch_dense(m.dim, dtype=m.dtype, fan_in=patches.shape[-1],
+                       name="patch_embed")(patches)
+  pos = m.param("pos_embed", nn.initializers.normal(1.0), (m.num_data_tokens, m.dim))
+  tokens = tokens + pos.astype(tokens.dtype)
+  table = m.param("weight_tokens", nn.initializers.normal(1.0), (num_weight_tokens, m.dim))
+  table = jnp.broadcast_to(table.astype(tokens.dtype), (tokens.shape[0], *table.shape))
+  x = jnp.concatenate([tokens, table], axis=1)
+  x = Transformer(m.depth, m.num_heads, m.head_dim, m.mlp_dim, m.qkv_bias, m.ln_epsilon,
+                  m.exact_gelu, m.dropout, m.remat, m.dtype, name="transformer")(x, train)
+  return x[:, :m.num_data_tokens], x[:, m.num_data_tokens:]
+
+
 class TransINR(nn.Module):
   """MINR's TransINR hypernetwork: images [B, H, W, 3] -> dict of outputs.
 
@@ -102,24 +129,7 @@ class TransINR(nn.Module):
 
   @nn.compact
   def __call__(self, images: Array, train: bool = False) -> dict[str, Any]:
-    patches = patchify(images, self.patch_size, self.padding)
-    if patches.shape[1] != self.num_data_tokens:
-      raise ValueError(f"images of size {images.shape[1:3]} give {patches.shape[1]}"
-                       f" tokens; the model was built for {self.image_size} px")
-    tokens = torch_dense(self.dim, dtype=self.dtype, fan_in=patches.shape[-1],
-                         name="patch_embed")(patches)
-    pos = self.param("pos_embed", nn.initializers.normal(1.0),
-                     (self.num_data_tokens, self.dim))
-    tokens = tokens + pos.astype(tokens.dtype)
-    table = self.param("weight_tokens", nn.initializers.normal(1.0),
-                       (sum(self.groups), self.dim))
-    table = jnp.broadcast_to(table.astype(tokens.dtype),
-                             (tokens.shape[0], *table.shape))
-    x = jnp.concatenate([tokens, table], axis=1)
-    x = Transformer(self.depth, self.num_heads, self.head_dim, self.mlp_dim,
-                    self.qkv_bias, self.ln_epsilon, self.exact_gelu, self.dropout,
-                    self.remat, self.dtype, name="transformer")(x, train)
-    data_out, weight_out = x[:, :self.num_data_tokens], x[:, self.num_data_tokens:]
+    data_out, weight_out = hypernetwork_tokens(self, images, sum(self.groups), train)
 
     weights, modulations, start = [], [], 0
     for i, ((fan_in, fan_out), g) in enumerate(zip(self.inr_shapes, self.groups)):
