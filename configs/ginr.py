@@ -56,8 +56,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # float: training-only per-coordinate jitter, in pixel spacings (2 / H): every
   # coordinate of every pixel gets its own U(-coord_noise, coord_noise) x 2 / H,
   # independently per image and axis, while targets stay the grid's pixels.
-  # GINR's 'coordwise' noise is 0.5 (Imagenette, Indoor); 0 = off. Read by the
-  # training loop (not by the model).
+  # GINR's 'coordwise' noise is 0.5 (Imagenette, Indoor); 0 = off. Applied in
+  # train.predict (training steps only; evaluation renders the exact grid).
   m.coord_noise = 0.0
 
   if variant in ("", *PAPER_GINR):

@@ -103,6 +103,10 @@ def _validate_inr_model(config) -> None:
     raise ConfigError(f"config.model.ff_sigma must be >= 1, got {m.ff_sigma}")
   if not 0.0 <= m.dropout < 1.0:
     raise ConfigError(f"config.model.dropout must be in [0, 1), got {m.dropout}")
+  noise = m.get("coord_noise", 0.0) or 0.0
+  if not 0.0 <= noise <= 1.0:
+    raise ConfigError(f"config.model.coord_noise must be in [0, 1] pixel spacings, "
+                      f"got {noise}")
   if not 0.0 < config.lr_decay_at <= 1.0:
     raise ConfigError(f"config.lr_decay_at must be in (0, 1], got {config.lr_decay_at}")
   if not config.learning_rate > 0:

@@ -120,18 +120,27 @@ def param_table(params: PyTree) -> str:
 
 
 def reconstruct(model: TransINR, params: PyTree, inputs: Array, *,
-                train: bool = False, dropout_key: PRNGKey | None = None) -> Array:
+                train: bool = False, dropout_key: PRNGKey | None = None,
+                coord_noise: float = 0.0, coord_key: PRNGKey | None = None) -> Array:
   """Masked inputs [B, H, W, 3] -> the INRs' images [B, H, W, 3] (float32).
 
   The Fourier features of the pixel grid are computed once per call and
   shared by all B images (`inr.render`); the INR's matmuls run in
-  model.inr_dtype.
+  model.inr_dtype. With coord_noise > 0 (training only, needs coord_key) each
+  image is rendered at its own jittered coordinates (`inr.jitter_coords`)
+  while the targets stay the grid's pixels.
   """
   rngs = {"dropout": dropout_key} if dropout_key is not None else {}
   out = model.apply({"params": params}, inputs, train=train, rngs=rngs)
   coords = inr.coord_grid(inputs.shape[1], inputs.shape[2])
-  return inr.render(out["weights"], coords, model.freqs(), model.output_bias,
-                    getattr(model, "inr_dtype", None))
+  dtype = getattr(model, "inr_dtype", None)
+  if coord_noise > 0.0:
+    if coord_key is None:
+      raise ValueError("coord_noise > 0 needs a coord_key")
+    coords = inr.jitter_coords(coord_key, coords, inputs.shape[0], coord_noise)
+    return inr.render_per_image(out["weights"], coords, model.freqs(), model.output_bias,
+                                dtype)
+  return inr.render(out["weights"], coords, model.freqs(), model.output_bias, dtype)
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -183,11 +192,13 @@ def eval_grid_masks(config, indices: Array) -> Array:
 
 def predict(model, params: PyTree, images: Array, grid_masks: Array, *,
             config: ml_collections.ConfigDict, train: bool = False,
-            dropout_key: PRNGKey | None = None) -> tuple[Array, Array]:
+            dropout_key: PRNGKey | None = None,
+            coord_key: PRNGKey | None = None) -> tuple[Array, Array]:
   """(predicted images [B, H, W, 3], training loss) for images under masks.
 
   MINR (TransINR, GINR): the masked image goes in, the INRs render the whole
-  image, the loss is the mean per-image MSE over every pixel. MAE: the image
+  image, the loss is the mean per-image MSE over every pixel; in training,
+  `model.coord_noise` > 0 jitters each pixel's coordinates (coord_key). MAE: the image
   and its patch mask go in (hidden patches never reach the encoder), the loss
   is MAE's MSE over the hidden patches only.
   """
@@ -198,7 +209,9 @@ def predict(model, params: PyTree, images: Array, grid_masks: Array, *,
     loss = mae.mae_loss(out["pred_patches"], images, grid_masks, model.patch_size, norm_pix)
     return mae.to_pixels(out["pred_patches"], images, grid_masks, norm_pix), loss
   inputs = masking.apply_mask(images, _pixel_masks(grid_masks, images))
-  pred = reconstruct(model, params, inputs, train=train, dropout_key=dropout_key)
+  coord_noise = float(config.model.get("coord_noise", 0.0) or 0.0) if train else 0.0
+  pred = reconstruct(model, params, inputs, train=train, dropout_key=dropout_key,
+                     coord_noise=coord_noise, coord_key=coord_key)
   return pred, jnp.mean(metrics.per_image_mse(pred, images))
 
 
@@ -208,13 +221,14 @@ def train_step(state: TrainState, batch: dict[str, Array], rng: PRNGKey, *,
   """One optimizer step on the model's loss (MINR: whole-image per-image MSE)."""
   key = jax.random.fold_in(rng, state.step)
   mask_key, dropout_key = jax.random.split(key)
+  coord_key = jax.random.fold_in(key, 2)  # a third stream; leaves the first two unchanged
   images = batch["image"]
   grid_masks = train_grid_masks(config, mask_key, images)
   pixel_masks = _pixel_masks(grid_masks, images)
 
   def loss_fn(params):
     pred, loss = predict(model, params, images, grid_masks, config=config, train=True,
-                         dropout_key=dropout_key)
+                         dropout_key=dropout_key, coord_key=coord_key)
     return loss, metrics.per_image_mse(pred, images)
 
   (loss, mse), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -211,6 +211,7 @@ def test_ginr_trains_evaluates_and_resumes_through_the_same_loop(tmp_path, folde
   config.dataset.data_dir = data_dir
   config.batch_size = config.eval_batch_size = 8
   config.num_train_steps = 2
+  config.model.coord_noise = 0.5  # GINR's jitter runs inside the jitted step
   workdir = str(tmp_path)
   final = train.train_and_evaluate(config, workdir)
   assert np.isfinite(final["image_folder:images0"]["psnr_full"])

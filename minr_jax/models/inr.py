@@ -130,6 +130,33 @@ def render_features(weights: Sequence[Array], features: Array, output_bias: floa
       list(weights), features, output_bias, dtype)
 
 
+def jitter_coords(key: PRNGKey, coords: Array, batch: int, noise: float) -> Array:
+  """Per-image, per-pixel, per-axis jittered copies [batch, H, W, 2] of a grid [H, W, 2].
+
+  Each coordinate moves by U(-noise, noise) pixel spacings (2 / H along rows,
+  2 / W along columns): GINR's 'coordwise' training noise.
+  """
+  height, width = coords.shape[0], coords.shape[1]
+  spacing = jnp.array([2.0 / height, 2.0 / width], jnp.float32)
+  u = jax.random.uniform(key, (batch, *coords.shape), jnp.float32, -noise, noise)
+  return coords[None] + u * spacing
+
+
+def render_per_image(weights: Sequence[Array], coords: Array, freqs: Array,
+                     output_bias: float = 0.5, dtype: Any = None) -> Array:
+  """A batch of INRs, weights [B, ...] per layer, each at its own coords [B, H, W, 2].
+
+  As `render`, but the Fourier features are computed per image (e.g. for
+  jittered training coordinates). Returns [B, H, W, out_dim].
+  """
+  def one(w, c):
+    feats = fourier_features(c, freqs)
+    return mlp_apply(w, feats.reshape(-1, feats.shape[-1]), output_bias, dtype)
+
+  out = jax.vmap(one)(list(weights), coords)
+  return out.reshape(*coords.shape[:-1], out.shape[-1])
+
+
 def render(weights: Sequence[Array], coords: Array, freqs: Array,
            output_bias: float = 0.5, dtype: Any = None) -> Array:
   """A batch of INRs, weights [B, ...] per layer, at shared coords [H, W, 2].
