@@ -12,9 +12,12 @@ a read-only view of `<workdir>/checkpoints`, onto a mesh over the devices
 present here, so a checkpoint written on a TPU pod or on 8 devices loads on
 one CPU. The model is `train.build_model(config.json)`; anything it returns
 that has the TransINR output dict (`weights`, `modulations`, `data_tokens`,
-`weight_tokens`) works, so a GINR hypernetwork would too. A model without
-an INR (an MAE) supports only `embed` (its data-token kinds); `reconstruct`
-and `render` raise ConfigError.
+`weight_tokens`) works: TransINR and GINR. An MAE checkpoint (model.family
+'mae') has no INR: `embed` gives its encoder's `data_mean` (visible patch
+tokens averaged) or `cls` token, `reconstruct` gives its decoder's pixels
+(MAE_KINDS); `render` raises ConfigError. MAE's encoder drops hidden patches,
+so its masks must be aligned with its patch grid and hide the same number of
+patches in every image of a call (mask=None runs the encoder on every patch).
 
 Images are float [B, H, W, 3] in [0, 1] (uint8 is divided by 255) at the
 run's training resolution, numpy or jax, any B: they are processed in chunks
@@ -49,7 +52,8 @@ from minr_jax.models import inr
 PyTree = Any
 MaskArg = str | np.ndarray | jax.Array | None
 
-KINDS = ("data_mean", "weight_tokens", "weight_mean", "modulations")
+KINDS = ("data_mean", "weight_tokens", "weight_mean", "modulations", "cls")
+MAE_KINDS = ("data_mean", "cls")  # an MAE encoder's: mean of visible tokens, class token
 _INR_OUTPUTS = ("weights",)
 DEFAULT_RENDER_CHUNK = 4096
 
@@ -201,6 +205,10 @@ def embeddings_from_outputs(out: dict[str, Any], kind: str) -> jax.Array:
   if kind == "modulations":
     return jnp.concatenate([m.reshape(m.shape[0], -1).astype(jnp.float32)
                             for m in out["modulations"]], axis=1)
+  if kind == "cls":
+    if "latent" not in out:
+      raise ConfigError("kind='cls' needs a model with a class token (an MAE)")
+    return out["latent"][:, 0].astype(jnp.float32)
   raise ConfigError(f"kind={kind!r} is not one of {', '.join(KINDS)}")
 
 
@@ -231,6 +239,22 @@ def _forward(params: PyTree, images: jax.Array, masks: jax.Array, *, model,
   if what == "weights":
     return out["weights"]
   return embeddings_from_outputs(out, what)
+
+
+def _forward_patches(params: PyTree, images: jax.Array, grid_masks: jax.Array, *,
+                     model, config: ml_collections.ConfigDict, what: str) -> jax.Array:
+  """An MAE on images [B, H, W, 3] with patch masks [B, g, g] (same count per image).
+
+  what: "pred" (the decoder's pixels, visible patches included, as
+  train.predict gives in evaluation), "data_mean" (encoder outputs of the
+  visible patches averaged, [B, dim]) or "cls" (the class token, [B, dim]).
+  """
+  if what == "pred":
+    return train.predict(model, params, images, grid_masks, config=config)[0]
+  latent = model.apply({"params": params}, images, grid_masks, train=False)["latent"]
+  if what == "cls":
+    return latent[:, 0].astype(jnp.float32)
+  return jnp.mean(latent[:, 1:].astype(jnp.float32), axis=1)
 
 
 def _render_chunk(weights: list[jax.Array], coords: jax.Array, *, model) -> jax.Array:
@@ -267,6 +291,7 @@ class Minr:
                             static_argnames=("what",))
     self._render_chunk = jax.jit(functools.partial(_render_chunk, model=model))
     self._output_names: tuple[str, ...] | None = None
+    self._patch_fns: dict[int, Any] = {}  # MAE: one jitted forward per hidden count
 
   # ---------------------------------------------------------- properties ---
 
@@ -294,6 +319,18 @@ class Minr:
   def resolution(self) -> int:
     return int(self._config.resolution)
 
+  @property
+  def family(self) -> str:
+    """config.model.family: 'transinr', 'ginr' or 'mae'."""
+    return str(self._config.model.get("family", None) or "transinr").lower()
+
+  @property
+  def kinds(self) -> tuple[str, ...]:
+    """The embedding kinds this model gives."""
+    if self.family == "mae":
+      return MAE_KINDS
+    return tuple(k for k in KINDS if k != "cls")
+
   def __repr__(self) -> str:
     return (f"Minr(workdir={self.workdir!r}, step={self._step}, "
             f"params={self.num_params:,}, devices={self.mesh.devices.size})")
@@ -311,6 +348,9 @@ class Minr:
     """
     if kind not in KINDS:
       raise ConfigError(f"kind={kind!r} is not one of {', '.join(KINDS)}")
+    if kind not in self.kinds:
+      raise ConfigError(f"kind={kind!r}: a {self.family} model gives "
+                        f"{', '.join(self.kinds)}")
     if kind == "modulations" and "modulations" not in self._outputs():
       raise ConfigError(f"{type(self._model).__name__} predicts no INR modulations")
     return self._run(images, mask, seed, indices, kind)
@@ -323,7 +363,8 @@ class Minr:
     resolution: with mask="random", indices and seed at their defaults the
     numbers `train.eval_step` gives for images with those indices.
     """
-    self._require_inr("reconstruct")
+    if self.family != "mae":
+      self._require_inr("reconstruct")
     images, masks = self._prepare(images, mask, seed, indices)
     return self._map_chunks(images, masks, "pred"), masks
 
@@ -367,6 +408,8 @@ class Minr:
 
   def _outputs(self) -> tuple[str, ...]:
     """Names of the model's outputs (from shapes only; cached)."""
+    if self.family == "mae":
+      return ("pred_patches", "latent", "pixels")
     if self._output_names is None:
       size = self.resolution
       out = jax.eval_shape(
@@ -446,8 +489,54 @@ class Minr:
 
   def _map_chunks(self, images: np.ndarray, masks: np.ndarray, what: str) -> np.ndarray:
     """Concatenated `_forward(what)` over all chunks, padding removed."""
+    if self.family == "mae":
+      return self._map_patch_chunks(images, masks, what)
     parts = [np.asarray(self._forward(self._params, x, m, what=what))
              for _, x, m in self._chunks(images, masks)]
+    return np.concatenate(parts)[:images.shape[0]].astype(np.float32, copy=False)
+
+  def _patch_masks(self, masks: np.ndarray) -> np.ndarray:
+    """Pixel masks [B, R, R] -> MAE patch masks [B, g, g]; ConfigError if not aligned."""
+    p = int(self._config.model.patch_size)
+    b, r = masks.shape[0], masks.shape[1]
+    g = r // p
+    blocks = masks.reshape(b, g, p, g, p)
+    grid = blocks[:, :, 0, :, 0]
+    if not np.array_equal(blocks, np.broadcast_to(grid[:, :, None, :, None], blocks.shape)):
+      raise ConfigError(f"mask: an MAE needs masks aligned with its {g}x{g} grid of "
+                        f"{p}-pixel patches")
+    counts = grid.reshape(b, -1).sum(axis=1)
+    if np.any(counts != counts[0]):
+      raise ConfigError(f"mask: an MAE needs the same number of hidden patches in every "
+                        f"image of a call, got {counts.min()} to {counts.max()}")
+    if counts[0] >= g * g:
+      raise ConfigError("mask: an MAE needs at least one visible patch per image")
+    return grid
+
+  def _patch_fn(self, hidden: int):
+    """The jitted MAE forward for `hidden` hidden patches per image (cached)."""
+    if hidden not in self._patch_fns:
+      n = self._model.num_patches
+      model = self._model.clone(mask_ratio=hidden / n)  # no parameter depends on it
+      if model.num_hidden != hidden:
+        raise AssertionError(f"exact_count({hidden}/{n}) != {hidden}")
+      self._patch_fns[hidden] = jax.jit(functools.partial(
+          _forward_patches, model=model, config=self._config), static_argnames=("what",))
+    return self._patch_fns[hidden]
+
+  def _map_patch_chunks(self, images: np.ndarray, masks: np.ndarray,
+                        what: str) -> np.ndarray:
+    grid = self._patch_masks(masks)
+    fn = self._patch_fn(int(grid[0].sum()))
+    n, parts = self.batch_size, []
+    for start in range(0, images.shape[0], n):
+      x, m = images[start:start + n], grid[start:start + n]
+      if x.shape[0] < n:  # pad with copies of the first row: the same hidden count
+        pad = n - x.shape[0]
+        x = np.concatenate([x, np.repeat(x[:1], pad, axis=0)])
+        m = np.concatenate([m, np.repeat(m[:1], pad, axis=0)])
+      parts.append(np.asarray(fn(self._params, jax.device_put(x, self._batch_sharding),
+                                 jax.device_put(m, self._batch_sharding), what=what)))
     return np.concatenate(parts)[:images.shape[0]].astype(np.float32, copy=False)
 
   def _run(self, images, mask: MaskArg, seed: int | None, indices, what: str) -> np.ndarray:

@@ -10,7 +10,8 @@ the split are read in their fixed order (position = the image index used for
 evaluation masks), preprocessed with the dataset's deterministic evaluation
 transform (short side to the run's resolution, centre crop; no augmentation,
 also for `--split=train`) and embedded by `minr_jax.api.Minr.embed`
-(`--kind`: data_mean, weight_tokens, weight_mean, modulations). Unmasked by
+(`--kind`: data_mean, weight_tokens, weight_mean, modulations for MINR
+checkpoints; data_mean or cls for an MAE's encoder). Unmasked by
 default; `--masked` hides patches with the run's fixed evaluation masks
 (eval_mask_strategy, mask_ratio, eval_mask_seed and the image index).
 

@@ -33,12 +33,11 @@ Writes `DIR/robustness/<step>/`:
       ratio (columns), on the run's mask grid.
 
 Model families: `supported_strategies(config)` is the hook that says which
-strategies a checkpoint can be scored under. TransINR (today's only model)
-and GINR take any pixel mask, so every strategy. An MAE checkpoint (a future
-model family) drops the tokens of hidden patches, so it is limited to
-patch-aligned strategies: every current strategy draws on the mask_grid
-lattice, so all are patch-aligned exactly when MAE's patch grid
-(resolution / model.patch_size) equals mask_grid, and none otherwise.
+strategies a checkpoint can be scored under. TransINR and GINR take any pixel
+mask, so every strategy. An MAE checkpoint drops the tokens of hidden patches,
+so it is limited to patch-aligned, exact-count strategies (all but `random`)
+and needs its patch grid (resolution / model.patch_size) to equal mask_grid;
+it compiles once per ratio (a static visible-token count).
 """
 
 from __future__ import annotations
@@ -128,8 +127,7 @@ def parse_ratios(spec: str | Sequence[float] | None) -> list[float]:
 def model_family(config: ml_collections.ConfigDict) -> str:
   """The checkpoint's model family: config.model.family, lower case ('transinr' if unset).
 
-  Today every run is TransINR and its config has no such field; a future
-  family (GINR, MAE) is expected to set it.
+  TransINR configs written before the field existed have none.
   """
   return str(config.model.get("family", None) or "transinr").lower()
 
@@ -138,17 +136,20 @@ def supported_strategies(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The mask strategies a checkpoint of this config can be evaluated under.
 
   TransINR and GINR (pixel-input hypernetworks) accept any pixel mask: every
-  strategy in `masking.STRATEGIES`. An MAE checkpoint (not in the project
-  yet) drops hidden patch tokens, so it is limited to patch-aligned
-  strategies: masks on its own patch grid. All current strategies draw on the
-  `mask_grid` lattice, so an MAE supports all of them when its patch grid
-  (resolution / model.patch_size) is mask_grid x mask_grid, and none otherwise.
-  A new strategy that is not drawn on the mask grid must be left out here for MAE.
+  strategy in `masking.STRATEGIES`. An MAE checkpoint drops hidden patch
+  tokens, so it needs patch-aligned masks with a fixed count: masks on its own
+  patch grid. All current strategies draw on the `mask_grid` lattice and all
+  but `random` hide exactly round(ratio * N) patches, so an MAE supports
+  those when its patch grid (resolution / model.patch_size) is mask_grid x
+  mask_grid, and none otherwise. A new strategy that is not drawn on the mask
+  grid must be left out here for MAE.
   """
   if model_family(config) in PATCH_TOKEN_FAMILIES:
     size, patch = config.resolution, config.model.patch_size
     if size % patch or size // patch != config.mask_grid:
       return ()
+    # A static token count: every strategy but 'random' hides exactly k patches.
+    return tuple(s for s in masking.STRATEGIES if s != "random")
   return tuple(masking.STRATEGIES)
 
 
@@ -178,18 +179,19 @@ def sweep_config(config: ml_collections.ConfigDict, strategy: str,
 
 # -------------------------------------------------------------------- sweep ---
 
-def masked_eval_sums(params: PyTree, batch: dict[str, jax.Array], pixel_masks: jax.Array,
-                     *, model) -> dict[str, jax.Array]:
+def masked_eval_sums(params: PyTree, batch: dict[str, jax.Array], grid_masks: jax.Array,
+                     *, model, config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
   """Sums over the batch's valid images of each metric in METRICS, and their `count`.
 
-  `train.eval_step` with the masks passed in rather than drawn inside (so one
-  compiled function serves every strategy and ratio) and the reduction over
-  valid (non-padding) rows done on device (so the scalars are right on any
-  number of processes).
+  `train.eval_step` with the patch masks [B, g, g] passed in rather than drawn
+  inside (so one compiled function serves every strategy and, for MINR, every
+  ratio) and the reduction over valid (non-padding) rows done on device (so
+  the scalars are right on any number of processes). The prediction is
+  `train.predict`'s, so every model family is scored the same way.
   """
   images = batch["image"]
-  inputs = masking.apply_mask(images, pixel_masks)
-  pred = train.reconstruct(model, params, inputs)
+  pixel_masks = masking.to_pixels(grid_masks, images.shape[1], images.shape[2])
+  pred, _ = train.predict(model, params, images, grid_masks, config=config)
   per_image = metrics.reconstruction_metrics(pred, images, pixel_masks)
   valid = batch["valid"]
   sums = {name: jnp.sum(jnp.where(valid, per_image[name], 0.0)) for name in METRICS}
@@ -199,7 +201,10 @@ def masked_eval_sums(params: PyTree, batch: dict[str, jax.Array], pixel_masks: j
 
 def _sweep_dataset(step_fn, params: PyTree, config: ml_collections.ConfigDict, mesh,
                    cells: list[tuple[str, float]]) -> list[dict[str, float]]:
-  """Metric means for each (strategy, ratio) cell over one pass of config's eval split."""
+  """Metric means for each (strategy, ratio) cell over one pass of config's eval split.
+
+  step_fn(ratio) gives the compiled scoring function for that ratio.
+  """
   mask_configs = [sweep_config(config, s, r) for s, r in cells]
   sums = [dict.fromkeys(METRICS, 0.0) for _ in cells]
   count = 0
@@ -209,14 +214,38 @@ def _sweep_dataset(step_fn, params: PyTree, config: ml_collections.ConfigDict, m
     gbatch = sharding.global_batch(mesh, {"image": batch["image"], "index": batch["index"],
                                           "valid": np.asarray(batch["valid"], bool)})
     for cell_sums, mask_config in zip(sums, mask_configs, strict=True):
-      pixel_masks = train.eval_masks(mask_config, gbatch["index"], gbatch["image"])
-      out = jax.device_get(step_fn(params, gbatch, pixel_masks))
+      grid_masks = train.eval_grid_masks(mask_config, gbatch["index"])
+      out = jax.device_get(step_fn(mask_config.mask_ratio)(params, gbatch, grid_masks))
       for name in METRICS:
         cell_sums[name] += float(out[name])
     count += int(out["count"])
   if count == 0:
     raise ConfigError("the evaluation split holds no images")
   return [{**{k: v / count for k, v in s.items()}, "num_images": count} for s in sums]
+
+
+def scoring_functions(model, config: ml_collections.ConfigDict, mesh, params_sharding):
+  """ratio -> the jitted `masked_eval_sums` for masks of that ratio (cached).
+
+  MINR models take any mask with one compiled function. An MAE's visible
+  token count is static, so it gets one compiled copy per ratio (its
+  parameters do not depend on the ratio: `model.clone(mask_ratio=...)`).
+  """
+  cache: dict[float | None, Any] = {}
+  patch_tokens = model_family(config) in PATCH_TOKEN_FAMILIES
+
+  def get(ratio: float):
+    key = float(ratio) if patch_tokens else None
+    if key not in cache:
+      m = model.clone(mask_ratio=key) if patch_tokens else model
+      cache[key] = jax.jit(
+          functools.partial(masked_eval_sums, model=m, config=config),
+          in_shardings=(params_sharding, sharding.batch_sharding(mesh),
+                        sharding.batch_sharding(mesh)),
+          out_shardings=sharding.replicated(mesh))
+    return cache[key]
+
+  return get
 
 
 def run_sweep(workdir: str, datasets: str | None = None,
@@ -253,10 +282,7 @@ def run_sweep(workdir: str, datasets: str | None = None,
   validate(config, num_devices=sharding.batch_devices(mesh))
 
   step, model, params, params_sharding = evaluate.restore_model(workdir, config, mesh, step)
-  step_fn = jax.jit(functools.partial(masked_eval_sums, model=model),
-                    in_shardings=(params_sharding, sharding.batch_sharding(mesh),
-                                  sharding.batch_sharding(mesh)),
-                    out_shardings=sharding.replicated(mesh))
+  step_fn = scoring_functions(model, config, mesh, params_sharding)
   cells = [(s, r) for s in strategies for r in ratios]
   rows: list[dict[str, Any]] = []
   for name, path in entries:
@@ -287,10 +313,7 @@ def run_sweep(workdir: str, datasets: str | None = None,
 def describe(workdir: str, step: int, config: ml_collections.ConfigDict,
              num_params: int) -> dict[str, Any]:
   """What was swept: checkpoint, masking protocol and model, for the result files."""
-  m = config.model
-  model = (f"{model_family(config)}: {num_params:,} parameters, {config.resolution} px, "
-           f"patch {m.patch_size}, dim {m.dim}, depth {m.depth}, INR "
-           f"{m.inr_num_layers} layers x {m.inr_hidden_dim}")
+  model = train.describe_model(config, num_params)
   grid = config.mask_grid
   masking_text = (f"fixed evaluation masks, seed {config.eval_mask_seed}, {grid}x{grid} "
                   f"mask grid; 'random' hides each patch independently with probability "

@@ -106,6 +106,17 @@ def count_params(params: PyTree) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
 
+def describe_model(config: ml_collections.ConfigDict, num_params: int) -> str:
+  """One line naming the model: family, parameters, resolution and shape."""
+  m = config.model
+  family = str(m.get("family", None) or "transinr").lower()
+  head = (f"{family}: {num_params:,} parameters, {config.resolution} px, "
+          f"patch {m.patch_size}, dim {m.dim}, depth {m.depth}")
+  if family == "mae":
+    return head + f", decoder {m.decoder_depth} x {m.decoder_dim}"
+  return head + f", INR {m.inr_num_layers} layers x {m.inr_hidden_dim}"
+
+
 def param_table(params: PyTree) -> str:
   """One line per parameter array (path, shape, count), then the total."""
   rows = []
