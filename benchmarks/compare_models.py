@@ -72,28 +72,39 @@ def main(argv: list[str]) -> None:
   unknown = [m for m in models if m not in CONFIGS]
   if unknown:
     sys.exit(f"error: --models: unknown model {unknown[0]!r}; choose from {','.join(CONFIGS)}")
+  out_dir = os.path.join(_WORKDIR.value, "compare")
+  times_path = os.path.join(out_dir, "train_seconds.json")
+  recorded = json.load(open(times_path)) if os.path.exists(times_path) else {}
   workdirs, seconds = [], {}
   for model in models:
     config = make_config(model, _TRAIN.value, _STEPS.value, _DATA_DIR.value)
     workdir = os.path.join(_WORKDIR.value, model)
+    done = _finished(workdir, _STEPS.value)
     start = time.time()
     train.train_and_evaluate(config, workdir)
-    seconds[model] = time.time() - start
+    # A run finished by an earlier invocation keeps that invocation's training time.
+    seconds[model] = recorded[model] if done and model in recorded else time.time() - start
     workdirs.append(workdir)
     print(f"{model}: trained in {seconds[model] / 60:.1f} min", flush=True)
+  os.makedirs(out_dir, exist_ok=True)
+  with open(times_path, "w") as f:
+    json.dump(seconds, f, indent=2)
   folders = [os.path.abspath(_TRAIN.value)] + [
       os.path.abspath(f) for f in _EVAL.value.split(",") if f]
   from minr_jax import compare  # noqa: PLC0415
-  out_dir = os.path.join(_WORKDIR.value, "compare")
   note = (f"Each model trained {_STEPS.value} steps of 16 images on `{_TRAIN.value}` "
-          f"(this invocation's training wall times: "
+          f"(training wall times: "
           + ", ".join(f"{m} {s / 60:.1f} min" for m, s in seconds.items())
           + f"; {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}). "
           f"Command: `python {' '.join(sys.argv)}`")
   compare.compare_workdirs(workdirs, ",".join(f"image_folder:{f}" for f in folders),
                            out_dir, note=note)
-  with open(os.path.join(out_dir, "train_seconds.json"), "w") as f:
-    json.dump(seconds, f, indent=2)
+
+
+def _finished(workdir: str, steps: int) -> bool:
+  """True if workdir already holds the checkpoint of step `steps`."""
+  directory = os.path.join(workdir, "checkpoints", str(steps))
+  return os.path.isdir(directory)
 
 
 if __name__ == "__main__":

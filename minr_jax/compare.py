@@ -21,7 +21,11 @@ Writes to `--out`:
                 masked-input baselines on the same images and masks.
   compare.csv, compare.json  the same rows (json also holds the protocol).
   compare_<dataset>.png  the first `--num_images` images of each dataset: the
-                masked input, each model's prediction, the ground truth.
+                masked input, each model's output, the ground truth. The
+                output is `--figure=pasted` (default: the prediction in the
+                hidden patches, the input's own pixels elsewhere; the fair view
+                for an MAE, whose loss ignores the visible patches) or `pred`
+                (the raw prediction everywhere: MINR's whole-image rendering).
 Without `--datasets` the first workdir's evaluation datasets are used.
 """
 
@@ -49,6 +53,7 @@ CSV_COLUMNS = ("dataset", "model", "family", "num_params", "step") + METRICS + B
     "num_images", "workdir")
 # The baselines depend on images and masks only: equal across models up to float noise.
 BASELINE_TOLERANCE_DB = 1e-3
+FIGURE_KINDS = ("pasted", "pred")
 
 
 def model_names(workdirs: Sequence[str]) -> list[str]:
@@ -133,7 +138,8 @@ def _evaluate_model(workdir: str, config: ml_collections.ConfigDict,
 def compare_workdirs(workdirs: Sequence[str], datasets: str | None = None,
                      out_dir: str = "compare", *, max_images: int | None = None,
                      mask_ratio: float | None = None, seed: int | None = None,
-                     num_images: int = 6, note: str = "") -> list[dict[str, Any]]:
+                     num_images: int = 6, figure: str = "pasted",
+                     note: str = "") -> list[dict[str, Any]]:
   """Evaluates every workdir on every dataset under the same masks; writes the report.
 
   Returns the rows (one per dataset x model, in dataset then workdir order)
@@ -142,6 +148,8 @@ def compare_workdirs(workdirs: Sequence[str], datasets: str | None = None,
   workdirs = [os.fspath(w) for w in workdirs]
   if num_images < 1:
     raise ConfigError(f"--num_images must be >= 1, got {num_images}")
+  if figure not in FIGURE_KINDS:
+    raise ConfigError(f"--figure={figure!r}: use {' or '.join(FIGURE_KINDS)}")
   configs, mask_ratio, seed = load_configs(workdirs, mask_ratio, seed, max_images)
   entries = (list(dict.fromkeys(train.parse_datasets(datasets))) if datasets
              else train.eval_datasets(configs[0]))
@@ -165,14 +173,14 @@ def compare_workdirs(workdirs: Sequence[str], datasets: str | None = None,
     for workdir, name, config, step, num_params, results in per_model:
       means, columns = results[label]
       if columns:
-        masked, pred, _, truth = (np.asarray(c) for c in columns)
+        masked, pred, pasted, truth = (np.asarray(c) for c in columns)
         if label not in inputs:
           inputs[label] = masked
           figures[label] = [masked]
         elif not np.array_equal(inputs[label], masked):
           raise AssertionError(f"{name} saw other masked inputs than the first model on "
                                f"{label}: the comparison's masks are not shared")
-        figures[label].append(pred)
+        figures[label].append(pasted if figure == "pasted" else pred)
       baselines = tuple(means[b] for b in BASELINES)
       if ref_baselines is None:
         ref_baselines = baselines
@@ -190,7 +198,7 @@ def compare_workdirs(workdirs: Sequence[str], datasets: str | None = None,
       figures[label].append(truth)
 
   if jax.process_index() == 0:
-    write_report(out_dir, rows, figures, names, masking_text(configs[0]), note)
+    write_report(out_dir, rows, figures, names, masking_text(configs[0]), note, figure)
   return rows
 
 
@@ -200,7 +208,7 @@ def _safe(label: str) -> str:
 
 def write_report(out_dir: str, rows: list[dict[str, Any]],
                  figures: dict[str, list[np.ndarray]], names: list[str], protocol: str,
-                 note: str = "") -> None:
+                 note: str = "", figure: str = "pasted") -> None:
   """compare.{md,csv,json} and one compare_<dataset>.png per dataset."""
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "compare.json"), "w") as f:
@@ -217,28 +225,27 @@ def write_report(out_dir: str, rows: list[dict[str, Any]],
             "visible pixels pasted back. The baselines use the same images and masks: "
             "mean-colour fill (hidden pixels set to the visible pixels' mean colour) "
             "and the masked input itself (hidden pixels black).", "",
-            "| dataset | model | family | parameters | step | psnr_full | psnr_masked "
-            "| psnr_pasted |", "|---|---|---|---|---|---|---|---|"]
+            "| dataset | images | model | family | parameters | step | psnr_full "
+            "| psnr_masked | psnr_pasted |", "|---|---|---|---|---|---|---|---|---|"]
   by_dataset: dict[str, list[dict[str, Any]]] = {}
   for r in rows:
     by_dataset.setdefault(r["dataset"], []).append(r)
   for label, group in by_dataset.items():
     for r in group:
-      lines.append(f"| {label} | {r['model']} | {r['family']} | {r['num_params']:,} | "
-                   f"{r['step']} | {r['psnr_full']:.2f} | {r['psnr_masked']:.2f} | "
-                   f"{r['psnr_pasted']:.2f} |")
+      lines.append(f"| {label} | {r['num_images']} | {r['model']} | {r['family']} | "
+                   f"{r['num_params']:,} | {r['step']} | {r['psnr_full']:.2f} | "
+                   f"{r['psnr_masked']:.2f} | {r['psnr_pasted']:.2f} |")
     r = group[0]
-    lines.append(f"| {label} | *mean-colour fill* | baseline | 0 | - | "
+    lines.append(f"| {label} | {r['num_images']} | *mean-colour fill* | baseline | 0 | - | "
                  f"{r['psnr_full_mean_fill']:.2f} | - | - |")
-    lines.append(f"| {label} | *masked input* | baseline | 0 | - | "
+    lines.append(f"| {label} | {r['num_images']} | *masked input* | baseline | 0 | - | "
                  f"{r['psnr_full_masked_input']:.2f} | - | - |")
   images = [f"compare_{_safe(label)}.png" for label in figures]
   if images:
-    lines += ["", "Figures (masked input, each model's prediction, ground truth): "
-              + ", ".join(images) + ".", ""]
-  lines.append(f"({group[0]['num_images']} images per dataset where not stated otherwise; "
-               "per dataset: " + ", ".join(f"{label} {g[0]['num_images']}"
-                                          for label, g in by_dataset.items()) + ".)")
+    shown = ("the prediction in the hidden patches, visible pixels pasted back"
+             if figure == "pasted" else "the raw prediction")
+    lines += ["", f"Figures (masked input, each model's output: {shown}; ground truth): "
+              + ", ".join(images) + "."]
   with open(os.path.join(out_dir, "compare.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   for label, columns in figures.items():
@@ -253,7 +260,8 @@ def main(argv: list[str]) -> None:
   f = flags.FLAGS
   try:
     compare_workdirs(argv[1:], f.datasets, f.out, max_images=f.max_images,
-                     mask_ratio=f.mask_ratio, seed=f.mask_seed, num_images=f.num_images)
+                     mask_ratio=f.mask_ratio, seed=f.mask_seed, num_images=f.num_images,
+                     figure=f.figure)
   except ConfigError as e:
     sys.exit(f"error: {e}")
 
@@ -268,4 +276,6 @@ if __name__ == "__main__":
   flags.DEFINE_integer("mask_seed", None, "Mask seed (default: the first workdir's "
                        "eval_mask_seed).")
   flags.DEFINE_integer("num_images", 6, "Images per dataset in the figures.")
+  flags.DEFINE_enum("figure", "pasted", list(FIGURE_KINDS), "What the figures show of "
+                    "each model: its prediction with the visible pixels pasted back, or raw.")
   app.run(main)
