@@ -46,7 +46,7 @@ import numpy as np
 from absl import logging
 
 from minr_jax import checkpoint, masking, sharding, train
-from minr_jax.config import ConfigError, validate
+from minr_jax.config import ConfigError, complete_saved, validate
 from minr_jax.models import inr
 
 PyTree = Any
@@ -90,9 +90,14 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise ConfigError(f"{path} does not exist: is {workdir} a minr_jax workdir?")
   with open(path) as f:
     try:
-      return ml_collections.ConfigDict(json.load(f))
+      config = ml_collections.ConfigDict(json.load(f))
     except json.JSONDecodeError as e:
       raise ConfigError(f"{path} is not valid JSON: {e}") from None
+  added = complete_saved(config)
+  if added:
+    logging.warning("%s predates config fields %s; using their defaults", path,
+                    ", ".join(added))
+  return config
 
 
 def _open_checkpoints(workdir: str):

@@ -111,3 +111,40 @@ def _validate_inr_model(config) -> None:
     raise ConfigError(f"config.lr_decay_at must be in (0, 1], got {config.lr_decay_at}")
   if not config.learning_rate > 0:
     raise ConfigError(f"config.learning_rate must be > 0, got {config.learning_rate}")
+
+
+# Fields added after the first releases, with the values that reproduce what
+# runs saved without them did. `complete_saved` fills them into an older
+# config.json so that its checkpoints still evaluate, embed and compare.
+_ADDED_FIELDS = {
+    "eval_datasets": "",
+    "eval_mask_strategy": "random",
+    "fsdp_min_size": 2 ** 18,
+    "mesh": {"data": -1, "fsdp": 1},
+    "mask": {"strategy": "random", "ratio_min": None, "ratio_max": None,
+             "block_min_patches": 4, "block_aspect_min": 0.3, "filter": "lowpass",
+             "cutoff_low": None, "cutoff_high": None},
+    "model": {"family": "transinr", "dtype": "float32", "inr_dtype": "", "remat": False},
+}
+
+
+def complete_saved(config):
+  """Adds to a saved config (a ConfigDict read from config.json) the fields it predates.
+
+  Returns the names of the fields added (empty for a current config).
+  """
+  added = []
+
+  def fill(target, defaults, prefix):
+    for name, value in defaults.items():
+      if isinstance(value, dict):
+        if name not in target:
+          target[name] = {}
+        fill(target[name], value, f"{prefix}{name}.")
+      elif name not in target:
+        target[name] = value
+        added.append(prefix + name)
+
+  with config.unlocked():
+    fill(config, _ADDED_FIELDS, "")
+  return added

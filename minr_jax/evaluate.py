@@ -28,7 +28,7 @@ import ml_collections
 from absl import app, flags, logging
 
 from minr_jax import checkpoint, metrics, sharding, train
-from minr_jax.config import ConfigError, validate
+from minr_jax.config import ConfigError, complete_saved, validate
 
 COLUMNS = ("psnr_full", "psnr_masked", "psnr_pasted", "psnr_full_mean_fill",
            "psnr_full_masked_input", "num_images")
@@ -40,7 +40,12 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise ConfigError(f"{path} does not exist: is {workdir} a minr_jax workdir?")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(json.load(f))
+  added = complete_saved(config)
+  if added:
+    logging.warning("%s predates config fields %s; using their defaults", path,
+                    ", ".join(added))
+  return config
 
 
 def write_results(out_dir: str, step: int, results: dict[str, dict[str, float]],

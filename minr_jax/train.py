@@ -420,6 +420,22 @@ def _make_train_iterator(config: ml_collections.ConfigDict, process_index: int,
   return it if it is not None else make()
 
 
+def _prepare_eval_datasets(config: ml_collections.ConfigDict, datasets: list[EvalDataset],
+                           process_index: int, process_count: int) -> None:
+  """With several processes, process 0 prepares every evaluation dataset first.
+
+  As `_make_train_iterator`: the others wait at a barrier, so no two
+  processes prepare the same dataset at once.
+  """
+  if process_count == 1:
+    return
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+  if process_index == 0:
+    for name, path in datasets:
+      data.num_eval_images(dataset_config(config, name, path))  # loads = prepares
+  multihost_utils.sync_global_devices("minr_jax: evaluation data prepared")
+
+
 def summary(config: ml_collections.ConfigDict) -> str:
   """The parameter table of the configured model (no memory, no compile)."""
   validate(config)
@@ -467,6 +483,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     checkpoint.check_compatible(manager, resume_step, abstract_state.params)
 
   train_iter = _make_train_iterator(config, process_index, process_count)
+  _prepare_eval_datasets(config, datasets, process_index, process_count)
 
   batch_sh = sharding.batch_sharding(mesh)
   repl = sharding.replicated(mesh)

@@ -96,6 +96,8 @@ def test_bad_inputs_name_the_problem(runs, tmp_path):
   workdirs, _, _, faces = runs
   with pytest.raises(ConfigError, match="config.json does not exist"):
     compare.compare_workdirs([workdirs[0], str(tmp_path / "nothing")], None, str(tmp_path))
+  with pytest.raises(ConfigError, match="--figure='raw': use pasted or pred"):
+    compare.compare_workdirs(workdirs[:1], None, str(tmp_path), figure="raw")
   with pytest.raises(ConfigError, match="listed twice"):
     compare.compare_workdirs([workdirs[0], workdirs[0]], None, str(tmp_path))
   other = tmp_path / "other"

@@ -84,3 +84,21 @@ def test_paper_tables_put_measured_numbers_beside_the_paper(trained, tmp_path):
   assert "image_folder:faces" in paper_tables.latest_results(workdir)
   with pytest.raises(ConfigError, match="no evaluation"):
     paper_tables.latest_results(str(tmp_path))
+
+
+def test_config_json_from_before_later_fields_still_evaluates(trained, tmp_path):
+  """A config.json saved before mask.strategy, mesh, dtype... existed gets their defaults."""
+  workdir, folder, _, final = trained
+  old = tmp_path / "old_run"
+  os.makedirs(old)
+  os.symlink(os.path.join(workdir, "checkpoints"), old / "checkpoints")
+  config = json.load(open(os.path.join(workdir, "config.json")))
+  for field in ("mask", "eval_mask_strategy", "eval_datasets", "mesh", "fsdp_min_size"):
+    del config[field]
+  for field in ("family", "dtype", "inr_dtype", "remat"):
+    config["model"].pop(field, None)
+  json.dump(config, open(old / "config.json", "w"))
+  step, results = evaluate.evaluate_workdir(str(old), f"image_folder:{folder}")
+  label = "image_folder:faces"
+  assert step == 2
+  assert results[label]["psnr_full"] == pytest.approx(final[label]["psnr_full"], abs=1e-5)

@@ -26,8 +26,13 @@ def _free_port() -> int:
       return s.getsockname()[1]
 
 
-def _launch(workdir: str, folder: str, data_dir: str) -> list[tuple[int, str, str]]:
-  """Runs the tiny config as 2 processes (1 CPU device each); [(rc, out, err)]."""
+def _launch(workdir: str, folder: str, data_dir: str,
+            other: str) -> list[tuple[int, str, str]]:
+  """Runs the tiny config as 2 processes (1 CPU device each); [(rc, out, err)].
+
+  `other` is an extra evaluation folder that neither process has prepared:
+  process 0 prepares it while the other waits.
+  """
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=1")
@@ -39,6 +44,7 @@ def _launch(workdir: str, folder: str, data_dir: str) -> list[tuple[int, str, st
            "--config.batch_size=8", "--config.eval_batch_size=8",
            "--config.num_train_steps=4", "--config.checkpoint_every_steps=2",
            "--config.eval_every_steps=4", "--config.log_every_steps=1",
+           f"--config.eval_datasets=image_folder:{other}",
            f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
            f"--process_id={pid}"]
     procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -62,21 +68,23 @@ def _train_records(workdir: str) -> list[dict]:
 
 def test_two_processes_train_checkpoint_and_resume(tmp_path):
   folder = make_image_folder(str(tmp_path / "images"))
+  other = make_image_folder(str(tmp_path / "scenes"), seed=1, num_val=3)
   data_dir, workdir = str(tmp_path / "tfds"), str(tmp_path / "run")
-  for rc, _, err in _launch(workdir, folder, data_dir):
+  for rc, _, err in _launch(workdir, folder, data_dir, other):
     assert rc == 0, err[-3000:]
   first = _train_records(workdir)
   assert [r["step"] for r in first] == [1, 2, 3, 4]  # written once, by process 0
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
   evals = [r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
            if r["split"] == "eval"]
-  assert [r["step"] for r in evals] == [4]
-  assert evals[0]["num_images"] == 4  # every val image once, summed over processes
+  assert [r["step"] for r in evals] == [4, 4]
+  # Every val image once, summed over processes; the extra folder too.
+  assert [r["num_images"] for r in evals] == [4, 3]
 
   # Lose the newest checkpoint (a preemption after step 2): both processes
   # resume from step 2 and retrain steps 3 and 4 with the same losses.
   shutil.rmtree(os.path.join(workdir, "checkpoints", "4"))
-  results = _launch(workdir, folder, data_dir)
+  results = _launch(workdir, folder, data_dir, other)
   for rc, out, err in results:
     assert rc == 0, err[-3000:]
   assert "resumed from" in results[0][1] and "resumed from" in results[1][1]
