@@ -3,6 +3,7 @@
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -44,7 +45,8 @@ def test_pixel_masks_are_aligned_to_the_patch_grid():
   pixels = np.asarray(masking.to_pixels(grid, 12, 12))
   assert pixels.shape == (2, 12, 12)
   blocks = pixels.reshape(2, 4, 3, 4, 3)
-  np.testing.assert_array_equal(blocks, np.asarray(grid)[:, :, None, :, None].repeat(3, 2).repeat(3, 4))
+  want = np.asarray(grid)[:, :, None, :, None].repeat(3, 2).repeat(3, 4)
+  np.testing.assert_array_equal(blocks, want)
   with pytest.raises(ValueError, match="not divisible by mask grid"):
     masking.to_pixels(grid, 10, 12)
 
@@ -81,8 +83,6 @@ def test_masks_jit_without_retracing_across_keys():
 # `draw_batch` is jitted with the ratio traced, and `_masks` always passes
 # float32 [128] ratios on a 14x14 grid, so each spec compiles once.
 
-import ml_collections
-
 KEYED = [s for s in masking.STRATEGIES if s not in ("center", "outpaint")]
 
 
@@ -115,7 +115,8 @@ def test_strategies_hit_the_ratio_and_align_to_the_grid(strategy):
 
 @pytest.mark.parametrize("strategy", masking.STRATEGIES)
 def test_same_key_same_masks_other_key_other_masks(strategy):
-  a, b, c = _masks(strategy, 0.5, seed=3), _masks(strategy, 0.5, seed=3), _masks(strategy, 0.5, seed=4)
+  a, b = _masks(strategy, 0.5, seed=3), _masks(strategy, 0.5, seed=3)
+  c = _masks(strategy, 0.5, seed=4)
   np.testing.assert_array_equal(a, b)
   if strategy in KEYED:
     assert not np.array_equal(a, c)

@@ -85,7 +85,7 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
   # resume from step 2 and retrain steps 3 and 4 with the same losses.
   shutil.rmtree(os.path.join(workdir, "checkpoints", "4"))
   results = _launch(workdir, folder, data_dir, other)
-  for rc, out, err in results:
+  for rc, _, err in results:
     assert rc == 0, err[-3000:]
   assert "resumed from" in results[0][1] and "resumed from" in results[1][1]
   again = _train_records(workdir)[len(first):]
