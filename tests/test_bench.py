@@ -48,3 +48,16 @@ def test_bench_bfloat16_and_remat_in_process():
 def test_bench_bad_steps_is_a_config_error():
   with pytest.raises(ConfigError, match="--steps"):
     bench.run_benchmark(tiny_config("/unused"), steps=0)
+
+
+def test_bench_pipeline_runs_the_real_data_like_the_training_loop(tmp_path):
+  config = tiny_config(str(tmp_path))  # the demo photos, prepared into tmp_path
+  result = bench.run_benchmark(config, steps=2, warmup=1, pipeline_steps=3)
+  pipeline = result["pipeline"]
+  assert pipeline["steps"] == 3 and pipeline["dataset"] == "demo"
+  assert pipeline["step_s"] > 0 and 0 <= pipeline["host_data_wait_s"] < pipeline["step_s"]
+  assert pipeline["overhead"] == pytest.approx(
+      pipeline["step_s"] / result["train_step_s"]["median"] - 1)
+  assert result["final_loss_finite"]
+  with pytest.raises(ConfigError, match="--pipeline_steps"):
+    bench.run_benchmark(config, steps=1, pipeline_steps=-1)
