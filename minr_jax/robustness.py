@@ -301,7 +301,8 @@ def run_sweep(workdir: str, datasets: str | None = None,
     out_dir = os.path.join(workdir, "robustness", str(step))
     info = describe(workdir, step, config, train.count_params(params))
     write_results(out_dir, step, rows, info)
-    plot_psnr(os.path.join(out_dir, "robustness.png"), rows, step)
+    metric = "psnr_pasted" if model_family(config) in PATCH_TOKEN_FAMILIES else "psnr_full"
+    plot_psnr(os.path.join(out_dir, "robustness.png"), rows, step, metric)
     plot_mask_gallery(os.path.join(out_dir, "mask_gallery.png"), config, strategies, ratios)
     print(f"wrote {out_dir}/results.{{json,csv,md}}, robustness.png, mask_gallery.png "
           f"({time.perf_counter() - t_start:.1f} s)")
@@ -347,9 +348,13 @@ def write_results(out_dir: str, step: int, rows: list[dict[str, Any]],
     f.write("\n".join(lines) + "\n")
 
 
-def plot_psnr(path: str, rows: list[dict[str, Any]], step: int) -> None:
-  """psnr_full against ratio: a panel per dataset, a solid line per strategy,
+def plot_psnr(path: str, rows: list[dict[str, Any]], step: int,
+              metric: str = "psnr_full") -> None:
+  """`metric` against ratio: a panel per dataset, a solid line per strategy,
   its mean-colour-fill baseline dashed in the same colour.
+
+  psnr_full for MINR (the whole rendered image, the paper's figure);
+  psnr_pasted for an MAE, whose output in the visible patches is untrained.
 
   Perfect scores (the fill at ratio 0 hides nothing: 100 dB) are left off the
   y axis so they don't flatten the rest.
@@ -373,13 +378,13 @@ def plot_psnr(path: str, rows: list[dict[str, Any]], step: int) -> None:
                    key=lambda r: r["ratio"])
       x = [r["ratio"] for r in sel]
       colour = f"C{i % 10}"
-      ax.plot(x, [r["psnr_full"] for r in sel], "o-", color=colour, label=strategy)
+      ax.plot(x, [r[metric] for r in sel], "o-", color=colour, label=strategy)
       ax.plot(x, [r["psnr_full_mean_fill"] for r in sel], "x--", color=colour, alpha=0.7)
     _clip_perfect_scores(ax, [r[k] for r in rows if r["dataset"] == label
-                              for k in ("psnr_full", "psnr_full_mean_fill")])
+                              for k in (metric, "psnr_full_mean_fill")])
     ax.set_title(f"{label} ({num_images} images)", fontsize=10)
     ax.set_xlabel("mask ratio")
-    ax.set_ylabel("psnr_full (dB)")
+    ax.set_ylabel(f"{metric} (dB)")
     ax.grid(alpha=0.3)
   for ax in axes[len(datasets):]:
     ax.set_visible(False)
@@ -387,7 +392,7 @@ def plot_psnr(path: str, rows: list[dict[str, Any]], step: int) -> None:
              for i, s in enumerate(strategies)]
   handles += [Line2D([], [], color="black", label="model"),
               Line2D([], [], color="black", ls="--", alpha=0.7, label="mean-colour fill")]
-  fig.legend(handles=handles, loc="outside right upper", fontsize=9)
+  fig.legend(handles=handles, loc="outside right center", fontsize=9)  # clear of the title
   fig.suptitle(f"Robustness to masking, checkpoint step {step}", fontsize=11)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=100)
