@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Any
 
@@ -46,7 +45,7 @@ import numpy as np
 from absl import logging
 
 from minr_jax import checkpoint, masking, sharding, train
-from minr_jax.config import ConfigError, complete_saved, validate
+from minr_jax.config import ConfigError, load_saved, model_family, validate
 from minr_jax.models import inr
 
 PyTree = Any
@@ -83,21 +82,8 @@ def resolve_path(workdir_or_checkpoint: str, step: int | None = None
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The run's config.json (as `evaluate.load_config`; kept here so that this
-  module does not import the evaluation command). ConfigError if missing."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise ConfigError(f"{path} does not exist: is {workdir} a minr_jax workdir?")
-  with open(path) as f:
-    try:
-      config = ml_collections.ConfigDict(json.load(f))
-    except json.JSONDecodeError as e:
-      raise ConfigError(f"{path} is not valid JSON: {e}") from None
-  added = complete_saved(config)
-  if added:
-    logging.warning("%s predates config fields %s; using their defaults", path,
-                    ", ".join(added))
-  return config
+  """The run's config.json (`config.load_saved`). ConfigError if missing or not JSON."""
+  return load_saved(workdir)
 
 
 def _open_checkpoints(workdir: str):
@@ -327,7 +313,7 @@ class Minr:
   @property
   def family(self) -> str:
     """config.model.family: 'transinr', 'ginr' or 'mae'."""
-    return str(self._config.model.get("family", None) or "transinr").lower()
+    return model_family(self._config)
 
   @property
   def kinds(self) -> tuple[str, ...]:

@@ -32,7 +32,6 @@ Without `--datasets` the first workdir's evaluation datasets are used.
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import os
 import sys
@@ -44,8 +43,8 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from minr_jax import data, evaluate, masking, metrics, sharding, train
-from minr_jax.config import ConfigError, validate
+from minr_jax import data, evaluate, masking, metrics, train
+from minr_jax.config import ConfigError, model_family, validate
 
 METRICS = ("psnr_full", "psnr_masked", "psnr_pasted")
 BASELINES = ("psnr_full_mean_fill", "psnr_full_masked_input")
@@ -120,11 +119,7 @@ def _evaluate_model(workdir: str, config: ml_collections.ConfigDict,
                     entries: list[tuple[str, str | None]], num_images: int
                     ) -> tuple[int, int, dict[str, tuple[dict[str, float], list[np.ndarray]]]]:
   """(step, parameters, {label: (means, grid columns)}) of one workdir's newest checkpoint."""
-  mesh = sharding.make_mesh(config)
-  validate(config, num_devices=sharding.batch_devices(mesh))
-  step, model, params, params_sharding = evaluate.restore_model(workdir, config, mesh)
-  eval_fn = jax.jit(functools.partial(train.eval_step, model=model, config=config),
-                    in_shardings=(params_sharding, sharding.batch_sharding(mesh)))
+  mesh, step, params, eval_fn = evaluate.restore_eval_step(workdir, config)
   out = {}
   for name, path in entries:
     batches = data.make_eval_batches(
@@ -189,7 +184,7 @@ def compare_workdirs(workdirs: Sequence[str], datasets: str | None = None,
         raise AssertionError(f"{name}: baselines {baselines} differ from the first "
                              f"model's {ref_baselines} on {label}")
       row = dict(dataset=label, model=name,
-                 family=str(config.model.get("family", None) or "transinr"),
+                 family=model_family(config),
                  num_params=num_params, step=step,
                  **{m: float(means[m]) for m in METRICS + BASELINES},
                  num_images=int(means["num_images"]), workdir=os.path.abspath(workdir))

@@ -7,6 +7,12 @@ file path), so a bad command line fails in a second, not after a compile.
 
 from __future__ import annotations
 
+import json
+import os
+
+import ml_collections
+from absl import logging
+
 
 class ConfigError(ValueError):
   """A config value (or a path it names) that cannot work; message is one line."""
@@ -21,6 +27,11 @@ def _positive_int(config, field: str) -> int:
   return value
 
 
+def model_family(config) -> str:
+  """config.model.family in lower case: 'transinr' (also when unset), 'ginr' or 'mae'."""
+  return str(config.model.get("family", None) or "transinr").lower()
+
+
 def validate(config, num_devices: int | None = None) -> None:
   """Raises ConfigError naming the first field that cannot work.
 
@@ -33,7 +44,7 @@ def validate(config, num_devices: int | None = None) -> None:
                 "model.patch_size", "model.dim", "model.depth", "model.num_heads",
                 "model.head_dim", "model.mlp_dim"):
     _positive_int(config, field)
-  family = config.model.get("family", None) or "transinr"
+  family = model_family(config)
   if not 0.0 <= config.mask_ratio < 1.0:
     raise ConfigError(f"config.mask_ratio must be in [0, 1), got {config.mask_ratio}")
   if config.resolution % config.mask_grid:
@@ -148,3 +159,24 @@ def complete_saved(config):
   with config.unlocked():
     fill(config, _ADDED_FIELDS, "")
   return added
+
+
+def load_saved(workdir: str):
+  """A run's config.json as a ConfigDict, completed by `complete_saved`.
+
+  ConfigError if the file is missing or not JSON. Used by every command that
+  reads a workdir (evaluate, load, robustness, compare).
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise ConfigError(f"{path} does not exist: is {workdir} a minr_jax workdir?")
+  with open(path) as f:
+    try:
+      config = ml_collections.ConfigDict(json.load(f))
+    except json.JSONDecodeError as e:
+      raise ConfigError(f"{path} is not valid JSON: {e}") from None
+  added = complete_saved(config)
+  if added:
+    logging.warning("%s predates config fields %s; using their defaults", path,
+                    ", ".join(added))
+  return config

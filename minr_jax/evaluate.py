@@ -28,24 +28,15 @@ import ml_collections
 from absl import app, flags, logging
 
 from minr_jax import checkpoint, metrics, sharding, train
-from minr_jax.config import ConfigError, complete_saved, validate
+from minr_jax.config import ConfigError, load_saved, validate
 
 COLUMNS = ("psnr_full", "psnr_masked", "psnr_pasted", "psnr_full_mean_fill",
            "psnr_full_masked_input", "num_images")
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a workdir was trained with (its config.json)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise ConfigError(f"{path} does not exist: is {workdir} a minr_jax workdir?")
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  added = complete_saved(config)
-  if added:
-    logging.warning("%s predates config fields %s; using their defaults", path,
-                    ", ".join(added))
-  return config
+  """The config a workdir was trained with (its config.json; `config.load_saved`)."""
+  return load_saved(workdir)
 
 
 def write_results(out_dir: str, step: int, results: dict[str, dict[str, float]],
@@ -97,6 +88,21 @@ def restore_model(workdir: str, config: ml_collections.ConfigDict, mesh,
   return step, model, params, params_sharding
 
 
+def restore_eval_step(workdir: str, config: ml_collections.ConfigDict,
+                      step: int | None = None) -> tuple[Any, int, Any, Any]:
+  """(mesh, step, params, jitted train.eval_step) for a workdir's checkpoint under config.
+
+  The mesh is config's over the devices present; the batch sizes are checked
+  against it before anything is restored.
+  """
+  mesh = sharding.make_mesh(config)
+  validate(config, num_devices=sharding.batch_devices(mesh))
+  step, model, params, params_sharding = restore_model(workdir, config, mesh, step)
+  eval_fn = jax.jit(functools.partial(train.eval_step, model=model, config=config),
+                    in_shardings=(params_sharding, sharding.batch_sharding(mesh)))
+  return mesh, step, params, eval_fn
+
+
 def evaluate_workdir(workdir: str, datasets: str | None = None, step: int | None = None,
                      max_images: int | None = None, mask_strategy: str | None = None
                      ) -> tuple[int, dict[str, dict[str, float]]]:
@@ -109,12 +115,7 @@ def evaluate_workdir(workdir: str, datasets: str | None = None, step: int | None
   validate(config)
   entries = train.parse_datasets(datasets) if datasets else train.eval_datasets(config)
   train.check_eval_datasets(config, entries)
-  mesh = sharding.make_mesh(config)
-  validate(config, num_devices=sharding.batch_devices(mesh))
-
-  step, model, params, params_sharding = restore_model(workdir, config, mesh, step)
-  eval_fn = jax.jit(functools.partial(train.eval_step, model=model, config=config),
-                    in_shardings=(params_sharding, sharding.batch_sharding(mesh)))
+  mesh, step, params, eval_fn = restore_eval_step(workdir, config, step)
   out_dir = os.path.join(workdir, "eval", str(step))
   with metrics.MetricWriter(out_dir, tensorboard=False,
                             enabled=jax.process_index() == 0) as writer:

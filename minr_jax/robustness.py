@@ -59,7 +59,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from minr_jax import data, evaluate, masking, metrics, sharding, train
-from minr_jax.config import ConfigError, validate
+from minr_jax.config import ConfigError, model_family, validate
 
 PyTree = Any
 
@@ -122,14 +122,6 @@ def parse_ratios(spec: str | Sequence[float] | None) -> list[float]:
   if not out:
     raise ConfigError("--ratios is empty; give e.g. --ratios=0.25,0.5,0.75")
   return out
-
-
-def model_family(config: ml_collections.ConfigDict) -> str:
-  """The checkpoint's model family: config.model.family, lower case ('transinr' if unset).
-
-  TransINR configs written before the field existed have none.
-  """
-  return str(config.model.get("family", None) or "transinr").lower()
 
 
 def supported_strategies(config: ml_collections.ConfigDict) -> tuple[str, ...]:

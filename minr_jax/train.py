@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 from minr_jax import checkpoint, data, masking, metrics, sharding
-from minr_jax.config import ConfigError, validate
+from minr_jax.config import ConfigError, model_family, validate
 from minr_jax.models import inr, mae
 from minr_jax.models.ginr import GINR, build_ginr
 from minr_jax.models.transinr import TransINR
@@ -73,7 +73,7 @@ def build_model(config: ml_collections.ConfigDict) -> TransINR | GINR:
   differ.
   """
   m = config.model
-  family = m.get("family", None) or "transinr"
+  family = model_family(config)
   if family == "ginr":
     return build_ginr(config)
   if family == "mae":
@@ -109,7 +109,7 @@ def count_params(params: PyTree) -> int:
 def describe_model(config: ml_collections.ConfigDict, num_params: int) -> str:
   """One line naming the model: family, parameters, resolution and shape."""
   m = config.model
-  family = str(m.get("family", None) or "transinr").lower()
+  family = model_family(config)
   head = (f"{family}: {num_params:,} parameters, {config.resolution} px, "
           f"patch {m.patch_size}, dim {m.dim}, depth {m.depth}")
   if family == "mae":
@@ -159,7 +159,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
   MAE uses its own recipe (AdamW, warmup, cosine: `mae.make_optimizer`).
   """
-  if (config.model.get("family", None) or "transinr") == "mae":
+  if model_family(config) == "mae":
     return mae.make_optimizer(config)
   boundary = int(config.lr_decay_at * config.num_train_steps)
   schedule = optax.piecewise_constant_schedule(
