@@ -15,7 +15,7 @@ import pytest
 from helpers import make_image_folder, tiny_config
 from PIL import Image
 
-from minr_jax import compare, evaluate, train
+from minr_jax import compare, evaluate, metrics, train
 from minr_jax.config import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,10 +76,11 @@ def test_one_row_per_dataset_and_model_with_shared_baselines(runs):
 
 def test_figures_show_every_model_side_by_side(runs):
   workdirs, out, _, _ = runs
-  for label in ("faces", "scenes"):
+  for label, rows in (("faces", 4), ("scenes", 3)):
     image = Image.open(os.path.join(out, f"compare_image_folder_{label}.png"))
     width, height = image.size
     assert width > height  # 5 columns (input, 3 models, truth) of 4 or 3 rows
+    assert image.size == metrics.image_grid_size(rows, 5, 16, 16, with_titles=True)
 
 
 def test_numbers_equal_evaluate_with_exact_count_masks(runs):
