@@ -126,6 +126,9 @@ def _model() -> ml_collections.ConfigDict:
   m.exact_gelu = True  # bool: erf GELU (PyTorch's nn.GELU).
   m.dropout = 0.0  # float: residual dropout (MAE pretrains without).
   m.remat = False  # bool: recompute blocks in the backward pass.
+  # str: auto | batched | per_head: how attention is computed (same maths);
+  # auto = per_head on CPU, where it is faster, batched on TPU / GPU.
+  m.attention_impl = "auto"
   # bool: loss against per-patch normalised pixels. Off by default: its
   # de-normalisation for metrics needs each hidden patch's true mean and
   # variance (a leak; see mae.to_pixels), so PSNR would be optimistic.

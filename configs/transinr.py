@@ -89,6 +89,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.exact_gelu = True  # bool: erf GELU as PyTorch (False: tanh approximation).
   c.model.dropout = 0.0  # float: residual dropout.
   c.model.remat = False  # bool: recompute transformer blocks in the backward pass.
+  # str: auto | batched | per_head: how attention is computed (same maths);
+  # auto = per_head on CPU, where it is faster, batched on TPU / GPU.
+  c.model.attention_impl = "auto"
   c.model.inr_hidden_dim = 256  # int: INR width.
   c.model.inr_num_layers = 5  # int: INR linear layers.
   c.model.ff_num_freqs = 64  # int: Fourier frequencies per coordinate axis.

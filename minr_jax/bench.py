@@ -13,9 +13,11 @@ dataset needed), and prints one JSON object:
   timing of `--steps` steps after `--warmup` untimed ones;
 - `images_per_s` (batch_size / median train step);
 - `flops_per_step`: XLA's count (`compiled.cost_analysis()['flops']`) of
-  the train step; XLA counts one device's partition of an SPMD program, so
-  the total is that times `num_devices` (both are given); `achieved_flops_per_s`
-  = total / median step; `mfu` = that / `--peak_flops` (the peak of all
+  the train step (with model.attention_impl='per_head', of the same step
+  compiled with 'batched' attention: XLA counts a loop's body only once);
+  XLA counts one device's partition of an SPMD program, so the total is
+  that times `num_devices` (both are given); `achieved_flops_per_s` =
+  total / median step; `mfu` = that / `--peak_flops` (the peak of all
   devices together) when given;
 - `peak_memory_bytes` and `memory_source`: the first device's
   `memory_stats()['peak_bytes_in_use']` where the backend reports it (TPU,
@@ -54,6 +56,7 @@ import numpy as np
 
 from minr_jax import sharding, train
 from minr_jax.config import ConfigError, validate
+from minr_jax.models.transformer import resolve_attention_impl
 
 
 def _stats(times: list[float]) -> dict[str, Any]:
@@ -73,6 +76,23 @@ def _flops(compiled) -> float | None:
     cost = cost[0] if cost else {}
   flops = (cost or {}).get("flops")
   return float(flops) if flops is not None and flops >= 0 else None
+
+
+def _counted_flops(config: ml_collections.ConfigDict, compiled, make_step, args) -> float | None:
+  """XLA's flop count of a step, with attention counted in its batched form.
+
+  XLA's cost analysis counts the body of a loop once, so the 'per_head'
+  attention (a lax.map over every image and head) would count one head's
+  products per layer. The step is then also compiled from
+  `make_step(config with model.attention_impl='batched')` (the same maths,
+  no loop) and that is counted.
+  """
+  if resolve_attention_impl(config.model.get("attention_impl", "auto")) != "per_head":
+    return _flops(compiled)
+  counted = config.copy_and_resolve_references()
+  with counted.unlocked():
+    counted.model.attention_impl = "batched"
+  return _flops(make_step(counted).lower(*args).compile())
 
 
 def _xla_memory(compiled) -> dict[str, int] | None:
@@ -173,13 +193,21 @@ def run_benchmark(config: ml_collections.ConfigDict, steps: int = 5, warmup: int
       "image": rng.uniform(size=(local_eval, res, res, 3)).astype(np.float32),
       "index": (np.arange(local_eval) + jax.process_index() * local_eval).astype(np.int32)})
 
-  p_train = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config),
-                    in_shardings=(state_sh, batch_sh, repl),
-                    out_shardings=(state_sh, repl), donate_argnums=(0,))
+  def make_train(c, donate=(0,)):
+    return jax.jit(functools.partial(train.train_step, model=train.build_model(c), tx=tx,
+                                     config=c),
+                   in_shardings=(state_sh, batch_sh, repl),
+                   out_shardings=(state_sh, repl), donate_argnums=donate)
+
+  def make_eval(c):
+    return jax.jit(functools.partial(train.eval_step, model=train.build_model(c), config=c),
+                   in_shardings=(state_sh.params, batch_sh), out_shardings=batch_sh)
+
   t0 = time.perf_counter()
-  compiled = p_train.lower(state, batch, step_key).compile()
+  compiled = make_train(config).lower(state, batch, step_key).compile()
   compile_s = time.perf_counter() - t0
-  flops = _flops(compiled)
+  flops = _counted_flops(config, compiled, lambda c: make_train(c, donate=()),
+                         (state, batch, step_key))
 
   holder = [state]
 
@@ -190,12 +218,10 @@ def run_benchmark(config: ml_collections.ConfigDict, steps: int = 5, warmup: int
 
   train_times = _time(train_call, lambda: (holder[0], batch, step_key), steps, warmup)
 
-  p_eval = jax.jit(functools.partial(train.eval_step, model=model, config=config),
-                   in_shardings=(state_sh.params, batch_sh), out_shardings=batch_sh)
   t0 = time.perf_counter()
-  eval_compiled = p_eval.lower(holder[0].params, eval_batch).compile()
+  eval_compiled = make_eval(config).lower(holder[0].params, eval_batch).compile()
   eval_compile_s = time.perf_counter() - t0
-  eval_flops = _flops(eval_compiled)
+  eval_flops = _counted_flops(config, eval_compiled, make_eval, (holder[0].params, eval_batch))
   eval_times = _time(eval_compiled, lambda: (holder[0].params, eval_batch),
                      steps if eval_steps is None else eval_steps, warmup)
 

@@ -45,6 +45,10 @@ def validate(config, num_devices: int | None = None) -> None:
                 "model.head_dim", "model.mlp_dim"):
     _positive_int(config, field)
   family = model_family(config)
+  impls = ("auto", "batched", "per_head")  # models.transformer.ATTENTION_IMPLS
+  if config.model.get("attention_impl", "auto") not in impls:
+    raise ConfigError(f"config.model.attention_impl={config.model.attention_impl!r} is "
+                      f"not one of {', '.join(impls)}")
   if not 0.0 <= config.mask_ratio < 1.0:
     raise ConfigError(f"config.mask_ratio must be in [0, 1), got {config.mask_ratio}")
   if config.resolution % config.mask_grid:

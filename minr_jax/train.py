@@ -91,7 +91,8 @@ def build_model(config: ml_collections.ConfigDict) -> TransINR | GINR:
       exact_gelu=m.exact_gelu, dropout=m.dropout, remat=m.remat,
       inr_hidden_dim=m.inr_hidden_dim, inr_num_layers=m.inr_num_layers,
       ff_num_freqs=m.ff_num_freqs, ff_sigma=m.ff_sigma, num_groups=m.num_groups,
-      output_bias=m.output_bias, dtype=dtype, inr_dtype=inr_dtype)
+      output_bias=m.output_bias, dtype=dtype, inr_dtype=inr_dtype,
+      attention_impl=m.get("attention_impl", "auto"))
 
 
 def init_params(model: TransINR, key: PRNGKey) -> PyTree:
@@ -142,7 +143,7 @@ def reconstruct(model: TransINR, params: PyTree, inputs: Array, *,
   while the targets stay the grid's pixels.
   """
   rngs = {"dropout": dropout_key} if dropout_key is not None else {}
-  out = model.apply({"params": params}, inputs, train=train, rngs=rngs)
+  out = model.apply({"params": params}, inputs, train=train, data_tokens=False, rngs=rngs)
   coords = inr.coord_grid(inputs.shape[1], inputs.shape[2])
   dtype = getattr(model, "inr_dtype", None)
   if coord_noise > 0.0:

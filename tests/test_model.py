@@ -100,6 +100,7 @@ def test_dropout_only_in_training():
     ("resolution", 18, "not divisible by config.mask_grid"),
     ("model.num_groups", 3, "config.model.num_groups=3 does not divide"),
     ("batch_size", 0, "config.batch_size"),
+    ("model.attention_impl", "flash", "config.model.attention_impl='flash'"),
 ])
 def test_bad_config_values_name_the_field(field, value, message):
   config = transinr_config.get_config("tiny")

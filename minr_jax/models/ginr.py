@@ -96,7 +96,8 @@ class GINR(nn.Module):
   Outputs: `weights` (list per INR layer, [B, fan_in + 1, fan_out]; all but
   layer `modulated_layer` identical across the batch), `modulations` ([U],
   U [B, fan_in, rank]), `data_tokens` [B, T, D] and `weight_tokens`
-  [B, rank, D] (transformer outputs, for embeddings).
+  [B, rank, D] (transformer outputs, for embeddings; None when called with
+  data_tokens=False, which skips the work only they need).
   """
   image_size: int
   patch_size: int = 9
@@ -122,6 +123,7 @@ class GINR(nn.Module):
   output_bias: float = 0.5
   dtype: Any = None
   inr_dtype: Any = None
+  attention_impl: str = "auto"
 
   @property
   def inr_shapes(self) -> list[tuple[int, int]]:
@@ -140,12 +142,13 @@ class GINR(nn.Module):
     return inr.fourier_frequencies(self.ff_num_freqs, self.ff_sigma)
 
   @nn.compact
-  def __call__(self, images: Array, train: bool = False) -> dict[str, Any]:
+  def __call__(self, images: Array, train: bool = False,
+               data_tokens: bool = True) -> dict[str, Any]:
     if not 0 <= self.modulated_layer < self.inr_num_layers:
       raise ValueError(f"modulated_layer={self.modulated_layer} is not a layer of an"
                        f" INR with {self.inr_num_layers} layers")
     batch = images.shape[0]
-    data_out, weight_out = hypernetwork_tokens(self, images, self.rank, train)
+    data_out, weight_out = hypernetwork_tokens(self, images, self.rank, train, data_tokens)
 
     weights, modulations = [], []
     for i, (fan_in, fan_out) in enumerate(self.inr_shapes):
@@ -186,4 +189,5 @@ def build_ginr(config: ml_collections.ConfigDict) -> GINR:
       ff_num_freqs=m.ff_num_freqs, ff_sigma=m.ff_sigma, rank=m.ginr_rank,
       modulated_layer=m.ginr_layer,
       normalize_shared=m.get("ginr_normalize_shared", True),
-      output_bias=m.output_bias, dtype=DTYPES[name], inr_dtype=DTYPES[inr_name])
+      output_bias=m.output_bias, dtype=DTYPES[name], inr_dtype=DTYPES[inr_name],
+      attention_impl=m.get("attention_impl", "auto"))

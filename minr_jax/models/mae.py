@@ -181,6 +181,7 @@ class MAE(nn.Module):
       targets. It does not change the forward pass; `mae_loss` / `to_pixels`
       callers read it from the model (it travels with the model).
     dtype: computation dtype (None = float32).
+    attention_impl: 'auto' | 'batched' | 'per_head' (`transformer.Transformer`).
 
   Returns (`__call__`):
     pred_patches: [B, N, P*P*3] float32, predictions for every patch (in
@@ -212,6 +213,7 @@ class MAE(nn.Module):
   remat: bool = False
   norm_pix: bool = False
   dtype: Any = None
+  attention_impl: str = "auto"
 
   @property
   def grid(self) -> int:
@@ -258,7 +260,7 @@ class MAE(nn.Module):
               name: str) -> Transformer:
     return Transformer(depth, num_heads, head_dim, mlp_dim, self.qkv_bias,
                        self.ln_epsilon, self.exact_gelu, self.dropout, self.remat,
-                       self.dtype, name=name)
+                       self.dtype, self.attention_impl, name=name)
 
   @nn.compact
   def __call__(self, images: Array, patch_mask: Array, train: bool = False) -> dict[str, Array]:
@@ -481,6 +483,7 @@ def build_mae(config) -> MAE:
       decoder_num_heads=m.decoder_num_heads, decoder_head_dim=m.decoder_head_dim,
       decoder_mlp_dim=m.decoder_mlp_dim, qkv_bias=m.qkv_bias, ln_epsilon=m.ln_epsilon,
       exact_gelu=m.exact_gelu, dropout=m.dropout, remat=m.remat, norm_pix=m.norm_pix,
+      attention_impl=m.get("attention_impl", "auto"),
       dtype=dtypes[dtype_name])
   if not 0 < model.num_visible <= model.num_patches:
     raise ValueError(f"config.mask_ratio={config.mask_ratio} leaves no visible patch "

@@ -8,9 +8,90 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 Array = jax.Array
 Dtype = Any
+
+ATTENTION_IMPLS = ("auto", "batched", "per_head")
+
+
+def resolve_attention_impl(impl: str) -> str:
+  """'auto' -> 'per_head' on CPU (measured faster there), else 'batched'."""
+  if impl not in ATTENTION_IMPLS:
+    raise ValueError(f"attention_impl={impl!r} is not one of {', '.join(ATTENTION_IMPLS)}")
+  if impl == "auto":
+    return "per_head" if jax.default_backend() == "cpu" else "batched"
+  return impl
+
+
+def _batched_attention(q: Array, k: Array, v: Array) -> Array:
+  """softmax(q k^T / sqrt(d)) v for q [B, Tq, H, d], k, v [B, Tk, H, d] -> [B, Tq, H, d]."""
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+  attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+  return jnp.einsum("bhqk,bkhd->bqhd", attn, v)
+
+
+def _head_logits(q: Array, k: Array) -> Array:
+  """One head: q [Tq, d], k [Tk, d] -> float32 logits [Tq, Tk] (scaled as the batched form)."""
+  return (q @ k.T).astype(jnp.float32) / math.sqrt(q.shape[-1])
+
+
+def _heads_forward(q: Array, k: Array, v: Array) -> tuple[Array, Array]:
+  """Heads [N, T, d] one at a time -> (outputs [N, Tq, d], log-sum-exp [N, Tq] float32)."""
+
+  def one(args):
+    q, k, v = args
+    logits = _head_logits(q, k)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    probs = jnp.exp(logits - lse[:, None]).astype(v.dtype)
+    return probs @ v, lse
+
+  return lax.map(one, (q, k, v))
+
+
+@jax.custom_vjp
+def _heads_attention(q: Array, k: Array, v: Array) -> Array:
+  return _heads_forward(q, k, v)[0]
+
+
+def _heads_attention_fwd(q, k, v):
+  out, lse = _heads_forward(q, k, v)
+  return out, (q, k, v, out, lse)
+
+
+def _heads_attention_bwd(residuals, d_out):
+  """Recomputes each head's probabilities from the saved log-sum-exp (nothing [T, T] is kept)."""
+  scale = 1.0 / math.sqrt(residuals[0].shape[-1])
+
+  def one(args):
+    q, k, v, out, lse, do = args
+    probs = jnp.exp(_head_logits(q, k) - lse[:, None])  # [Tq, Tk] float32
+    dv = probs.astype(v.dtype).T @ do
+    dp = (do @ v.T).astype(jnp.float32)
+    delta = jnp.sum(do.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+    ds = (probs * (dp - delta) * scale).astype(q.dtype)
+    return ds @ k, ds.T @ q, dv
+
+  return lax.map(one, (*residuals, d_out))
+
+
+_heads_attention.defvjp(_heads_attention_fwd, _heads_attention_bwd)
+
+
+def _per_head_attention(q: Array, k: Array, v: Array) -> Array:
+  """The same attention as `_batched_attention`, one (image, head) pair at a time.
+
+  On XLA's CPU backend the batched [B, H, T, T] products and softmax run at a
+  fraction of the speed of plain 2-D products on one head's cache-sized
+  [T, T] block; a custom VJP recomputes the probabilities in the backward
+  pass instead of storing [B, H, T, T]. (XLA's cost analysis counts a loop
+  body once: `minr_jax.bench` counts FLOPs on the batched form.)
+  """
+  b, tq, h, d = q.shape
+  fold = lambda x: jnp.swapaxes(x, 1, 2).reshape(b * h, x.shape[1], d)
+  out = _heads_attention(fold(q), fold(k), fold(v))
+  return jnp.swapaxes(out.reshape(b, h, tq, d), 1, 2)
 
 
 def torch_linear_init(fan_in: int):
@@ -32,22 +113,31 @@ def torch_dense(features: int, use_bias: bool = True, dtype: Dtype | None = None
 
 
 class Attention(nn.Module):
-  """Multi-head self-attention: tokens [B, T, D] -> [B, T, D]."""
+  """Multi-head self-attention: tokens [B, T, D] -> [B, T, D].
+
+  With `num_queries`, only the last num_queries tokens attend (to all T) and
+  the output is [B, num_queries, D]: the same rows as the full call, without
+  computing the others.
+  """
   num_heads: int
   head_dim: int
   qkv_bias: bool = False
   dtype: Dtype | None = None
+  attention_impl: str = "auto"
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
+  def __call__(self, x: Array, num_queries: int | None = None) -> Array:
     d, inner = x.shape[-1], self.num_heads * self.head_dim
     split = lambda t: t.reshape(*t.shape[:-1], self.num_heads, self.head_dim)
-    q = split(torch_dense(inner, self.qkv_bias, self.dtype, fan_in=d, name="query")(x))
+    x_q = x if num_queries is None else x[:, x.shape[1] - num_queries:]
+    q = split(torch_dense(inner, self.qkv_bias, self.dtype, fan_in=d, name="query")(x_q))
     k = split(torch_dense(inner, self.qkv_bias, self.dtype, fan_in=d, name="key")(x))
     v = split(torch_dense(inner, self.qkv_bias, self.dtype, fan_in=d, name="value")(x))
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.head_dim)
-    attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-    out = jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(*x.shape[:-1], inner)
+    if resolve_attention_impl(self.attention_impl) == "per_head":
+      out = _per_head_attention(q, k, v)
+    else:
+      out = _batched_attention(q, k, v)
+    out = out.reshape(*x_q.shape[:-1], inner)
     return torch_dense(d, True, self.dtype, fan_in=inner, name="out")(out)
 
 
@@ -65,7 +155,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-  """x + Attn(LN(x)), then x + MLP(LN(x)); residual dropout: [B, T, D]."""
+  """x + Attn(LN(x)), then x + MLP(LN(x)); residual dropout: [B, T, D].
+
+  With `num_queries`, only the last num_queries rows are computed: [B, num_queries, D].
+  """
   num_heads: int
   head_dim: int
   mlp_dim: int
@@ -74,13 +167,16 @@ class Block(nn.Module):
   exact_gelu: bool = True
   dropout: float = 0.0
   dtype: Dtype | None = None
+  attention_impl: str = "auto"
 
   @nn.compact
-  def __call__(self, x: Array, train: bool = False) -> Array:
+  def __call__(self, x: Array, train: bool = False, num_queries: int | None = None) -> Array:
     drop = nn.Dropout(self.dropout, deterministic=not train)
     h = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln1")(x)
     h = Attention(self.num_heads, self.head_dim, self.qkv_bias, self.dtype,
-                  name="attn")(h)
+                  self.attention_impl, name="attn")(h, num_queries)
+    if num_queries is not None:
+      x = x[:, x.shape[1] - num_queries:]
     x = x + drop(h)
     h = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln2")(x)
     h = MLP(self.mlp_dim, self.exact_gelu, self.dtype, name="mlp")(h)
@@ -88,7 +184,15 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-  """A stack of `depth` pre-LN blocks, no final LayerNorm: [B, T, D] -> [B, T, D]."""
+  """A stack of `depth` pre-LN blocks, no final LayerNorm: [B, T, D] -> [B, T, D].
+
+  `num_outputs` (optional): only the last num_outputs tokens' outputs are
+  wanted, [B, num_outputs, D]; the last block then computes only those rows
+  (exactly the same values, without the rest of that block's work).
+  `attention_impl`: 'batched' (einsum over all heads), 'per_head' (the same
+  maths one head at a time, faster on XLA's CPU backend) or 'auto' (per_head
+  on CPU, batched elsewhere).
+  """
   depth: int
   num_heads: int
   head_dim: int
@@ -99,12 +203,15 @@ class Transformer(nn.Module):
   dropout: float = 0.0
   remat: bool = False
   dtype: Dtype | None = None
+  attention_impl: str = "auto"
 
   @nn.compact
-  def __call__(self, x: Array, train: bool = False) -> Array:
-    block_cls = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
+  def __call__(self, x: Array, train: bool = False, num_outputs: int | None = None) -> Array:
+    block_cls = nn.remat(Block, static_argnums=(2, 3)) if self.remat else Block
     for i in range(self.depth):
+      last = i == self.depth - 1
       x = block_cls(self.num_heads, self.head_dim, self.mlp_dim, self.qkv_bias,
                     self.ln_epsilon, self.exact_gelu, self.dropout, self.dtype,
-                    name=f"block_{i}")(x, train)
+                    self.attention_impl, name=f"block_{i}")(
+                        x, train, num_outputs if last else None)
     return x

@@ -54,12 +54,15 @@ def patchify(images: Array, patch_size: int, padding: int) -> Array:
 
 
 def hypernetwork_tokens(module: nn.Module, images: Array, num_weight_tokens: int,
-                        train: bool) -> tuple[Array, Array]:
+                        train: bool, data_tokens: bool = True) -> tuple[Array | None, Array]:
   """The hypernetworks' shared trunk, built inside `module`'s compact call.
 
   images [B, H, W, 3] -> patches -> Dense + learned position embedding, then
   `num_weight_tokens` learned tokens appended, through the pre-LN transformer.
   Returns (data tokens [B, T, D], weight tokens [B, num_weight_tokens, D]).
+  With data_tokens=False the data tokens' outputs are not computed (None):
+  the last block then works on the weight tokens' rows only, which is all
+  that the INR weights need (about 8% of the paper config's transformer).
   `module` supplies the sizes (patch_size, padding, dim, depth, ...) and owns
   the parameters `patch_embed`, `pos_embed`, `weight_tokens`, `transformer`.
   """
@@ -76,7 +79,10 @@ def hypernetwork_tokens(module: nn.Module, images: Array, num_weight_tokens: int
   table = jnp.broadcast_to(table.astype(tokens.dtype), (tokens.shape[0], *table.shape))
   x = jnp.concatenate([tokens, table], axis=1)
   x = Transformer(m.depth, m.num_heads, m.head_dim, m.mlp_dim, m.qkv_bias, m.ln_epsilon,
-                  m.exact_gelu, m.dropout, m.remat, m.dtype, name="transformer")(x, train)
+                  m.exact_gelu, m.dropout, m.remat, m.dtype, m.attention_impl,
+                  name="transformer")(x, train, None if data_tokens else num_weight_tokens)
+  if not data_tokens:
+    return None, x
   return x[:, :m.num_data_tokens], x[:, m.num_data_tokens:]
 
 
@@ -86,6 +92,8 @@ class TransINR(nn.Module):
   Outputs: `weights` (list per INR layer, [B, fan_in + 1, fan_out]),
   `modulations` (list, [B, fan_in, g]), `data_tokens` [B, T, D] and
   `weight_tokens` [B, G, D] (transformer outputs, for embeddings).
+  `data_tokens=False` in the call skips what only the data tokens' outputs
+  need (they come back as None); training and reconstruction call it so.
   """
   image_size: int
   patch_size: int = 9
@@ -109,6 +117,7 @@ class TransINR(nn.Module):
   output_bias: float = 0.5
   dtype: Any = None
   inr_dtype: Any = None
+  attention_impl: str = "auto"
 
   @property
   def inr_shapes(self) -> list[tuple[int, int]]:
@@ -128,8 +137,10 @@ class TransINR(nn.Module):
     return inr.fourier_frequencies(self.ff_num_freqs, self.ff_sigma)
 
   @nn.compact
-  def __call__(self, images: Array, train: bool = False) -> dict[str, Any]:
-    data_out, weight_out = hypernetwork_tokens(self, images, sum(self.groups), train)
+  def __call__(self, images: Array, train: bool = False,
+               data_tokens: bool = True) -> dict[str, Any]:
+    data_out, weight_out = hypernetwork_tokens(self, images, sum(self.groups), train,
+                                               data_tokens)
 
     weights, modulations, start = [], [], 0
     for i, ((fan_in, fan_out), g) in enumerate(zip(self.inr_shapes, self.groups)):

@@ -1,0 +1,106 @@
+"""Attention implementations and the weight-token-only last block give the same maths."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import transinr as transinr_config  # configs/transinr.py
+
+from minr_jax import train
+from minr_jax.models import transformer
+from minr_jax.models.transformer import Transformer
+
+TOKENS = jax.random.normal(jax.random.key(0), (3, 13, 32))
+
+
+def _stack(impl, dtype=None, dropout=0.0):
+  return Transformer(depth=2, num_heads=4, head_dim=8, mlp_dim=64, dropout=dropout,
+                     dtype=dtype, attention_impl=impl)
+
+
+def _max_diff(a, b):
+  return max(float(np.max(np.abs(np.asarray(x, np.float32) - np.asarray(y, np.float32))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _value_and_grads(model, params, num_outputs=None):
+  def f(p):
+    y = model.apply(p, TOKENS.astype(model.dtype or jnp.float32), num_outputs=num_outputs)
+    return jnp.sum(jnp.sin(y.astype(jnp.float32)) * jnp.arange(y.shape[1])[:, None]), y
+
+  (_, y), grads = jax.value_and_grad(f, has_aux=True)(params)
+  return y, grads
+
+
+def test_per_head_attention_equals_batched_in_value_and_gradient():
+  params = _stack("batched").init(jax.random.key(1), TOKENS)
+  y_b, g_b = _value_and_grads(_stack("batched"), params)
+  y_h, g_h = _value_and_grads(_stack("per_head"), params)
+  assert _max_diff(y_b, y_h) < 1e-5
+  assert _max_diff(g_b, g_h) < 1e-4
+  # The test can fail: a different attention (no scaling) changes the output.
+  assert _max_diff(y_b, _stack("batched").apply(params, TOKENS * 2.0)) > 1e-2
+
+
+def _relative_error(ref, other):
+  """Largest |ref - other| / max |ref| over the arrays of two pytrees."""
+  return max(float(np.max(np.abs(np.asarray(x, np.float32) - np.asarray(y, np.float32)))
+                   / np.max(np.abs(np.asarray(x, np.float32))))
+             for x, y in zip(jax.tree.leaves(ref), jax.tree.leaves(other)))
+
+
+def test_per_head_attention_in_bfloat16_is_as_close_to_float32_as_batched():
+  params = _stack("batched").init(jax.random.key(1), TOKENS)
+  y32, g32 = _value_and_grads(_stack("batched"), params)
+  y_b, g_b = _value_and_grads(_stack("batched", jnp.bfloat16), params)
+  y_h, g_h = _value_and_grads(_stack("per_head", jnp.bfloat16), params)
+  assert y_h.dtype == jnp.bfloat16
+  assert jax.tree.leaves(g_h)[0].dtype == jnp.float32
+  for ref, batched, per_head in ((y32, y_b, y_h), (g32, g_b, g_h)):
+    assert _relative_error(ref, per_head) < max(0.05, 2 * _relative_error(ref, batched))
+
+
+@pytest.mark.parametrize("impl", ["batched", "per_head"])
+def test_num_outputs_computes_exactly_the_last_rows(impl):
+  model = _stack(impl)
+  params = model.init(jax.random.key(1), TOKENS)
+  full = model.apply(params, TOKENS)
+  part = model.apply(params, TOKENS, num_outputs=4)
+  assert part.shape == (3, 4, 32)
+  np.testing.assert_allclose(np.asarray(part), np.asarray(full[:, -4:]), rtol=1e-6, atol=1e-6)
+  # The gradient of a loss on those rows is the same as through the full stack.
+  loss = lambda p, n: jnp.sum(jnp.sin(model.apply(p, TOKENS, num_outputs=n)[:, -4:]))
+  full_loss = lambda p: jnp.sum(jnp.sin(model.apply(p, TOKENS)[:, -4:]))
+  assert _max_diff(jax.grad(full_loss)(params), jax.grad(loss)(params, 4)) < 1e-5
+
+
+def test_remat_takes_num_outputs():
+  model = Transformer(depth=2, num_heads=4, head_dim=8, mlp_dim=64, remat=True)
+  params = model.init(jax.random.key(1), TOKENS)
+  grads = jax.grad(lambda p: jnp.sum(model.apply(p, TOKENS, True, 4)))(params)
+  assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("family", ["transinr", "ginr"])
+def test_training_forward_skips_data_tokens_with_the_same_weights(family):
+  config = transinr_config.get_config("tiny")
+  config.model.family = family
+  if family == "ginr":
+    config.model.ginr_rank, config.model.ginr_layer = 8, 1
+    config.model.qkv_bias = True
+  model = train.build_model(config)
+  params = train.init_params(model, jax.random.key(1))
+  images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
+  full = model.apply({"params": params}, images)
+  lean = model.apply({"params": params}, images, data_tokens=False)
+  assert lean["data_tokens"] is None
+  assert _max_diff(full["weights"], lean["weights"]) < 1e-5
+  assert _max_diff(full["weight_tokens"], lean["weight_tokens"]) < 1e-5
+
+
+def test_auto_is_per_head_on_cpu_only():
+  assert transformer.resolve_attention_impl("auto") == (
+      "per_head" if jax.default_backend() == "cpu" else "batched")
+  assert transformer.resolve_attention_impl("batched") == "batched"
+  with pytest.raises(ValueError, match="attention_impl='x'"):
+    transformer.resolve_attention_impl("x")
