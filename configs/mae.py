@@ -127,7 +127,7 @@ def _model() -> ml_collections.ConfigDict:
   m.dropout = 0.0  # float: residual dropout (MAE pretrains without).
   m.remat = False  # bool: recompute blocks in the backward pass.
   # str: auto | batched | per_head: how attention is computed (same maths);
-  # auto = per_head on CPU, where it is faster, batched on TPU / GPU.
+  # auto = per_head on a single CPU device (faster there), else batched.
   m.attention_impl = "auto"
   # bool: loss against per-patch normalised pixels. Off by default: its
   # de-normalisation for metrics needs each hidden patch's true mean and

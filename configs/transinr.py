@@ -90,7 +90,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.dropout = 0.0  # float: residual dropout.
   c.model.remat = False  # bool: recompute transformer blocks in the backward pass.
   # str: auto | batched | per_head: how attention is computed (same maths);
-  # auto = per_head on CPU, where it is faster, batched on TPU / GPU.
+  # auto = per_head on a single CPU device (faster there), else batched.
   c.model.attention_impl = "auto"
   c.model.inr_hidden_dim = 256  # int: INR width.
   c.model.inr_num_layers = 5  # int: INR linear layers.
@@ -104,6 +104,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # str: '' (follow model.dtype) | float32 | bfloat16: dtype of the INR's matmuls
   # (accumulated in float32; the Fourier features are computed in float32).
   c.model.inr_dtype = ""
+  # int: training loss in chunks of at most this many pixels per image (same
+  # maths, nothing [B, H, W, width] is built); 0 = render whole images first;
+  # -1 = auto: 4096 on a single CPU device (faster there), else 0.
+  c.model.inr_chunk = -1
 
   # Loop.
   c.log_every_steps = 50  # int: train metrics and progress line.

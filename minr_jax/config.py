@@ -49,6 +49,10 @@ def validate(config, num_devices: int | None = None) -> None:
   if config.model.get("attention_impl", "auto") not in impls:
     raise ConfigError(f"config.model.attention_impl={config.model.attention_impl!r} is "
                       f"not one of {', '.join(impls)}")
+  chunk = config.model.get("inr_chunk", -1)
+  if not isinstance(chunk, int) or chunk < -1:
+    raise ConfigError(f"config.model.inr_chunk must be -1 (auto), 0 (off) or a pixel "
+                      f"count > 0, got {chunk!r}")
   if not 0.0 <= config.mask_ratio < 1.0:
     raise ConfigError(f"config.mask_ratio must be in [0, 1), got {config.mask_ratio}")
   if config.resolution % config.mask_grid:

@@ -29,6 +29,7 @@ from minr_jax import checkpoint, data, masking, metrics, sharding
 from minr_jax.config import ConfigError, model_family, validate
 from minr_jax.models import inr, mae
 from minr_jax.models.ginr import GINR, build_ginr
+from minr_jax.models.transformer import single_cpu_device
 from minr_jax.models.transinr import TransINR
 
 Array = jax.Array
@@ -227,6 +228,45 @@ def predict(model, params: PyTree, images: Array, grid_masks: Array, *,
   return pred, jnp.mean(metrics.per_image_mse(pred, images))
 
 
+def inr_chunk(config: ml_collections.ConfigDict) -> int:
+  """Pixels per chunk of the training loss (0: render whole images), from model.inr_chunk.
+
+  -1 (auto) is 4096 on a single CPU device, where rendering one image and
+  4096 pixels at a time keeps the INR's activations in cache (measured
+  faster: README), else 0 (`transformer.single_cpu_device` says why).
+  """
+  chunk = int(config.model.get("inr_chunk", -1))
+  if chunk == -1:
+    return 4096 if single_cpu_device() else 0
+  return chunk
+
+
+def train_loss(model, params: PyTree, images: Array, grid_masks: Array, *,
+               config: ml_collections.ConfigDict, dropout_key: PRNGKey | None = None,
+               coord_key: PRNGKey | None = None) -> tuple[Array, Array]:
+  """(training loss, per-image MSE [B] of the prediction against the images).
+
+  The value of `predict(..., train=True)` and its per-image MSE. For MINR
+  with `inr_chunk(config)` > 0 the INRs are scored chunk by chunk
+  (`inr.pixel_mse`) instead of rendering [B, H, W, 3] first; same maths.
+  """
+  chunk = 0 if isinstance(model, mae.MAE) else inr_chunk(config)
+  if not chunk:
+    pred, loss = predict(model, params, images, grid_masks, config=config, train=True,
+                         dropout_key=dropout_key, coord_key=coord_key)
+    return loss, metrics.per_image_mse(pred, images)
+  inputs = masking.apply_mask(images, _pixel_masks(grid_masks, images))
+  rngs = {"dropout": dropout_key} if dropout_key is not None else {}
+  out = model.apply({"params": params}, inputs, train=True, data_tokens=False, rngs=rngs)
+  coords = inr.coord_grid(images.shape[1], images.shape[2])
+  coord_noise = float(config.model.get("coord_noise", 0.0) or 0.0)
+  if coord_noise > 0.0:
+    coords = inr.jitter_coords(coord_key, coords, images.shape[0], coord_noise)
+  mse = inr.pixel_mse(out["weights"], images, coords, model.freqs(), model.output_bias,
+                      getattr(model, "inr_dtype", None), chunk)
+  return jnp.mean(mse), mse
+
+
 def train_step(state: TrainState, batch: dict[str, Array], rng: PRNGKey, *,
                model: TransINR, tx: optax.GradientTransformation,
                config: ml_collections.ConfigDict) -> tuple[TrainState, dict[str, Array]]:
@@ -239,9 +279,8 @@ def train_step(state: TrainState, batch: dict[str, Array], rng: PRNGKey, *,
   pixel_masks = _pixel_masks(grid_masks, images)
 
   def loss_fn(params):
-    pred, loss = predict(model, params, images, grid_masks, config=config, train=True,
-                         dropout_key=dropout_key, coord_key=coord_key)
-    return loss, metrics.per_image_mse(pred, images)
+    return train_loss(model, params, images, grid_masks, config=config,
+                      dropout_key=dropout_key, coord_key=coord_key)
 
   (loss, mse), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -87,3 +87,63 @@ def test_render_vmaps_images_over_one_grid():
   one = inr.inr_apply([w[1] for w in weights], coords, freqs)
   np.testing.assert_allclose(np.asarray(out[1]), np.asarray(one), rtol=1e-6)
   assert not np.allclose(np.asarray(out[0]), np.asarray(out[1]))
+
+
+def _random_inrs(key, batch, widths=(16, 8, 3)):
+  shapes = inr.layer_shapes(4 * 3, widths[0], len(widths), widths[-1])
+  keys = jax.random.split(key, len(shapes))
+  return [jax.random.normal(k, (batch, fi + 1, fo)) / math.sqrt(fi)
+          for k, (fi, fo) in zip(keys, shapes)]
+
+
+@pytest.mark.parametrize("per_image_coords", [False, True])
+@pytest.mark.parametrize("max_chunk", [10, 7 * 9, 1000])
+def test_pixel_mse_equals_rendering_then_mse_in_value_and_gradient(per_image_coords,
+                                                                    max_chunk):
+  weights = _random_inrs(jax.random.key(0), 3)
+  targets = jax.random.uniform(jax.random.key(1), (3, 7, 9, 3))
+  freqs = inr.fourier_frequencies(3, 8.0)
+  coords = inr.coord_grid(7, 9)
+  if per_image_coords:
+    coords = inr.jitter_coords(jax.random.key(2), coords, 3, 0.5)
+  render = inr.render_per_image if per_image_coords else inr.render
+  # A per-image weighting of the MSE, so each image's cotangent differs.
+  weigh = jnp.array([1.0, 2.0, 3.0])
+
+  def reference(ws):
+    pred = render(ws, coords, freqs, 0.5)
+    return jnp.sum(weigh * jnp.mean((pred - targets) ** 2, axis=(1, 2, 3)))
+
+  def chunked(ws):
+    return jnp.sum(weigh * inr.pixel_mse(ws, targets, coords, freqs, 0.5, None, max_chunk))
+
+  ref_value, ref_grads = jax.value_and_grad(reference)(weights)
+  value, grads = jax.jit(jax.value_and_grad(chunked))(weights)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+  for g, r in zip(grads, ref_grads):
+    np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-6)
+  # Padding pixels (7 * 9 = 63 is not a multiple of 10) must not count: a
+  # different target in one real pixel must change the value.
+  moved = targets.at[0, 6, 8, 0].add(1.0)
+  assert float(jnp.sum(inr.pixel_mse(weights, moved, coords, freqs, 0.5, None, max_chunk))
+               ) != pytest.approx(float(jnp.sum(inr.pixel_mse(weights, targets, coords, freqs,
+                                                                0.5, None, max_chunk))))
+
+
+def test_pixel_mse_in_bfloat16_is_close_to_float32():
+  weights = _random_inrs(jax.random.key(0), 2)
+  targets = jax.random.uniform(jax.random.key(1), (2, 8, 8, 3))
+  args = (targets, inr.coord_grid(8, 8), inr.fourier_frequencies(3, 8.0), 0.5)
+  f32 = jax.grad(lambda w: jnp.sum(inr.pixel_mse(w, *args, None, 16)))(weights)
+  bf16 = jax.grad(lambda w: jnp.sum(inr.pixel_mse(w, *args, jnp.bfloat16, 16)))(weights)
+  for a, b in zip(f32, bf16):
+    assert b.dtype == jnp.float32
+    np.testing.assert_allclose(b, a, rtol=0.1, atol=0.05 * float(jnp.max(jnp.abs(a))))
+
+
+def test_chunk_layout_is_even_with_little_padding():
+  assert inr.chunk_layout(33124, 4096) == (9, 3681)
+  assert inr.chunk_layout(64, 64) == (1, 64)
+  assert inr.chunk_layout(65, 64) == (2, 33)
+  with pytest.raises(ValueError, match="pixel chunk"):
+    inr.chunk_layout(10, 0)

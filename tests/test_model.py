@@ -101,6 +101,7 @@ def test_dropout_only_in_training():
     ("model.num_groups", 3, "config.model.num_groups=3 does not divide"),
     ("batch_size", 0, "config.batch_size"),
     ("model.attention_impl", "flash", "config.model.attention_impl='flash'"),
+    ("model.inr_chunk", -2, "config.model.inr_chunk must be"),
 ])
 def test_bad_config_values_name_the_field(field, value, message):
   config = transinr_config.get_config("tiny")

@@ -98,9 +98,42 @@ def test_training_forward_skips_data_tokens_with_the_same_weights(family):
   assert _max_diff(full["weight_tokens"], lean["weight_tokens"]) < 1e-5
 
 
-def test_auto_is_per_head_on_cpu_only():
-  assert transformer.resolve_attention_impl("auto") == (
-      "per_head" if jax.default_backend() == "cpu" else "batched")
+def test_auto_is_per_head_on_a_single_cpu_device_only():
+  single = jax.default_backend() == "cpu" and jax.device_count() == 1
+  assert transformer.single_cpu_device() == single
+  assert transformer.resolve_attention_impl("auto") == ("per_head" if single else "batched")
   assert transformer.resolve_attention_impl("batched") == "batched"
   with pytest.raises(ValueError, match="attention_impl='x'"):
     transformer.resolve_attention_impl("x")
+
+
+@pytest.mark.parametrize("family,coord_noise", [("transinr", 0.0), ("ginr", 0.5)])
+def test_chunked_training_loss_equals_rendering_then_mse(family, coord_noise):
+  config = transinr_config.get_config("tiny")
+  config.model.family = family
+  config.model.coord_noise = coord_noise
+  if family == "ginr":
+    config.model.ginr_rank, config.model.ginr_layer = 8, 1
+    config.model.qkv_bias = True
+  model = train.build_model(config)
+  params = train.init_params(model, jax.random.key(1))
+  images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
+  grid_masks = jax.random.bernoulli(jax.random.key(3), 0.75, (2, 4, 4))
+  results = {}
+  for chunk in (0, 40):
+    config.model.inr_chunk = chunk
+
+    def loss(p, config=config):
+      return train.train_loss(model, p, images, grid_masks, config=config,
+                              coord_key=jax.random.key(4))
+
+    (value, mse), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    results[chunk] = value, mse, grads
+    assert train.inr_chunk(config) == chunk
+  (v0, m0, g0), (v1, m1, g1) = results[0], results[40]
+  np.testing.assert_allclose(v1, v0, rtol=1e-5)
+  np.testing.assert_allclose(m1, m0, rtol=1e-5)
+  # Against the largest gradient overall: the keys' bias gradients are zero
+  # in exact arithmetic (softmax ignores a per-query constant), only noise.
+  scale = max(float(np.max(np.abs(np.asarray(g)))) for g in jax.tree.leaves(g0))
+  assert _max_diff(g0, g1) < 1e-4 * scale

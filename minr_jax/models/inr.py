@@ -14,6 +14,7 @@ MLP's matmuls in bfloat16 (`dtype`), accumulating in float32.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -168,3 +169,107 @@ def render(weights: Sequence[Array], coords: Array, freqs: Array,
   flat = feats.reshape(-1, feats.shape[-1])
   out = render_features(weights, flat, output_bias, dtype)
   return out.reshape(out.shape[0], *coords.shape[:-1], out.shape[-1])
+
+
+def chunk_layout(num_pixels: int, max_chunk: int) -> tuple[int, int]:
+  """(chunks, pixels per chunk) covering num_pixels with chunks of at most max_chunk.
+
+  The chunks are as even as possible, so the padding is below one pixel per chunk.
+  """
+  if max_chunk < 1:
+    raise ValueError(f"pixel chunk must be >= 1, got {max_chunk}")
+  num_chunks = -(-num_pixels // max_chunk)
+  return num_chunks, -(-num_pixels // num_chunks)
+
+
+def _image_sse(weights: Sequence[Array], feats_fn, targets: Array, num_chunks: int,
+               chunk: int, num_pixels: int, output_bias: float, dtype: Any,
+               with_grads: bool):
+  """One image: sum of squared errors over its pixels, in chunks (and its weight gradient).
+
+  feats_fn(start) -> the Fourier features [chunk, 4F] of pixels start..start+chunk;
+  targets [num_chunks * chunk, C] (zero-padded past num_pixels).
+  """
+
+  def sse(ws, start):
+    pred = mlp_apply(ws, feats_fn(start), output_bias, dtype)  # [chunk, C] float32
+    target = jax.lax.dynamic_slice_in_dim(targets, start, chunk)
+    valid = (start + jnp.arange(chunk)) < num_pixels
+    err = jnp.where(valid[:, None], pred - target, 0.0)
+    return jnp.sum(err * err)
+
+  def body(i, carry):
+    start = i * chunk
+    if with_grads:
+      total, grads = carry
+      value, g = jax.value_and_grad(sse)(list(weights), start)
+      return total + value, [a + b for a, b in zip(grads, g)]
+    return carry + sse(list(weights), start)
+
+  zero = jnp.zeros((), jnp.float32)
+  init = (zero, [jnp.zeros(w.shape, jnp.float32) for w in weights]) if with_grads else zero
+  return jax.lax.fori_loop(0, num_chunks, body, init)
+
+
+def _pixel_mse_impl(weights, targets, coords, freqs, output_bias, dtype, max_chunk,
+                    with_grads):
+  b, h, w, c = targets.shape
+  n = h * w
+  num_chunks, chunk = chunk_layout(n, max_chunk)
+  pad = num_chunks * chunk - n
+  flat_targets = jnp.pad(targets.reshape(b, n, c).astype(jnp.float32), ((0, 0), (0, pad), (0, 0)))
+  if coords.ndim == 3:  # one grid for every image: its features once, sliced per chunk
+    feats = fourier_features(coords.reshape(n, 2), freqs)
+    feats = jnp.pad(feats, ((0, pad), (0, 0)))
+    per_image_coords = None
+  else:  # per-image coordinates: features of each chunk on the fly
+    per_image_coords = jnp.pad(coords.reshape(b, n, 2), ((0, 0), (0, pad), (0, 0)))
+
+  def one(args):
+    ws, t, xy = args
+    if xy is None:
+      feats_fn = lambda s: jax.lax.dynamic_slice_in_dim(feats, s, chunk)
+    else:
+      feats_fn = lambda s: fourier_features(jax.lax.dynamic_slice_in_dim(xy, s, chunk), freqs)
+    return _image_sse(ws, feats_fn, t, num_chunks, chunk, n, output_bias, dtype, with_grads)
+
+  out = jax.lax.map(one, (list(weights), flat_targets, per_image_coords))
+  scale = 1.0 / (n * c)
+  if with_grads:
+    sse, grads = out
+    return sse * scale, [g * scale for g in grads]
+  return out * scale
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def pixel_mse(weights: Sequence[Array], targets: Array, coords: Array, freqs: Array,
+              output_bias: float = 0.5, dtype: Any = None, max_chunk: int = 4096) -> Array:
+  """Per-image MSE [B] of a batch of INRs against targets [B, H, W, C], in pixel chunks.
+
+  The same value as `metrics.per_image_mse(render(...), targets)` (or
+  `render_per_image` when coords are per image, [B, H, W, 2]; a shared grid
+  is [H, W, 2]), computed one image and at most `max_chunk` pixels at a
+  time, so nothing of size [B, H * W, width] is ever built. Its gradient
+  (weights only: targets, coords and freqs are data) is computed in the same
+  pass over the chunks and kept (the size of the weights), so the backward
+  pass does no further work. On a CPU the chunks' activations stay in cache;
+  `model.inr_chunk` chooses it for training (`minr_jax.train.train_loss`).
+  """
+  return _pixel_mse_impl(weights, targets, coords, freqs, output_bias, dtype, max_chunk,
+                         with_grads=False)
+
+
+def _pixel_mse_fwd(weights, targets, coords, freqs, output_bias, dtype, max_chunk):
+  mse, grads = _pixel_mse_impl(weights, targets, coords, freqs, output_bias, dtype,
+                               max_chunk, with_grads=True)
+  return mse, (grads, targets, coords, freqs)
+
+
+def _pixel_mse_bwd(output_bias, dtype, max_chunk, residuals, d_mse):
+  del output_bias, dtype, max_chunk
+  grads, targets, coords, freqs = residuals
+  d_weights = [g * d_mse[:, None, None] for g in grads]
+  return (d_weights, jnp.zeros_like(targets), jnp.zeros_like(coords), jnp.zeros_like(freqs))
+
+
+pixel_mse.defvjp(_pixel_mse_fwd, _pixel_mse_bwd)

@@ -16,12 +16,25 @@ Dtype = Any
 ATTENTION_IMPLS = ("auto", "batched", "per_head")
 
 
+def single_cpu_device() -> bool:
+  """True when JAX runs on exactly one CPU device: where the looped forms pay off.
+
+  On XLA's CPU backend a loop over images / heads / pixel chunks of small,
+  cache-sized products beats the batched products (README, speed). With
+  several devices the batch axis is sharded and a loop over it would gather
+  it onto every device, and TPU / GPU want the large batched products, so
+  the 'auto' settings (model.attention_impl, model.inr_chunk) use the
+  batched forms there.
+  """
+  return jax.default_backend() == "cpu" and jax.device_count() == 1
+
+
 def resolve_attention_impl(impl: str) -> str:
-  """'auto' -> 'per_head' on CPU (measured faster there), else 'batched'."""
+  """'auto' -> 'per_head' on a single CPU device (`single_cpu_device`), else 'batched'."""
   if impl not in ATTENTION_IMPLS:
     raise ValueError(f"attention_impl={impl!r} is not one of {', '.join(ATTENTION_IMPLS)}")
   if impl == "auto":
-    return "per_head" if jax.default_backend() == "cpu" else "batched"
+    return "per_head" if single_cpu_device() else "batched"
   return impl
 
 
@@ -191,7 +204,7 @@ class Transformer(nn.Module):
   (exactly the same values, without the rest of that block's work).
   `attention_impl`: 'batched' (einsum over all heads), 'per_head' (the same
   maths one head at a time, faster on XLA's CPU backend) or 'auto' (per_head
-  on CPU, batched elsewhere).
+  on a single CPU device, batched elsewhere: `single_cpu_device`).
   """
   depth: int
   num_heads: int
