@@ -13,8 +13,9 @@ dataset needed), and prints one JSON object:
   timing of `--steps` steps after `--warmup` untimed ones;
 - `images_per_s` (batch_size / median train step);
 - `flops_per_step`: XLA's count (`compiled.cost_analysis()['flops']`) of
-  the train step (with model.attention_impl='per_head', of the same step
-  compiled with 'batched' attention: XLA counts a loop's body only once);
+  the train step (with the looped forms, model.attention_impl='per_head' or
+  model.inr_chunk > 0, of the same step compiled with 'batched' attention and
+  inr_chunk=0: XLA counts a loop's body only once);
   XLA counts one device's partition of an SPMD program, so the total is
   that times `num_devices` (both are given); `achieved_flops_per_s` =
   total / median step; `mfu` = that / `--peak_flops` (the peak of all
@@ -79,19 +80,23 @@ def _flops(compiled) -> float | None:
 
 
 def _counted_flops(config: ml_collections.ConfigDict, compiled, make_step, args) -> float | None:
-  """XLA's flop count of a step, with attention counted in its batched form.
+  """XLA's flop count of a step, with the looped forms counted in their batched forms.
 
   XLA's cost analysis counts the body of a loop once, so the 'per_head'
-  attention (a lax.map over every image and head) would count one head's
-  products per layer. The step is then also compiled from
-  `make_step(config with model.attention_impl='batched')` (the same maths,
-  no loop) and that is counted.
+  attention (a lax.map over every image and head) and the chunked INR loss
+  (`model.inr_chunk`: a loop over images and pixel chunks) would count one
+  iteration's products. The step is then also compiled from
+  `make_step(config with attention_impl='batched', inr_chunk=0)` (the same
+  maths, no loops) and that is counted.
   """
-  if resolve_attention_impl(config.model.get("attention_impl", "auto")) != "per_head":
+  looped = (resolve_attention_impl(config.model.get("attention_impl", "auto")) == "per_head"
+            or train.inr_chunk(config) > 0)
+  if not looped:
     return _flops(compiled)
   counted = config.copy_and_resolve_references()
   with counted.unlocked():
     counted.model.attention_impl = "batched"
+    counted.model.inr_chunk = 0
   return _flops(make_step(counted).lower(*args).compile())
 
 

@@ -63,11 +63,13 @@ def test_bench_pipeline_runs_the_real_data_like_the_training_loop(tmp_path):
     bench.run_benchmark(config, steps=1, pipeline_steps=-1)
 
 
-def test_bench_counts_per_head_attention_flops_as_the_batched_form():
-  per_head = bench.run_benchmark(tiny_config("/unused", model__attention_impl="per_head",
-                                             mesh__data=1), steps=1, warmup=0)
+def test_bench_counts_the_looped_forms_flops_as_the_batched_forms():
+  looped = bench.run_benchmark(tiny_config("/unused", model__attention_impl="per_head",
+                                           model__inr_chunk=40, mesh__data=1),
+                               steps=1, warmup=0)
   batched = bench.run_benchmark(tiny_config("/unused", model__attention_impl="batched",
-                                            mesh__data=1), steps=1, warmup=0)
-  assert per_head["flops_per_step"] == pytest.approx(batched["flops_per_step"], rel=1e-6)
-  assert per_head["eval_flops_per_step"] == pytest.approx(batched["eval_flops_per_step"],
-                                                          rel=1e-6)
+                                            model__inr_chunk=0, mesh__data=1),
+                                steps=1, warmup=0)
+  assert looped["flops_per_step"] == pytest.approx(batched["flops_per_step"], rel=1e-6)
+  assert looped["eval_flops_per_step"] == pytest.approx(batched["eval_flops_per_step"],
+                                                        rel=1e-6)
