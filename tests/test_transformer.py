@@ -81,16 +81,23 @@ def test_remat_takes_num_outputs():
   assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
 
 
-@pytest.mark.parametrize("family", ["transinr", "ginr"])
-def test_training_forward_skips_data_tokens_with_the_same_weights(family):
+def _tiny_model(family, **model_fields):
+  """configs/transinr.py:tiny as `family` (GINR: rank 8), its fresh parameters and 2 images."""
   config = transinr_config.get_config("tiny")
   config.model.family = family
   if family == "ginr":
     config.model.ginr_rank, config.model.ginr_layer = 8, 1
     config.model.qkv_bias = True
+  for name, value in model_fields.items():
+    config.model[name] = value
   model = train.build_model(config)
   params = train.init_params(model, jax.random.key(1))
-  images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
+  return config, model, params, jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
+
+
+@pytest.mark.parametrize("family", ["transinr", "ginr"])
+def test_training_forward_skips_data_tokens_with_the_same_weights(family):
+  _, model, params, images = _tiny_model(family)
   full = model.apply({"params": params}, images)
   lean = model.apply({"params": params}, images, data_tokens=False)
   assert lean["data_tokens"] is None
@@ -109,15 +116,7 @@ def test_auto_is_per_head_on_a_single_cpu_device_only():
 
 @pytest.mark.parametrize("family,coord_noise", [("transinr", 0.0), ("ginr", 0.5)])
 def test_chunked_training_loss_equals_rendering_then_mse(family, coord_noise):
-  config = transinr_config.get_config("tiny")
-  config.model.family = family
-  config.model.coord_noise = coord_noise
-  if family == "ginr":
-    config.model.ginr_rank, config.model.ginr_layer = 8, 1
-    config.model.qkv_bias = True
-  model = train.build_model(config)
-  params = train.init_params(model, jax.random.key(1))
-  images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
+  config, model, params, images = _tiny_model(family, coord_noise=coord_noise)
   grid_masks = jax.random.bernoulli(jax.random.key(3), 0.75, (2, 4, 4))
   results = {}
   for chunk in (0, 40):
