@@ -11,7 +11,7 @@ with PyTorch measured on the same machine in the same session; it is not the off
 
 torch is not a project dependency; run this script from its own virtual environment:
 
-  python -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch numpy
+  python -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install 'torch==2.13.*' numpy
   /tmp/torchvenv/bin/python benchmarks/torch_reference_step.py --steps=3 --warmup=1
 
 Prints one JSON object on its last line: train_step_s (median, min, max, all), images_per_s,
