@@ -45,10 +45,10 @@ def validate(config, num_devices: int | None = None) -> None:
                 "model.head_dim", "model.mlp_dim"):
     _positive_int(config, field)
   family = model_family(config)
-  impls = ("auto", "batched", "per_head")  # models.transformer.ATTENTION_IMPLS
-  if config.model.get("attention_impl", "auto") not in impls:
+  from minr_jax.models.transformer import ATTENTION_IMPLS  # noqa: PLC0415 (as masking below)
+  if config.model.get("attention_impl", "auto") not in ATTENTION_IMPLS:
     raise ConfigError(f"config.model.attention_impl={config.model.attention_impl!r} is "
-                      f"not one of {', '.join(impls)}")
+                      f"not one of {', '.join(ATTENTION_IMPLS)}")
   chunk = config.model.get("inr_chunk", -1)
   if not isinstance(chunk, int) or chunk < -1:
     raise ConfigError(f"config.model.inr_chunk must be -1 (auto), 0 (off) or a pixel "

@@ -143,17 +143,35 @@ def reconstruct(model: TransINR, params: PyTree, inputs: Array, *,
   image is rendered at its own jittered coordinates (`inr.jitter_coords`)
   while the targets stay the grid's pixels.
   """
+  weights, coords = _inr_weights_and_coords(model, params, inputs, train=train,
+                                            dropout_key=dropout_key, coord_noise=coord_noise,
+                                            coord_key=coord_key)
+  render = inr.render_per_image if coords.ndim == 4 else inr.render
+  return render(weights, coords, model.freqs(), model.output_bias,
+                getattr(model, "inr_dtype", None))
+
+
+def _inr_weights_and_coords(model: TransINR, params: PyTree, inputs: Array, *, train: bool,
+                            dropout_key: PRNGKey | None, coord_noise: float,
+                            coord_key: PRNGKey | None) -> tuple[list[Array], Array]:
+  """(per-image INR weights, coordinates) for masked inputs [B, H, W, 3].
+
+  The coordinates are the pixel grid [H, W, 2], or with coord_noise > 0 (needs
+  coord_key) each image's jittered copy [B, H, W, 2].
+  """
   rngs = {"dropout": dropout_key} if dropout_key is not None else {}
   out = model.apply({"params": params}, inputs, train=train, data_tokens=False, rngs=rngs)
   coords = inr.coord_grid(inputs.shape[1], inputs.shape[2])
-  dtype = getattr(model, "inr_dtype", None)
   if coord_noise > 0.0:
     if coord_key is None:
       raise ValueError("coord_noise > 0 needs a coord_key")
     coords = inr.jitter_coords(coord_key, coords, inputs.shape[0], coord_noise)
-    return inr.render_per_image(out["weights"], coords, model.freqs(), model.output_bias,
-                                dtype)
-  return inr.render(out["weights"], coords, model.freqs(), model.output_bias, dtype)
+  return out["weights"], coords
+
+
+def _coord_noise(config: ml_collections.ConfigDict, train: bool) -> float:
+  """model.coord_noise in training (GINR's coordinate jitter), 0 otherwise."""
+  return float(config.model.get("coord_noise", 0.0) or 0.0) if train else 0.0
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -222,19 +240,20 @@ def predict(model, params: PyTree, images: Array, grid_masks: Array, *,
     loss = mae.mae_loss(out["pred_patches"], images, grid_masks, model.patch_size, norm_pix)
     return mae.to_pixels(out["pred_patches"], images, grid_masks, norm_pix), loss
   inputs = masking.apply_mask(images, _pixel_masks(grid_masks, images))
-  coord_noise = float(config.model.get("coord_noise", 0.0) or 0.0) if train else 0.0
   pred = reconstruct(model, params, inputs, train=train, dropout_key=dropout_key,
-                     coord_noise=coord_noise, coord_key=coord_key)
+                     coord_noise=_coord_noise(config, train), coord_key=coord_key)
   return pred, jnp.mean(metrics.per_image_mse(pred, images))
 
 
 def inr_chunk(config: ml_collections.ConfigDict) -> int:
-  """Pixels per chunk of the training loss (0: render whole images), from model.inr_chunk.
+  """Pixels per chunk of the training loss (0: render whole images; MAE: 0), model.inr_chunk.
 
   -1 (auto) is 4096 on a single CPU device, where rendering one image and
   4096 pixels at a time keeps the INR's activations in cache (measured
   faster: README), else 0 (`transformer.single_cpu_device` says why).
   """
+  if model_family(config) == "mae":  # no INR
+    return 0
   chunk = int(config.model.get("inr_chunk", -1))
   if chunk == -1:
     return 4096 if single_cpu_device() else 0
@@ -250,19 +269,17 @@ def train_loss(model, params: PyTree, images: Array, grid_masks: Array, *,
   with `inr_chunk(config)` > 0 the INRs are scored chunk by chunk
   (`inr.pixel_mse`) instead of rendering [B, H, W, 3] first; same maths.
   """
-  chunk = 0 if isinstance(model, mae.MAE) else inr_chunk(config)
+  chunk = inr_chunk(config)
   if not chunk:
     pred, loss = predict(model, params, images, grid_masks, config=config, train=True,
                          dropout_key=dropout_key, coord_key=coord_key)
     return loss, metrics.per_image_mse(pred, images)
   inputs = masking.apply_mask(images, _pixel_masks(grid_masks, images))
-  rngs = {"dropout": dropout_key} if dropout_key is not None else {}
-  out = model.apply({"params": params}, inputs, train=True, data_tokens=False, rngs=rngs)
-  coords = inr.coord_grid(images.shape[1], images.shape[2])
-  coord_noise = float(config.model.get("coord_noise", 0.0) or 0.0)
-  if coord_noise > 0.0:
-    coords = inr.jitter_coords(coord_key, coords, images.shape[0], coord_noise)
-  mse = inr.pixel_mse(out["weights"], images, coords, model.freqs(), model.output_bias,
+  weights, coords = _inr_weights_and_coords(model, params, inputs, train=True,
+                                            dropout_key=dropout_key,
+                                            coord_noise=_coord_noise(config, True),
+                                            coord_key=coord_key)
+  mse = inr.pixel_mse(weights, images, coords, model.freqs(), model.output_bias,
                       getattr(model, "inr_dtype", None), chunk)
   return jnp.mean(mse), mse
 
