@@ -141,8 +141,6 @@ def test_mean_colour_fill_is_per_image_and_handles_all_masked():
 def test_masked_input_and_baseline_psnr():
   target = np.full((1, 1, 4, 1), 0.5, np.float32)
   mask = np.array([[[True, False, False, False]]])
-  masked = np.asarray(metrics.masked_input(target, mask))
-  np.testing.assert_array_equal(masked[0, 0, :, 0], [0.0, 0.5, 0.5, 0.5])
   out = metrics.reconstruction_metrics(target, target, mask)
   # MSE of the masked input: 0.25 on 1 of 4 pixels -> 0.0625.
   np.testing.assert_allclose(out["psnr_full_masked_input"],
@@ -167,6 +165,130 @@ def test_reconstruction_metrics_jit_matches_eager():
                                err_msg=name)
   np.testing.assert_allclose(jitted["mask_fraction"], mask.mean(axis=(1, 2)),
                              rtol=1e-6)
+
+
+def test_interpolation_key_only_when_asked_and_jit_matches_eager():
+  target = _images(b=3, h=8, w=6)
+  mask = _mask(b=3, h=8, w=6)
+  pred = _images(b=3, h=8, w=6, seed=7)
+  plain = metrics.reconstruction_metrics(pred, target, mask)
+  assert "psnr_full_interpolation" not in plain
+  fn = lambda p, t, m: metrics.reconstruction_metrics(p, t, m, interpolation_sigma=1.5)
+  eager, jitted = fn(pred, target, mask), jax.jit(fn)(pred, target, mask)
+  assert set(eager) == set(plain) | {"psnr_full_interpolation"}
+  for name in plain:  # every existing value unchanged
+    np.testing.assert_array_equal(eager[name], plain[name], err_msg=name)
+  filled = metrics.interpolation_fill(target, mask, 1.5)
+  np.testing.assert_allclose(
+      eager["psnr_full_interpolation"],
+      metrics.psnr_from_mse(metrics.per_image_mse(filled, target)), rtol=1e-6)
+  assert jitted["psnr_full_interpolation"].shape == (3,)
+  assert jitted["psnr_full_interpolation"].dtype == jnp.float32
+  np.testing.assert_allclose(jitted["psnr_full_interpolation"],
+                             eager["psnr_full_interpolation"], rtol=1e-5)
+
+
+# ------------------------------ interpolation baseline -------------------------
+
+
+def _smooth_images(b=2, h=32, w=32):
+  """[B, H, W, 3] smooth colour gradients and waves in [0, 1] (one per image)."""
+  yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+  out = []
+  for i in range(b):
+    out.append(np.stack([0.5 + 0.4 * np.sin(3 * xx + i), 0.5 + 0.3 * np.cos(2 * yy - i),
+                         0.2 + 0.6 * xx * yy], -1))
+  return np.asarray(out, np.float32)
+
+
+def _patch_mask(b, h, grid, ratio, seed=0):
+  """A random [B, H, H] pixel mask of grid x grid patches, each hidden with prob ratio."""
+  patches = np.random.default_rng(seed).uniform(size=(b, grid, grid)) < ratio
+  side = h // grid
+  return patches.repeat(side, axis=1).repeat(side, axis=2)
+
+
+def test_interpolation_fill_shapes_and_dtype():
+  target = _images(b=3, h=6, w=7)
+  mask = _mask(b=3, h=6, w=7)
+  filled = metrics.interpolation_fill(target, mask, 2.0)
+  assert filled.shape == (3, 6, 7, 3) and filled.dtype == jnp.float32
+  one_channel = metrics.interpolation_fill(target[..., :1], mask, 2.0)
+  assert one_channel.shape == (3, 6, 7, 1)
+  with pytest.raises(ValueError, match="sigma"):
+    metrics.interpolation_fill(target, mask, 0.0)
+  with pytest.raises(ValueError):
+    metrics.interpolation_fill(target, mask[:, :5], 2.0)
+
+
+def test_interpolation_fill_is_exact_on_a_constant_image():
+  colours = np.array([[0.3, 0.7, 0.1], [0.5, 0.5, 0.5]], np.float32)
+  target = np.broadcast_to(colours[:, None, None, :], (2, 16, 16, 3)).copy()
+  mask = _patch_mask(2, 16, 4, 0.75, seed=3)
+  assert mask.any() and (~mask).any()
+  filled = np.asarray(metrics.interpolation_fill(target, mask, 2.0))
+  np.testing.assert_allclose(filled, target, atol=1e-6, rtol=0)
+
+
+def test_interpolation_fill_keeps_visible_pixels_and_changes_hidden_ones():
+  target = _images(b=2, h=12, w=10)
+  mask = _mask(b=2, h=12, w=10)
+  filled = np.asarray(metrics.interpolation_fill(target, mask, 1.0))
+  np.testing.assert_array_equal(filled[~mask], target[~mask])
+  assert not np.allclose(filled[mask], target[mask])
+  # A hidden pixel is a weighted mean of visible pixels: inside their range.
+  for b in range(2):
+    lo, hi = target[b][~mask[b]].min(0), target[b][~mask[b]].max(0)
+    assert np.all(filled[b][mask[b]] >= lo - 1e-6) and np.all(filled[b][mask[b]] <= hi + 1e-6)
+
+
+def test_interpolation_fill_by_hand_on_one_row():
+  # 1 x 5 image, one channel; only pixels 0 and 4 visible, sigma 1, window 4 px.
+  target = np.array([[[[0.0], [9.0], [9.0], [9.0], [1.0]]]], np.float32)
+  mask = np.array([[[False, True, True, True, False]]])
+  filled = np.asarray(metrics.interpolation_fill(target, mask, 1.0))[0, 0, :, 0]
+  for j in (1, 2, 3):
+    w0, w4 = math.exp(-0.5 * j ** 2), math.exp(-0.5 * (4 - j) ** 2)
+    assert filled[j] == pytest.approx((0.0 * w0 + 1.0 * w4) / (w0 + w4), rel=1e-5)
+  assert filled[0] == 0.0 and filled[4] == 1.0
+
+
+def test_interpolation_beats_mean_fill_on_smooth_images():
+  target = _smooth_images(b=3, h=32, w=32)
+  mask = _patch_mask(3, 32, 8, 0.75, seed=1)
+  out = metrics.reconstruction_metrics(
+      target, target, mask, interpolation_sigma=metrics.interpolation_sigma(32, 8))
+  assert np.all(out["psnr_full_interpolation"] > out["psnr_full_mean_fill"] + 3.0), out
+
+
+def test_interpolation_fill_with_nothing_visible_or_far_from_visible():
+  target = np.stack([np.full((16, 16, 3), 0.2), np.full((16, 16, 3), 0.9)]).astype(np.float32)
+  target[0, 0, 0] = [0.6, 0.6, 0.6]  # the only visible pixel of image 0
+  mask = np.ones((2, 16, 16), bool)
+  mask[0, 0, 0] = False
+  filled = np.asarray(metrics.interpolation_fill(target, mask, 1.0))  # window 4 px
+  assert np.all(np.isfinite(filled))
+  np.testing.assert_allclose(filled[1], 0.5)  # nothing visible: grey
+  # Within the window of the visible pixel: its colour; beyond: the image's
+  # mean visible colour, which is the same pixel here.
+  np.testing.assert_allclose(filled[0], 0.6, atol=1e-6)
+  # Two visible pixels far apart: pixels out of reach of both get their mean.
+  target2 = np.zeros((1, 1, 20, 1), np.float32)
+  target2[0, 0, 0], target2[0, 0, 19] = 0.2, 0.8
+  mask2 = np.ones((1, 1, 20), bool)
+  mask2[0, 0, [0, 19]] = False
+  row = np.asarray(metrics.interpolation_fill(target2, mask2, 1.0))[0, 0, :, 0]
+  np.testing.assert_allclose(row[1:5], 0.2, atol=1e-6)
+  np.testing.assert_allclose(row[5:15], 0.5, atol=1e-6)  # mean of 0.2 and 0.8
+  np.testing.assert_allclose(row[15:19], 0.8, atol=1e-6)
+
+
+def test_interpolation_sigma_is_a_quarter_patch():
+  assert metrics.interpolation_sigma(64, 8) == 2.0
+  assert metrics.interpolation_sigma(182, 14) == pytest.approx(13 / 4)
+  assert isinstance(metrics.interpolation_sigma(64, 4), float)
+  with pytest.raises(ValueError):
+    metrics.interpolation_sigma(64, 0)
 
 
 def test_shape_mismatch_raises():
