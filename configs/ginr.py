@@ -15,7 +15,7 @@ Variants, after a colon:
   demo        64 px, a narrow hypernetwork, scikit-image's photos (no download)
   tiny        a few-second smoke run on the demo data (what the tests build on)
 
-GINR-only model fields: family ('ginr', which train.build_model dispatches on),
+GINR-only model fields: family ('ginr': minr_jax/families.py builds the model),
 ginr_rank, ginr_layer, ginr_normalize_shared and coord_noise. model.num_groups
 is TransINR's and unused here.
 """
@@ -46,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                      f"{', '.join(PAPER_GINR)}, 'demo' or 'tiny'")
   c = transinr.get_config(arg)
   m = c.model
-  m.family = "ginr"  # str: model family; transinr | ginr.
+  m.family = "ginr"  # str: transinr | ginr | mae (minr_jax/families.py).
   m.qkv_bias = True  # bool: GINR's query/key/value projections have biases.
   m.dropout = 0.1  # float: GINR's residual dropout (needs a 'dropout' rng in training).
   m.ginr_rank = 256  # int: weight tokens = rank of the instance-specific layer U @ V.
@@ -57,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # coordinate of every pixel gets its own U(-coord_noise, coord_noise) x 2 / H,
   # independently per image and axis, while targets stay the grid's pixels.
   # GINR's 'coordwise' noise is 0.5 (Imagenette, Indoor); 0 = off. Applied in
-  # train.predict (training steps only; evaluation renders the exact grid).
+  # the training step only (evaluation renders the exact grid).
   m.coord_noise = 0.0
 
   if variant in ("", *PAPER_GINR):

@@ -106,7 +106,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def _model() -> ml_collections.ConfigDict:
   """MAE's model fields; encoder sizes are set by `_size` (or demo / tiny)."""
   m = ml_collections.ConfigDict()
-  m.family = "mae"  # str: model family (minr_jax.robustness.model_family).
+  m.family = "mae"  # str: transinr | ginr | mae (minr_jax/families.py).
   m.patch_size = 13  # int: patch side; resolution / patch_size must equal mask_grid.
   # Encoder ViT (over the visible patches plus a class token).
   m.dim = 768  # int: encoder width D.

@@ -77,6 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Model (the reference TransINR-MINR).
   c.model = ml_collections.ConfigDict()
+  c.model.family = "transinr"  # str: transinr | ginr | mae (minr_jax/families.py).
   c.model.patch_size = 9  # int: tokenizer patch side.
   c.model.padding = 1  # int: zero padding on each side before patching.
   c.model.dim = 768  # int: transformer width.

@@ -1,21 +1,21 @@
-"""Reuse a trained checkpoint from Python: `minr_jax.load(...)` -> `Minr`.
+"""Reuse a trained checkpoint from Python: `minr_jax.load(...)` -> `Model`.
 
   import minr_jax
   m = minr_jax.load("runs/demo")                    # newest checkpoint
   m = minr_jax.load("runs/demo/checkpoints/1500")   # one step directory
   z = m.embed(images, kind="data_mean")             # [B, dim] numpy
-  pred, mask = m.reconstruct(images)                # eval masks, as eval_step
+  pred, mask = m.reconstruct(images)                # the run's evaluation masks
   big = m.render(images, 256, 256)                  # the INRs on a finer grid
 
 Only the parameters are restored (no optimizer state, no data iterator), from
 a read-only view of `<workdir>/checkpoints`, onto a mesh over the devices
 present here, so a checkpoint written on a TPU pod or on 8 devices loads on
-one CPU. The model is `train.build_model(config.json)`; anything it returns
-that has the TransINR output dict (`weights`, `modulations`, `data_tokens`,
-`weight_tokens`) works: TransINR and GINR. An MAE checkpoint (model.family
-'mae') has no INR: `embed` gives its encoder's `data_mean` (visible patch
-tokens averaged) or `cls` token, `reconstruct` gives its decoder's pixels
-(MAE_KINDS); `render` raises ConfigError. MAE's encoder drops hidden patches,
+one CPU. The model family (`families.get(config.json)`) says what a model
+can do: TransINR and GINR predict INRs (`render` works; embedding kinds
+data_mean, weight_tokens, weight_mean, modulations); an MAE has no INR:
+`embed` gives its encoder's `data_mean` (visible patch tokens averaged) or
+`cls` token, `reconstruct` its decoder's pixels, and `render` raises
+ConfigError. MAE's encoder drops hidden patches,
 so its masks must be aligned with its patch grid and hide the same number of
 patches in every image of a call (mask=None runs the encoder on every patch).
 
@@ -27,7 +27,7 @@ per image size. Results come back as numpy arrays.
 Masks: `mask=None` shows the whole image; `mask="random"` draws the run's
 fixed evaluation masks (config.eval_mask_strategy, mask_ratio, mask_grid) for
 image indices `indices` (default 0..B-1) and seed `seed` (default: the run's
-eval_mask_seed), exactly as `train.eval_step` does; a bool array [B, H, W]
+eval_mask_seed), exactly as the run's evaluation does (`masking.eval_masks`); a bool array [B, H, W]
 (or [H, W] for every image) with True = hidden is used as given.
 """
 
@@ -44,16 +44,14 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from minr_jax import checkpoint, masking, sharding, train
-from minr_jax.config import ConfigError, load_saved, model_family, validate
+from minr_jax import checkpoint, families, masking, sharding
+from minr_jax.config import ConfigError, load_saved
 from minr_jax.models import inr
 
 PyTree = Any
 MaskArg = str | np.ndarray | jax.Array | None
 
-KINDS = ("data_mean", "weight_tokens", "weight_mean", "modulations", "cls")
-MAE_KINDS = ("data_mean", "cls")  # an MAE encoder's: mean of visible tokens, class token
-_INR_OUTPUTS = ("weights",)
+KINDS = tuple(dict.fromkeys(k for f in families.FAMILIES.values() for k in f.embedding_kinds))
 DEFAULT_RENDER_CHUNK = 4096
 
 
@@ -81,36 +79,22 @@ def resolve_path(workdir_or_checkpoint: str, step: int | None = None
   return path, step
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The run's config.json (`config.load_saved`). ConfigError if missing or not JSON."""
-  return load_saved(workdir)
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """A checkpoint's parameters on a mesh, with what they need: the one read-only
+  loader of evaluate, robustness, compare, embed and `load`."""
+  workdir: str
+  step: int
+  config: ml_collections.ConfigDict  # config.json, 'auto' fields resolved for the mesh
+  family: Any  # families.Family
+  model: Any
+  params: PyTree
+  params_sharding: Any
+  mesh: Any
 
 
-def _open_checkpoints(workdir: str):
-  """A read-only orbax manager of `<workdir>/checkpoints`.
-
-  Unlike `checkpoint.make_manager` it neither creates directories nor cleans
-  up temporary ones, so loading never touches a workdir (a run may still be
-  writing to it).
-  """
-  import grain  # noqa: PLC0415
-  import orbax.checkpoint as ocp  # noqa: PLC0415
-  directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory):
-    raise ConfigError(f"no checkpoints in {directory}")
-  verbosity = logging.get_verbosity()
-  logging.set_verbosity(logging.ERROR)  # orbax warns that read_only is read only
-  try:
-    options = ocp.CheckpointManagerOptions(
-        read_only=True, create=False, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(directory, options=options, item_handlers=dict(
-        state=ocp.PyTreeCheckpointHandler(), data=grain.checkpoint.CheckpointHandler()))
-  finally:
-    logging.set_verbosity(verbosity)
-
-
-def _make_mesh(config: ml_collections.ConfigDict, devices: int | None):
-  """A `data` mesh over `devices` devices (None: every device present)."""
+def inference_mesh(config: ml_collections.ConfigDict, devices: int | None = None):
+  """A pure data-parallel mesh over `devices` devices (None: every device present)."""
   n = jax.device_count() if devices is None else devices
   if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= jax.device_count():
     raise ConfigError(f"devices={devices!r} must be in [1, {jax.device_count()}] "
@@ -122,18 +106,26 @@ def _make_mesh(config: ml_collections.ConfigDict, devices: int | None):
   return sharding.make_mesh(c)
 
 
-def restore_params(workdir: str, config: ml_collections.ConfigDict, mesh,
-                   step: int | None = None) -> tuple[int, Any, PyTree]:
-  """Parameters only of checkpoint `step` (None: newest), replicated over mesh.
+def restore(path: str, step: int | None = None, *, devices: int | None = None) -> Restored:
+  """Parameters only (no optimizer state, no data iterator) of a workdir's checkpoint.
 
-  Returns (step, model, params). ConfigError if there is no such checkpoint
-  or it holds a model of another shape than config describes.
+  path: a workdir, its `checkpoints/` or a `checkpoints/<step>` directory;
+  step: default the newest (or the directory's). Opens the checkpoints
+  read-only (`checkpoint.open_read_only`): nothing in the workdir is created
+  or cleaned up. ConfigError (before any restore) if config.json is missing
+  or bad, there is no such checkpoint, or its parameter shapes differ from
+  what config.json describes.
   """
-  model = train.build_model(config)
-  abstract = jax.eval_shape(functools.partial(train.init_params, model),
-                            jax.random.key(0))
-  abstract = sharding.with_shardings(abstract, sharding.state_shardings(mesh, abstract))
-  manager = _open_checkpoints(workdir)
+  workdir, step = resolve_path(path, step)
+  config = load_saved(workdir)
+  family = families.check(config)
+  mesh = inference_mesh(config, devices)
+  config, _ = families.resolve_auto(config, mesh.devices.flat)
+  model = family.build(config)
+  abstract = jax.eval_shape(functools.partial(family.init, model), jax.random.key(0))
+  params_sharding = sharding.state_shardings(mesh, abstract)
+  abstract = sharding.with_shardings(abstract, params_sharding)
+  manager = checkpoint.open_read_only(workdir)
   try:
     steps = manager.all_steps()
     if step is None:
@@ -146,12 +138,13 @@ def restore_params(workdir: str, config: ml_collections.ConfigDict, mesh,
     params = checkpoint.restore_params(manager, step, abstract)
   finally:
     manager.close()
-  return int(step), model, params
+  return Restored(workdir=workdir, step=int(step), config=config, family=family, model=model,
+                  params=params, params_sharding=params_sharding, mesh=mesh)
 
 
 def load(workdir_or_checkpoint: str, step: int | None = None, *,
-         devices: int | None = None, batch_size: int | None = None) -> Minr:
-  """Loads a run's parameters for inference.
+         devices: int | None = None, batch_size: int | None = None) -> Model:
+  """Loads a run's parameters for inference (any family).
 
   Args:
     workdir_or_checkpoint: a training workdir (its config.json and newest
@@ -166,106 +159,55 @@ def load(workdir_or_checkpoint: str, step: int | None = None, *,
     ConfigError: no config.json, no such checkpoint, or a checkpoint whose
       parameter shapes differ from what config.json describes.
   """
-  workdir, step = resolve_path(workdir_or_checkpoint, step)
-  config = load_config(workdir)
-  validate(config)
-  mesh = _make_mesh(config, devices)
-  step, model, params = restore_params(workdir, config, mesh, step)
-  return Minr(config=config, model=model, params=params, step=step, mesh=mesh,
-              workdir=workdir, batch_size=batch_size)
+  r = restore(workdir_or_checkpoint, step, devices=devices)
+  return Model(config=r.config, family=r.family, model=r.model, params=r.params,
+               step=r.step, mesh=r.mesh, workdir=r.workdir, batch_size=batch_size)
 
 
 # -------------------------------------------------------- pure functions ---
 
-def embeddings_from_outputs(out: dict[str, Any], kind: str) -> jax.Array:
-  """The `kind` embedding [B, D] of a hypernetwork's output dict.
-
-  data_mean: data-token outputs [B, T, dim] averaged over T -> [B, dim];
-  weight_tokens: weight-token outputs [B, G, dim] flattened -> [B, G * dim];
-  weight_mean: weight-token outputs averaged over G -> [B, dim];
-  modulations: every INR layer's modulation [B, fan_in, g] flattened and
-    concatenated in layer order -> [B, sum fan_in * g].
-  """
-  if kind == "data_mean":
-    return jnp.mean(out["data_tokens"].astype(jnp.float32), axis=1)
-  if kind == "weight_tokens":
-    w = out["weight_tokens"].astype(jnp.float32)
-    return w.reshape(w.shape[0], -1)
-  if kind == "weight_mean":
-    return jnp.mean(out["weight_tokens"].astype(jnp.float32), axis=1)
-  if kind == "modulations":
-    return jnp.concatenate([m.reshape(m.shape[0], -1).astype(jnp.float32)
-                            for m in out["modulations"]], axis=1)
-  if kind == "cls":
-    if "latent" not in out:
-      raise ConfigError("kind='cls' needs a model with a class token (an MAE)")
-    return out["latent"][:, 0].astype(jnp.float32)
-  raise ConfigError(f"kind={kind!r} is not one of {', '.join(KINDS)}")
-
-
-def render_inrs(model, weights: list[jax.Array], coords: jax.Array) -> jax.Array:
-  """Per-image INRs (weights [B, ...] per layer) at coords [..., 2] -> [B, ..., 3].
-
-  Uses the model's own `render_inr(weights, coords)` if it has one (a model
-  with another INR), else the TransINR INR of `minr_jax.models.inr`.
-  """
-  if hasattr(model, "render_inr"):
-    return model.render_inr(weights, coords)
-  dtype = getattr(model, "inr_dtype", None)  # as train.reconstruct renders
-  extra = {} if dtype is None else {"dtype": dtype}
-  return inr.render(weights, coords, model.freqs(), model.output_bias, **extra)
-
-
-def _forward(params: PyTree, images: jax.Array, masks: jax.Array, *, model,
+def _forward(params: PyTree, images: jax.Array, masks: jax.Array, *, model, family,
              what: str) -> Any:
-  """Masked images [B, H, W, 3] + masks [B, H, W] -> one output of the model.
+  """Images [B, H, W, 3] + pixel masks [B, H, W] -> one output of a MINR model.
 
-  what: an embedding kind ([B, D]), "pred" (the INRs rendered at H x W, [B,
-  H, W, 3], computed as train.reconstruct) or "weights" (the INR weights).
+  what: an embedding kind ([B, D], `family.features`), "pred" (the INRs
+  rendered at H x W, [B, H, W, 3], as `families.reconstruct`) or "weights"
+  (the INR weights).
   """
-  inputs = masking.apply_mask(images, masks)
   if what == "pred":
-    return train.reconstruct(model, params, inputs)
-  out = model.apply({"params": params}, inputs, train=False)
+    return families.reconstruct(model, params, masking.apply_mask(images, masks))
   if what == "weights":
-    return out["weights"]
-  return embeddings_from_outputs(out, what)
+    inputs = masking.apply_mask(images, masks)
+    return families.inr_weights_and_coords(model, params, inputs)[0]
+  return family.features(model, params, images, masks, None, what)
 
 
 def _forward_patches(params: PyTree, images: jax.Array, grid_masks: jax.Array, *,
-                     model, config: ml_collections.ConfigDict, what: str) -> jax.Array:
-  """An MAE on images [B, H, W, 3] with patch masks [B, g, g] (same count per image).
+                     model, family, config: ml_collections.ConfigDict,
+                     what: str) -> jax.Array:
+  """A patch-token model (MAE) on images [B, H, W, 3] with patch masks [B, g, g].
 
-  what: "pred" (the decoder's pixels, visible patches included, as
-  train.predict gives in evaluation), "data_mean" (encoder outputs of the
-  visible patches averaged, [B, dim]) or "cls" (the class token, [B, dim]).
+  what: "pred" (`family.predict` in evaluation) or an embedding kind.
   """
   if what == "pred":
-    return train.predict(model, params, images, grid_masks, config=config)[0]
-  latent = model.apply({"params": params}, images, grid_masks, train=False)["latent"]
-  if what == "cls":
-    return latent[:, 0].astype(jnp.float32)
-  return jnp.mean(latent[:, 1:].astype(jnp.float32), axis=1)
-
-
-def _render_chunk(weights: list[jax.Array], coords: jax.Array, *, model) -> jax.Array:
-  """INRs [B] at coords [C, 2] -> [B, C, 3]."""
-  return render_inrs(model, weights, coords)
+    return family.predict(model, params, images, grid_masks, config=config)[0]
+  return family.features(model, params, images, None, grid_masks, what)
 
 
 # -------------------------------------------------------------- the class ---
 
-class Minr:
-  """A restored MINR hypernetwork with batched, jitted inference methods.
+class Model:
+  """A restored checkpoint (any family) with batched, jitted inference methods.
 
   Build it with `minr_jax.load`. Properties: `config`, `step`, `params`,
-  `model`, `num_params`, `mesh`, `workdir`, `batch_size`.
+  `model`, `family`, `kinds`, `num_params`, `mesh`, `workdir`, `batch_size`.
   """
 
-  def __init__(self, *, config: ml_collections.ConfigDict, model, params: PyTree,
+  def __init__(self, *, config: ml_collections.ConfigDict, family, model, params: PyTree,
                step: int, mesh, workdir: str | None = None,
                batch_size: int | None = None):
     self._config = config
+    self._family = family
     self._model = model
     self._params = params
     self._step = step
@@ -278,10 +220,9 @@ class Minr:
     self.batch_size = -(-bs // n) * n
     self._batch_sharding = sharding.batch_sharding(mesh)
     self._replicated = sharding.replicated(mesh)
-    self._forward = jax.jit(functools.partial(_forward, model=model),
+    self._forward = jax.jit(functools.partial(_forward, model=model, family=family),
                             static_argnames=("what",))
-    self._render_chunk = jax.jit(functools.partial(_render_chunk, model=model))
-    self._output_names: tuple[str, ...] | None = None
+    self._render_chunk = jax.jit(functools.partial(families.render_inrs, model))
     self._patch_fns: dict[int, Any] = {}  # MAE: one jitted forward per hidden count
 
   # ---------------------------------------------------------- properties ---
@@ -304,7 +245,7 @@ class Minr:
 
   @property
   def num_params(self) -> int:
-    return train.count_params(self._params)
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self._params))
 
   @property
   def resolution(self) -> int:
@@ -312,18 +253,16 @@ class Minr:
 
   @property
   def family(self) -> str:
-    """config.model.family: 'transinr', 'ginr' or 'mae'."""
-    return model_family(self._config)
+    """The model family's name (config.model.family)."""
+    return self._family.name
 
   @property
   def kinds(self) -> tuple[str, ...]:
     """The embedding kinds this model gives."""
-    if self.family == "mae":
-      return MAE_KINDS
-    return tuple(k for k in KINDS if k != "cls")
+    return self._family.embedding_kinds
 
   def __repr__(self) -> str:
-    return (f"Minr(workdir={self.workdir!r}, step={self._step}, "
+    return (f"Model(family={self.family!r}, workdir={self.workdir!r}, step={self._step}, "
             f"params={self.num_params:,}, devices={self.mesh.devices.size})")
 
   # ------------------------------------------------------------- methods ---
@@ -342,8 +281,6 @@ class Minr:
     if kind not in self.kinds:
       raise ConfigError(f"kind={kind!r}: a {self.family} model gives "
                         f"{', '.join(self.kinds)}")
-    if kind == "modulations" and "modulations" not in self._outputs():
-      raise ConfigError(f"{type(self._model).__name__} predicts no INR modulations")
     return self._run(images, mask, seed, indices, kind)
 
   def reconstruct(self, images, mask: MaskArg = "random", seed: int | None = None,
@@ -352,10 +289,8 @@ class Minr:
 
     The INRs predicted from the masked images, rendered at the training
     resolution: with mask="random", indices and seed at their defaults the
-    numbers `train.eval_step` gives for images with those indices.
+    numbers the training run's evaluation gives for images with those indices.
     """
-    if self.family != "mae":
-      self._require_inr("reconstruct")
     images, masks = self._prepare(images, mask, seed, indices)
     return self._map_chunks(images, masks, "pred"), masks
 
@@ -369,7 +304,8 @@ class Minr:
     so memory stays at batch_size x chunk x INR width whatever the size. At
     the training resolution this is `reconstruct`'s prediction.
     """
-    self._require_inr("render")
+    if not self._family.has_inr:
+      raise ConfigError(f"a {self.family} model has no INR: render is not supported")
     for name, value in (("height", height), ("width", width), ("chunk", chunk)):
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -396,24 +332,6 @@ class Minr:
     return self._prepare(images, mask, seed, indices)[1]
 
   # ------------------------------------------------------------ internals ---
-
-  def _outputs(self) -> tuple[str, ...]:
-    """Names of the model's outputs (from shapes only; cached)."""
-    if self.family == "mae":
-      return ("pred_patches", "latent", "pixels")
-    if self._output_names is None:
-      size = self.resolution
-      out = jax.eval_shape(
-          lambda p: self._model.apply({"params": p},
-                                      jnp.zeros((1, size, size, 3), jnp.float32)),
-          self._params)
-      self._output_names = tuple(out)
-    return self._output_names
-
-  def _require_inr(self, method: str) -> None:
-    if not all(name in self._outputs() for name in _INR_OUTPUTS):
-      raise ConfigError(f"{type(self._model).__name__} has no INR: only embed is "
-                        f"supported, not {method}")
 
   def _prepare(self, images, mask: MaskArg, seed: int | None,
                indices) -> tuple[np.ndarray, np.ndarray]:
@@ -445,7 +363,7 @@ class Minr:
     return images, masks.astype(bool)
 
   def _eval_masks(self, b: int, seed: int | None, indices) -> np.ndarray:
-    """Fixed masks [b, R, R] of image indices under seed (as train.eval_masks)."""
+    """Fixed masks [b, R, R] of image indices under seed (as masking.eval_masks)."""
     config = self._config
     seed = config.eval_mask_seed if seed is None else seed
     idx = np.arange(b) if indices is None else np.asarray(indices)
@@ -480,7 +398,7 @@ class Minr:
 
   def _map_chunks(self, images: np.ndarray, masks: np.ndarray, what: str) -> np.ndarray:
     """Concatenated `_forward(what)` over all chunks, padding removed."""
-    if self.family == "mae":
+    if self._family.patch_masks_only:
       return self._map_patch_chunks(images, masks, what)
     parts = [np.asarray(self._forward(self._params, x, m, what=what))
              for _, x, m in self._chunks(images, masks)]
@@ -508,11 +426,12 @@ class Minr:
     """The jitted MAE forward for `hidden` hidden patches per image (cached)."""
     if hidden not in self._patch_fns:
       n = self._model.num_patches
-      model = self._model.clone(mask_ratio=hidden / n)  # no parameter depends on it
+      model = self._family.for_ratio(self._model, hidden / n)  # parameters do not change
       if model.num_hidden != hidden:
         raise AssertionError(f"exact_count({hidden}/{n}) != {hidden}")
       self._patch_fns[hidden] = jax.jit(functools.partial(
-          _forward_patches, model=model, config=self._config), static_argnames=("what",))
+          _forward_patches, model=model, family=self._family, config=self._config),
+          static_argnames=("what",))
     return self._patch_fns[hidden]
 
   def _map_patch_chunks(self, images: np.ndarray, masks: np.ndarray,

@@ -4,8 +4,8 @@ r"""Speed benchmark of the jitted train and eval steps on random images.
   python -m minr_jax.bench --config=configs/transinr.py --config.model.dtype=bfloat16
   python -m minr_jax.bench --config=configs/transinr.py:tiny --steps=2
 
-Builds the configured model, optimizer, mesh and shardings exactly as
-`minr_jax.train.train_and_evaluate` does, feeds random [B, R, R, 3] images (no
+Builds the configured model, optimizer, mesh and shardings with
+`minr_jax.train.make_steps`, exactly as the training loop does, feeds random [B, R, R, 3] images (no
 dataset needed), and prints one JSON object:
 
 - `compile_s` (train step), `eval_compile_s`;
@@ -43,10 +43,8 @@ device's work.
 
 from __future__ import annotations
 
-import functools
 import json
 import resource
-import sys
 import time
 from typing import Any
 
@@ -55,9 +53,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from minr_jax import sharding, train
-from minr_jax.config import ConfigError, validate
-from minr_jax.models.transformer import resolve_attention_impl
+from minr_jax import families, masking, sharding, train
+from minr_jax.config import ConfigError
 
 
 def _stats(times: list[float]) -> dict[str, Any]:
@@ -79,7 +76,8 @@ def _flops(compiled) -> float | None:
   return float(flops) if flops is not None and flops >= 0 else None
 
 
-def _counted_flops(config: ml_collections.ConfigDict, compiled, make_step, args) -> float | None:
+def _counted_flops(config: ml_collections.ConfigDict, compiled, make_step,
+                   args) -> float | None:
   """XLA's flop count of a step, with the looped forms counted in their batched forms.
 
   XLA's cost analysis counts the body of a loop once, so the 'per_head'
@@ -87,10 +85,9 @@ def _counted_flops(config: ml_collections.ConfigDict, compiled, make_step, args)
   (`model.inr_chunk`: a loop over images and pixel chunks) would count one
   iteration's products. The step is then also compiled from
   `make_step(config with attention_impl='batched', inr_chunk=0)` (the same
-  maths, no loops) and that is counted.
+  maths, no loops) and that is counted. `config` is resolved (`Steps.config`).
   """
-  looped = (resolve_attention_impl(config.model.get("attention_impl", "auto")) == "per_head"
-            or train.inr_chunk(config) > 0)
+  looped = (config.model.attention_impl == "per_head" or families.inr_chunk(config) > 0)
   if not looped:
     return _flops(compiled)
   counted = config.copy_and_resolve_references()
@@ -171,22 +168,15 @@ def run_benchmark(config: ml_collections.ConfigDict, steps: int = 5, warmup: int
   if steps < 1 or warmup < 0 or pipeline_steps < 0:
     raise ConfigError(f"--steps must be >= 1 and --warmup, --pipeline_steps >= 0, got "
                       f"{steps}, {warmup}, {pipeline_steps}")
-  validate(config)
-  dtype, inr_dtype = train.model_dtypes(config)
+  family = families.check(config)
+  dtype, inr_dtype = families.model_dtypes(config)
   mesh = sharding.make_mesh(config)
   sharding.check_batch_sizes(config, mesh)
-  model, tx = train.build_model(config), train.make_optimizer(config)
+  built = train.make_steps(config, mesh, family)
+  config = built.config  # 'auto' fields resolved for this mesh
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
-
-  def init_state(key):
-    params = train.init_params(model, key)
-    return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                            opt_state=tx.init(params))
-
-  abstract = jax.eval_shape(init_state, init_key)
-  state_sh = sharding.config_state_shardings(config, mesh, abstract)
-  batch_sh, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-  state = jax.jit(init_state, out_shardings=state_sh)(init_key)
+  state = built.init_state(init_key)
+  abstract = built.abstract_state
 
   rng = np.random.default_rng(config.seed)
   local = config.batch_size // jax.process_count()
@@ -196,23 +186,20 @@ def run_benchmark(config: ml_collections.ConfigDict, steps: int = 5, warmup: int
   local_eval = config.eval_batch_size // jax.process_count()
   eval_batch = sharding.global_batch(mesh, {
       "image": rng.uniform(size=(local_eval, res, res, 3)).astype(np.float32),
-      "index": (np.arange(local_eval) + jax.process_index() * local_eval).astype(np.int32)})
+      "index": (np.arange(local_eval) + jax.process_index() * local_eval).astype(np.int32),
+      "valid": np.ones((local_eval,), bool)})
+  eval_masks = masking.eval_masks(config, eval_batch["index"])
 
-  def make_train(c, donate=(0,)):
-    return jax.jit(functools.partial(train.train_step, model=train.build_model(c), tx=tx,
-                                     config=c),
-                   in_shardings=(state_sh, batch_sh, repl),
-                   out_shardings=(state_sh, repl), donate_argnums=donate)
+  def make_train(c):  # only lowered and compiled here, never called: donation is harmless
+    return train.make_steps(c, mesh, family).train_step
 
   def make_eval(c):
-    return jax.jit(functools.partial(train.eval_step, model=train.build_model(c), config=c),
-                   in_shardings=(state_sh.params, batch_sh), out_shardings=batch_sh)
+    return train.make_steps(c, mesh, family).eval_step
 
   t0 = time.perf_counter()
-  compiled = make_train(config).lower(state, batch, step_key).compile()
+  compiled = built.train_step.lower(state, batch, step_key).compile()
   compile_s = time.perf_counter() - t0
-  flops = _counted_flops(config, compiled, lambda c: make_train(c, donate=()),
-                         (state, batch, step_key))
+  flops = _counted_flops(config, compiled, make_train, (state, batch, step_key))
 
   holder = [state]
 
@@ -224,10 +211,11 @@ def run_benchmark(config: ml_collections.ConfigDict, steps: int = 5, warmup: int
   train_times = _time(train_call, lambda: (holder[0], batch, step_key), steps, warmup)
 
   t0 = time.perf_counter()
-  eval_compiled = make_eval(config).lower(holder[0].params, eval_batch).compile()
+  eval_args = (holder[0].params, eval_batch, eval_masks)
+  eval_compiled = built.eval_step.lower(*eval_args).compile()
   eval_compile_s = time.perf_counter() - t0
-  eval_flops = _counted_flops(config, eval_compiled, make_eval, (holder[0].params, eval_batch))
-  eval_times = _time(eval_compiled, lambda: (holder[0].params, eval_batch),
+  eval_flops = _counted_flops(config, eval_compiled, make_eval, eval_args)
+  eval_times = _time(eval_compiled, lambda: (holder[0].params, eval_batch, eval_masks),
                      steps if eval_steps is None else eval_steps, warmup)
 
   train_stats = _stats(train_times)
@@ -263,8 +251,10 @@ def run_benchmark(config: ml_collections.ConfigDict, steps: int = 5, warmup: int
 
 
 if __name__ == "__main__":
-  from absl import app, flags, logging  # noqa: PLC0415
+  from absl import flags  # noqa: PLC0415
   from ml_collections import config_flags  # noqa: PLC0415
+
+  from minr_jax import cli  # noqa: PLC0415
 
   _CONFIG = config_flags.DEFINE_config_file(
       "config", None, "Config file, e.g. configs/transinr.py.", lock_config=True)
@@ -272,20 +262,15 @@ if __name__ == "__main__":
   _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps after compiling.")
   _EVAL_STEPS = flags.DEFINE_integer("eval_steps", None, "Timed eval steps (default --steps).")
   _PEAK = flags.DEFINE_float("peak_flops", None, "Peak FLOP/s of all devices together, "
-                             "for the MFU (e.g. 190e9 for this 2-core CPU in fp32).")
+                             "for the MFU (e.g. 190e9 for a 2-core AVX-512 CPU in fp32).")
   _PIPELINE = flags.DEFINE_integer("pipeline_steps", 0, "Also run this many steps on the "
                                    "config's real data, as the training loop does.")
 
-  def _main(argv: list[str]) -> None:
-    if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
-    try:
-      out = run_benchmark(_CONFIG.value, _STEPS.value, _WARMUP.value, _PEAK.value,
-                          _EVAL_STEPS.value, _PIPELINE.value)
-    except ConfigError as e:
-      sys.exit(f"error: {e}")
+  def _main(args: list[str]) -> None:
+    del args
+    out = run_benchmark(_CONFIG.value, _STEPS.value, _WARMUP.value, _PEAK.value,
+                        _EVAL_STEPS.value, _PIPELINE.value)
     print(json.dumps(out), flush=True)
 
   flags.mark_flag_as_required("config")
-  app.run(_main)
+  cli.run(_main)

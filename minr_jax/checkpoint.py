@@ -13,7 +13,6 @@ from typing import Any
 
 import grain
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 from minr_jax.config import ConfigError
@@ -31,6 +30,30 @@ def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
                                item_handlers=dict(
                                    state=ocp.PyTreeCheckpointHandler(),
                                    data=grain.checkpoint.CheckpointHandler()))
+
+
+def open_read_only(workdir: str) -> ocp.CheckpointManager:
+  """A read-only manager of `<workdir>/checkpoints`, for inference.
+
+  Unlike `make_manager` it neither creates directories nor cleans up
+  temporary ones, so evaluating, embedding or loading never touches a
+  workdir whose run may still be saving. ConfigError if there is no such
+  directory.
+  """
+  from absl import logging  # noqa: PLC0415
+
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    raise ConfigError(f"no checkpoints in {directory}")
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)  # orbax warns that read_only is read only
+  try:
+    options = ocp.CheckpointManagerOptions(
+        read_only=True, create=False, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(directory, options=options, item_handlers=dict(
+        state=ocp.PyTreeCheckpointHandler(), data=grain.checkpoint.CheckpointHandler()))
+  finally:
+    logging.set_verbosity(verbosity)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: PyTree,
@@ -101,8 +124,3 @@ def check_compatible(manager: ocp.CheckpointManager, step: int,
 def latest_step(manager: ocp.CheckpointManager) -> int | None:
   """The newest complete checkpoint's step, or None."""
   return manager.latest_step()
-
-
-def to_host(tree: PyTree) -> PyTree:
-  """Fetches a (replicated) pytree of arrays to numpy on this host."""
-  return jax.tree.map(np.asarray, tree)

@@ -5,7 +5,7 @@ r"""Compare trained models on the same images under the same fixed masks.
       --out=runs/comparison [--max_images=N] [--num_images=6]
 
 Every workdir (any model family: TransINR, GINR, MAE) is restored (parameters
-only, newest checkpoint) and evaluated by `train.eval_step` on each dataset's
+only, newest checkpoint or `--step`) and scored (`evaluation.evaluate`) on each dataset's
 evaluation split under the SAME masks: exact-count random masks (exactly
 round(mask_ratio x N) of the N mask-grid patches hidden in every image, the
 only masking an MAE can take), drawn from one seed and each image's index, so
@@ -17,7 +17,7 @@ share the resolution and mask grid.
 Writes to `--out`:
   compare.md    the masking protocol, then one table row per dataset x model
                 (family, parameters, checkpoint step, psnr_full, psnr_masked,
-                psnr_pasted) and, per dataset, the mean-colour-fill and
+                psnr_pasted) beside the interpolation, mean-colour-fill and
                 masked-input baselines on the same images and masks.
   compare.csv, compare.json  the same rows (json also holds the protocol).
   compare_<dataset>.png  the first `--num_images` images of each dataset: the
@@ -31,23 +31,19 @@ Without `--datasets` the first workdir's evaluation datasets are used.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
 
-from minr_jax import data, evaluate, masking, metrics, train
-from minr_jax.config import ConfigError, model_family, validate
+from minr_jax import api, evaluation, families, masking, metrics, train
+from minr_jax.config import ConfigError, load_saved
 
 METRICS = ("psnr_full", "psnr_masked", "psnr_pasted")
-BASELINES = ("psnr_full_mean_fill", "psnr_full_masked_input")
+BASELINES = ("psnr_full_interpolation", "psnr_full_mean_fill", "psnr_full_masked_input")
 CSV_COLUMNS = ("dataset", "model", "family", "num_params", "step") + METRICS + BASELINES + (
     "num_images", "workdir")
 # The baselines depend on images and masks only: equal across models up to float noise.
@@ -86,7 +82,7 @@ def load_configs(workdirs: Sequence[str], mask_ratio: float | None, seed: int | 
     raise ConfigError("give at least one workdir to compare")
   if len(set(map(os.path.abspath, workdirs))) != len(workdirs):
     raise ConfigError("a workdir is listed twice")
-  raw = [evaluate.load_config(w) for w in workdirs]
+  raw = [load_saved(api.resolve_path(w)[0]) for w in workdirs]
   first = raw[0]
   mask_ratio = float(first.mask_ratio if mask_ratio is None else mask_ratio)
   seed = int(first.eval_mask_seed if seed is None else seed)
@@ -98,7 +94,7 @@ def load_configs(workdirs: Sequence[str], mask_ratio: float | None, seed: int | 
   configs = [comparison_config(c, mask_ratio, seed, max_images) for c in raw]
   for w, c in zip(workdirs, configs, strict=True):
     try:
-      validate(c)
+      families.check(c)
     except ConfigError as e:
       raise ConfigError(f"{w}: {e}") from None
   return configs, mask_ratio, seed
@@ -116,25 +112,29 @@ def masking_text(config: ml_collections.ConfigDict) -> str:
 
 
 def _evaluate_model(workdir: str, config: ml_collections.ConfigDict,
-                    entries: list[tuple[str, str | None]], num_images: int
+                    entries: list[evaluation.EvalDataset], num_images: int,
+                    step: int | None = None
                     ) -> tuple[int, int, dict[str, tuple[dict[str, float], list[np.ndarray]]]]:
-  """(step, parameters, {label: (means, grid columns)}) of one workdir's newest checkpoint."""
-  mesh, step, params, eval_fn = evaluate.restore_eval_step(workdir, config)
+  """(step, parameters, {label: (means, grid columns)}) of one workdir's checkpoint."""
+  r = api.restore(workdir, step)
+  config = ml_collections.ConfigDict(dict(config.to_dict(), model=r.config.model.to_dict()))
+  families.check(config, num_devices=r.mesh.size)
+  model = r.family.for_ratio(r.model, config.mask_ratio)
+  score = evaluation.make_score_fn(model, r.family, config, r.mesh, r.params_sharding)
+  grid = evaluation.make_grid_fn(model, r.family, config, r.mesh, r.params_sharding)
   out = {}
-  for name, path in entries:
-    batches = data.make_eval_batches(
-        train.dataset_config(config, name, path), process_index=jax.process_index(),
-        process_count=jax.process_count())
-    out[train.dataset_label(name, path)] = train.evaluate(eval_fn, params, batches, mesh,
-                                                          num_images)
-  return step, train.count_params(params), out
+  for dataset in entries:
+    means = evaluation.evaluate(score, r.params, config, r.mesh, dataset)[0]
+    columns = evaluation.grid_images(grid, r.params, config, r.mesh, dataset, num_images)
+    out[evaluation.dataset_label(*dataset)] = (means, columns)
+  return r.step, train.count_params(r.params), out
 
 
 def compare_workdirs(workdirs: Sequence[str], datasets: str | None = None,
                      out_dir: str = "compare", *, max_images: int | None = None,
                      mask_ratio: float | None = None, seed: int | None = None,
                      num_images: int = 6, figure: str = "pasted",
-                     note: str = "") -> list[dict[str, Any]]:
+                     note: str = "", step: int | None = None) -> list[dict[str, Any]]:
   """Evaluates every workdir on every dataset under the same masks; writes the report.
 
   Returns the rows (one per dataset x model, in dataset then workdir order)
@@ -146,12 +146,10 @@ def compare_workdirs(workdirs: Sequence[str], datasets: str | None = None,
   if figure not in FIGURE_KINDS:
     raise ConfigError(f"--figure={figure!r}: use {' or '.join(FIGURE_KINDS)}")
   configs, mask_ratio, seed = load_configs(workdirs, mask_ratio, seed, max_images)
-  entries = (list(dict.fromkeys(train.parse_datasets(datasets))) if datasets
-             else train.eval_datasets(configs[0]))
-  if not entries:
-    raise ConfigError("--datasets is empty; give e.g. --datasets=image_folder:/data/x")
+  entries = (evaluation.parse_datasets(datasets) if datasets is not None
+             else evaluation.eval_datasets(configs[0]))
   for c in configs:
-    train.check_eval_datasets(c, entries)
+    evaluation.check_datasets(c, entries, "--datasets")
   names = model_names(workdirs)
 
   rows: list[dict[str, Any]] = []
@@ -159,13 +157,13 @@ def compare_workdirs(workdirs: Sequence[str], datasets: str | None = None,
   inputs: dict[str, np.ndarray] = {}
   per_model = []
   for workdir, name, config in zip(workdirs, names, configs, strict=True):
-    step, num_params, results = _evaluate_model(workdir, config, entries, num_images)
-    per_model.append((workdir, name, config, step, num_params, results))
-    print(f"compare: {name} ({train.describe_model(config, num_params)}, step {step})",
-          flush=True)
-  for label in (train.dataset_label(n, p) for n, p in entries):
+    step_, num_params, results = _evaluate_model(workdir, config, entries, num_images, step)
+    per_model.append((workdir, name, config, step_, num_params, results))
+    print(f"compare: {name} ({families.get(config).describe(config, num_params)}, "
+          f"step {step_})", flush=True)
+  for label in (evaluation.dataset_label(*e) for e in entries):
     ref_baselines = None
-    for workdir, name, config, step, num_params, results in per_model:
+    for workdir, name, config, step_, num_params, results in per_model:
       means, columns = results[label]
       if columns:
         masked, pred, pasted, truth = (np.asarray(c) for c in columns)
@@ -184,8 +182,8 @@ def compare_workdirs(workdirs: Sequence[str], datasets: str | None = None,
         raise AssertionError(f"{name}: baselines {baselines} differ from the first "
                              f"model's {ref_baselines} on {label}")
       row = dict(dataset=label, model=name,
-                 family=model_family(config),
-                 num_params=num_params, step=step,
+                 family=families.get(config).name,
+                 num_params=num_params, step=step_,
                  **{m: float(means[m]) for m in METRICS + BASELINES},
                  num_images=int(means["num_images"]), workdir=os.path.abspath(workdir))
       rows.append(row)
@@ -197,74 +195,42 @@ def compare_workdirs(workdirs: Sequence[str], datasets: str | None = None,
   return rows
 
 
-def _safe(label: str) -> str:
-  return label.replace(":", "_").replace("/", "_")
-
-
 def write_report(out_dir: str, rows: list[dict[str, Any]],
                  figures: dict[str, list[np.ndarray]], names: list[str], protocol: str,
                  note: str = "", figure: str = "pasted") -> None:
-  """compare.{md,csv,json} and one compare_<dataset>.png per dataset."""
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, "compare.json"), "w") as f:
-    json.dump(dict(masking=protocol, note=note, rows=rows), f, indent=2)
-  with open(os.path.join(out_dir, "compare.csv"), "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-    w.writeheader()
-    w.writerows(rows)
-  lines = ["# Model comparison", ""]
-  if note:
-    lines += [note, ""]
-  lines += [f"Masks: {protocol}. PSNR in dB, averaged over images; psnr_full over the "
-            "whole image, psnr_masked over the hidden pixels, psnr_pasted with the "
-            "visible pixels pasted back. The baselines use the same images and masks: "
-            "mean-colour fill (hidden pixels set to the visible pixels' mean colour) "
-            "and the masked input itself (hidden pixels black).", "",
-            "| dataset | images | model | family | parameters | step | psnr_full "
-            "| psnr_masked | psnr_pasted |", "|---|---|---|---|---|---|---|---|---|"]
-  by_dataset: dict[str, list[dict[str, Any]]] = {}
-  for r in rows:
-    by_dataset.setdefault(r["dataset"], []).append(r)
-  for label, group in by_dataset.items():
-    for r in group:
-      lines.append(f"| {label} | {r['num_images']} | {r['model']} | {r['family']} | "
-                   f"{r['num_params']:,} | {r['step']} | {r['psnr_full']:.2f} | "
-                   f"{r['psnr_masked']:.2f} | {r['psnr_pasted']:.2f} |")
-    r = group[0]
-    lines.append(f"| {label} | {r['num_images']} | *mean-colour fill* | baseline | 0 | - | "
-                 f"{r['psnr_full_mean_fill']:.2f} | - | - |")
-    lines.append(f"| {label} | {r['num_images']} | *masked input* | baseline | 0 | - | "
-                 f"{r['psnr_full_masked_input']:.2f} | - | - |")
-  images = [f"compare_{_safe(label)}.png" for label in figures]
+  """compare.{md,csv,json} (`evaluation.write_results`) and compare_<dataset>.png."""
+  header = ["# Model comparison", ""] + ([note, ""] if note else []) + [
+      f"Masks: {protocol}. PSNR in dB, averaged over images; psnr_full over the "
+      "whole image, psnr_masked over the hidden pixels, psnr_pasted with the "
+      "visible pixels pasted back. The baselines use the same images and masks: "
+      "Gaussian interpolation of the visible pixels, mean-colour fill (hidden "
+      "pixels set to the visible pixels' mean colour) and the masked input itself "
+      "(hidden pixels black)."]
+  images = [f"compare_{evaluation.safe_label(label)}.png" for label in figures]
   if images:
     shown = ("the prediction in the hidden patches, visible pixels pasted back"
              if figure == "pasted" else "the raw prediction")
-    lines += ["", f"Figures (masked input, each model's output: {shown}; ground truth): "
-              + ", ".join(images) + "."]
-  with open(os.path.join(out_dir, "compare.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
+    header += ["", f"Figures (masked input, each model's output: {shown}; ground truth): "
+               + ", ".join(images) + "."]
+  evaluation.write_results(out_dir, rows, CSV_COLUMNS, header,
+                           dict(masking=protocol, note=note), stem="compare")
   for label, columns in figures.items():
-    metrics.save_image_grid(os.path.join(out_dir, f"compare_{_safe(label)}.png"), columns,
-                            ["masked input", *names, "ground truth"],
-                            max_rows=columns[0].shape[0])
+    metrics.save_image_grid(
+        os.path.join(out_dir, f"compare_{evaluation.safe_label(label)}.png"), columns,
+        ["masked input", *names, "ground truth"], max_rows=columns[0].shape[0])
   print(f"wrote {out_dir}/compare.{{md,csv,json}} and {len(figures)} figure(s)", flush=True)
 
 
-def main(argv: list[str]) -> None:
-  logging.set_verbosity(logging.WARNING)
-  f = flags.FLAGS
-  try:
-    compare_workdirs(argv[1:], f.datasets, f.out, max_images=f.max_images,
-                     mask_ratio=f.mask_ratio, seed=f.mask_seed, num_images=f.num_images,
-                     figure=f.figure)
-  except ConfigError as e:
-    sys.exit(f"error: {e}")
-
-
 if __name__ == "__main__":
+  from absl import flags
+
+  from minr_jax import cli
+
   flags.DEFINE_string("datasets", None, "Comma-separated name[:path] entries (default: the "
                       "first workdir's evaluation datasets).")
   flags.DEFINE_string("out", "compare", "Output directory.")
+  flags.DEFINE_integer("step", None, "Checkpoint step of every workdir (default: each one's "
+                       "newest; or give <workdir>/checkpoints/<step> directories).")
   flags.DEFINE_integer("max_images", None, "At most this many images per dataset.")
   flags.DEFINE_float("mask_ratio", None, "Share of patches hidden (default: the first "
                      "workdir's mask_ratio).")
@@ -273,4 +239,8 @@ if __name__ == "__main__":
   flags.DEFINE_integer("num_images", 6, "Images per dataset in the figures.")
   flags.DEFINE_enum("figure", "pasted", list(FIGURE_KINDS), "What the figures show of "
                     "each model: its prediction with the visible pixels pasted back, or raw.")
-  app.run(main)
+  f = flags.FLAGS
+  cli.run(lambda workdirs: compare_workdirs(
+      workdirs, f.datasets, f.out, max_images=f.max_images, mask_ratio=f.mask_ratio,
+      seed=f.mask_seed, num_images=f.num_images, figure=f.figure, step=f.step),
+      positional=True)

@@ -8,6 +8,7 @@ file path), so a bad command line fails in a second, not after a compile.
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import ml_collections
@@ -16,6 +17,10 @@ from absl import logging
 
 class ConfigError(ValueError):
   """A config value (or a path it names) that cannot work; message is one line."""
+
+
+# model.attention_impl: 'auto' is resolved where a run starts (`families.resolve_auto`).
+ATTENTION_IMPLS = ("auto", "batched", "per_head")
 
 
 def _positive_int(config, field: str) -> int:
@@ -27,16 +32,12 @@ def _positive_int(config, field: str) -> int:
   return value
 
 
-def model_family(config) -> str:
-  """config.model.family in lower case: 'transinr' (also when unset), 'ginr' or 'mae'."""
-  return str(config.model.get("family", None) or "transinr").lower()
-
-
 def validate(config, num_devices: int | None = None) -> None:
   """Raises ConfigError naming the first field that cannot work.
 
-  Checks the numbers only; `minr_jax.data.check_dataset` checks the dataset's
-  name and paths, and `minr_jax.checkpoint` checks a workdir's checkpoint.
+  Checks the fields every family shares; `families.check` adds the family's
+  own checks, `minr_jax.data.check_dataset` the dataset's name and paths, and
+  `minr_jax.checkpoint` a workdir's checkpoint.
   """
   for field in ("batch_size", "eval_batch_size", "num_train_steps", "resolution",
                 "mask_grid", "log_every_steps", "eval_every_steps",
@@ -44,8 +45,6 @@ def validate(config, num_devices: int | None = None) -> None:
                 "model.patch_size", "model.dim", "model.depth", "model.num_heads",
                 "model.head_dim", "model.mlp_dim"):
     _positive_int(config, field)
-  family = model_family(config)
-  from minr_jax.models.transformer import ATTENTION_IMPLS  # noqa: PLC0415 (as masking below)
   if config.model.get("attention_impl", "auto") not in ATTENTION_IMPLS:
     raise ConfigError(f"config.model.attention_impl={config.model.attention_impl!r} is "
                       f"not one of {', '.join(ATTENTION_IMPLS)}")
@@ -72,64 +71,17 @@ def validate(config, num_devices: int | None = None) -> None:
     raise ConfigError("set both config.mask.ratio_min and config.mask.ratio_max, or neither")
   if lo is not None and not 0.0 <= lo <= hi < 1.0:
     raise ConfigError(f"config.mask.ratio_min={lo}, ratio_max={hi}: need 0 <= min <= max < 1")
-  if family == "mae":
-    _validate_mae(config)
-  else:
-    _validate_inr_model(config)
+  lr = config.learning_rate
+  if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    raise ConfigError(f"config.learning_rate must be a finite number > 0, got {lr}")
+  factor = config.get("lr_decay_factor", 1.0)
+  if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
+    raise ConfigError(f"config.lr_decay_factor must be a finite number > 0, got {factor}")
   if num_devices is not None:
     for field in ("batch_size", "eval_batch_size"):
       if config[field] % num_devices:
         raise ConfigError(f"config.{field}={config[field]} is not divisible by the "
                           f"{num_devices} devices of the mesh's data axis")
-
-
-def _validate_mae(config) -> None:
-  """MAE keeps a static number of visible tokens: exact-count masks, one ratio."""
-  for field in ("mask.strategy", "eval_mask_strategy"):
-    value = config.mask.strategy if field == "mask.strategy" else config.eval_mask_strategy
-    if value == "random":
-      raise ConfigError(f"config.{field}=random varies the hidden count per image; MAE "
-                        "needs an exact-count strategy (e.g. random_exact)")
-  if config.mask.get("ratio_min") is not None:
-    raise ConfigError("config.mask.ratio_min/ratio_max must be unset for MAE (a static "
-                      "number of visible patches)")
-  if config.resolution % config.model.patch_size or (
-      config.resolution // config.model.patch_size != config.mask_grid):
-    raise ConfigError(f"config.model.patch_size={config.model.patch_size} gives a "
-                      f"{config.resolution // config.model.patch_size}-patch grid at "
-                      f"{config.resolution} px; MAE's patch grid must equal "
-                      f"config.mask_grid={config.mask_grid}")
-
-
-def _validate_inr_model(config) -> None:
-  """The TransINR / GINR fields: tokenizer, INR, groups, schedule."""
-  for field in ("model.inr_hidden_dim", "model.inr_num_layers", "model.ff_num_freqs",
-                "model.num_groups"):
-    _positive_int(config, field)
-  m = config.model
-  if m.padding < 0:
-    raise ConfigError(f"config.model.padding must be >= 0, got {m.padding}")
-  if (config.resolution + 2 * m.padding) // m.patch_size < 1:
-    raise ConfigError(f"config.model.patch_size={m.patch_size} is larger than the "
-                      f"padded image ({config.resolution} + 2 x {m.padding})")
-  widths = [m.inr_hidden_dim] * (m.inr_num_layers - 1) + [3]
-  for layer, width in enumerate(widths):
-    groups = min(m.num_groups, width)
-    if width % groups:
-      raise ConfigError(f"config.model.num_groups={m.num_groups} does not divide the "
-                        f"width {width} of INR layer {layer}")
-  if m.ff_sigma < 1.0:
-    raise ConfigError(f"config.model.ff_sigma must be >= 1, got {m.ff_sigma}")
-  if not 0.0 <= m.dropout < 1.0:
-    raise ConfigError(f"config.model.dropout must be in [0, 1), got {m.dropout}")
-  noise = m.get("coord_noise", 0.0) or 0.0
-  if not 0.0 <= noise <= 1.0:
-    raise ConfigError(f"config.model.coord_noise must be in [0, 1] pixel spacings, "
-                      f"got {noise}")
-  if not 0.0 < config.lr_decay_at <= 1.0:
-    raise ConfigError(f"config.lr_decay_at must be in (0, 1], got {config.lr_decay_at}")
-  if not config.learning_rate > 0:
-    raise ConfigError(f"config.learning_rate must be > 0, got {config.learning_rate}")
 
 
 # Fields added after the first releases, with the values that reproduce what
@@ -143,7 +95,7 @@ _ADDED_FIELDS = {
     "mask": {"strategy": "random", "ratio_min": None, "ratio_max": None,
              "block_min_patches": 4, "block_aspect_min": 0.3, "filter": "lowpass",
              "cutoff_low": None, "cutoff_high": None},
-    "model": {"family": "transinr", "dtype": "float32", "inr_dtype": "", "remat": False},
+    "model": {"dtype": "float32", "inr_dtype": "", "remat": False},
 }
 
 

@@ -85,7 +85,7 @@ def iterate_images(config, name: str, path: str | None, split: str,
   from minr_jax import data  # noqa: PLC0415
   from minr_jax.data import datasets  # noqa: PLC0415
   from minr_jax.data import options as options_lib  # noqa: PLC0415
-  from minr_jax.train import dataset_config  # noqa: PLC0415
+  from minr_jax.evaluation import dataset_config  # noqa: PLC0415
 
   if split not in SPLITS:
     raise ConfigError(f"--split={split!r} must be one of {', '.join(SPLITS)}")
@@ -239,7 +239,7 @@ def embed_dataset(minr, dataset: str, split: str = "eval", kind: str = "data_mea
                   output: str | None = None, masked: bool = False,
                   max_images: int | None = None, progress: bool = True
                   ) -> dict[str, Any]:
-  """Embeds a dataset split with a loaded `Minr` and writes `output`.
+  """Embeds a dataset split with a loaded `api.Model` and writes `output`.
 
   dataset: 'name' or 'name:path'. Returns the summary {'num_images', 'dim',
   'output', 'has_labels', 'has_ids'}; with output None nothing is written
@@ -313,8 +313,8 @@ class _NoBar:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-  """A tqdm bar on stderr (or nothing)."""
-  if not enabled:
+  """A tqdm bar on stderr when it is a terminal (no escape sequences in log files)."""
+  if not enabled or not sys.stderr.isatty():
     return _NoBar()
   try:
     from tqdm import tqdm  # noqa: PLC0415
@@ -336,9 +336,10 @@ def run(workdir: str, dataset: str, output: str, split: str = "eval",
   if not output.endswith(FORMATS):
     raise ConfigError(f"--output={output} must end in {' or '.join(FORMATS)}")
   from minr_jax import data  # noqa: PLC0415
-  from minr_jax.train import dataset_config  # noqa: PLC0415
+  from minr_jax.config import load_saved  # noqa: PLC0415
+  from minr_jax.evaluation import dataset_config  # noqa: PLC0415
   name, _, path = dataset.partition(":")
-  config = api.load_config(api.resolve_path(workdir, step)[0])
+  config = load_saved(api.resolve_path(workdir, step)[0])
   data.check_dataset(dataset_config(config, name, path or None))  # before loading
   minr = api.load(workdir, step, devices=devices, batch_size=batch_size)
   summary = embed_dataset(minr, dataset, split, kind, output, masked, max_images, progress)
@@ -348,34 +349,24 @@ def run(workdir: str, dataset: str, output: str, split: str = "eval",
   return summary
 
 
-def main(argv: list[str]) -> None:
-  from absl import app, flags, logging  # noqa: PLC0415
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
-  f = flags.FLAGS
-  try:
-    run(f.workdir, f.dataset, f.output, f.split, f.kind, f.masked, f.max_images,
-        f.batch_size, f.step)
-  except ConfigError as e:
-    sys.exit(f"error: {e}")
-
-
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
 
-  # Flags are defined only for the command line: importing defines none.
+  from minr_jax import cli
+
   flags.DEFINE_string("workdir", None, "A training workdir (or <workdir>/checkpoints/<step>).",
                       required=True)
   flags.DEFINE_string("dataset", None, "NAME or NAME:PATH, e.g. demo or image_folder:/data/x.",
                       required=True)
   flags.DEFINE_enum("split", "eval", list(SPLITS), "Which split to embed.")
   flags.DEFINE_string("kind", "data_mean", "data_mean | weight_tokens | weight_mean | "
-                      "modulations.")
+                      "modulations (MINR); data_mean | cls (MAE).")
   flags.DEFINE_string("output", None, "FILE.npz or FILE.array_record.", required=True)
   flags.DEFINE_bool("masked", False, "Hide patches with the run's fixed evaluation masks.")
   flags.DEFINE_integer("max_images", None, "Embed at most this many images.")
   flags.DEFINE_integer("batch_size", None, "Images per device call (default: the run's "
                        "eval_batch_size).")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
-  app.run(main)
+  f = flags.FLAGS
+  cli.run(lambda args: run(f.workdir, f.dataset, f.output, f.split, f.kind, f.masked,
+                           f.max_images, f.batch_size, f.step))

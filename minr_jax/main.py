@@ -30,11 +30,11 @@ and only process 0 writes metrics, TensorBoard files and PNG grids.
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
+from minr_jax import cli
 from minr_jax.config import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -99,35 +99,25 @@ def init_distributed(mode: str = "auto", coordinator_address: str | None = None,
   return True
 
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  # INFO lines from JAX and TFDS (backend probing, dataset info) drown the
-  # progress lines; warnings still show.
-  logging.set_verbosity(logging.WARNING)
-  try:
-    init_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
-                     _PROCESS_ID.value)
-  except ConfigError as e:
-    sys.exit(f"error: {e}")
+def main(args: list[str]) -> None:
+  del args
+  init_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                   _PROCESS_ID.value)
   # Imported here so that `--help` and flag errors don't wait for JAX.
-  from minr_jax import train
+  from minr_jax import train  # noqa: PLC0415
 
   config = _CONFIG.value
-  try:
-    if _SUMMARY.value:
-      print(train.summary(config))
-      return
-    if not _WORKDIR.value:
-      raise ConfigError("--workdir is required to train")
-    train.train_and_evaluate(config, _WORKDIR.value)
-  except ConfigError as e:
-    sys.exit(f"error: {e}")
+  if _SUMMARY.value:
+    print(train.summary(config))
+    return
+  if not _WORKDIR.value:
+    raise ConfigError("--workdir is required to train")
+  train.train_and_evaluate(config, _WORKDIR.value)
 
 
 def run() -> None:
   flags.mark_flag_as_required("config")
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

@@ -442,43 +442,25 @@ def sample_ratios(key: PRNGKey, batch: int, ratio_min: Ratio, ratio_max: Ratio) 
   return jax.random.uniform(key, (batch,), jnp.float32, ratio_min, ratio_max)
 
 
-def mask_gallery(specs: list[MaskSpec], key: PRNGKey, ratio: Ratio,
-                 per_spec: int = 6) -> np.ndarray:
-  """A picture of masks: [rows * (g + 1) - 1, per_spec * (g + 1) - 1] float32.
+# -------------------------------------------------- a run's two mask kinds ---
 
-  Row r shows `per_spec` masks of specs[r] (same key for every row), 1 =
-  hidden, 0 = visible, 0.5 = the one-patch gaps. All specs share one grid.
-  """
-  grids = {spec.grid for spec in specs}
-  if len(grids) != 1:
-    raise ValueError(f"mask_gallery needs specs with one grid, got {sorted(grids)}")
-  g = grids.pop()
-  out = np.full((len(specs) * (g + 1) - 1, per_spec * (g + 1) - 1), 0.5, np.float32)
-  for r, spec in enumerate(specs):
-    masks = np.asarray(draw_batch(spec, key, per_spec, ratio))
-    for c, mask in enumerate(masks):
-      out[r * (g + 1):r * (g + 1) + g, c * (g + 1):c * (g + 1) + g] = mask
-  return out
+def train_masks(config, key: PRNGKey, batch: int) -> Array:
+  """Training patch masks [batch, g, g] of a run config: config.mask's strategy at
+  config.mask_ratio, or per-image ratios from [mask.ratio_min, mask.ratio_max]."""
+  spec = mask_spec_from_config(config)
+  ratio_key, mask_key = jax.random.split(key)
+  ratio = config.mask_ratio
+  if config.mask.ratio_min is not None and config.mask.ratio_max is not None:
+    ratio = sample_ratios(ratio_key, batch, config.mask.ratio_min, config.mask.ratio_max)
+  return draw_batch(spec, mask_key, batch, ratio)
 
 
-# ------------------------------------------------- older entry points -------
-
-def patch_mask(key: PRNGKey, grid: int, ratio: Ratio, exact: bool = False) -> Array:
-  """One image's patch mask [grid, grid] (bool, True = masked): random(_exact)."""
-  return draw(MaskSpec("random_exact" if exact else "random", grid), key, ratio)
-
-
-def patch_masks(key: PRNGKey, batch: int, grid: int, ratio: Ratio,
-                exact: bool = False) -> Array:
-  """Independent masks for a batch: [batch, grid, grid]."""
-  return draw_batch(MaskSpec("random_exact" if exact else "random", grid), key, batch, ratio)
-
-
-def indexed_patch_masks(seed: int, indices: Array, grid: int, ratio: Ratio,
-                        exact: bool = False) -> Array:
-  """Fixed masks [B, grid, grid] for images `indices` [B]: evaluation masks."""
-  spec = MaskSpec("random_exact" if exact else "random", grid)
-  return draw_indexed(spec, seed, indices, ratio)
+def eval_masks(config, indices: Array) -> Array:
+  """Fixed evaluation patch masks [B, g, g] for image indices [B]: a function of
+  (config.eval_mask_seed, index, config.eval_mask_strategy, config.mask_ratio) only."""
+  spec = dataclasses.replace(mask_spec_from_config(config),
+                             strategy=config.eval_mask_strategy)
+  return draw_indexed(spec, config.eval_mask_seed, indices, config.mask_ratio)
 
 
 def to_pixels(masks: Array, height: int, width: int) -> Array:

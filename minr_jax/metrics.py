@@ -273,6 +273,16 @@ class MetricWriter:
         writer.add_scalar(tag, value, global_step=int(step))
       writer.flush()
 
+  def write_images(self, step: int, tag: str, png_path: str) -> None:
+    """Shows a saved PNG grid in TensorBoard (tag e.g. 'eval/demo'); no-op without it."""
+    if not (self.enabled and self.tensorboard):
+      return
+    with Image.open(png_path) as img:
+      pixels = np.asarray(img.convert("RGB"))
+    writer = self._tb_writer("images")
+    writer.add_image(tag, pixels, global_step=int(step), dataformats="HWC")
+    writer.flush()
+
   def close(self) -> None:
     """Closes the jsonl file and TensorBoard writers (idempotent)."""
     if self._file is not None:
@@ -387,6 +397,7 @@ def save_image_grid(path: str, columns: Sequence[np.ndarray],
   try:
     with os.fdopen(fd, "wb") as f:
       img.save(f, format="PNG")
+    os.chmod(tmp, 0o644)  # mkstemp makes it 0600: others could not read the grid
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

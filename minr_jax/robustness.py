@@ -9,7 +9,7 @@ r"""Robustness sweep: a checkpoint's PSNR under every mask strategy and ratio.
 Restores only the parameters of the newest checkpoint (or `--step`) once,
 then evaluates every dataset x strategy x ratio under FIXED, seeded masks:
 image i's mask depends on (the run's `eval_mask_seed`, i, strategy, ratio)
-only (`train.eval_masks` with a config copy whose `eval_mask_strategy` and
+only (`masking.eval_masks` with a config copy whose `eval_mask_strategy` and
 `mask_ratio` are overridden), so a sweep gives the same numbers every time and
 the run's own (eval_mask_strategy, mask_ratio) cell equals
 `python -m minr_jax.evaluate`'s figure. The other mask parameters (grid,
@@ -23,18 +23,20 @@ argument) and passed in, so neither a strategy nor a ratio recompiles it.
 Writes `DIR/robustness/<step>/`:
   results.json, results.csv, results.md  one row per (dataset, strategy,
       ratio): psnr_full, psnr_masked, psnr_pasted, the baselines
-      psnr_full_mean_fill and psnr_full_masked_input, the measured
+      psnr_full_interpolation, psnr_full_mean_fill and
+      psnr_full_masked_input, the measured
       mask_fraction and num_images; the Markdown names the checkpoint, the
       mask seed and the model. (At ratio 0 nothing is hidden and psnr_masked
       is the metrics' 100 dB floor.)
-  robustness.png   psnr_full against ratio, one line per strategy, one panel
-      per dataset; the mean-colour-fill baseline dashed in the strategy's colour.
+  robustness.png   psnr_full (psnr_pasted for MAE) against ratio, one line
+      per strategy, one panel per dataset; the interpolation baseline dotted
+      and the mean-colour-fill baseline dashed in the strategy's colour.
   mask_gallery.png the mask image 0 gets under each strategy (rows) at each
       ratio (columns), on the run's mask grid.
 
-Model families: `supported_strategies(config)` is the hook that says which
-strategies a checkpoint can be scored under. TransINR and GINR take any pixel
-mask, so every strategy. An MAE checkpoint drops the tokens of hidden patches,
+Model families: `supported_strategies(config)` says which strategies a
+checkpoint can be scored under. TransINR and GINR take any pixel mask, so
+every strategy. An MAE checkpoint drops the tokens of hidden patches,
 so it is limited to patch-aligned, exact-count strategies (all but `random`)
 and needs its patch grid (resolution / model.patch_size) to equal mask_grid;
 it compiles once per ratio (a static visible-token count).
@@ -42,12 +44,9 @@ it compiles once per ratio (a static visible-token count).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
-import json
 import os
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -56,22 +55,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
-
-from minr_jax import data, evaluate, masking, metrics, sharding, train
-from minr_jax.config import ConfigError, model_family, validate
+from minr_jax import api, evaluation, families, masking, metrics, train
+from minr_jax.config import ConfigError
 
 PyTree = Any
 
 DEFAULT_RATIOS = (0.25, 0.5, 0.75, 0.9)
-# Per-image metrics averaged over valid images, in column order.
-METRICS = ("psnr_full", "psnr_masked", "psnr_pasted", "psnr_full_mean_fill",
-           "psnr_full_masked_input", "mask_fraction")
+METRICS = evaluation.METRICS  # per-image metrics averaged over valid images
 COLUMNS = METRICS + ("num_images",)
 KEYS = ("dataset", "strategy", "ratio")
-
-# Families whose checkpoints only accept masks aligned with their own patch grid.
-PATCH_TOKEN_FAMILIES = ("mae",)
 
 
 # ------------------------------------------------------------------ inputs ---
@@ -127,20 +119,19 @@ def parse_ratios(spec: str | Sequence[float] | None) -> list[float]:
 def supported_strategies(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The mask strategies a checkpoint of this config can be evaluated under.
 
-  TransINR and GINR (pixel-input hypernetworks) accept any pixel mask: every
-  strategy in `masking.STRATEGIES`. An MAE checkpoint drops hidden patch
-  tokens, so it needs patch-aligned masks with a fixed count: masks on its own
-  patch grid. All current strategies draw on the `mask_grid` lattice and all
-  but `random` hide exactly round(ratio * N) patches, so an MAE supports
-  those when its patch grid (resolution / model.patch_size) is mask_grid x
-  mask_grid, and none otherwise. A new strategy that is not drawn on the mask
-  grid must be left out here for MAE.
+  A pixel-input model (TransINR, GINR) accepts any pixel mask: every strategy
+  in `masking.STRATEGIES`. A family with `patch_masks_only` (MAE) drops hidden
+  patch tokens, so it needs patch-aligned masks with a fixed count: all
+  current strategies draw on the `mask_grid` lattice and all but `random`
+  hide exactly round(ratio * N) patches, so such a model supports those when
+  its patch grid (resolution / model.patch_size) is mask_grid x mask_grid,
+  and none otherwise. A new strategy that is not drawn on the mask grid must
+  be left out here for such families.
   """
-  if model_family(config) in PATCH_TOKEN_FAMILIES:
+  if families.get(config).patch_masks_only:
     size, patch = config.resolution, config.model.patch_size
     if size % patch or size // patch != config.mask_grid:
       return ()
-    # A static token count: every strategy but 'random' hides exactly k patches.
     return tuple(s for s in masking.STRATEGIES if s != "random")
   return tuple(masking.STRATEGIES)
 
@@ -148,14 +139,14 @@ def supported_strategies(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 def check_supported(config: ml_collections.ConfigDict, strategies: Sequence[str]) -> None:
   """ConfigError naming --strategies if the checkpoint's model cannot take one of them."""
   supported = supported_strategies(config)
+  name = families.get(config).name
   if not strategies:
-    raise ConfigError(f"--strategies: a {model_family(config)} checkpoint with this patch "
+    raise ConfigError(f"--strategies: a {name} checkpoint with this patch "
                       "grid supports no mask strategy")
-  for name in strategies:
-    if name not in supported:
-      family = model_family(config)
+  for strategy in strategies:
+    if strategy not in supported:
       raise ConfigError(
-          f"--strategies: {name!r} is not supported by a {family} checkpoint (it needs "
+          f"--strategies: {strategy!r} is not supported by a {name} checkpoint (it needs "
           f"patch-aligned masks: patch grid {config.resolution}/{config.model.patch_size} "
           f"vs mask grid {config.mask_grid}); supported: {','.join(supported) or 'none'}")
 
@@ -171,70 +162,22 @@ def sweep_config(config: ml_collections.ConfigDict, strategy: str,
 
 # -------------------------------------------------------------------- sweep ---
 
-def masked_eval_sums(params: PyTree, batch: dict[str, jax.Array], grid_masks: jax.Array,
-                     *, model, config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
-  """Sums over the batch's valid images of each metric in METRICS, and their `count`.
+def scoring_functions(r: api.Restored, config: ml_collections.ConfigDict):
+  """ratio -> the jitted `evaluation.score_batch` for masks of that ratio (cached).
 
-  `train.eval_step` with the patch masks [B, g, g] passed in rather than drawn
-  inside (so one compiled function serves every strategy and, for MINR, every
-  ratio) and the reduction over valid (non-padding) rows done on device (so
-  the scalars are right on any number of processes). The prediction is
-  `train.predict`'s, so every model family is scored the same way.
-  """
-  images = batch["image"]
-  pixel_masks = masking.to_pixels(grid_masks, images.shape[1], images.shape[2])
-  pred, _ = train.predict(model, params, images, grid_masks, config=config)
-  per_image = metrics.reconstruction_metrics(pred, images, pixel_masks)
-  valid = batch["valid"]
-  sums = {name: jnp.sum(jnp.where(valid, per_image[name], 0.0)) for name in METRICS}
-  sums["count"] = jnp.sum(valid.astype(jnp.int32))
-  return sums
-
-
-def _sweep_dataset(step_fn, params: PyTree, config: ml_collections.ConfigDict, mesh,
-                   cells: list[tuple[str, float]]) -> list[dict[str, float]]:
-  """Metric means for each (strategy, ratio) cell over one pass of config's eval split.
-
-  step_fn(ratio) gives the compiled scoring function for that ratio.
-  """
-  mask_configs = [sweep_config(config, s, r) for s, r in cells]
-  sums = [dict.fromkeys(METRICS, 0.0) for _ in cells]
-  count = 0
-  batches = data.make_eval_batches(config, process_index=jax.process_index(),
-                                   process_count=jax.process_count())
-  for batch in batches:
-    gbatch = sharding.global_batch(mesh, {"image": batch["image"], "index": batch["index"],
-                                          "valid": np.asarray(batch["valid"], bool)})
-    for cell_sums, mask_config in zip(sums, mask_configs, strict=True):
-      grid_masks = train.eval_grid_masks(mask_config, gbatch["index"])
-      out = jax.device_get(step_fn(mask_config.mask_ratio)(params, gbatch, grid_masks))
-      for name in METRICS:
-        cell_sums[name] += float(out[name])
-    count += int(out["count"])
-  if count == 0:
-    raise ConfigError("the evaluation split holds no images")
-  return [{**{k: v / count for k, v in s.items()}, "num_images": count} for s in sums]
-
-
-def scoring_functions(model, config: ml_collections.ConfigDict, mesh, params_sharding):
-  """ratio -> the jitted `masked_eval_sums` for masks of that ratio (cached).
-
-  MINR models take any mask with one compiled function. An MAE's visible
-  token count is static, so it gets one compiled copy per ratio (its
-  parameters do not depend on the ratio: `model.clone(mask_ratio=...)`).
+  A pixel-input model takes any mask with one compiled function. A
+  patch-token model's visible token count is static, so it gets one compiled
+  copy per ratio (`family.for_ratio`; its parameters do not depend on it).
   """
   cache: dict[float | None, Any] = {}
-  patch_tokens = model_family(config) in PATCH_TOKEN_FAMILIES
+  per_ratio = r.family.patch_masks_only
 
   def get(ratio: float):
-    key = float(ratio) if patch_tokens else None
+    key = float(ratio) if per_ratio else None
     if key not in cache:
-      m = model.clone(mask_ratio=key) if patch_tokens else model
-      cache[key] = jax.jit(
-          functools.partial(masked_eval_sums, model=m, config=config),
-          in_shardings=(params_sharding, sharding.batch_sharding(mesh),
-                        sharding.batch_sharding(mesh)),
-          out_shardings=sharding.replicated(mesh))
+      model = r.family.for_ratio(r.model, key) if per_ratio else r.model
+      cache[key] = evaluation.make_score_fn(model, r.family, config, r.mesh,
+                                            r.params_sharding)
     return cache[key]
 
   return get
@@ -249,101 +192,94 @@ def run_sweep(workdir: str, datasets: str | None = None,
   Each row is {dataset, strategy, ratio, *COLUMNS}, in dataset, strategy,
   ratio order. `datasets` defaults to the run's evaluation datasets,
   `strategies` to every supported one, `ratios` to DEFAULT_RATIOS. Every
-  input error raises ConfigError before anything is restored or compiled.
+  input error raises ConfigError before anything is compiled.
   """
   t_start = time.perf_counter()
   strategies = None if strategies is None else parse_strategies(strategies)
   ratios = parse_ratios(ratios)
   if max_images is not None and (isinstance(max_images, bool) or max_images < 0):
     raise ConfigError(f"--max_images must be >= 0 (0 = all), got {max_images}")
-  config = evaluate.load_config(workdir)
+  r = api.restore(workdir, step)
+  config = r.config
   if max_images is not None:
     config.dataset.eval_max_images = max_images
-  validate(config)
+  families.check(config, num_devices=r.mesh.size)
   if strategies is None:
     strategies = list(supported_strategies(config))
   check_supported(config, strategies)
   if datasets is not None:
-    entries = list(dict.fromkeys(train.parse_datasets(datasets)))
-    if not entries:
-      raise ConfigError("--datasets is empty; give e.g. --datasets=demo,image_folder:/data/x")
+    entries = evaluation.parse_datasets(datasets)
+    evaluation.check_datasets(config, entries, "--datasets")
   else:
-    entries = train.eval_datasets(config)
-  train.check_eval_datasets(config, entries)
-  mesh = sharding.make_mesh(config)
-  validate(config, num_devices=sharding.batch_devices(mesh))
+    entries = evaluation.eval_datasets(config)
+    evaluation.check_datasets(config, entries)
 
-  step, model, params, params_sharding = evaluate.restore_model(workdir, config, mesh, step)
-  step_fn = scoring_functions(model, config, mesh, params_sharding)
-  cells = [(s, r) for s in strategies for r in ratios]
+  step_fn = scoring_functions(r, config)
+  cells = [(s, ratio) for s in strategies for ratio in ratios]
+  mask_configs = [sweep_config(config, s, ratio) for s, ratio in cells]
   rows: list[dict[str, Any]] = []
-  for name, path in entries:
-    label = train.dataset_label(name, path)
-    means = _sweep_dataset(step_fn, params, train.dataset_config(config, name, path),
-                           mesh, cells)
+  for dataset in entries:
+    label = evaluation.dataset_label(*dataset)
+    means: list[dict[str, float]] = [{} for _ in cells]
+    # One pass over the data per compiled scoring function (MINR: one in all).
+    by_fn: dict[int, list[int]] = {}
+    for i, (_, ratio) in enumerate(cells):
+      by_fn.setdefault(id(step_fn(ratio)), []).append(i)
+    for idx in by_fn.values():
+      fn = step_fn(cells[idx[0]][1])
+      found = evaluation.evaluate(
+          fn, r.params, config, r.mesh, dataset,
+          [functools.partial(masking.eval_masks, mask_configs[i]) for i in idx])
+      for i, m in zip(idx, found, strict=True):
+        means[i] = m
     for (strategy, ratio), m in zip(cells, means, strict=True):
       rows.append(dict(dataset=label, strategy=strategy, ratio=ratio, **m))
       if jax.process_index() == 0:
-        print(f"robustness step {step} [{label}] {strategy:>14} ratio {ratio:g}: "
-              f"psnr_full {m['psnr_full']:.2f} dB (mean-colour fill "
-              f"{m['psnr_full_mean_fill']:.2f})  psnr_masked {m['psnr_masked']:.2f}  "
+        print(f"robustness step {r.step} [{label}] {strategy:>14} ratio {ratio:g}: "
+              f"psnr_pasted {m['psnr_pasted']:.2f} dB (interpolation "
+              f"{m['psnr_full_interpolation']:.2f}, mean-colour fill "
+              f"{m['psnr_full_mean_fill']:.2f})  psnr_full {m['psnr_full']:.2f}  "
               f"hidden {m['mask_fraction']:.3f}  ({m['num_images']} images)", flush=True)
 
   if jax.process_index() == 0:
-    out_dir = os.path.join(workdir, "robustness", str(step))
-    info = describe(workdir, step, config, train.count_params(params))
-    write_results(out_dir, step, rows, info)
-    metric = "psnr_pasted" if model_family(config) in PATCH_TOKEN_FAMILIES else "psnr_full"
-    plot_psnr(os.path.join(out_dir, "robustness.png"), rows, step, metric)
+    out_dir = os.path.join(r.workdir, "robustness", str(r.step))
+    info = describe(r.workdir, r.step, config, train.count_params(r.params), r.family)
+    write_results(out_dir, r.step, rows, info)
+    plot_psnr(os.path.join(out_dir, "robustness.png"), rows, r.step, r.family.plot_metric)
     plot_mask_gallery(os.path.join(out_dir, "mask_gallery.png"), config, strategies, ratios)
     print(f"wrote {out_dir}/results.{{json,csv,md}}, robustness.png, mask_gallery.png "
           f"({time.perf_counter() - t_start:.1f} s)")
-  return step, rows
+  return r.step, rows
 
 
 # ------------------------------------------------------------------ output ---
 
 def describe(workdir: str, step: int, config: ml_collections.ConfigDict,
-             num_params: int) -> dict[str, Any]:
+             num_params: int, family) -> dict[str, Any]:
   """What was swept: checkpoint, masking protocol and model, for the result files."""
-  model = train.describe_model(config, num_params)
   grid = config.mask_grid
   masking_text = (f"fixed evaluation masks, seed {config.eval_mask_seed}, {grid}x{grid} "
                   f"mask grid; 'random' hides each patch independently with probability "
                   f"ratio, every other strategy exactly round(ratio x {grid * grid}) patches")
-  return dict(checkpoint=os.path.join(os.path.abspath(workdir), "checkpoints", str(step)),
-              step=step, model=model, model_family=model_family(config),
+  return dict(checkpoint=os.path.join(workdir, "checkpoints", str(step)),
+              step=step, model=family.describe(config, num_params), model_family=family.name,
               eval_mask_seed=config.eval_mask_seed, mask_grid=grid,
               run_mask_config=config.mask.to_dict(), masking=masking_text)
 
 
 def write_results(out_dir: str, step: int, rows: list[dict[str, Any]],
                   info: dict[str, Any]) -> None:
-  """results.json, results.csv and results.md in out_dir."""
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, "results.json"), "w") as f:
-    json.dump(dict(info, rows=rows), f, indent=2)
-  with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(KEYS + COLUMNS)
-    for r in rows:
-      w.writerow(tuple(r[c] for c in KEYS + COLUMNS))
-  lines = [f"Robustness sweep of checkpoint `{info['checkpoint']}` (step {step}).", "",
-           f"Model: {info['model']}.", "", f"Masks: {info['masking']}.", "",
-           "| " + " | ".join(KEYS + COLUMNS) + " |",
-           "|---" * (len(KEYS) + len(COLUMNS)) + "|"]
-  for r in rows:
-    cells = [r["dataset"], r["strategy"], f"{r['ratio']:g}"]
-    cells += [f"{r[c]:.3f}" for c in METRICS] + [str(int(r["num_images"]))]
-    lines.append("| " + " | ".join(cells) + " |")
-  with open(os.path.join(out_dir, "results.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
+  """results.json, results.csv and results.md in out_dir (`evaluation.write_results`)."""
+  header = [f"Robustness sweep of checkpoint `{info['checkpoint']}` (step {step}).", "",
+            f"Model: {info['model']}.", "", f"Masks: {info['masking']}."]
+  evaluation.write_results(out_dir, rows, KEYS + COLUMNS, header, info)
 
 
 def plot_psnr(path: str, rows: list[dict[str, Any]], step: int,
               metric: str = "psnr_full") -> None:
   """`metric` against ratio: a panel per dataset, a solid line per strategy,
-  its mean-colour-fill baseline dashed in the same colour.
+  its mean-colour-fill baseline dashed and its interpolation baseline dotted in
+  the same colour (a model has learned structure where it is above the dots).
 
   psnr_full for MINR (the whole rendered image, the paper's figure);
   psnr_pasted for an MAE, whose output in the visible patches is untrained.
@@ -372,8 +308,10 @@ def plot_psnr(path: str, rows: list[dict[str, Any]], step: int,
       colour = f"C{i % 10}"
       ax.plot(x, [r[metric] for r in sel], "o-", color=colour, label=strategy)
       ax.plot(x, [r["psnr_full_mean_fill"] for r in sel], "x--", color=colour, alpha=0.7)
+      ax.plot(x, [r["psnr_full_interpolation"] for r in sel], "+:", color=colour, alpha=0.8)
     _clip_perfect_scores(ax, [r[k] for r in rows if r["dataset"] == label
-                              for k in (metric, "psnr_full_mean_fill")])
+                              for k in (metric, "psnr_full_mean_fill",
+                                        "psnr_full_interpolation")])
     ax.set_title(f"{label} ({num_images} images)", fontsize=10)
     ax.set_xlabel("mask ratio")
     ax.set_ylabel(f"{metric} (dB)")
@@ -383,7 +321,8 @@ def plot_psnr(path: str, rows: list[dict[str, Any]], step: int,
   handles = [Line2D([], [], color=f"C{i % 10}", marker="o", label=s)
              for i, s in enumerate(strategies)]
   handles += [Line2D([], [], color="black", label="model"),
-              Line2D([], [], color="black", ls="--", alpha=0.7, label="mean-colour fill")]
+              Line2D([], [], color="black", ls="--", alpha=0.7, label="mean-colour fill"),
+              Line2D([], [], color="black", ls=":", alpha=0.8, label="interpolation")]
   fig.legend(handles=handles, loc="outside right center", fontsize=9)  # clear of the title
   fig.suptitle(f"Robustness to masking, checkpoint step {step}", fontsize=11)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -443,21 +382,13 @@ def plot_mask_gallery(path: str, config: ml_collections.ConfigDict,
 
 # --------------------------------------------------------------------- CLI ---
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
-  f = flags.FLAGS
-  try:
-    run_sweep(f.workdir, f.datasets, f.strategies, f.ratios, f.step, f.max_images)
-  except ConfigError as e:
-    sys.exit(f"error: {e}")
-
-
 if __name__ == "__main__":
-  # Flags are defined only for the command line, so that importing this module
-  # (tests, notebooks) defines none.
-  flags.DEFINE_string("workdir", None, "A training workdir.", required=True)
+  from absl import flags
+
+  from minr_jax import cli
+
+  flags.DEFINE_string("workdir", None, "A training workdir (or <workdir>/checkpoints/<step>).",
+                      required=True)
   flags.DEFINE_string("datasets", None, "Comma-separated name[:path] entries, e.g. "
                       "'celeb_a,image_folder:/data/x'. Default: the run's evaluation datasets.")
   flags.DEFINE_string("strategies", None, "Comma-separated mask strategies, of "
@@ -466,4 +397,6 @@ if __name__ == "__main__":
                       "Comma-separated mask ratios in [0, 1).")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
   flags.DEFINE_integer("max_images", None, "Evaluate at most this many images per dataset.")
-  app.run(main)
+  f = flags.FLAGS
+  cli.run(lambda args: run_sweep(f.workdir, f.datasets, f.strategies, f.ratios, f.step,
+                                 f.max_images))

@@ -56,17 +56,13 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from minr_jax.config import ConfigError
 from minr_jax.models import inr
 from minr_jax.models.transformer import torch_dense
 from minr_jax.models.transinr import hypernetwork_tokens, num_patches_per_side
 
 Array = jax.Array
 PRNGKey = jax.Array
-
-DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 
 def ginr_linear_init(key: PRNGKey, fan_in: int, fan_out: int) -> Array:
@@ -123,7 +119,7 @@ class GINR(nn.Module):
   output_bias: float = 0.5
   dtype: Any = None
   inr_dtype: Any = None
-  attention_impl: str = "auto"
+  attention_impl: str = "batched"
 
   @property
   def inr_shapes(self) -> list[tuple[int, int]]:
@@ -170,24 +166,3 @@ class GINR(nn.Module):
         weights.append(jnp.broadcast_to(base, (batch, *base.shape)))
     return dict(weights=weights, modulations=modulations,
                 data_tokens=data_out, weight_tokens=weight_out)
-
-
-def build_ginr(config: ml_collections.ConfigDict) -> GINR:
-  """The GINR hypernetwork described by config.model at config.resolution."""
-  m = config.model
-  name = m.get("dtype", "float32") or "float32"
-  inr_name = m.get("inr_dtype", "") or name
-  for field, value in (("dtype", name), ("inr_dtype", inr_name)):
-    if value not in DTYPES:
-      raise ConfigError(f"config.model.{field}={value!r} is not one of {', '.join(DTYPES)}")
-  return GINR(
-      image_size=config.resolution, patch_size=m.patch_size, padding=m.padding,
-      dim=m.dim, depth=m.depth, num_heads=m.num_heads, head_dim=m.head_dim,
-      mlp_dim=m.mlp_dim, qkv_bias=m.qkv_bias, ln_epsilon=m.ln_epsilon,
-      exact_gelu=m.exact_gelu, dropout=m.dropout, remat=m.get("remat", False),
-      inr_hidden_dim=m.inr_hidden_dim, inr_num_layers=m.inr_num_layers,
-      ff_num_freqs=m.ff_num_freqs, ff_sigma=m.ff_sigma, rank=m.ginr_rank,
-      modulated_layer=m.ginr_layer,
-      normalize_shared=m.get("ginr_normalize_shared", True),
-      output_bias=m.output_bias, dtype=DTYPES[name], inr_dtype=DTYPES[inr_name],
-      attention_impl=m.get("attention_impl", "auto"))

@@ -19,9 +19,9 @@ visible ones per image:
 Decisions:
 - Static shapes: K is computed from the module's static `mask_ratio` with
   `masking.exact_count`, so every mask must hide exactly
-  `exact_count(mask_ratio, N)` patches (MAE's protocol; `mae_masks` draws
-  such masks, `masking.draw_batch` / `draw_indexed` with strategy
-  "random_exact" or any other exact-count strategy do too). This is the
+  `exact_count(mask_ratio, N)` patches (MAE's protocol; `masking.draw_batch`
+  / `draw_indexed` with strategy "random_exact" or any other exact-count
+  strategy draw such masks). This is the
   caller's contract: it is checked only when the mask is a concrete array
   (not under jit). Under jit a mask with more visible patches than K has its
   extra visible patches treated as hidden, and one with fewer lets the first
@@ -70,7 +70,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from minr_jax import masking
 from minr_jax.models.transformer import Transformer
@@ -153,7 +152,7 @@ def _check_mask_counts(patch_mask: Array, expected_hidden: int) -> None:
     raise ValueError(
         f"MAE needs exactly {expected_hidden} hidden patches per image (mask_ratio),"
         f" but image {int(bad[0])} hides {int(counts[bad[0]])}: draw masks with"
-        " mae_masks or an exact-count strategy such as 'random_exact'")
+        " an exact-count strategy such as 'random_exact'")
 
 
 # -------------------------------------------------------------------- model ---
@@ -213,7 +212,7 @@ class MAE(nn.Module):
   remat: bool = False
   norm_pix: bool = False
   dtype: Any = None
-  attention_impl: str = "auto"
+  attention_impl: str = "batched"
 
   @property
   def grid(self) -> int:
@@ -358,17 +357,6 @@ def init_params(model: MAE, key: PRNGKey, batch: int = 1) -> PyTree:
   return jax.jit(init)(key)
 
 
-# -------------------------------------------------------------------- masks ---
-
-def mae_masks(key: PRNGKey, batch: int, grid: int, ratio: float) -> Array:
-  """Independent MAE masks [batch, grid, grid] (bool, True = hidden).
-
-  Each hides exactly exact_count(ratio, grid^2) patches chosen uniformly per
-  image (`masking`'s "random_exact" strategy), on device.
-  """
-  return masking.draw_batch(masking.MaskSpec("random_exact", grid), key, batch, ratio)
-
-
 # ------------------------------------------------------------- loss, pixels ---
 
 def _patch_stats(patches: Array) -> tuple[Array, Array]:
@@ -409,30 +397,22 @@ def mae_loss(pred_patches: Array, images: Array, patch_mask: Array, patch_size: 
   return jnp.sum(per_patch * hidden) / jnp.maximum(jnp.sum(hidden), 1.0)
 
 
-HIDDEN_STATS = ("true", "visible")
-
-
-def to_pixels(pred_patches: Array, images: Array, patch_mask: Array, norm_pix: bool,
-              hidden_stats: str = "true") -> Array:
+def to_pixels(pred_patches: Array, images: Array, patch_mask: Array, norm_pix: bool) -> Array:
   """Predictions [B, N, P*P*3] -> images [B, H, W, 3] (float32), for metrics and pictures.
 
   Without norm_pix the predictions are pixels already: they are only
   unpatchified. With norm_pix each predicted patch is de-normalised,
   pred * std + mean:
   - visible patches use their own (visible) mean and std;
-  - hidden patches, with hidden_stats="true" (default, as MAE's own
-    visualisation), use the GROUND-TRUTH mean and std of that hidden patch.
-    This leaks each hidden patch's mean colour and contrast from the target,
-    so PSNR of a norm_pix model computed this way is optimistic and not
-    comparable with models that never see hidden pixels (MINR). The default
-    configs train with norm_pix=False, where nothing leaks.
-  - hidden_stats="visible": hidden patches use the average of the visible
-    patches' means and the average of their stds (per image): no leak.
+  - hidden patches use the GROUND-TRUTH mean and std of that hidden patch
+    (as MAE's own visualisation). This leaks each hidden patch's mean colour
+    and contrast from the target, so PSNR of a norm_pix model computed this
+    way is optimistic and not comparable with models that never see hidden
+    pixels (MINR). The paper configs train with norm_pix=False, where nothing
+    leaks.
 
   patch_mask: [B, g, g], True = hidden; images: [B, H, W, 3], the targets.
   """
-  if hidden_stats not in HIDDEN_STATS:
-    raise ValueError(f"hidden_stats must be one of {HIDDEN_STATS}, got {hidden_stats!r}")
   b, h, w, c = images.shape
   patch_mask = jnp.asarray(patch_mask).astype(bool)
   grid = patch_mask.shape[-1]
@@ -443,53 +423,11 @@ def to_pixels(pred_patches: Array, images: Array, patch_mask: Array, norm_pix: b
   pred = pred_patches.astype(jnp.float32)
   if norm_pix:
     mean, std = _patch_stats(patchify(images.astype(jnp.float32), patch_size))
-    if hidden_stats == "visible":
-      visible = (~patch_mask.reshape(b, -1, 1)).astype(jnp.float32)  # [B, N, 1]
-      count = jnp.maximum(jnp.sum(visible, axis=1, keepdims=True), 1.0)
-      vis_mean = jnp.sum(mean * visible, axis=1, keepdims=True) / count
-      vis_std = jnp.sum(std * visible, axis=1, keepdims=True) / count
-      hidden = patch_mask.reshape(b, -1, 1)
-      mean = jnp.where(hidden, vis_mean, mean)
-      std = jnp.where(hidden, vis_std, std)
     pred = pred * std + mean
   return unpatchify(pred, patch_size, grid, c)
 
 
-# ------------------------------------------------------------------- config ---
-
-def build_mae(config) -> MAE:
-  """The MAE of config.model at config.resolution, masking config.mask_ratio.
-
-  Raises ValueError naming config.model.patch_size and config.mask_grid when
-  the patch grid (resolution / patch_size) is not the mask grid: MAE drops
-  whole patch tokens, so masks must live on its own patch grid.
-  """
-  m = config.model
-  size, patch, grid = config.resolution, m.patch_size, config.mask_grid
-  if size % patch or size // patch != grid:
-    raise ValueError(
-        f"config.model.patch_size={patch} cuts config.resolution={size} px into "
-        f"{size / patch:g} patches per side, but config.mask_grid={grid}: MAE needs "
-        f"resolution / patch_size == mask_grid (e.g. patch {size // grid} when "
-        f"{size} is a multiple of {grid}: 182 px, patch 13 -> 14x14)")
-  dtypes = {"float32": None, "bfloat16": jnp.bfloat16}
-  dtype_name = m.get("dtype", "float32") or "float32"
-  if dtype_name not in dtypes:
-    raise ValueError(f"config.model.dtype={dtype_name!r} is not one of {', '.join(dtypes)}")
-  model = MAE(
-      image_size=size, patch_size=patch, mask_ratio=config.mask_ratio,
-      dim=m.dim, depth=m.depth, num_heads=m.num_heads, head_dim=m.head_dim,
-      mlp_dim=m.mlp_dim, decoder_dim=m.decoder_dim, decoder_depth=m.decoder_depth,
-      decoder_num_heads=m.decoder_num_heads, decoder_head_dim=m.decoder_head_dim,
-      decoder_mlp_dim=m.decoder_mlp_dim, qkv_bias=m.qkv_bias, ln_epsilon=m.ln_epsilon,
-      exact_gelu=m.exact_gelu, dropout=m.dropout, remat=m.remat, norm_pix=m.norm_pix,
-      attention_impl=m.get("attention_impl", "auto"),
-      dtype=dtypes[dtype_name])
-  if not 0 < model.num_visible <= model.num_patches:
-    raise ValueError(f"config.mask_ratio={config.mask_ratio} leaves no visible patch "
-                     f"of {model.num_patches}")
-  return model
-
+# -------------------------------------------------------------- optimizer ---
 
 def weight_decay_mask(params: PyTree) -> PyTree:
   """True for parameters that get weight decay: those with ndim >= 2 (MAE's rule).
@@ -498,27 +436,3 @@ def weight_decay_mask(params: PyTree) -> PyTree:
   class and mask tokens ([1, 1, D]) are.
   """
   return jax.tree.map(lambda p: p.ndim >= 2, params)
-
-
-def make_optimizer(config) -> optax.GradientTransformation:
-  """MAE's AdamW from a config (configs/mae.py fields).
-
-  Linear warmup from 0 to config.learning_rate over config.warmup_steps, then
-  cosine decay to config.end_learning_rate at config.num_train_steps;
-  AdamW(b1=config.adam_b1, b2=config.adam_b2) with decoupled weight decay
-  config.weight_decay on `weight_decay_mask`'s parameters.
-  """
-  if config.get("optimizer", "adamw") != "adamw":
-    raise ValueError(f"config.optimizer={config.optimizer!r}: MAE trains with 'adamw'")
-  if config.get("lr_schedule", "warmup_cosine") != "warmup_cosine":
-    raise ValueError(f"config.lr_schedule={config.lr_schedule!r}: only 'warmup_cosine'")
-  total = int(config.num_train_steps)
-  warmup = int(config.warmup_steps)
-  if not 0 <= warmup <= total:
-    raise ValueError(f"config.warmup_steps={warmup} must be in [0, "
-                     f"config.num_train_steps={total}]")
-  schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=float(config.learning_rate), warmup_steps=warmup,
-      decay_steps=max(total, 1), end_value=float(config.end_learning_rate))
-  return optax.adamw(schedule, b1=config.adam_b1, b2=config.adam_b2,
-                     weight_decay=config.weight_decay, mask=weight_decay_mask)

@@ -13,29 +13,7 @@ from jax import lax
 Array = jax.Array
 Dtype = Any
 
-ATTENTION_IMPLS = ("auto", "batched", "per_head")
-
-
-def single_cpu_device() -> bool:
-  """True when JAX runs on exactly one CPU device: where the looped forms pay off.
-
-  On XLA's CPU backend a loop over images / heads / pixel chunks of small,
-  cache-sized products beats the batched products (README, speed). With
-  several devices the batch axis is sharded and a loop over it would gather
-  it onto every device, and TPU / GPU want the large batched products, so
-  the 'auto' settings (model.attention_impl, model.inr_chunk) use the
-  batched forms there.
-  """
-  return jax.default_backend() == "cpu" and jax.device_count() == 1
-
-
-def resolve_attention_impl(impl: str) -> str:
-  """'auto' -> 'per_head' on a single CPU device (`single_cpu_device`), else 'batched'."""
-  if impl not in ATTENTION_IMPLS:
-    raise ValueError(f"attention_impl={impl!r} is not one of {', '.join(ATTENTION_IMPLS)}")
-  if impl == "auto":
-    return "per_head" if single_cpu_device() else "batched"
-  return impl
+ATTENTION_IMPLS = ("batched", "per_head")
 
 
 def _batched_attention(q: Array, k: Array, v: Array) -> Array:
@@ -136,7 +114,7 @@ class Attention(nn.Module):
   head_dim: int
   qkv_bias: bool = False
   dtype: Dtype | None = None
-  attention_impl: str = "auto"
+  attention_impl: str = "batched"
 
   @nn.compact
   def __call__(self, x: Array, num_queries: int | None = None) -> Array:
@@ -146,7 +124,10 @@ class Attention(nn.Module):
     q = split(torch_dense(inner, self.qkv_bias, self.dtype, fan_in=d, name="query")(x_q))
     k = split(torch_dense(inner, self.qkv_bias, self.dtype, fan_in=d, name="key")(x))
     v = split(torch_dense(inner, self.qkv_bias, self.dtype, fan_in=d, name="value")(x))
-    if resolve_attention_impl(self.attention_impl) == "per_head":
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(f"attention_impl={self.attention_impl!r} is not one of "
+                       f"{', '.join(ATTENTION_IMPLS)}")
+    if self.attention_impl == "per_head":
       out = _per_head_attention(q, k, v)
     else:
       out = _batched_attention(q, k, v)
@@ -180,7 +161,7 @@ class Block(nn.Module):
   exact_gelu: bool = True
   dropout: float = 0.0
   dtype: Dtype | None = None
-  attention_impl: str = "auto"
+  attention_impl: str = "batched"
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False, num_queries: int | None = None) -> Array:
@@ -202,9 +183,9 @@ class Transformer(nn.Module):
   `num_outputs` (optional): only the last num_outputs tokens' outputs are
   wanted, [B, num_outputs, D]; the last block then computes only those rows
   (exactly the same values, without the rest of that block's work).
-  `attention_impl`: 'batched' (einsum over all heads), 'per_head' (the same
-  maths one head at a time, faster on XLA's CPU backend) or 'auto' (per_head
-  on a single CPU device, batched elsewhere: `single_cpu_device`).
+  `attention_impl`: 'batched' (einsum over all heads) or 'per_head' (the same
+  maths one head at a time, faster on XLA's CPU backend; a config's 'auto' is
+  resolved where a run starts: `families.resolve_auto`).
   """
   depth: int
   num_heads: int
@@ -216,7 +197,7 @@ class Transformer(nn.Module):
   dropout: float = 0.0
   remat: bool = False
   dtype: Dtype | None = None
-  attention_impl: str = "auto"
+  attention_impl: str = "batched"
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False, num_outputs: int | None = None) -> Array:

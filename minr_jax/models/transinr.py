@@ -117,7 +117,7 @@ class TransINR(nn.Module):
   output_bias: float = 0.5
   dtype: Any = None
   inr_dtype: Any = None
-  attention_impl: str = "auto"
+  attention_impl: str = "batched"
 
   @property
   def inr_shapes(self) -> list[tuple[int, int]]:
