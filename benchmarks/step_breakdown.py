@@ -28,9 +28,8 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from minr_jax import train
+from minr_jax import families, train
 from minr_jax.models import inr
-from minr_jax.models.transformer import resolve_attention_impl
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/transinr.py", "Model config.")
 _REPS = flags.DEFINE_integer("reps", 2, "Timed calls per part (after one warm-up).")
@@ -44,12 +43,12 @@ def _flops(compiled) -> float:
 
 def main(argv):
   del argv
-  c = _CONFIG.value
+  c, _ = families.resolve_auto(_CONFIG.value, jax.devices())  # as a training run resolves
   unlooped = c.copy_and_resolve_references()  # the same maths without loops, for XLA's count
   with unlooped.unlocked():
     unlooped.model.attention_impl, unlooped.model.inr_chunk = "batched", 0
-  model = train.build_model(c)
-  params = jax.jit(lambda k: train.init_params(model, k))(jax.random.key(0))
+  model = families.get(c).build(c)
+  params = jax.jit(lambda k: families.get(c).init(model, k))(jax.random.key(0))
   size = c.resolution
   images = jax.random.uniform(jax.random.key(1), (c.batch_size, size, size, 3))
   weights = jax.jit(lambda p: model.apply({"params": p}, images)["weights"])(params)
@@ -57,11 +56,11 @@ def main(argv):
   dtype = getattr(model, "inr_dtype", None)
 
   def hyper_loss(p, config):
-    out = train.build_model(config).apply({"params": p}, images, data_tokens=False)
+    out = families.get(config).build(config).apply({"params": p}, images, data_tokens=False)
     return sum(jnp.sum(w.astype(jnp.float32) ** 2) for w in out["weights"])
 
   def inr_loss(ws, config):
-    chunk = train.inr_chunk(config)
+    chunk = families.inr_chunk(config)
     if chunk:
       return jnp.mean(inr.pixel_mse(ws, images, coords, model.freqs(), model.output_bias,
                                     dtype, chunk))
@@ -85,8 +84,8 @@ def main(argv):
     result[name] = dict(seconds=round(seconds, 2), tflop=round(flops / 1e12, 3),
                         gflops_per_s=round(flops / seconds / 1e9, 1))
   result.update(batch_size=c.batch_size, resolution=size, dtype=c.model.get("dtype"),
-                attention_impl=resolve_attention_impl(c.model.get("attention_impl", "auto")),
-                inr_chunk=train.inr_chunk(c),
+                attention_impl=c.model.attention_impl,
+                inr_chunk=families.inr_chunk(c),
                 cpu_count=os.cpu_count(), machine=platform.processor() or platform.machine(),
                 load_average=[round(x, 2) for x in os.getloadavg()])
   print(json.dumps(result, indent=2))

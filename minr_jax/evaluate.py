@@ -23,7 +23,7 @@ import jax
 
 from minr_jax import api, evaluation, families, metrics
 
-COLUMNS = ("dataset", "psnr_full", "psnr_masked", "psnr_pasted", "psnr_full_interpolation",
+COLUMNS = ("psnr_full", "psnr_masked", "psnr_pasted", "psnr_full_interpolation",
            "psnr_full_mean_fill", "psnr_full_masked_input", "num_images")
 
 
@@ -61,7 +61,7 @@ def evaluate_workdir(workdir: str, datasets: str | None = None, step: int | None
   if jax.process_index() == 0:
     rows = [dict(dataset=label, **means) for label, means in results.items()]
     text = masking_text(config)
-    evaluation.write_results(out_dir, rows, COLUMNS,
+    evaluation.write_results(out_dir, rows, ("dataset",) + COLUMNS,
                              [f"Checkpoint step {r.step}; {text}."],
                              dict(step=r.step, masking=text,
                                   results=results))

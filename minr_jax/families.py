@@ -421,7 +421,7 @@ LEGACY_FAMILY = "transinr"
 
 def get(config: ml_collections.ConfigDict) -> Family:
   """The family of config.model.family (ConfigError naming the field if unknown)."""
-  name = config.model.get("family", None) or LEGACY_FAMILY
+  name = str(config.model.get("family", None) or LEGACY_FAMILY).lower()
   if name not in FAMILIES:
     raise ConfigError(f"config.model.family={name!r} is not one of {', '.join(FAMILIES)}")
   return FAMILIES[name]

@@ -1,4 +1,4 @@
-"""minr_jax.load / Minr: restore a tiny run's checkpoint and reuse it; the embed command."""
+"""minr_jax.load / api.Model: restore a tiny run's checkpoint and reuse it; the embed command."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from helpers import make_image_folder, tiny_config
 
 import minr_jax
-from minr_jax import api, data, embed, metrics, sharding, train
+from minr_jax import api, data, embed, evaluation, families, masking, metrics, sharding, train
 from minr_jax.config import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,14 +56,16 @@ def test_load_restores_the_run(run):
   assert m.mesh.devices.size == 8
   assert m.config.model.dim == config.model.dim
   assert m.num_params == train.count_params(m.params) > 0
-  assert isinstance(m.model, type(train.build_model(config)))
+  assert isinstance(m.model, type(families.get(config).build(config)))
 
 
 def test_reconstruct_equals_training_eval_step(run, eval_batch):
   _, config, final, m = run
-  eval_fn = jax.jit(functools.partial(train.eval_step, model=m.model, config=m.config))
-  out = eval_fn(m.params, sharding.global_batch(
-      m.mesh, {"image": eval_batch["image"], "index": eval_batch["index"]}))
+  grid_fn = jax.jit(functools.partial(evaluation._grid_predict, model=m.model,
+                                      family=families.get(m.config), config=m.config))
+  inputs, pred_eval, _ = grid_fn(m.params, eval_batch["image"],
+                                 masking.eval_masks(m.config, eval_batch["index"]))
+  out = {"inputs": inputs, "pred": pred_eval}
   valid = eval_batch["valid"]
   images, indices = eval_batch["image"][valid], eval_batch["index"][valid]
   pred, mask = m.reconstruct(images, indices=indices)
@@ -226,8 +228,3 @@ def test_import_stays_light():
   assert result.stdout.strip() == "ok", result.stderr
 
 
-def test_embeddings_from_outputs_without_an_inr():
-  """An MAE-like output dict (no weights, no modulations) still gives token kinds."""
-  out = {"data_tokens": jax.numpy.ones((2, 5, 4)), "weight_tokens": jax.numpy.ones((2, 3, 4))}
-  assert api.embeddings_from_outputs(out, "data_mean").shape == (2, 4)
-  assert api.embeddings_from_outputs(out, "weight_tokens").shape == (2, 12)

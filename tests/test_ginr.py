@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from minr_jax import families
 from minr_jax.models import ginr, inr
 
 
@@ -17,7 +18,7 @@ def _count(params) -> int:
 
 
 def _abstract_params(config):
-  model = ginr.build_ginr(config)
+  model = families.get(config).build(config)
   size = config.resolution
   init = functools.partial(model.init, images=jnp.zeros((1, size, size, 3), jnp.float32))
   return model, jax.eval_shape(init, jax.random.key(0))["params"]
@@ -26,7 +27,7 @@ def _abstract_params(config):
 @pytest.fixture(scope="module")
 def tiny():
   """(model, params, images [3, 16, 16, 3]) of configs/ginr.py:tiny."""
-  model = ginr.build_ginr(ginr_config.get_config("tiny"))
+  model = families.get(ginr_config.get_config("tiny")).build(ginr_config.get_config("tiny"))
   images = jax.random.uniform(jax.random.key(0), (3, 16, 16, 3))
   params = jax.jit(model.init)(jax.random.key(1), images[:1])["params"]
   return model, params, images
@@ -215,16 +216,16 @@ def test_coord_noise_jitters_training_coordinates_only(tiny):
                               model.freqs(), model.output_bias)
   np.testing.assert_allclose(same, exact, rtol=1e-5, atol=1e-6)
 
-  from minr_jax import train
+  from minr_jax import families, train
   config = ginr_config.get_config("tiny")
   config.resolution = 16
   config.model.coord_noise = 0.5
   masks = jnp.zeros((3, 4, 4), bool)
   keys = dict(dropout_key=jax.random.key(1), coord_key=jax.random.key(2))
-  noisy, _ = train.predict(model, params, images, masks, config=config, train=True, **keys)
+  noisy, _ = families.get(config).predict(model, params, images, masks, config=config, train=True, **keys)
   config.model.coord_noise = 0.0
-  plain, _ = train.predict(model, params, images, masks, config=config, train=True, **keys)
+  plain, _ = families.get(config).predict(model, params, images, masks, config=config, train=True, **keys)
   assert not np.allclose(noisy, plain)
   config.model.coord_noise = 0.5  # evaluation renders the exact grid
-  evaluated, _ = train.predict(model, params, images, masks, config=config)
+  evaluated, _ = families.get(config).predict(model, params, images, masks, config=config)
   np.testing.assert_allclose(evaluated, exact, rtol=1e-5, atol=1e-6)

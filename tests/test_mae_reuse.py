@@ -11,7 +11,7 @@ import pytest
 from helpers import make_image_folder
 
 import minr_jax
-from minr_jax import data, masking, metrics, robustness, sharding, train
+from minr_jax import data, evaluation, families, masking, metrics, robustness, sharding, train
 from minr_jax.config import ConfigError
 
 
@@ -38,9 +38,11 @@ def test_reconstruct_equals_the_training_evaluation(run):
   images, indices = batch["image"][valid], batch["index"][valid]
   pred, mask = m.reconstruct(images, indices=indices)
   assert pred.shape == images.shape and mask.mean() == pytest.approx(0.75)
-  eval_fn = jax.jit(functools.partial(train.eval_step, model=m.model, config=m.config))
-  out = eval_fn(m.params, sharding.global_batch(
-      m.mesh, {"image": batch["image"], "index": batch["index"]}))
+  grid_fn = jax.jit(functools.partial(evaluation._grid_predict, model=m.model,
+                                      family=families.get(m.config), config=m.config))
+  inputs, pred_eval, _ = grid_fn(m.params, batch["image"],
+                                 masking.eval_masks(m.config, batch["index"]))
+  out = {"inputs": inputs, "pred": pred_eval}
   np.testing.assert_allclose(pred, np.asarray(out["pred"])[valid], atol=1e-5)
   psnr = metrics.reconstruction_metrics(pred, images, mask)["psnr_full"]
   assert float(np.mean(psnr)) == pytest.approx(final["psnr_full"], abs=1e-4)

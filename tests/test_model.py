@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import transinr as transinr_config  # configs/transinr.py
 
-from minr_jax import train
-from minr_jax.config import ConfigError, validate
+from minr_jax import families, train
+from minr_jax.config import ConfigError
+from minr_jax.families import check as validate
 from minr_jax.models import transinr
 
 
 def _abstract_params(config):
-  model = train.build_model(config)
-  return jax.eval_shape(functools.partial(train.init_params, model), jax.random.key(0))
+  model = families.get(config).build(config)
+  return jax.eval_shape(functools.partial(families.get(config).init, model), jax.random.key(0))
 
 
 def test_paper_config_has_the_reference_parameter_count():
@@ -61,9 +62,9 @@ def test_182_px_with_padding_1_drops_the_last_three_rows():
 
 def test_tiny_model_outputs():
   config = transinr_config.get_config("tiny")
-  model = train.build_model(config)
+  model = families.get(config).build(config)
   images = jax.random.uniform(jax.random.key(0), (3, 16, 16, 3))
-  params = train.init_params(model, jax.random.key(1))
+  params = families.get(config).init(model, jax.random.key(1))
   out = model.apply({"params": params}, images)
   shapes = model.inr_shapes
   assert [w.shape for w in out["weights"]] == [(3, fi + 1, fo) for fi, fo in shapes]
@@ -75,7 +76,7 @@ def test_tiny_model_outputs():
   for i, w in enumerate(out["weights"]):
     np.testing.assert_allclose(np.linalg.norm(np.asarray(w[:, :-1]), axis=1), 1.0, rtol=1e-4)
     np.testing.assert_array_equal(np.asarray(w[0, -1]), np.asarray(params[f"base_{i}"][-1]))
-  pred = train.reconstruct(model, params, images)
+  pred = families.reconstruct(model, params, images)
   assert pred.shape == images.shape
   # Different images give different INRs.
   assert not np.allclose(np.asarray(pred[0]), np.asarray(pred[1]))
@@ -84,12 +85,12 @@ def test_tiny_model_outputs():
 def test_dropout_only_in_training():
   config = transinr_config.get_config("tiny")
   config.model.dropout = 0.5
-  model = train.build_model(config)
+  model = families.get(config).build(config)
   images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
-  params = train.init_params(model, jax.random.key(1))
-  a = train.reconstruct(model, params, images)
-  b = train.reconstruct(model, params, images)
-  c = train.reconstruct(model, params, images, train=True, dropout_key=jax.random.key(2))
+  params = families.get(config).init(model, jax.random.key(1))
+  a = families.reconstruct(model, params, images)
+  b = families.reconstruct(model, params, images)
+  c = families.reconstruct(model, params, images, train=True, dropout_key=jax.random.key(2))
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert not np.allclose(np.asarray(a), np.asarray(c))
 

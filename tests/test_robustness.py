@@ -14,7 +14,7 @@ from absl import flags
 from helpers import make_image_folder, tiny_config
 from PIL import Image
 
-from minr_jax import masking, robustness, train
+from minr_jax import families, masking, robustness, train
 from minr_jax.config import ConfigError
 
 STRATEGIES = "random,random_exact,center"
@@ -127,7 +127,7 @@ def test_parsers_keep_order_and_drop_duplicates():
 
 def test_mae_hook_limits_strategies_to_patch_aligned_grids(tmp_path):
   config = tiny_config(str(tmp_path))
-  assert robustness.model_family(config) == "transinr"
+  assert families.get(config).name == "transinr"
   assert robustness.supported_strategies(config) == masking.STRATEGIES
   mae = ml_collections.ConfigDict(config.to_dict())
   mae.model.family = "MAE"

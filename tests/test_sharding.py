@@ -12,7 +12,7 @@ import pytest
 from helpers import make_image_folder, tiny_config
 from jax.sharding import PartitionSpec as P
 
-from minr_jax import metrics, sharding, train
+from minr_jax import families, metrics, sharding, train
 from minr_jax.config import ConfigError
 
 
@@ -35,10 +35,10 @@ def _losses(workdir: str) -> dict[int, float]:
 
 
 def _abstract_state(config):
-  model, tx = train.build_model(config), train.make_optimizer(config)
+  model, tx = families.get(config).build(config), families.get(config).make_optimizer(config)
 
   def init_state(key):
-    params = train.init_params(model, key)
+    params = families.get(config).init(model, key)
     return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                             opt_state=tx.init(params))
 

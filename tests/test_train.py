@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import make_image_folder, tiny_config
 
-from minr_jax import metrics, train
+from minr_jax import families, metrics, train
 from minr_jax.config import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -187,8 +187,8 @@ def test_every_mask_strategy_draws_training_masks_from_the_config(strategy):
   import jax
   config = tiny_config("/unused", mask__strategy=strategy, mask_ratio=0.5)
   images = jax.numpy.zeros((8, 16, 16, 3))
-  masks = np.asarray(jax.jit(lambda k: train.train_masks(config, k, images))(
-      jax.random.key(0)))
+  masks = np.asarray(jax.jit(lambda k: masking.to_pixels(
+      masking.train_masks(config, k, images.shape[0]), 16, 16))(jax.random.key(0)))
   assert masks.shape == (8, 16, 16)
   assert abs(masks.mean() - 0.5) < (0.15 if strategy == "random" else 1e-6)
 
@@ -215,7 +215,7 @@ def test_ginr_trains_evaluates_and_resumes_through_the_same_loop(tmp_path, folde
   workdir = str(tmp_path)
   final = train.train_and_evaluate(config, workdir)
   assert np.isfinite(final["image_folder:images0"]["psnr_full"])
-  assert type(train.build_model(config)).__name__ == "GINR"
+  assert type(families.get(config).build(config)).__name__ == "GINR"
   again = train.train_and_evaluate(config, workdir)  # restores, evaluates the same
   assert again["image_folder:images0"]["psnr_full"] == pytest.approx(
       final["image_folder:images0"]["psnr_full"], abs=1e-6)
@@ -238,7 +238,7 @@ def test_mae_trains_and_evaluates_through_the_same_loop(tmp_path, folder, data_d
   final = train.train_and_evaluate(config, str(tmp_path))
   result = final["image_folder:images0"]
   assert np.isfinite(result["psnr_full"]) and result["num_images"] == 4
-  assert type(train.build_model(config)).__name__ == "MAE"
+  assert type(families.get(config).build(config)).__name__ == "MAE"
   fractions = [r["mask_fraction"] for r in _records(str(tmp_path), "train").values()]
   assert fractions == [0.75] * 3  # exact-count masks
   config.mask.strategy = "random"

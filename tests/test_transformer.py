@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import transinr as transinr_config  # configs/transinr.py
 
-from minr_jax import train
+from minr_jax import families, train
 from minr_jax.models import transformer
 from minr_jax.models.transformer import Transformer
 
@@ -90,8 +90,8 @@ def _tiny_model(family, **model_fields):
     config.model.qkv_bias = True
   for name, value in model_fields.items():
     config.model[name] = value
-  model = train.build_model(config)
-  params = train.init_params(model, jax.random.key(1))
+  model = families.get(config).build(config)
+  params = families.get(config).init(model, jax.random.key(1))
   return config, model, params, jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
 
 
@@ -105,13 +105,25 @@ def test_training_forward_skips_data_tokens_with_the_same_weights(family):
   assert _max_diff(full["weight_tokens"], lean["weight_tokens"]) < 1e-5
 
 
-def test_auto_is_per_head_on_a_single_cpu_device_only():
-  single = jax.default_backend() == "cpu" and jax.device_count() == 1
-  assert transformer.single_cpu_device() == single
-  assert transformer.resolve_attention_impl("auto") == ("per_head" if single else "batched")
-  assert transformer.resolve_attention_impl("batched") == "batched"
+def test_auto_settings_resolve_per_mesh_devices():
+  import types
+  config = transinr_config.get_config("tiny")
+  cpu = types.SimpleNamespace(platform="cpu")
+  tpu = types.SimpleNamespace(platform="tpu")
+  one, resolved = families.resolve_auto(config, [cpu])
+  assert (one.model.attention_impl, one.model.inr_chunk) == ("per_head", 4096)
+  assert resolved == {"model.attention_impl": "per_head", "model.inr_chunk": 4096}
+  for devices in ([cpu, cpu], [tpu]):
+    many, _ = families.resolve_auto(config, devices)
+    assert (many.model.attention_impl, many.model.inr_chunk) == ("batched", 0)
+  config.model.attention_impl, config.model.inr_chunk = "batched", 40
+  fixed, resolved = families.resolve_auto(config, [cpu])
+  assert (fixed.model.attention_impl, fixed.model.inr_chunk, resolved) == ("batched", 40, {})
+  import mae as mae_config  # configs/mae.py: no INR, no chunk
+  assert families.resolve_auto(mae_config.get_config("tiny"), [cpu])[0].model.inr_chunk == 0
   with pytest.raises(ValueError, match="attention_impl='x'"):
-    transformer.resolve_attention_impl("x")
+    transformer.Attention(num_heads=1, head_dim=4, attention_impl="x").init(
+        jax.random.key(0), jnp.zeros((1, 2, 4)))
 
 
 @pytest.mark.parametrize("family,coord_noise", [("transinr", 0.0), ("ginr", 0.5)])
@@ -123,12 +135,12 @@ def test_chunked_training_loss_equals_rendering_then_mse(family, coord_noise):
     config.model.inr_chunk = chunk
 
     def loss(p, config=config):
-      return train.train_loss(model, p, images, grid_masks, config=config,
+      return families.get(config).train_loss(model, p, images, grid_masks, config=config,
                               coord_key=jax.random.key(4))
 
     (value, mse), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
     results[chunk] = value, mse, grads
-    assert train.inr_chunk(config) == chunk
+    assert families.inr_chunk(config) == chunk
   (v0, m0, g0), (v1, m1, g1) = results[0], results[40]
   np.testing.assert_allclose(v1, v0, rtol=1e-5)
   np.testing.assert_allclose(m1, m0, rtol=1e-5)
