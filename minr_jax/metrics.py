@@ -173,7 +173,8 @@ def reconstruction_metrics(pred: Array, target: Array, mask: Array, *,
     psnr_full_mean_fill: psnr_full of `mean_colour_fill(target, mask)`, the
       trivial baseline.
     psnr_full_masked_input: psnr_full of the masked input (hidden pixels 0).
-    psnr_full_interpolation (only with `interpolation_sigma`, in pixels):
+    psnr_full_interpolation (only with `interpolation_sigma`, in pixels; a
+      Python number, static under jit):
       psnr_full of `interpolation_fill(target, mask, interpolation_sigma)`,
       the classical inpainting baseline; a model has learned more than local
       smoothness only where psnr_pasted beats it.

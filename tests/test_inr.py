@@ -18,6 +18,23 @@ def test_coord_grid_is_pixel_centres_in_ij_order():
   np.testing.assert_allclose(grid[1, 2], [0.5, 0.25])
 
 
+@pytest.mark.parametrize("size", [64, 182, 13])
+def test_coord_grid_is_its_float64_value_rounded_once(size):
+  grid = np.asarray(inr.coord_grid(size, 5))
+  assert grid.dtype == np.float32
+  want = (-1.0 + 2.0 * (np.arange(size, dtype=np.float64) + 0.5) / size).astype(np.float32)
+  np.testing.assert_array_equal(grid[:, 0, 0], want)
+  np.testing.assert_array_equal(np.asarray(inr.coord_grid(3, size))[0, :, 1], want)
+
+
+def test_fourier_frequencies_are_their_float64_values_rounded_once():
+  f = np.asarray(inr.fourier_frequencies(64, 1024.0))
+  assert f.dtype == np.float32
+  want = np.exp(np.linspace(0.0, math.log(1024.0), 64, dtype=np.float64)).astype(np.float32)
+  np.testing.assert_array_equal(f, want)
+  assert f[-1] == 1024.0 and f[0] == 1.0
+
+
 def test_fourier_frequencies_are_geometric_from_1_to_sigma():
   f = np.asarray(inr.fourier_frequencies(64, 1024.0))
   assert f.shape == (64,)
@@ -84,7 +101,8 @@ def test_render_vmaps_images_over_one_grid():
   freqs = inr.fourier_frequencies(2, 4.0)
   out = inr.render(weights, coords, freqs)
   assert out.shape == (2, 3, 5, 3)
-  one = inr.inr_apply([w[1] for w in weights], coords, freqs)
+  feats = inr.fourier_features(coords.reshape(-1, 2), freqs)  # one image, by hand
+  one = inr.mlp_apply([w[1] for w in weights], feats).reshape(3, 5, 3)
   np.testing.assert_allclose(np.asarray(out[1]), np.asarray(one), rtol=1e-6)
   assert not np.allclose(np.asarray(out[0]), np.asarray(out[1]))
 

@@ -115,3 +115,91 @@ def test_command_line_prints_one_error_line(tmp_path):
   assert result.returncode == 1
   assert result.stderr.strip().splitlines() == [f"error: {bad} has no labels "
                                                 "(embed a dataset with class labels)"]
+
+
+def test_validation_split_is_stratified_disjoint_and_seeded():
+  labels = np.array([0] * 10 + [3] * 5 + [5] * 2 + [9] * 1)
+  np.random.default_rng(0).shuffle(labels)
+  fit, val = probe.validation_split(labels, 0.2, seed=4)
+  assert len(np.intersect1d(fit, val)) == 0
+  np.testing.assert_array_equal(np.sort(np.concatenate([fit, val])), np.arange(len(labels)))
+  # round(0.2 n), at least 1, and every class keeps a row to fit on.
+  assert [int((labels[val] == c).sum()) for c in (0, 3, 5, 9)] == [2, 1, 1, 0]
+  assert set(labels[fit]) == {0, 3, 5, 9}
+  again = probe.validation_split(labels, 0.2, seed=4)
+  np.testing.assert_array_equal(again[1], val)
+  others = [probe.validation_split(labels, 0.2, seed=s)[1] for s in range(5, 10)]
+  assert any(not np.array_equal(o, val) for o in others)
+
+
+def test_chosen_l2_comes_from_the_sweep_and_not_from_the_test_set(tmp_path, capsys):
+  train_x, train_y = blobs(200, seed=8, dim=8)
+  train = write(str(tmp_path / "train.npz"), train_x, train_y)
+  sweep = (0.003, 0.5, 7.0)
+  out = str(tmp_path / "probe.json")
+  results = probe.run(train, write(str(tmp_path / "test.npz"), *blobs(100, seed=9, dim=8)),
+                      steps=150, l2_sweep=sweep, output=out)
+  assert results["l2_chosen_by"] == "validation"
+  assert [r["l2"] for r in results["l2_sweep"]] == list(sweep)
+  accs = [r["val_accuracy"] for r in results["l2_sweep"]]
+  assert all(0.0 <= a <= 1.0 for a in accs)
+  best = max(accs)
+  assert results["l2"] == max(l2 for l2, a in zip(sweep, accs) if a == best)
+  assert results["num_val"] == 40  # 20% of each class of 200 rows
+  printed = capsys.readouterr().out
+  assert f"l2 {results['l2']:g} chosen" in printed and "validation accuracy per l2" in printed
+  with open(out) as f:
+    saved = json.load(f)
+  assert saved["l2"] == results["l2"] and saved["l2_sweep"] == results["l2_sweep"]
+  # Another test set: the same choice (the test set plays no part in it).
+  other = probe.run(train, write(str(tmp_path / "test2.npz"), *blobs(60, seed=10, dim=8)),
+                    steps=150, l2_sweep=sweep)
+  assert other["l2"] == results["l2"] and other["l2_sweep"] == results["l2_sweep"]
+  # A given l2 skips the sweep.
+  given = probe.run(train, train, steps=50, l2=0.25)
+  assert given["l2"] == 0.25 and given["l2_chosen_by"] == "given"
+  assert given["l2_sweep"] == [] and given["num_val"] == 0
+
+
+def test_sweep_is_scored_on_rows_it_was_not_fitted_on(tmp_path):
+  # Random labels in more dimensions than rows: a weakly regularised probe
+  # memorises whatever it is fitted on, but cannot predict held-out rows.
+  rng = np.random.default_rng(11)
+  x = rng.normal(size=(200, 400)).astype(np.float32)
+  y = rng.integers(0, 2, size=200)
+  train = probe.probe({"embeddings": x, "labels": y}, {"embeddings": x, "labels": y},
+                      steps=200, l2=1e-4)
+  assert train["accuracy"] == 1.0  # scored on its own rows: perfect
+  swept = probe.probe({"embeddings": x, "labels": y}, {"embeddings": x, "labels": y},
+                      steps=200, l2_sweep=(1e-4, 1e-2))
+  assert swept["num_val"] == 40
+  for r in swept["l2_sweep"]:
+    assert r["val_accuracy"] < 0.75, swept["l2_sweep"]
+
+
+def test_sweep_settings_are_checked(tmp_path):
+  x, y = blobs(40, seed=12, dim=4)
+  data = {"embeddings": x, "labels": y}
+  with pytest.raises(ConfigError, match="--l2_sweep"):
+    probe.probe(data, data, steps=10, l2_sweep=())
+  with pytest.raises(ConfigError, match="--l2_sweep"):
+    probe.probe(data, data, steps=10, l2_sweep=(1e-2, -1.0))
+  with pytest.raises(ConfigError, match="--val_fraction"):
+    probe.probe(data, data, steps=10, val_fraction=1.0)
+  with pytest.raises(ConfigError, match="--split_seed"):
+    probe.probe(data, data, steps=10, split_seed=-1)
+  tiny = {"embeddings": x[:2], "labels": np.array([0, 1])}
+  with pytest.raises(ConfigError, match="validation split"):
+    probe.probe(tiny, tiny, steps=10)
+  assert probe.probe(tiny, tiny, steps=10, l2=0.1)["num_train"] == 2
+
+
+def test_command_line_rejects_a_bad_sweep_in_one_line(tmp_path):
+  x, y = blobs(20, seed=7)
+  good = write(str(tmp_path / "good.npz"), x, y)
+  result = subprocess.run(
+      [sys.executable, "-m", "minr_jax.probe", f"--train={good}", f"--test={good}",
+       "--l2_sweep=1e-3,abc"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [
+      "error: --l2_sweep must be comma-separated numbers, got 1e-3,abc"]
