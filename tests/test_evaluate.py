@@ -102,3 +102,34 @@ def test_config_json_from_before_later_fields_still_evaluates(trained, tmp_path)
   label = "image_folder:faces"
   assert step == 2
   assert results[label]["psnr_full"] == pytest.approx(final[label]["psnr_full"], abs=1e-5)
+
+
+def test_reading_commands_leave_an_in_flight_checkpoint_alone(trained, tmp_path):
+  """evaluate, robustness, compare, embed and load open checkpoints read-only: a save
+  still in flight in the workdir (orbax's temporary directory) is never cleaned up."""
+  import minr_jax
+  from minr_jax import compare, embed, robustness
+  workdir, folder, _, _ = trained
+  tmp = os.path.join(workdir, "checkpoints", "3.orbax-checkpoint-tmp-1234")
+  os.makedirs(os.path.join(tmp, "state"))
+  with open(os.path.join(tmp, "state", "partial"), "w") as f:
+    f.write("being written")
+  entries = os.listdir(os.path.join(workdir, "checkpoints"))
+  evaluate.evaluate_workdir(workdir, f"image_folder:{folder}")
+  robustness.run_sweep(workdir, f"image_folder:{folder}", "random", "0.5")
+  compare.compare_workdirs([workdir], f"image_folder:{folder}", str(tmp_path / "cmp"))
+  embed.run(workdir, f"image_folder:{folder}", str(tmp_path / "e.npz"), progress=False)
+  minr_jax.load(workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == sorted(entries)
+  with open(os.path.join(tmp, "state", "partial")) as f:
+    assert f.read() == "being written"
+
+
+def test_every_record_carries_the_interpolation_baseline(trained):
+  workdir, _, _, final = trained
+  from minr_jax import metrics
+  for label, means in final.items():
+    assert means["psnr_full_mean_fill"] < means["psnr_full_interpolation"] < 100, label
+  evals = [r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+           if r["split"] == "eval"]
+  assert evals and all("psnr_full_interpolation" in r for r in evals)

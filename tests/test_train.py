@@ -244,3 +244,25 @@ def test_mae_trains_and_evaluates_through_the_same_loop(tmp_path, folder, data_d
   config.mask.strategy = "random"
   with pytest.raises(ConfigError, match="exact-count"):
     train.train_and_evaluate(config, str(tmp_path / "other"))
+
+
+def test_train_and_eval_steps_trace_once_across_steps():
+  """make_steps' functions are traced once: new steps, keys and batches never retrace."""
+  import jax
+
+  from minr_jax import masking, sharding
+  config = tiny_config("/unused")
+  mesh = sharding.make_mesh(config)
+  steps = train.make_steps(config, mesh)
+  state = steps.init_state(jax.random.key(0))
+  rng = np.random.default_rng(0)
+  for i in range(3):
+    images = rng.uniform(size=(8, 16, 16, 3)).astype(np.float32)
+    batch = sharding.global_batch(mesh, {"image": images})
+    state, out = steps.train_step(state, batch, jax.random.key(i))
+    eval_batch = sharding.global_batch(mesh, {"image": images, "valid": np.ones(8, bool),
+                                              "index": np.arange(8, dtype=np.int32) + 8 * i})
+    sums = steps.eval_step(state.params, eval_batch, masking.eval_masks(config, eval_batch["index"]))
+    assert int(sums["count"]) == 8 and float(out["finite"]) == 1.0
+  assert steps.train_step._cache_size() == 1
+  assert steps.eval_step._cache_size() == 1
