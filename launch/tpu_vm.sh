@@ -105,7 +105,8 @@ done
 # Hosts of the slice and the runtime (software) version of each generation. The
 # versions are Google Cloud's "TPU software versions" page (cloud.google.com/tpu/docs/runtimes)
 # for JAX: v6e v2-alpha-tpuv6e, v5p v2-alpha-tpuv5, v5e v2-alpha-tpuv5-lite, v4 and older
-# tpu-ubuntu2204-base. All of them ship Ubuntu 22.04's Python 3.10, hence the uv venv.
+# tpu-ubuntu2204-base. The venv does not depend on the image's Python (Ubuntu 22.04's is
+# 3.10): uv brings its own 3.11 when the image has none.
 # v2/v3/v4/v5p-N count TensorCores (8 per host); v5litepod-N and v6e-N count chips
 # (up to 8 on one host; a multi-host slice has 4 chips per host).
 chips=${ACCELERATOR##*-}
