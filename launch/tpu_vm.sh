@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Train minr_jax on a Cloud TPU VM (v4 / v5e / v5p), single host or pod slice.
+# Train minr_jax on a Cloud TPU VM (v4 / v5e / v5p / v6e), single host or pod slice.
 #
 #   launch/tpu_vm.sh [--dry-run] COMMAND [options] [-- extra minr_jax.main flags]
 #
 # Commands:
-#   create    create the TPU VM (add --spot for a preemptible one)
-#   setup     copy this checkout to every worker and `pip install -e '.[tpu]'` there
-#   train     start the run on all workers (--worker=all), in the background;
-#             the log is ~/minr_train.log on each worker
+#   create    create the TPU VM (add --spot for a Spot, preemptible one)
+#   setup     ship the committed tree (`git archive HEAD`) to every worker, create a
+#             Python 3.11 venv there with uv (~/minr_venv) and install '.[tpu]' into it
+#   train     start the run on all workers (--worker=all) in the background with the
+#             venv's python and JAX_PLATFORMS=tpu; the log is ~/minr_train.log on each
 #   up        create + setup + train
-#   restart   after a preemption or crash: recreate the VM if it is gone or
-#             PREEMPTED (then setup again), stop a stale run, start train again;
-#             minr_jax.main resumes from the newest checkpoint in --workdir
+#   restart   after a preemption or crash: recreate the VM if it is gone, PREEMPTED or
+#             TERMINATED (then setup again), stop a stale run, and start the same
+#             training command again: minr_jax.main resumes from the newest checkpoint
+#             in --workdir. A recreated VM has a new disk, so that needs a gs:// workdir.
 #   status    the VM's state and the tail of worker 0's log
 #   delete    delete the VM
 #
@@ -19,12 +21,14 @@
 #   --name NAME            TPU VM name [minr]
 #   --zone ZONE            [us-central2-b]
 #   --project PROJECT      [gcloud's default]
-#   --accelerator TYPE     v4-8 | v4-32 | v5litepod-8 | v5litepod-16 | v5p-8 ... [v4-8]
-#   --version RUNTIME      TPU software version [tpu-ubuntu2204-base; v5e: v2-alpha-tpuv5-lite]
-#   --spot                 create a Spot (preemptible) VM
+#   --accelerator TYPE     v4-8 | v4-32 | v5litepod-8 | v5p-8 | v6e-8 ... [v4-8]
+#   --version RUNTIME      TPU software version [per generation: v4 tpu-ubuntu2204-base,
+#                          v5e v2-alpha-tpuv5-lite, v5p v2-alpha-tpuv5, v6e v2-alpha-tpuv6e]
+#   --python VERSION       Python of the workers' venv, 3.11 or newer [3.11]
+#   --spot                 create a Spot (preemptible) VM; needs a gs:// --workdir
 #   --config SPEC          [configs/transinr.py:celeba]
-#   --workdir DIR          checkpoints and logs; must be shared by all workers of a
-#                          pod slice, e.g. gs://BUCKET/runs/celeba [gs://$BUCKET/minr/$NAME]
+#   --workdir DIR          checkpoints and logs; a pod slice or a Spot VM needs
+#                          gs://BUCKET/... [gs://$BUCKET/minr/$NAME, else ~/minr_runs/NAME]
 #   --dataset_path DIR     the dataset's manual files (same path on every worker)
 #   --fsdp N               FSDP axis size (config.mesh.fsdp) [1]
 #   --dtype D              config.model.dtype: float32 | bfloat16 [bfloat16]
@@ -42,16 +46,19 @@ ZONE=${ZONE:-us-central2-b}
 PROJECT=${PROJECT:-}
 ACCELERATOR=${ACCELERATOR:-v4-8}
 VERSION=${VERSION:-}
+PYTHON_VERSION=${PYTHON_VERSION:-3.11}
 SPOT=0
 CONFIG=${CONFIG:-configs/transinr.py:celeba}
 WORKDIR=${WORKDIR:-}
 DATASET_PATH=${DATASET_PATH:-}
 FSDP=${FSDP:-1}
 DTYPE=${DTYPE:-bfloat16}
-REMOTE_DIR=minr_jax
+REMOTE_DIR=minr_jax   # the code, replaced by every setup (under ~ on each worker)
+REMOTE_VENV=minr_venv # the Python environment the run uses (under ~ on each worker)
 EXTRA=()
 
-usage() { sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; }
+die() { echo "error: $*" >&2; exit 2; }
 
 # Prints a command (single-quoting words with spaces or quotes), or runs it.
 run() {
@@ -75,6 +82,7 @@ while [[ $# -gt 0 ]]; do
     --project) PROJECT=$2; shift ;;
     --accelerator) ACCELERATOR=$2; shift ;;
     --version) VERSION=$2; shift ;;
+    --python) PYTHON_VERSION=$2; shift ;;
     --spot) SPOT=1 ;;
     --config) CONFIG=$2; shift ;;
     --workdir) WORKDIR=$2; shift ;;
@@ -84,44 +92,80 @@ while [[ $# -gt 0 ]]; do
     -h|--help) usage; exit 0 ;;
     --) shift; EXTRA=("$@"); break ;;
     create|setup|train|up|restart|status|delete)
-      [[ -z $COMMAND ]] || { echo "error: two commands: $COMMAND and $1" >&2; exit 2; }
+      [[ -z $COMMAND ]] || die "two commands: $COMMAND and $1"
       COMMAND=$1 ;;
-    *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    *) die "unknown argument $1 (see --help)" ;;
   esac
   shift
 done
 [[ -n $COMMAND ]] || { usage >&2; exit 2; }
+[[ $PYTHON_VERSION =~ ^3\.(1[1-9]|[2-9][0-9])$ ]] \
+  || die "--python $PYTHON_VERSION: minr_jax needs Python 3.11 or newer (e.g. 3.11, 3.12)"
 
-# Hosts of the slice: v4-N and v5p-N count TensorCores (2 per chip, 4 chips per
-# host); v5litepod-N counts chips (up to 8 on one host, else 4 per host).
+# Hosts of the slice and the runtime (software) version of each generation. The
+# versions are Google Cloud's "TPU software versions" page (cloud.google.com/tpu/docs/runtimes)
+# for JAX: v6e v2-alpha-tpuv6e, v5p v2-alpha-tpuv5, v5e v2-alpha-tpuv5-lite, v4 and older
+# tpu-ubuntu2204-base. The venv does not depend on the image's Python (Ubuntu 22.04's is
+# 3.10): uv brings its own 3.11 when the image has none.
+# v2/v3/v4/v5p-N count TensorCores (8 per host); v5litepod-N and v6e-N count chips
+# (up to 8 on one host; a multi-host slice has 4 chips per host).
 chips=${ACCELERATOR##*-}
-[[ $chips =~ ^[0-9]+$ ]] || { echo "error: --accelerator $ACCELERATOR: expected e.g. v4-8" >&2; exit 2; }
+[[ $chips =~ ^[0-9]+$ ]] || die "--accelerator $ACCELERATOR: expected e.g. v4-8"
 case $ACCELERATOR in
+  v2-*|v3-*|v4-*) HOSTS=$(( chips <= 8 ? 1 : chips / 8 )); DEFAULT_VERSION=tpu-ubuntu2204-base ;;
+  v5p-*) HOSTS=$(( chips <= 8 ? 1 : chips / 8 )); DEFAULT_VERSION=v2-alpha-tpuv5 ;;
   v5litepod-*|v5e-*) HOSTS=$(( chips <= 8 ? 1 : chips / 4 )); DEFAULT_VERSION=v2-alpha-tpuv5-lite ;;
-  v4-*|v5p-*) HOSTS=$(( chips <= 8 ? 1 : chips / 8 )); DEFAULT_VERSION=tpu-ubuntu2204-base ;;
-  *) HOSTS=1; DEFAULT_VERSION=tpu-ubuntu2204-base ;;
+  v6e-*) HOSTS=$(( chips <= 8 ? 1 : chips / 4 )); DEFAULT_VERSION=v2-alpha-tpuv6e ;;
+  *) die "--accelerator $ACCELERATOR: unknown TPU generation (v4-N, v5litepod-N, v5p-N, v6e-N)" ;;
 esac
 VERSION=${VERSION:-$DEFAULT_VERSION}
 if [[ -z $WORKDIR ]]; then
   if [[ -n ${BUCKET:-} ]]; then WORKDIR=gs://$BUCKET/minr/$NAME
-  elif [[ $HOSTS == 1 ]]; then WORKDIR=runs/$NAME
-  else echo "error: a pod slice ($HOSTS hosts) needs a shared --workdir (gs://...) or BUCKET" >&2; exit 2
+  elif [[ $HOSTS == 1 ]]; then WORKDIR="~/minr_runs/$NAME"
+  else die "a pod slice ($HOSTS hosts) needs a shared --workdir (gs://...) or BUCKET"
   fi
 fi
+if [[ $SPOT == 1 && $WORKDIR != gs://* ]] && [[ $COMMAND =~ ^(create|up|train|restart)$ ]]; then
+  die "--spot needs a gs:// --workdir (or BUCKET): a preempted VM loses its disk, $WORKDIR with it"
+fi
 DISTRIBUTED=$([[ $HOSTS -gt 1 ]] && echo on || echo off)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 GC=(gcloud compute tpus tpu-vm)
 LOC=(--zone="$ZONE")
 [[ -n $PROJECT ]] && LOC+=(--project="$PROJECT")
 
+# setup ships `git archive HEAD`: the committed tree, never the work tree's venvs or runs.
+CHECKED=0
+check_checkout() {
+  [[ $CHECKED == 1 ]] && return
+  CHECKED=1
+  git -C "$ROOT" rev-parse --is-inside-work-tree > /dev/null 2>&1 \
+    || die "$ROOT is not a git checkout: setup ships the committed tree (git archive HEAD)"
+  if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+    echo "note: uncommitted changes in $ROOT are not shipped (setup sends git archive HEAD)" >&2
+  fi
+}
+
+# Shell-quotes one word for the remote command line; a leading ~/ stays the worker's $HOME.
+remote_word() {
+  local prefix="" value=$1
+  [[ $1 == *=* ]] && { prefix="$(printf '%q' "${1%%=*}")="; value=${1#*=}; }
+  if [[ $value == '~/'* ]]; then echo "$prefix\$HOME/$(printf '%q' "${value#'~/'}")"
+  else echo "$prefix$(printf '%q' "$value")"; fi
+}
+
 train_command() {
-  local args=(python -m minr_jax.main "--config=$CONFIG" "--workdir=$WORKDIR"
-              "--distributed=$DISTRIBUTED" "--config.mesh.fsdp=$FSDP"
-              "--config.model.dtype=$DTYPE")
+  local args=("--config=$CONFIG" "--workdir=$WORKDIR" "--distributed=$DISTRIBUTED"
+              "--config.mesh.fsdp=$FSDP" "--config.model.dtype=$DTYPE") words=() a
   [[ -n $DATASET_PATH ]] && args+=("--config.dataset.path=$DATASET_PATH")
   args+=("${EXTRA[@]}")
-  # nohup + pid file: survives the ssh session; `restart` stops exactly this run.
-  echo "cd ~/$REMOTE_DIR && nohup ${args[*]} > ~/minr_train.log 2>&1 & echo \$! > ~/minr_train.pid"
+  for a in "${args[@]}"; do words+=("$(remote_word "$a")"); done
+  # JAX_PLATFORMS=tpu: a broken TPU install stops here instead of training on the CPU.
+  # nohup with every stream redirected: the run outlives the ssh session and holds none of
+  # its streams; the pid file is the python process itself, so `restart` stops exactly it.
+  echo "cd ~/$REMOTE_DIR || exit 1; JAX_PLATFORMS=tpu nohup ~/$REMOTE_VENV/bin/python" \
+       "-m minr_jax.main ${words[*]} < /dev/null >> ~/minr_train.log 2>&1 & echo \$! > ~/minr_train.pid"
 }
 
 do_create() {
@@ -132,47 +176,71 @@ do_create() {
 }
 
 do_setup() {
-  local root tarball
-  root=$(cd "$(dirname "$0")/.." && pwd)
-  tarball=${TMPDIR:-/tmp}/minr_jax_src.tar.gz
-  run tar -czf "$tarball" -C "$root" --exclude=.git --exclude=runs --exclude='*.pyc' .
+  local tarball=${TMPDIR:-/tmp}/minr_jax_src.tar.gz
+  check_checkout
+  run git -C "$ROOT" archive --format=tar.gz -o "$tarball" HEAD
   run "${GC[@]}" scp "$tarball" "$NAME:~/minr_jax_src.tar.gz" "${LOC[@]}" --worker=all
-  run "${GC[@]}" ssh "$NAME" "${LOC[@]}" --worker=all --command="mkdir -p ~/$REMOTE_DIR && tar -xzf ~/minr_jax_src.tar.gz -C ~/$REMOTE_DIR && cd ~/$REMOTE_DIR && pip install -q -e '.[tpu]'"
+  # uv (from the package index) brings a Python 3.11+ of its own when the image has none.
+  # PIP_BREAK_SYSTEM_PACKAGES: images whose system Python is marked externally managed.
+  local steps=(
+    "PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --user --upgrade uv"
+    "python3 -m uv venv -q --clear --python $PYTHON_VERSION ~/$REMOTE_VENV"
+    "rm -rf ~/$REMOTE_DIR && mkdir -p ~/$REMOTE_DIR"
+    "tar -xzf ~/minr_jax_src.tar.gz -C ~/$REMOTE_DIR"
+    "cd ~/$REMOTE_DIR"
+    "python3 -m uv pip install -q --python ~/$REMOTE_VENV/bin/python -e '.[tpu]'"
+  )
+  local joined
+  joined=$(printf ' && %s' "${steps[@]}")
+  run "${GC[@]}" ssh "$NAME" "${LOC[@]}" --worker=all --command="${joined:4}"
 }
 
 do_train() {
   run "${GC[@]}" ssh "$NAME" "${LOC[@]}" --worker=all --command="$(train_command)"
 }
 
+# SIGTERM, then wait (up to 10 min) while the run saves its checkpoint and exits.
 do_stop() {
-  run "${GC[@]}" ssh "$NAME" "${LOC[@]}" --worker=all --command="if [ -f ~/minr_train.pid ]; then kill \$(cat ~/minr_train.pid) 2>/dev/null; rm -f ~/minr_train.pid; fi; true"
+  run "${GC[@]}" ssh "$NAME" "${LOC[@]}" --worker=all --command='if [ -f ~/minr_train.pid ]; then pid=$(cat ~/minr_train.pid); kill $pid 2>/dev/null; for i in $(seq 600); do kill -0 $pid 2>/dev/null || break; sleep 1; done; rm -f ~/minr_train.pid; fi; true'
 }
 
 vm_state() {
   "${GC[@]}" describe "$NAME" "${LOC[@]}" --format='value(state)' 2>/dev/null || echo ABSENT
 }
 
+gone_note() {
+  echo "the VM's disk, and the local workdir $WORKDIR with it, is gone: nothing to resume" \
+       "(train into a gs:// --workdir, or start over with up)"
+}
+
 do_restart() {
   if [[ $DRY_RUN == 1 ]]; then
-    echo "# $NAME: $HOSTS host(s); the state decides between the two paths below"
+    echo "# $NAME: $HOSTS host(s); the VM's state decides between the paths below"
     run "${GC[@]}" describe "$NAME" "${LOC[@]}" --format='value(state)'
-    echo "# if the state is PREEMPTED, TERMINATED or the VM is absent: recreate, set up"
-    run "${GC[@]}" delete "$NAME" "${LOC[@]}" --quiet
-    do_create
-    do_setup
+    if [[ $WORKDIR == gs://* ]]; then
+      echo "# if it is PREEMPTED, TERMINATED or absent: recreate it and set it up again"
+      run "${GC[@]}" delete "$NAME" "${LOC[@]}" --quiet
+      do_create
+      do_setup
+    else
+      echo "# if it is PREEMPTED, TERMINATED or absent: stop with an error, $(gone_note)"
+    fi
     echo "# if it is READY: stop a stale run"
     do_stop
-    echo "# then train again; minr_jax.main resumes from the newest checkpoint in $WORKDIR"
+    echo "# then the training command of up again; it resumes from the newest checkpoint in $WORKDIR"
     do_train
     return
   fi
+  check_checkout
   local state
   state=$(vm_state)
   echo "TPU VM $NAME: ${state:-ABSENT}"
   case $state in
     READY) do_stop ;;
-    PREEMPTED|TERMINATED) run "${GC[@]}" delete "$NAME" "${LOC[@]}" --quiet; do_create; do_setup ;;
-    ABSENT|"") do_create; do_setup ;;
+    PREEMPTED|TERMINATED|ABSENT|"")
+      [[ $WORKDIR == gs://* ]] || die "TPU VM $NAME is ${state:-ABSENT}: $(gone_note)"
+      [[ $state == PREEMPTED || $state == TERMINATED ]] && run "${GC[@]}" delete "$NAME" "${LOC[@]}" --quiet
+      do_create; do_setup ;;
     *) echo "error: TPU VM $NAME is $state; wait until it is READY or PREEMPTED" >&2; exit 1 ;;
   esac
   do_train
@@ -182,7 +250,7 @@ case $COMMAND in
   create) do_create ;;
   setup) do_setup ;;
   train) do_train ;;
-  up) do_create; do_setup; do_train ;;
+  up) check_checkout; do_create; do_setup; do_train ;;
   restart) do_restart ;;
   status)
     run "${GC[@]}" describe "$NAME" "${LOC[@]}" --format='value(state)'
