@@ -30,11 +30,11 @@ import time
 from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "configs"))
+sys.path.insert(0, ROOT)  # `from configs import ...` when run as a script
 
-import ginr as ginr_config  # noqa: E402
-import mae as mae_config  # noqa: E402
-import transinr as transinr_config  # noqa: E402
+from configs import ginr as ginr_config  # noqa: E402
+from configs import mae as mae_config  # noqa: E402
+from configs import transinr as transinr_config  # noqa: E402
 
 from minr_jax import train  # noqa: E402
 

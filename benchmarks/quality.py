@@ -25,9 +25,9 @@ import time
 from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "configs"))
+sys.path.insert(0, ROOT)  # `from configs import ...` when run as a script
 
-import transinr as transinr_config  # noqa: E402
+from configs import transinr as transinr_config  # noqa: E402
 
 from minr_jax import evaluate, train  # noqa: E402
 

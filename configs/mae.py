@@ -34,13 +34,22 @@ only that link.
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import sys
 
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(__file__))
-import transinr  # noqa: E402  (configs/transinr.py: data fields, steps_for_epochs)
+
+def _sibling(name: str):
+  """configs/<name>.py as a module, however this file was loaded (by path or as a package)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"minr_jax_configs_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+transinr = _sibling("transinr")  # configs/transinr.py
 
 MODEL_SIZES = ("base", "large")
 DATA_PARTS = tuple(transinr.PAPER_DATASETS) + ("demo", "tiny")

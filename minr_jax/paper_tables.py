@@ -4,33 +4,30 @@ After training one run per dataset and evaluating each on all three
 (README, "Reproducing the paper"):
 
   python -m minr_jax.paper_tables --celeba=runs/celeba --imagenette=runs/imagenette \
-      --indoor=runs/indoor [--model=transinr] [--output=tables.md]
+      --indoor=runs/indoor [--model=minr-transinr] [--output=tables.md]
 
 Each workdir's newest `eval/<step>/results.json` (written by
 `python -m minr_jax.evaluate`) is read; the tables show the measured
-`psnr_full` beside the paper's number and the mean-colour-fill baseline on
-the same images and masks. A missing run or dataset shows as "-".
+`psnr_full` beside the paper's number and the interpolation and mean-colour-fill
+baselines on the same images and masks. A missing run or dataset shows as "-".
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-
-from absl import app, flags
 
 from minr_jax.config import ConfigError
 
 # PSNR (dB) reported in the MINR paper (75% masking, 182 px), by source -> target.
 PAPER = {
-    "transinr": {
+    "minr-transinr": {
         ("celeba", "celeba"): 21.865, ("imagenette", "imagenette"): 18.737,
         ("indoor", "indoor"): 17.756, ("celeba", "imagenette"): 18.058,
         ("celeba", "indoor"): 17.361, ("imagenette", "celeba"): 19.929,
         ("imagenette", "indoor"): 17.920, ("indoor", "celeba"): 18.992,
         ("indoor", "imagenette"): 18.103},
-    "ginr": {
+    "minr-ginr": {
         ("celeba", "celeba"): 21.680, ("imagenette", "imagenette"): 19.358,
         ("indoor", "indoor"): 18.622, ("celeba", "imagenette"): 18.041,
         ("celeba", "indoor"): 17.336, ("imagenette", "celeba"): 19.994,
@@ -40,10 +37,6 @@ PAPER = {
 DATASET_LABELS = {"celeba": "celeb_a", "imagenette": "imagenette", "indoor": "mit_indoor67"}
 SHORT = {"celeba": "CEL", "imagenette": "IMG", "indoor": "IND"}
 
-_RUNS = {key: flags.DEFINE_string(key, None, f"Workdir of the run trained on {key}.")
-         for key in DATASET_LABELS}
-_MODEL = flags.DEFINE_enum("model", "transinr", list(PAPER), "Whose paper numbers to show.")
-_OUTPUT = flags.DEFINE_string("output", None, "Also write the tables to this Markdown file.")
 
 
 def latest_results(workdir: str) -> dict[str, dict[str, float]]:
@@ -61,13 +54,16 @@ def _cell(results, source: str, target: str, model: str) -> str:
   r = results.get(source, {}).get(DATASET_LABELS[target])
   if r is None:
     return f"- (paper {paper:.3f}; fill -)"
-  return f"{r['psnr_full']:.2f} (paper {paper:.3f}; fill {r['psnr_full_mean_fill']:.2f})"
+  interp = r.get("psnr_full_interpolation")
+  interp = "-" if interp is None else f"{interp:.2f}"
+  return (f"{r['psnr_full']:.2f} (paper {paper:.3f}; interpolation {interp}, "
+          f"fill {r['psnr_full_mean_fill']:.2f})")
 
 
 def tables(results: dict[str, dict[str, dict[str, float]]], model: str) -> str:
   """Markdown: the in-domain 1x3 and cross-domain 3x2 tables."""
   keys = list(DATASET_LABELS)
-  lines = [f"In-domain psnr_full (dB), {model}: measured (paper; mean-colour fill)", "",
+  lines = [f"In-domain psnr_full (dB), {model}: measured (paper; interpolation, mean-colour fill)", "",
            "| " + " | ".join(SHORT[k] for k in keys) + " |", "|---" * len(keys) + "|",
            "| " + " | ".join(_cell(results, k, k, model) for k in keys) + " |", "",
            f"Cross-domain psnr_full (dB), {model}, source->target", ""]
@@ -78,18 +74,24 @@ def tables(results: dict[str, dict[str, dict[str, float]]], model: str) -> str:
   return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str]) -> None:
-  del argv
-  try:
-    results = {key: latest_results(flag.value) for key, flag in _RUNS.items() if flag.value}
-  except ConfigError as e:
-    sys.exit(f"error: {e}")
-  text = tables(results, _MODEL.value)
-  print(text)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "w") as f:
-      f.write(text)
-
-
 if __name__ == "__main__":
-  app.run(main)
+  from absl import flags
+
+  from minr_jax import cli
+
+  runs = {key: flags.DEFINE_string(key, None, f"Workdir of the run trained on {key}.")
+          for key in DATASET_LABELS}
+  model = flags.DEFINE_enum("model", "minr-transinr", list(PAPER),
+                            "Whose paper numbers to show.")
+  output = flags.DEFINE_string("output", None, "Also write the tables to this Markdown file.")
+
+  def _main(args: list[str]) -> None:
+    del args
+    text = tables({key: latest_results(flag.value) for key, flag in runs.items() if flag.value},
+                  model.value)
+    print(text)
+    if output.value:
+      with open(output.value, "w") as f:
+        f.write(text)
+
+  cli.run(_main)

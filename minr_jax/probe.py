@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -255,26 +254,23 @@ def run(train_path: str, test_path: str, steps: int = DEFAULT_STEPS,
   return results
 
 
-def main(argv: list[str]) -> None:
-  from absl import app, flags  # noqa: PLC0415
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def _main(args: list[str]) -> None:
+  from absl import flags  # noqa: PLC0415
+  del args
   f = flags.FLAGS
   try:
-    try:
-      sweep = [float(v) for v in f.l2_sweep]
-    except ValueError as e:
-      raise ConfigError("--l2_sweep must be comma-separated numbers, got "
-                        f"{','.join(f.l2_sweep)}") from e
-    run(f.train, f.test, f.steps, f.lr, f.l2, f.output, sweep, f.val_fraction, f.split_seed)
-  except ConfigError as e:
-    sys.exit(f"error: {e}")
+    sweep = [float(v) for v in f.l2_sweep]
+  except ValueError:
+    raise ConfigError("--l2_sweep must be comma-separated numbers, got "
+                      f"{','.join(f.l2_sweep)}") from None
+  run(f.train, f.test, f.steps, f.lr, f.l2, f.output, sweep, f.val_fraction, f.split_seed)
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
 
-  # Flags are defined only for the command line: importing defines none.
+  from minr_jax import cli
+
   flags.DEFINE_string("train", None, "Embeddings to fit on (.npz or .array_record).",
                       required=True)
   flags.DEFINE_string("test", None, "Embeddings to score.", required=True)
@@ -288,4 +284,4 @@ if __name__ == "__main__":
                      "Fraction of each training class held out to choose l2.")
   flags.DEFINE_integer("split_seed", DEFAULT_SPLIT_SEED, "Seed of the validation split.")
   flags.DEFINE_string("output", None, "Write the results as JSON here.")
-  app.run(main)
+  cli.run(_main)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import transinr as transinr_config  # configs/transinr.py
+from configs import transinr as transinr_config
 from PIL import Image
 
 

@@ -18,6 +18,8 @@ import minr_jax
 from minr_jax import api, data, embed, evaluation, families, masking, metrics, sharding, train
 from minr_jax.config import ConfigError
 
+pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

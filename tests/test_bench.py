@@ -13,6 +13,8 @@ from helpers import tiny_config
 from minr_jax import bench
 from minr_jax.config import ConfigError
 
+pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -8,8 +8,8 @@ import os
 import subprocess
 import sys
 
-import ginr as ginr_config  # configs/ginr.py
-import mae as mae_config  # configs/mae.py
+from configs import ginr as ginr_config
+from configs import mae as mae_config
 import numpy as np
 import pytest
 from helpers import make_image_folder, tiny_config
@@ -17,6 +17,8 @@ from PIL import Image
 
 from minr_jax import compare, evaluate, metrics, train
 from minr_jax.config import ConfigError
+
+pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

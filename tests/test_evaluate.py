@@ -13,6 +13,8 @@ from minr_jax import evaluate, train
 from minr_jax.config import ConfigError
 
 
+pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   root = tmp_path_factory.mktemp("eval")
@@ -74,11 +76,12 @@ def test_evaluate_errors_name_the_problem(trained, tmp_path):
 def test_paper_tables_put_measured_numbers_beside_the_paper(trained, tmp_path):
   from minr_jax import paper_tables
   workdir, folder, _, _ = trained
-  fake = {"celeba": {"celeb_a": dict(psnr_full=20.5, psnr_full_mean_fill=13.0),
+  fake = {"celeba": {"celeb_a": dict(psnr_full=20.5, psnr_full_mean_fill=13.0,
+                                     psnr_full_interpolation=15.5),
                      "imagenette": dict(psnr_full=17.25, psnr_full_mean_fill=12.0)}}
-  text = paper_tables.tables(fake, "transinr")
-  assert "20.50 (paper 21.865; fill 13.00)" in text
-  assert "17.25 (paper 18.058; fill 12.00)" in text  # CEL->IMG
+  text = paper_tables.tables(fake, "minr-transinr")
+  assert "20.50 (paper 21.865; interpolation 15.50, fill 13.00)" in text
+  assert "17.25 (paper 18.058; interpolation -, fill 12.00)" in text  # CEL->IMG
   assert "- (paper 19.929; fill -)" in text  # IMG->CEL not run
   evaluate.evaluate_workdir(workdir, f"image_folder:{folder}")
   assert "image_folder:faces" in paper_tables.latest_results(workdir)

@@ -2,7 +2,7 @@
 
 import functools
 
-import ginr as ginr_config  # configs/ginr.py
+from configs import ginr as ginr_config
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -6,7 +6,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import mae as mae_config  # configs/mae.py (tests/conftest.py puts configs/ on the path)
+from configs import mae as mae_config
 import numpy as np
 import optax
 import pytest

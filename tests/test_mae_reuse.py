@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 
 import jax
-import mae as mae_config  # configs/mae.py
+from configs import mae as mae_config
 import numpy as np
 import pytest
 from helpers import make_image_folder
@@ -14,6 +14,8 @@ import minr_jax
 from minr_jax import data, evaluation, families, masking, metrics, robustness, sharding, train
 from minr_jax.config import ConfigError
 
+
+pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import transinr as transinr_config  # configs/transinr.py
+from configs import transinr as transinr_config
 
 from minr_jax import families, train
 from minr_jax.config import ConfigError

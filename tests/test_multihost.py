@@ -13,6 +13,8 @@ from helpers import make_image_folder
 
 from minr_jax import main, metrics
 
+pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -17,6 +17,8 @@ from PIL import Image
 from minr_jax import families, masking, robustness, train
 from minr_jax.config import ConfigError
 
+pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
+
 STRATEGIES = "random,random_exact,center"
 RATIOS = "0.3,0.75"  # 0.3 x 16 patches = 4.8 -> 5 hidden; 0.75 is the run's own ratio
 

@@ -16,6 +16,8 @@ from helpers import make_image_folder, tiny_config
 from minr_jax import families, metrics, train
 from minr_jax.config import ConfigError
 
+pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -205,7 +207,7 @@ def test_training_with_block_masks_and_a_ratio_range(tmp_path, folder, data_dir)
 
 
 def test_ginr_trains_evaluates_and_resumes_through_the_same_loop(tmp_path, folder, data_dir):
-  import ginr as ginr_config  # configs/ginr.py
+  from configs import ginr as ginr_config
   config = ginr_config.get_config("tiny")
   config.dataset.name, config.dataset.path = "image_folder", folder
   config.dataset.data_dir = data_dir
@@ -229,7 +231,7 @@ def test_ginr_trains_evaluates_and_resumes_through_the_same_loop(tmp_path, folde
 
 
 def test_mae_trains_and_evaluates_through_the_same_loop(tmp_path, folder, data_dir):
-  import mae as mae_config  # configs/mae.py
+  from configs import mae as mae_config
   config = mae_config.get_config("tiny")
   config.dataset.name, config.dataset.path = "image_folder", folder
   config.dataset.data_dir = data_dir

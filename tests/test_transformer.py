@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import transinr as transinr_config  # configs/transinr.py
+from configs import transinr as transinr_config
 
 from minr_jax import families, train
 from minr_jax.models import transformer
@@ -119,7 +119,7 @@ def test_auto_settings_resolve_per_mesh_devices():
   config.model.attention_impl, config.model.inr_chunk = "batched", 40
   fixed, resolved = families.resolve_auto(config, [cpu])
   assert (fixed.model.attention_impl, fixed.model.inr_chunk, resolved) == ("batched", 40, {})
-  import mae as mae_config  # configs/mae.py: no INR, no chunk
+  from configs import mae as mae_config
   assert families.resolve_auto(mae_config.get_config("tiny"), [cpu])[0].model.inr_chunk == 0
   with pytest.raises(ValueError, match="attention_impl='x'"):
     transformer.Attention(num_heads=1, head_dim=4, attention_impl="x").init(

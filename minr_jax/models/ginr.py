@@ -12,7 +12,7 @@ layer is shared by all images. Data flow for images [B, H, W, 3]:
     bias row: the instance-specific layer `modulated_layer` (1 in the paper).
 The other INR layers are learned [fan_in + 1, fan_out] matrices (last row the
 bias), broadcast to [B, ...], so `weights` has the TransINR layout and
-`inr.render` / `train.reconstruct` work unchanged.
+`inr.render` / `families.reconstruct` work unchanged.
 
 Decisions, from the GINR reference code (kakaobrain/ginr-ipc, which MINR's
 GINR code builds on):

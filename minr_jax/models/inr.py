@@ -263,7 +263,7 @@ def pixel_mse(weights: Sequence[Array], targets: Array, coords: Array, freqs: Ar
   (weights only: targets, coords and freqs are data) is computed in the same
   pass over the chunks and kept (the size of the weights), so the backward
   pass does no further work. On a CPU the chunks' activations stay in cache;
-  `model.inr_chunk` chooses it for training (`minr_jax.train.train_loss`).
+  `model.inr_chunk` chooses it for training (`minr_jax.families`, the MINR loss).
   """
   return _pixel_mse_impl(weights, targets, coords, freqs, output_bias, dtype, max_chunk,
                          with_grads=False)

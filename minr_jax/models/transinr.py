@@ -14,7 +14,7 @@ Precision: parameters are always float32. `dtype` (None = float32, or
 jnp.bfloat16) is the computation dtype of the tokenizer, the transformer
 (attention softmax and LayerNorm statistics stay float32) and the heads; the
 modulations and INR weights are float32 again. `inr_dtype` is the matmul
-dtype the INR is rendered with (`minr_jax.train.reconstruct`, float32
+dtype the INR is rendered with (`minr_jax.families.reconstruct`, float32
 accumulation); it is a model field only so that it travels with the model.
 """
 
