@@ -299,10 +299,10 @@ def check(options: options_lib.DataOptions) -> None:
     return
   directory = manual_dir(options)
   if options.path is not None and not os.path.isdir(options.path):
-    problem = ('is not a directory' if os.path.exists(options.path)
-               else 'no such directory')
+    problem = (' is not a directory' if os.path.exists(options.path)
+               else ': no such directory')
     raise ConfigError(
-        f'{options.path_field} {problem}: {options.path} ({options.name} is '
+        f'{options.path_field}{problem}: {options.path} ({options.name} is '
         f'not prepared in {builder.data_dir} either)')
   if options.name == 'imagenette' and _extracted_imagenette(directory):
     return

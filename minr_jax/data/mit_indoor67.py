@@ -81,9 +81,9 @@ def check_manual_dir(path: str | None,
         f'a directory with {ARCHIVE} or {IMAGES_DIR}/, '
         f'{" and ".join(SPLIT_FILES.values())})')
   if not os.path.isdir(path):
-    problem = 'is not a directory' if os.path.exists(path) else (
-        'no such directory')
-    raise ConfigError(f'{field} {problem}: {path}')
+    problem = ' is not a directory' if os.path.exists(path) else (
+        ': no such directory')
+    raise ConfigError(f'{field}{problem}: {path}')
   for name in SPLIT_FILES.values():
     if not os.path.isfile(os.path.join(path, name)):
       raise ConfigError(f'{field}: missing split file '
