@@ -526,7 +526,7 @@ def test_chmod_000_sub_folder_is_named(tmp_path):
 def test_cli_names_a_bad_file_in_one_line(tmp_path):
   """The command prints `error: ...` alone (no traceback) and exits 1."""
   path = make_folder(tmp_path / 'images', 'flat')
-  shown, reason = _not_utf8(os.path.join(path, 'zz'))
+  shown, reason = _not_utf8(path)  # Sorted first: found by the check.
   proc = subprocess.run(
       [sys.executable, '-m', 'minr_jax.main',
        '--config=configs/transinr.py:tiny', f'--workdir={tmp_path / "run"}',
@@ -538,6 +538,7 @@ def test_cli_names_a_bad_file_in_one_line(tmp_path):
   assert 'Traceback' not in proc.stderr
   assert proc.stderr.strip().splitlines()[-1] == (
       f'error: cannot read image {shown}: {reason}')
+  assert not os.path.exists(tmp_path / 'run')  # Stopped before the workdir.
 
 
 # ------------------------------------------- which field named the dataset

@@ -1,4 +1,4 @@
-"""Every config field the data layer reads, with its default, in one place.
+"""Every config field the data layer reads and how it is checked, in one place.
 
 The data layer never touches the config after `from_config`: the rest of the
 package works on the frozen, picklable `DataOptions` (so it can be sent to
