@@ -31,6 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.resolution = 182  # int: images are [resolution, resolution, 3] in [0, 1].
   c.batch_size = 16  # int: global batch, split over the mesh's data axis.
   c.eval_batch_size = 16  # int: global evaluation batch.
+  # Every data field is set here and nowhere else (minr_jax/data/options.py reads them).
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "image_folder"  # str: image_folder | demo | celeb_a | imagenette | mit_indoor67.
   c.dataset.path = ml_collections.config_dict.placeholder(str)  # str: image_folder's folder.

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import grain
 import ml_collections
 import numpy as np
+import psutil
 import pytest
 import tensorflow_datasets as tfds
 from etils import epath
@@ -16,9 +22,10 @@ from PIL import Image
 
 from minr_jax import data
 from minr_jax.config import ConfigError
-from minr_jax.data import demo, image_folder
+from minr_jax.data import datasets, demo, image_folder
 
 RES = 16
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 tfds.disable_progress_bar()
 
@@ -138,8 +145,8 @@ def test_image_folder_batches(tmp_path, layout):
   index = np.concatenate([b['index'] for b in batches])
   assert valid.sum() == n
   np.testing.assert_array_equal(index[valid], np.arange(n))
-  info = data.dataset_info(config)
-  assert info['num_train_examples'] + n == len(_MIXED)
+  train = datasets.load(data.options_lib.from_config(config)).train
+  assert len(train) + n == len(_MIXED)
 
 
 @pytest.mark.parametrize('layout', ['flat', 'classes', 'splits'])
@@ -423,3 +430,221 @@ def test_bad_batch_size(tmp_path):
   config = make_config(tmp_path / 'tfds', path=path)
   with pytest.raises(ConfigError, match='batch_size'):
     data.make_train_iterator(config, process_count=3)
+
+
+# --------------------------------------------------- bad files in a folder
+
+
+def _dangling(folder: str) -> tuple[str, str]:
+  path = os.path.join(folder, '0_link.jpg')  # Sorted before make_folder's.
+  os.symlink(os.path.join(folder, 'gone.jpg'), path)
+  return path, f'broken symbolic link to {os.path.join(folder, "gone.jpg")}'
+
+
+def _loop(folder: str) -> tuple[str, str]:
+  first, second = (os.path.join(folder, n) for n in ('0_loop.jpg', '1_loop.jpg'))
+  os.symlink(second, first)
+  os.symlink(first, second)
+  return first, 'Too many levels of symbolic links'
+
+
+def _not_utf8(folder: str) -> tuple[str, str]:
+  name = os.fsdecode(b'0_caf\xe9.png')  # Latin-1 bytes: not UTF-8.
+  write_image(os.path.join(folder, name))
+  shown = os.path.join(folder, '0_caf\\xe9.png')
+  return shown, 'the file name is not valid UTF-8 (rename the file)'
+
+
+@pytest.mark.parametrize('make_bad', [_dangling, _loop, _not_utf8],
+                         ids=['dangling_symlink', 'symlink_loop', 'not_utf8'])
+@pytest.mark.parametrize('first', [True, False], ids=['check', 'listing'])
+def test_bad_file_is_named_in_one_line(tmp_path, make_bad, first):
+  """A bad entry sorted first fails the cheap check, any other the listing."""
+  path = make_folder(tmp_path / 'images', 'flat')
+  folder = path if first else os.path.join(path, 'zz')
+  os.makedirs(folder, exist_ok=True)
+  shown, reason = make_bad(folder)
+  config = make_config(tmp_path / 'tfds', path=path)
+  with pytest.raises(ConfigError) as info:
+    data.check_dataset(config)
+    assert not first, 'the cheap check missed a bad first file'
+    data.make_train_iterator(config)
+  assert str(info.value) == f'cannot read image {shown}: {reason}'
+
+
+def _deny_listing(monkeypatch, folder: str) -> None:
+  """os.scandir of `folder` raises PermissionError, as under chmod 000."""
+  scandir = os.scandir
+
+  def denying(path='.'):
+    if os.fspath(path) == folder:
+      raise PermissionError(13, 'Permission denied', folder)
+    return scandir(path)
+
+  monkeypatch.setattr(os, 'scandir', denying)
+
+
+def test_unreadable_sub_folder_is_named_like_an_unreadable_file(
+    tmp_path, monkeypatch):
+  path = make_folder(tmp_path / 'images', 'classes')
+  config = make_config(tmp_path / 'tfds', path=path)
+  bad_file = os.path.join(path, 'dog', 'a.jpg')
+  real_open = open
+
+  def denying_open(file, *args, **kwargs):
+    if file == bad_file:
+      raise PermissionError(13, 'Permission denied', bad_file)
+    return real_open(file, *args, **kwargs)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(image_folder, 'open', denying_open, raising=False)
+    with pytest.raises(ConfigError) as info:
+      data.make_train_iterator(config)
+  assert str(info.value) == f'cannot read image {bad_file}: Permission denied'
+
+  sub = os.path.join(path, 'dog')
+  _deny_listing(monkeypatch, sub)
+  with pytest.raises(ConfigError) as info:
+    data.make_train_iterator(config)  # Before: dog/ was skipped silently.
+  assert str(info.value) == f'cannot read folder {sub}: Permission denied'
+
+
+@pytest.mark.skipif(os.geteuid() == 0,
+                    reason='root reads a chmod 000 folder (covered above)')
+def test_chmod_000_sub_folder_is_named(tmp_path):
+  path = make_folder(tmp_path / 'images', 'classes')
+  sub = os.path.join(path, 'dog')
+  os.chmod(sub, 0)
+  try:
+    with pytest.raises(ConfigError) as info:
+      data.make_train_iterator(make_config(tmp_path / 'tfds', path=path))
+  finally:
+    os.chmod(sub, 0o755)
+  assert str(info.value) == f'cannot read folder {sub}: Permission denied'
+
+
+def test_cli_names_a_bad_file_in_one_line(tmp_path):
+  """The command prints `error: ...` alone (no traceback) and exits 1."""
+  path = make_folder(tmp_path / 'images', 'flat')
+  shown, reason = _not_utf8(path)  # Sorted first: found by the check.
+  proc = subprocess.run(
+      [sys.executable, '-m', 'minr_jax.main',
+       '--config=configs/transinr.py:tiny', f'--workdir={tmp_path / "run"}',
+       '--config.dataset.name=image_folder', f'--config.dataset.path={path}',
+       f'--config.dataset.data_dir={tmp_path / "tfds"}',
+       '--config.batch_size=8', '--config.eval_batch_size=8'],  # 8 devices.
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1
+  assert 'Traceback' not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f'error: cannot read image {shown}: {reason}')
+  assert not os.path.exists(tmp_path / 'run')  # Stopped before the workdir.
+
+
+# ------------------------------------------- which field named the dataset
+
+
+def test_eval_dataset_errors_name_the_eval_datasets_field(tmp_path):
+  path = make_folder(tmp_path / 'images', 'flat')
+  config = make_config(tmp_path / 'tfds', path=path)
+  with pytest.raises(ConfigError) as info:
+    data.check_dataset(config, 'nosuch')
+  assert str(info.value).startswith(
+      "config.eval_datasets: dataset 'nosuch' is unknown; valid names: "
+      'image_folder, demo, ')
+  missing = str(tmp_path / 'missing')
+  with pytest.raises(ConfigError) as info:
+    data.check_dataset(config, 'image_folder', missing)
+  assert str(info.value) == (
+      f"the path of config.eval_datasets entry 'image_folder:{missing}': no "
+      f'such directory: {missing}')
+  with pytest.raises(ConfigError, match="^--datasets: dataset 'x' is unknown"):
+    data.check_dataset(config, 'x', origin='--datasets')
+  with pytest.raises(ConfigError, match=r"^config.eval_datasets: dataset 'x'"):
+    list(data.make_eval_batches(config, 'x'))
+  # The config's own dataset, given or not, is blamed on config.dataset.
+  data.check_dataset(config, 'image_folder', path)
+  config.dataset.path = missing
+  with pytest.raises(ConfigError, match='^config.dataset.path: no such'):
+    data.check_dataset(config, 'image_folder', missing)
+  config.dataset.name = 'nosuch'
+  with pytest.raises(ConfigError,
+                     match="^config.dataset.name: dataset 'nosuch' is unknown"):
+    data.check_dataset(config)
+
+
+# ------------------------------------------------- defaults live in configs
+
+
+@pytest.mark.parametrize('config_file, variant', [
+    ('transinr', ''), ('transinr', 'tiny'), ('transinr', 'celeba'),
+    ('ginr', ''), ('mae', ''), ('mae', 'imagenette')])
+def test_configs_hold_every_data_default(config_file, variant):
+  """Each config file sets every data field; options keep its values."""
+  config = importlib.import_module(config_file).get_config(variant)
+  options = data.options_lib.from_config(config)
+  assert options.num_workers == config.dataset.num_workers
+  assert options.prefetch_buffer == config.dataset.prefetch_buffer
+  assert options.crop_size == config.dataset.crop_size
+  assert options.eval_fraction == config.dataset.eval_fraction
+  assert options.origin == ''
+
+
+def test_a_config_without_a_data_field_is_refused(tmp_path):
+  config = make_config(tmp_path)
+  del config.dataset['num_workers']
+  with pytest.raises(ConfigError, match=r'^config.dataset.num_workers is missing'):
+    data.options_lib.from_config(config)
+  # A saved config.json older than dataset.eval_split still reads.
+  config = make_config(tmp_path, name='demo')
+  assert 'eval_split' not in config.dataset
+  assert data.options_lib.from_config(config).eval_split == ''
+
+
+# ------------------------------------------------------------- no orphans
+
+
+def test_grain_workers_end_soon_after_the_trainer_is_killed(tmp_path):
+  """SIGKILL the training process only: its worker processes follow."""
+  path = make_folder(tmp_path / 'images', 'splits')
+  workdir = tmp_path / 'run'
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  trainer = subprocess.Popen(
+      [sys.executable, '-m', 'minr_jax.main',
+       '--config=configs/transinr.py:tiny', f'--workdir={workdir}',
+       '--config.dataset.name=image_folder', f'--config.dataset.path={path}',
+       f'--config.dataset.data_dir={tmp_path / "tfds"}',
+       '--config.dataset.num_workers=2', '--config.num_train_steps=100000',
+       '--config.eval_every_steps=100000',
+       '--config.checkpoint_every_steps=100000'],
+      cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+      text=True)
+  metrics_file = workdir / 'metrics.jsonl'
+  deadline = time.time() + 400
+  children = []
+  try:
+    # Training steps are logged: the workers are up and feeding batches.
+    while not (metrics_file.exists() and '"train"' in metrics_file.read_text()):
+      assert trainer.poll() is None, trainer.stderr.read()[-2000:]
+      assert time.time() < deadline, 'no training step in time'
+      time.sleep(0.2)
+    children = psutil.Process(trainer.pid).children(recursive=True)
+    workers = [p for p in children if 'spawn_main' in ' '.join(p.cmdline())]
+    assert len(workers) == 2
+  finally:
+    trainer.kill()  # SIGKILL: no clean-up runs in the trainer.
+    trainer.communicate()
+
+  def gone(process: psutil.Process) -> bool:
+    try:
+      return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+      return True
+
+  killed = time.time()
+  while time.time() < killed + 10 and not all(map(gone, children)):
+    time.sleep(0.1)
+  left = [p.pid for p in children if not gone(p)]
+  for pid in left:  # Do not leave them running if the test fails.
+    os.kill(pid, signal.SIGKILL)
+  assert not left, f'processes still running 10 s after the trainer: {left}'

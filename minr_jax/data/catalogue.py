@@ -291,8 +291,7 @@ def check(options: options_lib.DataOptions) -> None:
 
   Raises:
     ConfigError: neither is there (one line saying what to download where),
-      config.dataset.path is not a directory, or the prepared data are not
-      array_record.
+      the path is not a directory, or the prepared data are not array_record.
   """
   builder = reader(options)
   if tfds_utils.is_prepared(builder):
@@ -300,18 +299,18 @@ def check(options: options_lib.DataOptions) -> None:
     return
   directory = manual_dir(options)
   if options.path is not None and not os.path.isdir(options.path):
-    problem = ('is not a directory' if os.path.exists(options.path)
-               else 'no such directory')
+    problem = (' is not a directory' if os.path.exists(options.path)
+               else ': no such directory')
     raise ConfigError(
-        f'config.dataset.path {problem}: {options.path} ({options.name} is '
+        f'{options.path_field}{problem}: {options.path} ({options.name} is '
         f'not prepared in {builder.data_dir} either)')
   if options.name == 'imagenette' and _extracted_imagenette(directory):
     return
   missing = [f for f in manual_files(options.name)
              if not os.path.isfile(os.path.join(directory, f))]
   if missing:
-    where = ('config.dataset.path' if options.path
-             else 'config.dataset.path is unset and the default manual dir')
+    where = (options.path_field if options.path
+             else f'{options.path_field} is unset and the default manual dir')
     raise ConfigError(
         f'{options.name} is not prepared in {builder.data_dir} and {where} '
         f'{directory} lacks {", ".join(missing)}; download them by hand (no '
@@ -344,7 +343,7 @@ def prepare(options: options_lib.DataOptions) -> None:
     tfds_utils.prepare(builder, manual_dir=directory)
   except download_manager.NonMatchingChecksumError as e:
     raise ConfigError(
-        f'config.dataset.path: a file in {directory} differs from the one '
+        f'{options.path_field}: a file in {directory} differs from the one '
         f'TFDS registered for {options.name} (size or sha256); download the '
         f'official {", ".join(manual_files(options.name))} again') from e
 

@@ -26,7 +26,7 @@ def _no_check(options: options_lib.DataOptions) -> None:
 
 
 def _check_image_folder(options: options_lib.DataOptions) -> None:
-  image_folder.check_folder(options.path)
+  image_folder.check_folder(options.path, options.path_field)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,18 +47,20 @@ _DATASETS: dict[str, _Entry] = {
 NAMES = tuple(_DATASETS)
 
 
-def _entry(name: str) -> _Entry:
-  if name not in _DATASETS:
-    raise ConfigError(f'config.dataset.name={name!r} is unknown; valid names: '
-                      f"{', '.join(NAMES)}")
-  return _DATASETS[name]
+def _entry(options: options_lib.DataOptions) -> _Entry:
+  """The named dataset's entry; ConfigError naming the field that named it."""
+  if options.name not in _DATASETS:
+    field = options.origin or 'config.dataset.name'
+    raise ConfigError(f'{field}: dataset {options.name!r} is unknown; valid '
+                      f"names: {', '.join(NAMES)}")
+  return _DATASETS[options.name]
 
 
 def check(options: options_lib.DataOptions) -> None:
   """Cheap checks of the named dataset; raises ConfigError."""
-  _entry(options.name).check(options)
+  _entry(options).check(options)
 
 
 def load(options: options_lib.DataOptions) -> base.Dataset:
   """Sources and default maps of the named dataset (prepares it if needed)."""
-  return _entry(options.name).load(options)
+  return _entry(options).load(options)

@@ -19,8 +19,13 @@ Files: extensions .jpg .jpeg .png .bmp .webp (any case); names starting with
 '.' are skipped; symlinks are followed. Every image becomes RGB: greyscale and
 palette images are replicated to 3 channels, transparency is composited over
 white, EXIF rotation is applied. RGB JPEG/PNG files are stored byte-for-byte,
-others are re-encoded losslessly as PNG. A file PIL cannot decode raises
-ConfigError `cannot read image <path>: <reason>` while preparing.
+others are re-encoded losslessly as PNG.
+
+Bad files stop the run with one line (ConfigError): `cannot read folder
+<path>: <reason>` for a sub-folder that cannot be listed, `cannot read image
+<path>: <reason>` for an image name that is not valid UTF-8, a broken or
+looping symbolic link (while listing), or a file PIL cannot decode (while
+preparing).
 
 Preparation: a TFDS GeneratorBasedBuilder written as array_record files to
 `<data_dir>/image_folder/<slug>-<hash>/1.0.0/`, slug = folder name, hash =
@@ -37,7 +42,6 @@ Eval order: TFDS's fixed hash-of-key order (keys are relative paths), so
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import io
 import json
@@ -91,8 +95,43 @@ def is_image_name(name: str) -> bool:
           and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
 
 
-def walk_images(directory: str) -> Iterator[str]:
-  """Absolute paths of the images below `directory`, sorted, lazily.
+def shown(path: str) -> str:
+  """`path` printable as UTF-8 (bytes of a non-UTF-8 name as \\xNN escapes)."""
+  return os.fsencode(path).decode('utf-8', 'backslashreplace')
+
+
+def _unreadable_folder(error: OSError) -> None:
+  """os.walk's onerror: a folder that cannot be listed stops the run."""
+  raise ConfigError(
+      f'cannot read folder {shown(error.filename)}: {_one_line(error)}'
+  ) from error
+
+
+def _image_stat(path: str) -> os.stat_result:
+  """The stat of image `path`, or one-line ConfigError naming it.
+
+  Raises:
+    ConfigError: `cannot read image <path>: <reason>` for a name that is not
+      valid UTF-8, a broken symbolic link, a symbolic link loop, or any other
+      error of stat.
+  """
+  try:
+    path.encode('utf-8')
+  except UnicodeEncodeError:
+    raise ConfigError(f'cannot read image {shown(path)}: the file name is not '
+                      'valid UTF-8 (rename the file)') from None
+  try:
+    return os.stat(path)
+  except OSError as e:
+    if isinstance(e, FileNotFoundError) and os.path.islink(path):
+      reason = f'broken symbolic link to {shown(os.readlink(path))}'
+    else:
+      reason = _one_line(e)
+    raise ConfigError(f'cannot read image {shown(path)}: {reason}') from e
+
+
+def walk_images(directory: str) -> Iterator[tuple[str, os.stat_result]]:
+  """Absolute paths of the images below `directory` and their stat, lazily.
 
   Hidden files and folders are skipped; symlinked folders are followed once
   (a folder reached again through a link loop is not re-entered).
@@ -101,10 +140,17 @@ def walk_images(directory: str) -> Iterator[str]:
     directory: an existing directory.
 
   Yields:
-    Absolute file paths in sorted walk order.
+    (absolute file path, its os.stat_result) in sorted walk order.
+
+  Raises:
+    ConfigError: a folder that cannot be listed (`cannot read folder <path>:
+      <reason>`), or an image whose name is not UTF-8 or whose stat fails,
+      e.g. a broken or looping symbolic link (`cannot read image <path>:
+      <reason>`).
   """
   seen = set()
-  for current, dirs, files in os.walk(directory, followlinks=True):
+  for current, dirs, files in os.walk(directory, onerror=_unreadable_folder,
+                                      followlinks=True):
     real = os.path.realpath(current)
     if real in seen:
       dirs[:] = []
@@ -113,7 +159,8 @@ def walk_images(directory: str) -> Iterator[str]:
     dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
     for name in sorted(files):
       if is_image_name(name):
-        yield os.path.join(current, name)
+        path = os.path.join(current, name)
+        yield path, _image_stat(path)
 
 
 def split_dirs(root: str) -> tuple[str, str | None]:
@@ -128,28 +175,29 @@ def split_dirs(root: str) -> tuple[str, str | None]:
   return train_dir, None
 
 
-def check_folder(path: str | None) -> None:
-  """Cheap checks of `config.dataset.path` (stops at the first image found).
+def check_folder(path: str | None, field: str = 'config.dataset.path') -> None:
+  """Cheap checks of the folder (stops at the first image found).
 
   Args:
     path: the configured folder.
+    field: what to call `path` in messages (the config field it came from).
 
   Raises:
-    ConfigError: path unset, missing, not a directory, or without images.
+    ConfigError: path unset, missing, not a directory, or without images;
+      an unreadable sub-folder or bad image file met on the way (see
+      `walk_images`).
   """
   if not path:
     raise ConfigError(
-        "config.dataset.path is not set (dataset.name='image_folder' needs a "
-        'folder of images)')
+        f'{field} is not set (dataset image_folder needs a folder of images)')
   if not os.path.exists(path):
-    raise ConfigError(f'config.dataset.path: no such directory: {path}')
+    raise ConfigError(f'{field}: no such directory: {path}')
   if not os.path.isdir(path):
-    raise ConfigError(f'config.dataset.path is not a directory: {path}')
+    raise ConfigError(f'{field} is not a directory: {path}')
   train_dir, _ = split_dirs(os.path.abspath(path))
   if next(walk_images(train_dir), None) is None:
     extensions = '/'.join(sorted(e[1:] for e in IMAGE_EXTENSIONS))
-    raise ConfigError(
-        f'config.dataset.path: no images ({extensions}) in {train_dir}')
+    raise ConfigError(f'{field}: no images ({extensions}) in {train_dir}')
 
 
 def hash_fraction(relpath: str) -> float:
@@ -164,8 +212,8 @@ def _class_of(path: str, split_dir: str) -> str | None:
   return parts[0] if len(parts) > 1 else None
 
 
-def _image_file(path: str, root: str, split: str, label: int) -> ImageFile:
-  stat = os.stat(path)
+def _image_file(path: str, stat: os.stat_result, root: str, split: str,
+                label: int) -> ImageFile:
   relpath = os.path.relpath(path, root).replace(os.sep, '/')
   return ImageFile(relpath, split, label, stat.st_size, stat.st_mtime_ns)
 
@@ -179,22 +227,27 @@ def list_folder(root: str, eval_fraction: float) -> Listing:
 
   Returns:
     The listing, files sorted by relative path.
+
+  Raises:
+    ConfigError: see `walk_images`.
   """
   train_dir, eval_dir = split_dirs(root)
-  # (absolute path, split, class name or None).
-  found = [(p, TRAIN, _class_of(p, train_dir)) for p in walk_images(train_dir)]
+  # (absolute path, stat, split, class name or None).
+  found = [(p, st, TRAIN, _class_of(p, train_dir))
+           for p, st in walk_images(train_dir)]
   if eval_dir is None:
     rule = f'hash:{eval_fraction!r}'
-    found = [(p, EVAL if hash_fraction(
+    found = [(p, st, EVAL if hash_fraction(
         os.path.relpath(p, root).replace(os.sep, '/')) < eval_fraction
-              else TRAIN, c) for p, _, c in found]
+              else TRAIN, c) for p, st, _, c in found]
   else:
     rule = 'dirs'
-    found += [(p, EVAL, _class_of(p, eval_dir)) for p in walk_images(eval_dir)]
-  class_names = tuple(sorted({c for _, _, c in found if c is not None}))
+    found += [(p, st, EVAL, _class_of(p, eval_dir))
+              for p, st in walk_images(eval_dir)]
+  class_names = tuple(sorted({c for _, _, _, c in found if c is not None}))
   index = {name: i for i, name in enumerate(class_names)}
-  files = [_image_file(p, root, s, index.get(c, UNLABELLED))
-           for p, s, c in found]
+  files = [_image_file(p, st, root, s, index.get(c, UNLABELLED))
+           for p, st, s, c in found]
   files.sort(key=lambda f: f.relpath)
   return Listing(root, rule, class_names, tuple(files))
 
@@ -216,9 +269,15 @@ def config_name(listing: Listing) -> str:
 
 
 def _one_line(error: BaseException) -> str:
-  """The reason of a read error, on one line, without PIL's buffer repr."""
+  """The reason of a read error, on one line, without PIL's buffer repr.
+
+  For an OSError, its strerror (e.g. 'Permission denied'): the message names
+  the path already.
+  """
   if isinstance(error, UnidentifiedImageError):
     return 'not an image file PIL can identify'
+  if isinstance(error, OSError) and error.strerror:
+    return error.strerror
   return ' '.join(str(error).split()) or type(error).__name__
 
 
@@ -338,14 +397,15 @@ class ImageFolderBuilder(tfds.core.GeneratorBasedBuilder,
             'image': encoded_rgb(path), 'label': f.label, 'id': f.relpath}
 
 
-def prepare(path: str, data_dir: str,
-            eval_fraction: float) -> ImageFolderBuilder:
+def prepare(path: str, data_dir: str, eval_fraction: float,
+            field: str = 'config.dataset.path') -> ImageFolderBuilder:
   """Lists the folder and prepares it unless an identical copy exists.
 
   Args:
     path: DIR.
     data_dir: TFDS data_dir (absolute).
     eval_fraction: share held out by the hash split.
+    field: what to call `path` in messages.
 
   Returns:
     The prepared builder; its `data_dir` is
@@ -354,7 +414,7 @@ def prepare(path: str, data_dir: str,
   Raises:
     ConfigError: bad folder or unreadable image.
   """
-  check_folder(path)
+  check_folder(path, field)
   listing = list_folder(os.path.abspath(path), eval_fraction)
   builder = ImageFolderBuilder(
       listing=listing, data_dir=data_dir,
@@ -367,15 +427,17 @@ def prepare(path: str, data_dir: str,
   return builder
 
 
-@functools.lru_cache(maxsize=16)
-def _prepared(path: str, data_dir: str,
-              eval_fraction: float) -> ImageFolderBuilder:
-  return prepare(path, data_dir, eval_fraction)
+# (path, data_dir, eval_fraction) -> the builder prepared in this process.
+_PREPARED: dict[tuple[str, str, float], ImageFolderBuilder] = {}
 
 
-def clear_cache() -> None:
-  """Forgets the per-process snapshots (next use re-lists the folders)."""
-  _prepared.cache_clear()
+def _prepared(path: str, data_dir: str, eval_fraction: float,
+              field: str) -> ImageFolderBuilder:
+  """`prepare` once per process and folder (the run's snapshot of it)."""
+  key = (path, data_dir, eval_fraction)
+  if key not in _PREPARED:
+    _PREPARED[key] = prepare(path, data_dir, eval_fraction, field)
+  return _PREPARED[key]
 
 
 def load(options: options_lib.DataOptions) -> base.Dataset:
@@ -392,13 +454,13 @@ def load(options: options_lib.DataOptions) -> base.Dataset:
   Raises:
     ConfigError: bad folder, unreadable image, or no training image.
   """
-  check_folder(options.path)
+  check_folder(options.path, options.path_field)
   builder = _prepared(os.path.abspath(options.path), options.data_dir,
-                      options.eval_fraction)
+                      options.eval_fraction, options.path_field)
   train = tfds_utils.split_source(builder, TRAIN)
   if not len(train):  # pylint: disable=g-explicit-length-test
     raise ConfigError(
-        f'config.dataset.path: no training images in {options.path} (all '
+        f'{options.path_field}: no training images in {options.path} (all '
         'fell in the eval split; lower config.dataset.eval_fraction)')
   return base.whole_image_dataset(
       train, tfds_utils.split_source(builder, EVAL), options)

@@ -64,40 +64,44 @@ class Source:
   splits: tuple[tuple[str, tuple[str, ...]], ...]  # (split, 'class/file'...).
 
 
-def check_manual_dir(path: str | None) -> None:
+def check_manual_dir(path: str | None,
+                     field: str = 'config.dataset.path') -> None:
   """Cheap checks of DIR: set, a directory, both lists, images or tar.
 
   Args:
     path: config.dataset.path.
+    field: what to call `path` in messages.
 
   Raises:
     ConfigError: naming the field or the missing path.
   """
   if not path:
     raise ConfigError(
-        "config.dataset.path is not set (dataset.name='mit_indoor67' needs "
+        f'{field} is not set (dataset mit_indoor67 needs '
         f'a directory with {ARCHIVE} or {IMAGES_DIR}/, '
         f'{" and ".join(SPLIT_FILES.values())})')
   if not os.path.isdir(path):
-    problem = 'is not a directory' if os.path.exists(path) else (
-        'no such directory')
-    raise ConfigError(f'config.dataset.path {problem}: {path}')
+    problem = ' is not a directory' if os.path.exists(path) else (
+        ': no such directory')
+    raise ConfigError(f'{field}{problem}: {path}')
   for name in SPLIT_FILES.values():
     if not os.path.isfile(os.path.join(path, name)):
-      raise ConfigError(f'config.dataset.path: missing split file '
+      raise ConfigError(f'{field}: missing split file '
                         f'{os.path.join(path, name)}')
   if not (os.path.isdir(os.path.join(path, IMAGES_DIR))
           or os.path.isfile(os.path.join(path, ARCHIVE))):
     raise ConfigError(
-        f'config.dataset.path: neither {os.path.join(path, IMAGES_DIR)}/ nor '
+        f'{field}: neither {os.path.join(path, IMAGES_DIR)}/ nor '
         f'{os.path.join(path, ARCHIVE)} exists')
 
 
-def read_split_file(path: str) -> tuple[str, ...]:
+def read_split_file(path: str,
+                    field: str = 'config.dataset.path') -> tuple[str, ...]:
   """The `class/file` lines of a list, in order, blank lines and repeats out.
 
   Args:
     path: TrainImages.txt or TestImages.txt.
+    field: what to call the manual directory in messages.
 
   Returns:
     Relative image paths (POSIX) below Images/.
@@ -110,7 +114,7 @@ def read_split_file(path: str) -> tuple[str, ...]:
       lines = handle.read().splitlines()
   except (OSError, UnicodeDecodeError) as e:
     reason = e.strerror if isinstance(e, OSError) else 'not UTF-8 text'
-    raise ConfigError(f'config.dataset.path: cannot read split file {path}: '
+    raise ConfigError(f'{field}: cannot read split file {path}: '
                       f'{reason or e}') from e
   entries = {}
   for number, line in enumerate(lines, start=1):
@@ -119,7 +123,7 @@ def read_split_file(path: str) -> tuple[str, ...]:
       continue
     parts = entry.split('/')
     if len(parts) < 2 or not all(parts):
-      raise ConfigError(f'config.dataset.path: {path} line {number} is '
+      raise ConfigError(f'{field}: {path} line {number} is '
                         f'{entry!r}, not <class>/<file>')
     entries.setdefault(entry, None)
   if len(entries) != sum(1 for line in lines if line.strip()):
@@ -147,11 +151,12 @@ def archive_index(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
   return index
 
 
-def list_source(path: str) -> Source:
+def list_source(path: str, field: str = 'config.dataset.path') -> Source:
   """Reads both lists and checks every listed image is there.
 
   Args:
     path: DIR (see the module docstring).
+    field: what to call `path` in messages.
 
   Returns:
     The source, splits in SPLIT_FILES order.
@@ -159,9 +164,9 @@ def list_source(path: str) -> Source:
   Raises:
     ConfigError: see `check_manual_dir`; a listed image is absent.
   """
-  check_manual_dir(path)
+  check_manual_dir(path, field)
   root = os.path.abspath(path)
-  splits = tuple((split, read_split_file(os.path.join(root, name)))
+  splits = tuple((split, read_split_file(os.path.join(root, name), field))
                  for split, name in SPLIT_FILES.items())
   images_dir = os.path.join(root, IMAGES_DIR)
   archive = None if os.path.isdir(images_dir) else os.path.join(root, ARCHIVE)
@@ -174,7 +179,7 @@ def list_source(path: str) -> Source:
       with tarfile.open(archive, 'r:*') as tar:
         members = archive_index(tar)
     except (OSError, tarfile.TarError) as e:
-      raise ConfigError(f'config.dataset.path: cannot read {archive}: '
+      raise ConfigError(f'{field}: cannot read {archive}: '
                         f'{" ".join(str(e).split())}') from e
     present = members.__contains__
     where = lambda entry: f'{archive}:{IMAGES_DIR}/{entry}'
@@ -183,7 +188,7 @@ def list_source(path: str) -> Source:
     if missing:
       others = f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''
       raise ConfigError(
-          f'config.dataset.path: image {where(missing[0])} listed in '
+          f'{field}: image {where(missing[0])} listed in '
           f'{SPLIT_FILES[split]} does not exist{others}')
   class_names = tuple(sorted({e.split('/')[0] for _, es in splits
                               for e in es}))
@@ -286,7 +291,7 @@ def check(options: options_lib.DataOptions) -> None:
     ConfigError: see `check_manual_dir` (only when nothing is prepared).
   """
   if not tfds_utils.is_prepared(_builder(options)):
-    check_manual_dir(options.path)
+    check_manual_dir(options.path, options.path_field)
 
 
 def load(options: options_lib.DataOptions) -> base.Dataset:
@@ -305,7 +310,7 @@ def load(options: options_lib.DataOptions) -> base.Dataset:
   """
   builder = _builder(options)
   if not tfds_utils.is_prepared(builder):
-    source = list_source(options.path)
+    source = list_source(options.path, options.path_field)
     logging.info('Preparing %s from %s into %s', BUILDER_NAME, source.root,
                  builder.data_dir)
     tfds_utils.prepare(_builder(options, source))

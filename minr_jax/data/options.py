@@ -1,48 +1,49 @@
-"""Every config field the data layer reads, with its default, in one place.
+"""Every config field the data layer reads and how it is checked, in one place.
 
 The data layer never touches the config after `from_config`: the rest of the
 package works on the frozen, picklable `DataOptions` (so it can be sent to
 grain worker processes) and on the batch sizes passed explicitly.
 
-Fields read (a missing `config.dataset.*` field takes the default below;
-`config.resolution` is required):
+Fields read. Their defaults live in the config files only (configs/transinr.py,
+which configs/ginr.py and configs/mae.py start from); a config without one of
+these fields is refused, except for fields newer than the first release
+(`ADDED_FIELDS`), which take the value that reproduces runs saved without them.
 
-  config.seed                        int   0      shuffle / augmentation seed
-  config.resolution                  int   -      output images are [R, R, 3]
-  config.batch_size                  int   -      global train batch size
-  config.eval_batch_size             int   batch_size  global eval batch size
-  config.dataset.name                str   -      image_folder | demo |
-                                                  celeb_a | imagenette |
-                                                  mit_indoor67
-  config.dataset.path                str   None   image_folder: the folder;
-                                                  celeb_a, imagenette,
-                                                  mit_indoor67: the manual
-                                                  download directory
-  config.dataset.data_dir            str   '~/tensorflow_datasets'
-                                                  where prepared TFDS data live
-  config.dataset.eval_split          str   None   celeb_a, imagenette,
-                                                  mit_indoor67: the split
-                                                  evaluated on (unset: below)
-  config.dataset.random_crop         bool  None   train: resize short side to
-                                                  train_resize, then random
-                                                  crop R (else centre crop R)
-  config.dataset.train_resize        int   0      short side before the random
-                                                  crop (0 = unset: below)
-  config.dataset.flip                bool  None   random horizontal flip (train)
-  config.dataset.crop_size           int   128    demo: crop side in pixels of
-                                                  the photo (clamped to the
-                                                  photo's short side)
-  config.dataset.eval_crops_per_image int  16     demo: fixed crops per held-out
-                                                  photo
-  config.dataset.eval_fraction       float 0.1    image_folder without
-                                                  train/ + val/: share of files
-                                                  (by path hash) held out
-  config.dataset.eval_max_images     int   0      cap on eval images (0 = all)
-  config.dataset.num_workers         int   0      grain worker processes for
-                                                  training (0 = threads in the
-                                                  main process)
-  config.dataset.prefetch_buffer     int   2      batches prepared ahead (per
-                                                  worker when num_workers > 0)
+  config.seed                         int    shuffle / augmentation seed
+  config.resolution                   int    output images are [R, R, 3]
+  config.batch_size                   int    global train batch size
+  config.eval_batch_size              int    global eval batch size (unset:
+                                             batch_size)
+  config.dataset.name                 str    image_folder | demo | celeb_a |
+                                             imagenette | mit_indoor67
+  config.dataset.path                 str    image_folder: the folder;
+                                             celeb_a, imagenette,
+                                             mit_indoor67: the manual
+                                             download directory (None: unset)
+  config.dataset.data_dir             str    where prepared TFDS data live
+  config.dataset.eval_split           str    celeb_a, imagenette,
+                                             mit_indoor67: the split
+                                             evaluated on (None: below)
+  config.dataset.random_crop          bool   train: resize short side to
+                                             train_resize, then random crop R
+                                             (else centre crop R); None: below
+  config.dataset.train_resize         int    short side before the random
+                                             crop (0: below)
+  config.dataset.flip                 bool   random horizontal flip (train);
+                                             None: below
+  config.dataset.crop_size            int    demo: crop side in pixels of the
+                                             photo (clamped to its short side)
+  config.dataset.eval_crops_per_image int    demo: fixed crops per held-out
+                                             photo
+  config.dataset.eval_fraction        float  image_folder without train/ +
+                                             val/: share of files (by path
+                                             hash) held out
+  config.dataset.eval_max_images      int    cap on eval images (0 = all)
+  config.dataset.num_workers          int    grain worker processes for
+                                             training (0 = threads in the
+                                             main process)
+  config.dataset.prefetch_buffer      int    batches prepared ahead (per
+                                             worker when num_workers > 0)
 
 Precedence of the augmentation and split fields: a value set in the config
 always wins; a field left at its unset value (None, or '' for eval_split, or 0
@@ -59,7 +60,9 @@ default (random_crop False, flip False, train_resize = R):
 (Imagenette: the reference crops 182 pixels from the 320-pixel images, so the
 default keeps that scale at any R.) Setting eval_split for image_folder or
 demo is an error. When `from_config` is given another dataset `name` than the
-config's, the config's path and eval_split are not used for it.
+config's, the config's path and eval_split are not used for it, and messages
+about that dataset name the field it came from (`DataOptions.origin`, e.g.
+config.eval_datasets), not config.dataset.
 """
 
 from __future__ import annotations
@@ -72,23 +75,13 @@ import numpy as np
 
 from minr_jax.config import ConfigError
 
-DEFAULT_DATA_DIR = '~/tensorflow_datasets'
-
-# Default of each optional `config.dataset.*` field.
-DATASET_DEFAULTS: dict[str, Any] = {
-    'path': None,
-    'data_dir': DEFAULT_DATA_DIR,
+# Data fields the configs gained after the first release, with the value that
+# reproduces runs whose saved config.json predates them (no other field has a
+# default outside the config files).
+ADDED_FIELDS: dict[str, Any] = {
     'eval_split': None,
-    'random_crop': None,
-    'train_resize': 0,
-    'flip': None,
-    'crop_size': 128,
-    'eval_crops_per_image': 16,
-    'eval_fraction': 0.1,
-    'eval_max_images': 0,
-    'num_workers': 0,
-    'prefetch_buffer': 2,
 }
+_MISSING = object()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,31 +118,57 @@ RECIPES: dict[str, Recipe] = {
 
 @dataclasses.dataclass(frozen=True)
 class DataOptions:
-  """The data settings of one run (see the module docstring for meanings)."""
+  """The data settings of one run (see the module docstring for meanings).
+
+  `origin` says where `name` and `path` came from, for error messages: ''
+  for config.dataset, else the field or flag that named the dataset (e.g.
+  'config.eval_datasets').
+  """
 
   name: str
   path: str | None
   data_dir: str  # Absolute, user-expanded.
   resolution: int
-  seed: int = 0
-  eval_split: str = ''  # Resolved; '' for datasets without a choice.
-  random_crop: bool = False  # Resolved (see the precedence table).
-  train_resize: int = 0  # Already resolved: never 0 here.
-  flip: bool = False  # Resolved (see the precedence table).
-  crop_size: int = 128
-  eval_crops_per_image: int = 16
-  eval_fraction: float = 0.1
-  eval_max_images: int = 0
-  num_workers: int = 0
-  prefetch_buffer: int = 2
+  seed: int
+  eval_split: str  # Resolved; '' for datasets without a choice.
+  random_crop: bool  # Resolved (see the precedence table).
+  train_resize: int  # Already resolved: never 0 here.
+  flip: bool  # Resolved (see the precedence table).
+  crop_size: int
+  eval_crops_per_image: int
+  eval_fraction: float
+  eval_max_images: int
+  num_workers: int
+  prefetch_buffer: int
+  origin: str = ''
+
+  @property
+  def entry(self) -> str:
+    """'name' or 'name:path', as written in config.eval_datasets."""
+    return f'{self.name}:{self.path}' if self.path else self.name
+
+  @property
+  def path_field(self) -> str:
+    """What to call `path` in an error message."""
+    if not self.origin:
+      return 'config.dataset.path'
+    return f'the path of {self.origin} entry {self.entry!r}'
 
 
 def _dataset_field(config: Any, field: str) -> Any:
-  """Returns `config.dataset.<field>`, or its default when missing or None."""
+  """`config.dataset.<field>`; ConfigError if the config lacks it.
+
+  A field of `ADDED_FIELDS` that is missing takes its value there.
+  """
   dataset = config.dataset
-  value = dataset.get(field, None) if hasattr(dataset, 'get') else getattr(
-      dataset, field, None)
-  return DATASET_DEFAULTS[field] if value is None else value
+  value = dataset.get(field, _MISSING) if hasattr(dataset, 'get') else getattr(
+      dataset, field, _MISSING)
+  if value is not _MISSING:
+    return value
+  if field in ADDED_FIELDS:
+    return ADDED_FIELDS[field]
+  raise ConfigError(f'config.dataset.{field} is missing (configs/transinr.py '
+                    'sets every data field)')
 
 
 def _positive_int(value: Any, field: str, *, allow_zero: bool = False) -> int:
@@ -189,8 +208,8 @@ def _eval_split(config: Any, name: str, same_dataset: bool) -> str:
   return value
 
 
-def from_config(config: Any, name: str | None = None,
-                path: str | None = None) -> DataOptions:
+def from_config(config: Any, name: str | None = None, path: str | None = None,
+                *, origin: str = 'config.eval_datasets') -> DataOptions:
   """Reads and checks the data fields of `config` (no file system access).
 
   Args:
@@ -199,21 +218,26 @@ def from_config(config: Any, name: str | None = None,
     name: dataset name overriding `config.dataset.name`.
     path: dataset path overriding `config.dataset.path`. When `name` names a
       different dataset than the config, the config's path is not used.
+    origin: the field or flag that gave `name` and `path`, named in error
+      messages when they are not the config's own dataset.
 
   Returns:
     The frozen options, with the unset fields resolved (module docstring).
 
   Raises:
-    ConfigError: a field has a wrong type or range, or eval_split is not a
-      split of the dataset.
+    ConfigError: a field is missing or has a wrong type or range, or
+      eval_split is not a split of the dataset.
   """
   config_name = config.dataset.get('name', None)
+  config_path = _dataset_field(config, 'path')
+  own = (name is None or name == config_name) and (
+      path is None or path == config_path)
   name = config_name if name is None else name
   if not isinstance(name, str) or not name:
-    raise ConfigError(f'config.dataset.name must be a non-empty string, '
-                      f'got {name!r}')
+    field = 'config.dataset.name' if own else origin
+    raise ConfigError(f'{field} must be a non-empty string, got {name!r}')
   if path is None and name == config_name:
-    path = _dataset_field(config, 'path')
+    path = config_path
   resolution = _positive_int(config.get('resolution', None), 'resolution')
   recipe = RECIPES.get(name, Recipe(splits=(), eval_split=''))
   train_resize = _positive_int(_dataset_field(config, 'train_resize'),
@@ -239,7 +263,7 @@ def from_config(config: Any, name: str | None = None,
     path = os.path.expanduser(os.fspath(path))
   else:
     raise ConfigError(f'config.dataset.path must be a path, got {path!r}')
-  seed = config.get('seed', 0)
+  seed = config.get('seed', None)
   if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
     raise ConfigError(f'config.seed must be a non-negative integer, '
                       f'got {seed!r}')
@@ -266,4 +290,5 @@ def from_config(config: Any, name: str | None = None,
                                 'dataset.num_workers', allow_zero=True),
       prefetch_buffer=_positive_int(_dataset_field(config, 'prefetch_buffer'),
                                     'dataset.prefetch_buffer'),
+      origin='' if own else origin,
   )

@@ -4,9 +4,10 @@ Train: dataset.train -> this process's shard [process_index::process_count]
 -> seed -> shuffle -> repeat (reshuffled, re-augmented every epoch) ->
 random_map(train_transform) -> batch(local batch, drop_remainder) -> to an
 IterDataset with a thread prefetch buffer -> (if num_workers > 0)
-mp_prefetch. Batching happens on the MapDataset, before any prefetching, so
-a process gets the same batches for any num_workers; each background thread
-or worker builds whole batches. Its state (get_state/set_state, or grain's
+mp_prefetch, whose worker processes end with this one (`workers.py`).
+Batching happens on the MapDataset, before any prefetching, so a process gets
+the same batches for any num_workers; each background thread or worker builds
+whole batches. Its state (get_state/set_state, or grain's
 Orbax CheckpointSave/CheckpointRestore) restores the exact stream, given the
 same data, config, process count and num_workers.
 
@@ -30,7 +31,7 @@ import numpy as np
 from absl import flags
 
 from minr_jax.config import ConfigError
-from minr_jax.data import datasets
+from minr_jax.data import datasets, workers
 from minr_jax.data import options as options_lib
 
 _MAX_THREADS = 16
@@ -112,10 +113,14 @@ def make_train_iterator(config: Any, *, process_index: int = 0,
     return iter(batches.to_iter_dataset(read))
   _ensure_absl_flags_parsed()
   read = grain.ReadOptions(num_threads=1, prefetch_buffer_size=1)
-  workers = grain.MultiprocessingOptions(
+  processes = grain.MultiprocessingOptions(
       num_workers=options.num_workers,
       per_worker_buffer_size=options.prefetch_buffer)
-  return iter(batches.to_iter_dataset(read).mp_prefetch(workers))
+  # Each worker ends within a second of this process ending, however it ends.
+  exit_with_us = functools.partial(workers.exit_with_parent,
+                                   parent_pid=os.getpid())
+  return iter(batches.to_iter_dataset(read).mp_prefetch(
+      processes, worker_init_fn=exit_with_us))
 
 
 def _eval_count(options: options_lib.DataOptions, available: int) -> int:
@@ -146,7 +151,8 @@ def _eval_element(position: int, *, source: grain.MapDataset, transform: Any,
 
 def make_eval_batches(config: Any, name: str | None = None,
                       path: str | None = None, *, process_index: int = 0,
-                      process_count: int = 1) -> Iterator[dict]:
+                      process_count: int = 1,
+                      origin: str = 'config.eval_datasets') -> Iterator[dict]:
   """One deterministic pass over the eval split of dataset `name`.
 
   Args:
@@ -156,6 +162,8 @@ def make_eval_batches(config: Any, name: str | None = None,
     path: dataset path (image_folder).
     process_index: this process's index.
     process_count: number of processes.
+    origin: the field or flag that named (name, path) when they are not the
+      config's own dataset (for error messages).
 
   Returns:
     Iterator of {'image': float32 [L, R, R, 3], 'index': int32 [L] (global
@@ -167,7 +175,7 @@ def make_eval_batches(config: Any, name: str | None = None,
   Raises:
     ConfigError: bad config, folder or image.
   """
-  options = options_lib.from_config(config, name, path)
+  options = options_lib.from_config(config, name, path, origin=origin)
   datasets.check(options)
   _check_process(process_index, process_count)
   local_batch = _local_batch_size(
@@ -190,23 +198,10 @@ def make_eval_batches(config: Any, name: str | None = None,
 
 
 def num_eval_images(config: Any, name: str | None = None,
-                    path: str | None = None) -> int:
+                    path: str | None = None, *,
+                    origin: str = 'config.eval_datasets') -> int:
   """Number of real (valid) images `make_eval_batches` yields in total."""
-  options = options_lib.from_config(config, name, path)
+  options = options_lib.from_config(config, name, path, origin=origin)
   datasets.check(options)
   return _eval_count(options, len(datasets.load(options).eval))
 
-
-def dataset_info(config: Any, name: str | None = None,
-                 path: str | None = None) -> dict[str, Any]:
-  """{'name', 'num_train_examples', 'num_eval_images'} of a dataset.
-
-  num_train_examples counts source examples before augmentation (for `demo`,
-  the 12 training photos), over all processes.
-  """
-  options = options_lib.from_config(config, name, path)
-  datasets.check(options)
-  dataset = datasets.load(options)
-  return {'name': options.name,
-          'num_train_examples': len(dataset.train),
-          'num_eval_images': _eval_count(options, len(dataset.eval))}
