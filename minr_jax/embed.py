@@ -85,13 +85,11 @@ def iterate_images(config, name: str, path: str | None, split: str,
   from minr_jax import data  # noqa: PLC0415
   from minr_jax.data import datasets  # noqa: PLC0415
   from minr_jax.data import options as options_lib  # noqa: PLC0415
-  from minr_jax.evaluation import dataset_config  # noqa: PLC0415
 
   if split not in SPLITS:
     raise ConfigError(f"--split={split!r} must be one of {', '.join(SPLITS)}")
-  dconfig = dataset_config(config, name, path)
-  data.check_dataset(dconfig)
-  options = options_lib.from_config(dconfig)
+  data.check_dataset(config, name, path, origin="--dataset")
+  options = options_lib.from_config(config, name, path, origin="--dataset")
   dataset = datasets.load(options)
   source = dataset.eval if split == "eval" else dataset.train
   count = len(source)
@@ -337,10 +335,9 @@ def run(workdir: str, dataset: str, output: str, split: str = "eval",
     raise ConfigError(f"--output={output} must end in {' or '.join(FORMATS)}")
   from minr_jax import data  # noqa: PLC0415
   from minr_jax.config import load_saved  # noqa: PLC0415
-  from minr_jax.evaluation import dataset_config  # noqa: PLC0415
   name, _, path = dataset.partition(":")
   config = load_saved(api.resolve_path(workdir, step)[0])
-  data.check_dataset(dataset_config(config, name, path or None))  # before loading
+  data.check_dataset(config, name, path or None, origin="--dataset")  # before loading
   minr = api.load(workdir, step, devices=devices, batch_size=batch_size)
   summary = embed_dataset(minr, dataset, split, kind, output, masked, max_images, progress)
   print(f"wrote {summary['num_images']} embeddings of dim {summary['dim']} ({kind}, "

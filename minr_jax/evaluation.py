@@ -86,16 +86,13 @@ def dataset_config(config: ml_collections.ConfigDict, name: str,
 
 def check_datasets(config: ml_collections.ConfigDict, datasets: Sequence[EvalDataset],
                    where: str = "config.eval_datasets") -> None:
-  """data.check_dataset for each dataset but the training one (ConfigError on the first
-  bad one; the message names `where`, the flag or field that listed it)."""
+  """data.check_dataset for each dataset (ConfigError on the first bad one; the
+  message names `where`, the flag or field that listed it, or config.dataset.*)."""
   for name, path in datasets:
     if (name, path) == (config.dataset.name, config.dataset.path):
       data.check_dataset(config)
-      continue
-    try:
-      data.check_dataset(dataset_config(config, name, path))
-    except ConfigError as e:
-      raise ConfigError(f"{where}: {name}{':' + path if path else ''}: {e}") from None
+    else:
+      data.check_dataset(config, name, path, origin=where)
 
 
 def prepare_datasets(config: ml_collections.ConfigDict,
@@ -110,7 +107,7 @@ def prepare_datasets(config: ml_collections.ConfigDict,
   from jax.experimental import multihost_utils  # noqa: PLC0415
   if jax.process_index() == 0:
     for name, path in datasets:
-      data.num_eval_images(dataset_config(config, name, path))  # loads = prepares
+      data.num_eval_images(config, name, path)  # loads = prepares
   multihost_utils.sync_global_devices("minr_jax: evaluation data prepared")
 
 
