@@ -115,7 +115,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.log_every_steps = 50  # int: train metrics and progress line.
   c.eval_every_steps = 5000  # int: evaluation, PNG grid (and at the end).
   c.checkpoint_every_steps = 5000  # int: checkpoint (and at the end).
+  # float: also checkpoint about this often in wall time (0 = off), so slow steps or
+  # Spot capacity lose little; SIGTERM / Ctrl-C always save the step reached.
+  c.checkpoint_every_secs = 600.0
   c.keep_checkpoints = 3  # int: newest checkpoints kept.
+  c.keep_period = 0  # int: also keep every checkpoint whose step is a multiple (0 = none).
+  # str: XLA's persistent compilation cache (local or gs://; '' = off): restarts skip compiling.
+  c.compilation_cache_dir = "~/.cache/minr_jax/xla"
   c.num_grid_images = 8  # int: rows in each reconstruction PNG grid.
   c.tensorboard = True  # bool: also write TensorBoard event files.
 

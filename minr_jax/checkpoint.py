@@ -1,35 +1,61 @@
-"""Orbax checkpoints holding the train state and the grain iterator's position.
+"""Orbax checkpoints: train state, grain iterator position, the config, checksums.
 
-Layout: `<workdir>/checkpoints/<step>/{state, data}`. Orbax writes each step
-into a temporary directory and renames it only when complete, so a run killed
-mid-save (even with SIGKILL) leaves the previous checkpoint intact and the
-half-written one is ignored. Every process calls save/restore together.
+Layout: `<workdir>/checkpoints/<step>/{state, data, config}` plus
+`minr_checksums.json`. Orbax writes each step into a temporary directory and
+renames it only when complete, so a run killed mid-save (even with SIGKILL)
+leaves the previous checkpoint intact and the half-written one is ignored.
+After a save, process 0 records the SHA-256 of every file of the step
+(`MANIFEST`); `verify` checks them before a restore, so a corrupted or
+truncated checkpoint is reported in one line and the newest intact one is used
+(`restore_newest_intact`). Every process calls save/restore together.
+
+Paths are local directories or URLs (gs://...) through etils.epath.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import json
 import os
+import socket
+import time
 from typing import Any
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from minr_jax.config import ConfigError
 
 PyTree = Any
+MANIFEST = "minr_checksums.json"
+LOCK = ".minr_lock"
 
 
-def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-  """A manager of `<workdir>/checkpoints` keeping the newest `keep` steps."""
+def as_path(path: str | os.PathLike) -> epath.Path:
+  """An epath.Path: URLs as given, local paths made absolute (~ expanded)."""
+  text = os.fspath(path)
+  if "://" in text:
+    return epath.Path(text)
+  return epath.Path(os.path.abspath(os.path.expanduser(text)))
+
+
+def _handlers() -> dict[str, Any]:
+  return dict(state=ocp.PyTreeCheckpointHandler(), data=grain.checkpoint.CheckpointHandler(),
+              config=ocp.JsonCheckpointHandler())
+
+
+def make_manager(workdir: str, keep: int, keep_period: int | None = None
+                 ) -> ocp.CheckpointManager:
+  """A manager of `<workdir>/checkpoints` keeping the newest `keep` steps, and every
+  step that is a multiple of `keep_period` (if set) for good."""
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep, create=True, enable_async_checkpointing=False,
-      cleanup_tmp_directories=True)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                               options=options,
-                               item_handlers=dict(
-                                   state=ocp.PyTreeCheckpointHandler(),
-                                   data=grain.checkpoint.CheckpointHandler()))
+      max_to_keep=keep, keep_period=keep_period or None, create=True,
+      enable_async_checkpointing=False, cleanup_tmp_directories=True)
+  return ocp.CheckpointManager(as_path(workdir) / "checkpoints", options=options,
+                               item_handlers=_handlers())
 
 
 def open_read_only(workdir: str) -> ocp.CheckpointManager:
@@ -42,28 +68,94 @@ def open_read_only(workdir: str) -> ocp.CheckpointManager:
   """
   from absl import logging  # noqa: PLC0415
 
-  directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory):
+  directory = as_path(workdir) / "checkpoints"
+  if not directory.is_dir():
     raise ConfigError(f"no checkpoints in {directory}")
   verbosity = logging.get_verbosity()
   logging.set_verbosity(logging.ERROR)  # orbax warns that read_only is read only
   try:
     options = ocp.CheckpointManagerOptions(
         read_only=True, create=False, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(directory, options=options, item_handlers=dict(
-        state=ocp.PyTreeCheckpointHandler(), data=grain.checkpoint.CheckpointHandler()))
+    return ocp.CheckpointManager(directory, options=options, item_handlers=_handlers())
   finally:
     logging.set_verbosity(verbosity)
 
 
+def step_dir(manager: ocp.CheckpointManager, step: int) -> epath.Path:
+  return epath.Path(manager.directory) / str(step)
+
+
+def _files(directory: epath.Path) -> list[epath.Path]:
+  """Every file under directory, sorted (epath has no recursive glob on buckets)."""
+  out = []
+  for path in sorted(directory.iterdir()):
+    out.extend(_files(path) if path.is_dir() else [path])
+  return out
+
+
+def _digests(directory: epath.Path) -> dict[str, str]:
+  """{relative path: sha256} of every file under directory but the manifest."""
+  out = {}
+  for path in _files(directory):
+    if path.name == MANIFEST:
+      continue
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+      for chunk in iter(lambda f=f: f.read(1 << 22), b""):
+        h.update(chunk)
+    out[str(path.relative_to(directory))] = h.hexdigest()
+  return out
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: PyTree,
-         data_iter: grain.DatasetIterator | None) -> None:
-  """Saves state (and the data iterator, if any) as checkpoint `step`."""
+         data_iter: grain.DatasetIterator | None, config: dict | None = None) -> None:
+  """Saves state (and the data iterator and config, if given) as checkpoint `step`,
+  then (process 0) its checksum manifest.
+
+  ConfigError naming the directory if the disk is full; the earlier
+  checkpoints are intact then (orbax only renames a complete step).
+  """
   items = dict(state=ocp.args.PyTreeSave(state))
   if data_iter is not None:
     items["data"] = grain.checkpoint.CheckpointSave(data_iter)
-  manager.save(step, args=ocp.args.Composite(**items), force=True)
-  manager.wait_until_finished()
+  if config is not None:
+    items["config"] = ocp.args.JsonSave(config)
+  try:
+    manager.save(step, args=ocp.args.Composite(**items), force=True)
+    manager.wait_until_finished()
+    if jax.process_index() == 0:
+      directory = step_dir(manager, step)
+      tmp = directory / f".{MANIFEST}.tmp"
+      tmp.write_text(json.dumps(_digests(directory), indent=1))
+      tmp.rename(directory / MANIFEST)
+  except OSError as e:
+    if e.errno == 28:  # ENOSPC
+      raise ConfigError(f"no space left on the device of {manager.directory} while saving "
+                        f"step {step}; the earlier checkpoints there are intact") from None
+    raise
+
+
+def verify(manager: ocp.CheckpointManager, step: int) -> str | None:
+  """None if checkpoint `step` matches its checksum manifest (or has none), else why not.
+
+  A step without a manifest (saved by an older version, or killed between
+  orbax's commit and the manifest) is complete as far as orbax knows.
+  """
+  directory = step_dir(manager, step)
+  manifest = directory / MANIFEST
+  if not manifest.exists():
+    return None
+  try:
+    want = json.loads(manifest.read_text())
+  except (OSError, ValueError) as e:
+    return f"unreadable {MANIFEST}: {e}"
+  have = _digests(directory)
+  for name, digest in want.items():
+    if name not in have:
+      return f"{name} is missing"
+    if have[name] != digest:
+      return f"{name} does not match its checksum"
+  return None
 
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state: PyTree,
@@ -77,6 +169,37 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: PyTree,
     items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
   restored = manager.restore(step, args=ocp.args.Composite(**items))
   return restored["state"]
+
+
+def intact_steps(manager: ocp.CheckpointManager, warn=print) -> list[int]:
+  """The steps, newest first, whose files match their checksums; `warn` gets one
+  line for each step that does not."""
+  out = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    reason = verify(manager, step)
+    if reason is None:
+      out.append(step)
+    else:
+      warn(f"warning: checkpoint {step_dir(manager, step)} is corrupt ({reason}); "
+           "skipping it")
+  return out
+
+
+def set_aside(manager: ocp.CheckpointManager, step: int, workdir: str) -> epath.Path:
+  """Moves a corrupt step out of the way (to <workdir>/corrupt_checkpoints/), not deleting it."""
+  target = as_path(workdir) / "corrupt_checkpoints" / f"{step}-{int(time.time())}"
+  target.parent.mkdir(parents=True, exist_ok=True)
+  step_dir(manager, step).rename(target)
+  manager.reload()
+  return target
+
+
+def saved_config(manager: ocp.CheckpointManager, step: int) -> dict | None:
+  """The config checkpoint `step` was trained with, or None (saved before configs were)."""
+  if not (step_dir(manager, step) / "config").exists():
+    return None
+  return manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))[
+      "config"]
 
 
 def _restore_args(abstract: PyTree, partial: bool = False) -> ocp.args.PyTreeRestore:
@@ -111,7 +234,7 @@ def check_compatible(manager: ocp.CheckpointManager, step: int,
   """
   saved = manager.item_metadata(step)["state"].tree["params"]
   saved_shapes, want_shapes = _leaf_shapes(saved), _leaf_shapes(abstract_params)
-  where = os.path.join(str(manager.directory), str(step))
+  where = step_dir(manager, step)
   for name in sorted(set(saved_shapes) | set(want_shapes)):
     a, b = saved_shapes.get(name), want_shapes.get(name)
     if a != b:
@@ -124,3 +247,71 @@ def check_compatible(manager: ocp.CheckpointManager, step: int,
 def latest_step(manager: ocp.CheckpointManager) -> int | None:
   """The newest complete checkpoint's step, or None."""
   return manager.latest_step()
+
+
+# -------------------------------------------------------------- the lock ---
+
+class WorkdirLock:
+  """One training run per workdir: `<workdir>/.minr_lock` names the holder.
+
+  A local workdir's lock is created atomically (O_EXCL); a lock left by a
+  process of this host that no longer runs is taken over with a warning. On a
+  bucket (gs://) the check and the write are two requests, so two runs started
+  within the same second can both pass: a documented limit (docs/errors.md).
+  """
+
+  def __init__(self, workdir: str):
+    self.path = as_path(workdir) / LOCK
+    self.held = False
+
+  def acquire(self) -> None:
+    me = dict(host=socket.gethostname(), pid=os.getpid(),
+              since=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+    text = json.dumps(me)
+    for _ in range(2):
+      try:
+        if "://" in os.fspath(self.path):
+          if self.path.exists():
+            raise FileExistsError
+          self.path.write_text(text)
+        else:
+          fd = os.open(os.fspath(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+          with os.fdopen(fd, "w") as f:
+            f.write(text)
+        self.held = True
+        return
+      except FileExistsError:
+        holder = self._holder()
+        if holder.get("host") == me["host"] and not _alive(holder.get("pid")):
+          print(f"warning: taking over {self.path}, left by process {holder.get('pid')} "
+                "that no longer runs", flush=True)
+          self.path.unlink()
+          continue
+        raise ConfigError(
+            f"{self.path.parent} is in use by another training run (process "
+            f"{holder.get('pid')} on {holder.get('host')} since {holder.get('since')}); "
+            f"use another --workdir, or delete {self.path} if that run is gone") from None
+
+  def _holder(self) -> dict:
+    try:
+      return json.loads(self.path.read_text())
+    except (OSError, ValueError):
+      return {}
+
+  def release(self) -> None:
+    if self.held:
+      try:
+        self.path.unlink()
+      except OSError:
+        pass
+      self.held = False
+
+
+def _alive(pid) -> bool:
+  try:
+    os.kill(int(pid), 0)
+  except (TypeError, ValueError, ProcessLookupError):
+    return False
+  except PermissionError:
+    return True
+  return True

@@ -16,12 +16,54 @@ status 1, before anything compiles.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from minr_jax.config import ConfigError
+
+
+def flag_error(error: Exception, argv: list[str]) -> str:
+  """One line naming the flag behind an error raised while parsing the command line.
+
+  Flag and config-file errors (a missing config file, an unknown variant, an
+  unknown `--config.X` field) come as multi-line text or a bare AttributeError;
+  this keeps the line that says what is wrong and names the flag.
+  """
+  text = str(error).strip().strip('"').strip()
+  if isinstance(error, AttributeError | KeyError):
+    field = text.strip("'\"")
+    for arg in argv:
+      m = re.match(r"--(config(?:\.\w+)*)\.(\w+)=", arg)
+      if m and m.group(2) == field:
+        return f"--{m.group(1)}.{field}: the config has no field {field!r}"
+    return f"unknown config field {field!r}"
+  lines = [l.strip() for l in text.splitlines() if l.strip()]
+  head = lines[0] if lines else type(error).__name__
+  flag = re.match(r"(flag )?(--\w+)", head)
+  detail = next((l for l in reversed(lines[1:]) if not l.startswith("Pass --help")
+                 and not l.startswith("Attempted")), "")
+  name = flag.group(2) if flag else ""
+  detail = re.sub(r"^\w+Error: ", "", detail)
+  return f"{name}: {detail}" if name and detail else head
+
+
+def _parse(argv: list[str]) -> list[str]:
+  try:
+    rest = flags.FLAGS(argv)
+  except Exception as e:  # noqa: BLE001 (every parse error becomes one line)
+    sys.exit(f"error: {flag_error(e, argv)}")
+  for name in flags.FLAGS:  # a config file that failed to load fails on first use
+    value = flags.FLAGS[name].value
+    if type(value).__name__ == "_ErrorConfig":
+      try:
+        value["seed"]
+      except Exception as e:  # noqa: BLE001
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        sys.exit(f"error: --{name}: {lines[-1] if lines else e}")
+  return rest
 
 
 def run(body: Callable[[list[str]], object], *, positional: bool = False) -> None:
@@ -36,4 +78,4 @@ def run(body: Callable[[list[str]], object], *, positional: bool = False) -> Non
     except ConfigError as e:
       sys.exit(f"error: {e}")
 
-  app.run(main)
+  app.run(main, flags_parser=_parse)

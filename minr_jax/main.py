@@ -42,6 +42,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, "
                                "metrics.jsonl, TensorBoard files and PNG grids.")
 _SUMMARY = flags.DEFINE_bool("summary", False, "Print the parameter table and exit.")
+_ALLOW_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "Resume a checkpoint with a config that differs in fields "
+    "beyond step counts, cadences, logging and evaluation (logged in config_changes.jsonl).")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", ["auto", "on", "off"],
     "Multi-process start-up (jax.distributed.initialize): auto = when "
@@ -112,7 +115,7 @@ def main(args: list[str]) -> None:
     return
   if not _WORKDIR.value:
     raise ConfigError("--workdir is required to train")
-  train.train_and_evaluate(config, _WORKDIR.value)
+  train.train_and_evaluate(config, _WORKDIR.value, _ALLOW_CHANGE.value)
 
 
 def run() -> None:

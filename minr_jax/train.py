@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +27,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from minr_jax import checkpoint, data, evaluation, families, masking, metrics, sharding
+from minr_jax import checkpoint, data, evaluation, families, guard, masking, metrics, sharding
 
 Array = jax.Array
 PRNGKey = jax.Array
@@ -34,6 +35,10 @@ PyTree = Any
 
 LOG_EVERY_SECS = 60.0  # progress also on a time cadence: slow steps still report
 CPU_WARN_SECS = 86_400.0  # warn when a CPU run's estimate exceeds a day
+# Every family's loss is a mean squared error of [0, 1] pixels (or of per-patch
+# normalised pixels, MAE's norm_pix): far below 1 when training works. A loss
+# above this has exploded, even while still finite, and is never saved.
+DIVERGED_LOSS = 1e4
 
 
 @flax.struct.dataclass
@@ -76,7 +81,8 @@ def train_step(state: TrainState, batch: dict[str, Array], rng: PRNGKey, *, mode
                config: ml_collections.ConfigDict) -> tuple[TrainState, dict[str, Array]]:
   """One optimizer step on the family's training loss (MINR: whole-image MSE).
 
-  The metrics carry `finite`: 1 when the loss and every gradient are finite.
+  The metrics carry `finite`: 1 when the loss is finite and below DIVERGED_LOSS and
+  every gradient is finite.
   """
   key = jax.random.fold_in(rng, state.step)
   mask_key, dropout_key = jax.random.split(key)
@@ -91,7 +97,7 @@ def train_step(state: TrainState, batch: dict[str, Array], rng: PRNGKey, *, mode
   (loss, mse), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  finite = jnp.isfinite(loss) & jnp.all(jnp.array(
+  finite = jnp.isfinite(loss) & (loss < DIVERGED_LOSS) & jnp.all(jnp.array(
       [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   return new_state, dict(loss=loss, psnr=jnp.mean(metrics.psnr_from_mse(mse)),
@@ -188,14 +194,15 @@ def _all_finite(tree: PyTree) -> bool:
 
 
 class DivergedError(RuntimeError):
-  """Training produced a non-finite loss or state; nothing after it was saved."""
+  """Training produced a non-finite or exploding loss; nothing after it was saved."""
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> dict[str, dict[str, float]]:
-  """Trains (resuming from workdir's newest checkpoint), evaluates, saves.
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       allow_config_change: bool = False) -> dict[str, dict[str, float]]:
+  """Trains (resuming from workdir's newest intact checkpoint), evaluates, saves.
 
-  Returns the final evaluation metrics, {dataset label: {metric: value}}.
+  Returns the final evaluation metrics, {dataset label: {metric: value}}; on
+  SIGTERM / SIGINT it saves the step reached and returns {}.
   """
   # Every check that can fail on bad input runs before anything compiles.
   family = families.check(config)
@@ -204,27 +211,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   mesh = sharding.make_mesh(config)
   sharding.check_batch_sizes(config, mesh)
   families.check(config, num_devices=sharding.batch_devices(mesh))
+  guard.check_workdir(workdir)
   is_main = jax.process_index() == 0
+  lock = checkpoint.WorkdirLock(workdir)
+  if is_main:
+    lock.acquire()
+  try:
+    return _train(config, workdir, family, datasets, mesh, allow_config_change)
+  finally:
+    lock.release()
 
+
+def _train(config, workdir, family, datasets, mesh, allow_config_change):
+  is_main = jax.process_index() == 0
+  guard.enable_compilation_cache(config)
   steps = make_steps(config, mesh, family)
   run_config = steps.config
-  os.makedirs(workdir, exist_ok=True)
-  manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
-  resume_step = checkpoint.latest_step(manager)
-  if resume_step is not None:
-    checkpoint.check_compatible(manager, resume_step, steps.abstract_state.params)
-
-  train_iter = _make_train_iterator(run_config)
+  train_iter = _make_train_iterator(run_config)  # data errors before the manager exists
   evaluation.prepare_datasets(run_config, datasets)
+  root = checkpoint.as_path(workdir)
+  manager = checkpoint.make_manager(workdir, config.keep_checkpoints,
+                                    config.get("keep_period", 0))
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
+  state, resume_step = None, None
+  for candidate in checkpoint.intact_steps(manager):
+    checkpoint.check_compatible(manager, candidate, steps.abstract_state.params)
+    guard.check_config_change(config, checkpoint.saved_config(manager, candidate),
+                        str(checkpoint.step_dir(manager, candidate)), workdir,
+                        allow_config_change)
+    try:
+      state = checkpoint.restore(manager, candidate, steps.abstract_state, train_iter)
+      resume_step = candidate
+      break
+    except Exception as e:  # noqa: BLE001 (a truncated file: fall back to an older step)
+      print(f"warning: cannot restore {checkpoint.step_dir(manager, candidate)} "
+            f"({type(e).__name__}); trying the previous checkpoint", flush=True)
+  for bad in sorted(s for s in manager.all_steps() if resume_step is None or s > resume_step):
+    moved = checkpoint.set_aside(manager, bad, workdir) if is_main else None
+    print(f"moved the unusable checkpoint {bad} to {moved}", flush=True)
   if resume_step is not None:
-    state = checkpoint.restore(manager, resume_step, steps.abstract_state, train_iter)
-    print(f"resumed from {manager.directory}/{resume_step}", flush=True)
+    print(f"resumed from {checkpoint.step_dir(manager, resume_step)}", flush=True)
   else:
     state = steps.init_state(init_key)
+  saved_config = json.loads(config.to_json_best_effort())
   if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    (root / "config.json").write_text(config.to_json_best_effort(indent=2))
     print(f"model: {family.describe(config, count_params(state.params))}", flush=True)
     print(describe_devices(mesh), flush=True)
     for field, value in steps.resolved.items():
@@ -236,75 +267,103 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   num_steps = config.num_train_steps
   final: dict[str, dict[str, float]] = {}
   last_saved = resume_step
+  labels = [evaluation.dataset_label(*d) for d in datasets]
 
   def run_eval(step: int) -> dict[str, dict[str, float]]:
     return evaluation.evaluate_datasets(steps.eval_step, steps.grid_step, state.params,
                                         run_config, mesh, datasets, step, writer,
-                                        os.path.join(workdir, "images"))
+                                        os.fspath(root / "images"))
 
-  train_fn = None
+  if resume_step is not None and (step % config.eval_every_steps == 0 or step == num_steps):
+    if guard.broadcast(float(is_main and guard.eval_missing(workdir, step, labels,
+                                                  config.num_grid_images))):
+      print(f"finishing the interrupted evaluation of step {step}", flush=True)
+      final = run_eval(step)
+
+  stop = guard.StopRequest()
+  train_fn, cadence_secs = None, float(config.get("checkpoint_every_secs", 0) or 0)
+  time_cadence = None  # steps between time-based saves, set once the step time is known
   pending = []  # Train metrics stay on device until logged.
   t_log, steps_since_log, t_start = time.perf_counter(), 0, time.perf_counter()
-  while step < num_steps:
-    local = next(train_iter)
-    batch = sharding.global_batch(mesh, {"image": local["image"]})
-    if train_fn is None:
-      if is_main:
-        print("compiling the train step...", flush=True)
-      t0 = time.perf_counter()
-      train_fn = steps.train_step.lower(state, batch, step_key).compile()
-      if is_main:
-        print(f"compiled in {time.perf_counter() - t0:.1f} s", flush=True)
-      t_log = t_start = time.perf_counter()
-    state, step_metrics = train_fn(state, batch, step_key)
-    step += 1
-    steps_since_log += 1
-    pending.append(step_metrics)
+  try:
+    while step < num_steps:
+      local = next(train_iter)
+      batch = sharding.global_batch(mesh, {"image": local["image"]})
+      if train_fn is None:
+        if is_main:
+          print("compiling the train step...", flush=True)
+        t0 = time.perf_counter()
+        train_fn = steps.train_step.lower(state, batch, step_key).compile()
+        if is_main:
+          print(f"compiled in {time.perf_counter() - t0:.1f} s", flush=True)
+        t_log = t_start = time.perf_counter()
+        first_step = step
+      state, step_metrics = train_fn(state, batch, step_key)
+      step += 1
+      steps_since_log += 1
+      pending.append(step_metrics)
 
-    now = time.perf_counter()
-    save = step % config.checkpoint_every_steps == 0 or step == num_steps
-    if save or step % config.log_every_steps == 0 or now - t_log >= LOG_EVERY_SECS:
-      # Every step's `finite` flag is checked before anything is logged or saved.
-      if not all(float(f) > 0 for f in jax.device_get([m["finite"] for m in pending])):
-        raise DivergedError(
-            f"training diverged (non-finite loss or gradient) by step {step}; nothing "
-            f"after it was saved; last good checkpoint: "
-            f"{'none' if last_saved is None else f'{manager.directory}/{last_saved}'}")
-    if step % config.log_every_steps == 0 or step == num_steps or now - t_log >= LOG_EVERY_SECS:
-      host = jax.device_get(pending)
-      pending = []
-      means = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k != "finite"}
-      rate = steps_since_log * config.batch_size / max(now - t_log, 1e-9)
-      means["images_per_sec"] = rate
-      means["learning_rate"] = float(schedule(step - 1))
-      writer.write(step, "train", means)
-      if is_main:
-        eta = (num_steps - step) * config.batch_size / rate
-        print(metrics.format_progress(step, num_steps, means["loss"], means["psnr"],
-                                      rate, now - t_start, eta), flush=True)
-        if (mesh.devices.flat[0].platform == "cpu" and eta > CPU_WARN_SECS
-            and steps_since_log == step - (resume_step or 0)):
-          print(f"warning: at this rate the remaining {num_steps - step:,} steps take "
-                f"{metrics.format_duration(eta)} on the CPU; JAX sees no accelerator "
-                "(docs/install.md)", flush=True)
-      t_log, steps_since_log = time.perf_counter(), 0
-
-    if save:
-      if not _all_finite(state.params):
-        raise DivergedError(f"non-finite parameters at step {step}; not saved; last good "
-                            f"checkpoint: {manager.directory}/{last_saved}")
-      checkpoint.save(manager, step, state, train_iter)
-      last_saved = step
-    if step % config.eval_every_steps == 0 or step == num_steps:
-      final = run_eval(step)
-      t_log = time.perf_counter()
+      now = time.perf_counter()
+      stopping = stop.reached(step)
+      if time_cadence is None and cadence_secs and step - first_step >= 2:
+        per_step = guard.broadcast((now - t_start) / (step - first_step))
+        time_cadence = max(1, int(cadence_secs / max(per_step, 1e-9)))
+      save = (step % config.checkpoint_every_steps == 0 or step == num_steps or stopping
+              or (time_cadence is not None and step - (last_saved or 0) >= time_cadence))
+      log = step % config.log_every_steps == 0 or step == num_steps or (
+          now - t_log >= LOG_EVERY_SECS)
+      evaluate = step % config.eval_every_steps == 0 or step == num_steps
+      if save or log or evaluate:
+        # Every step's `finite` flag is checked before anything is logged, saved or scored.
+        if not all(float(f) > 0 for f in jax.device_get([m["finite"] for m in pending])):
+          raise DivergedError(
+              f"training diverged (non-finite or exploding loss or gradient) by step {step};"
+              " nothing after it was saved; last good checkpoint: "
+              f"{'none' if last_saved is None else checkpoint.step_dir(manager, last_saved)}")
+      if log:
+        host = jax.device_get(pending)
+        pending = []
+        means = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k != "finite"}
+        rate = steps_since_log * config.batch_size / max(now - t_log, 1e-9)
+        means.update(images_per_sec=rate, learning_rate=float(schedule(step - 1)))
+        writer.write(step, "train", means)
+        if is_main:
+          eta = (num_steps - step) * config.batch_size / rate
+          print(metrics.format_progress(step, num_steps, means["loss"], means["psnr"],
+                                        rate, now - t_start, eta), flush=True)
+          if (mesh.devices.flat[0].platform == "cpu" and eta > CPU_WARN_SECS
+              and step - steps_since_log == first_step):
+            print(f"warning: at this rate the remaining {num_steps - step:,} steps take "
+                  f"{metrics.format_duration(eta)} on the CPU; JAX sees no accelerator "
+                  "(docs/install.md)", flush=True)
+        t_log, steps_since_log = time.perf_counter(), 0
+      if save:
+        if not _all_finite(state.params):
+          raise DivergedError(f"non-finite parameters at step {step}; not saved; last good "
+                              f"checkpoint: {checkpoint.step_dir(manager, last_saved)}")
+        checkpoint.save(manager, step, state, train_iter, saved_config)
+        last_saved = step
+      if stopping:
+        name = signal.Signals(stop.signal).name if stop.signal else "signal"
+        if is_main:
+          print(f"{name}: stopped at step {step}; saved {checkpoint.step_dir(manager, step)}"
+                "; run the same command to resume", flush=True)
+        return {}
+      if evaluate:
+        final = run_eval(step)
+        t_log = time.perf_counter()
+  finally:
+    stop.close()
+    writer.close()
+    manager.close()
 
   if not final:  # Already trained: evaluate what was restored.
-    final = run_eval(step)
-  writer.close()
-  manager.close()
+    writer = metrics.MetricWriter(workdir, tensorboard=config.tensorboard, enabled=is_main)
+    with writer:
+      final = evaluation.evaluate_datasets(steps.eval_step, steps.grid_step, state.params,
+                                           run_config, mesh, datasets, step, writer,
+                                           os.fspath(root / "images"))
   if is_main:
-    with open(os.path.join(workdir, "final_eval.json"), "w") as f:
-      json.dump(dict(step=step, results=final), f, indent=2)
+    (root / "final_eval.json").write_text(json.dumps(dict(step=step, results=final),
+                                                     indent=2))
   return final
-
