@@ -45,7 +45,7 @@ import numpy as np
 from absl import logging
 
 from minr_jax import checkpoint, families, masking, sharding
-from minr_jax.config import ConfigError, load_saved
+from minr_jax.config import ConfigError, complete_saved, load_saved
 from minr_jax.models import inr
 
 PyTree = Any
@@ -112,19 +112,12 @@ def restore(path: str, step: int | None = None, *, devices: int | None = None) -
   path: a workdir, its `checkpoints/` or a `checkpoints/<step>` directory;
   step: default the newest (or the directory's). Opens the checkpoints
   read-only (`checkpoint.open_read_only`): nothing in the workdir is created
-  or cleaned up. ConfigError (before any restore) if config.json is missing
-  or bad, there is no such checkpoint, or its parameter shapes differ from
-  what config.json describes.
+  or cleaned up. The model is built from the config saved in that checkpoint
+  (config.json for checkpoints saved before configs were). ConfigError
+  (before any restore) if there is no such checkpoint, it fails its checksums,
+  its config is missing or bad, or its parameter shapes differ from the config.
   """
   workdir, step = resolve_path(path, step)
-  config = load_saved(workdir)
-  family = families.check(config)
-  mesh = inference_mesh(config, devices)
-  config, _ = families.resolve_auto(config, mesh.devices.flat)
-  model = family.build(config)
-  abstract = jax.eval_shape(functools.partial(family.init, model), jax.random.key(0))
-  params_sharding = sharding.state_shardings(mesh, abstract)
-  abstract = sharding.with_shardings(abstract, params_sharding)
   manager = checkpoint.open_read_only(workdir)
   try:
     steps = manager.all_steps()
@@ -134,6 +127,23 @@ def restore(path: str, step: int | None = None, *, devices: int | None = None) -
       raise ConfigError(f"no checkpoint {'' if step is None else step} in "
                         f"{os.path.join(workdir, 'checkpoints')}"
                         + (f" (steps: {sorted(steps)})" if steps else ""))
+    reason = checkpoint.verify(manager, step)
+    if reason:
+      raise ConfigError(f"checkpoint {checkpoint.step_dir(manager, step)} is corrupt "
+                        f"({reason}); pass another step")
+    saved = checkpoint.saved_config(manager, step)  # the config this step was trained with
+    if saved is None:
+      config = load_saved(workdir)
+    else:
+      config = ml_collections.ConfigDict(saved)
+      complete_saved(config)
+    family = families.check(config)
+    mesh = inference_mesh(config, devices)
+    config, _ = families.resolve_auto(config, mesh.devices.flat)
+    model = family.build(config)
+    abstract = jax.eval_shape(functools.partial(family.init, model), jax.random.key(0))
+    params_sharding = sharding.state_shardings(mesh, abstract)
+    abstract = sharding.with_shardings(abstract, params_sharding)
     checkpoint.check_compatible(manager, step, abstract)
     params = checkpoint.restore_params(manager, step, abstract)
   finally:

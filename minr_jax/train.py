@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from minr_jax import checkpoint, data, evaluation, families, guard, masking, metrics, sharding
+from minr_jax.config import ConfigError
 
 Array = jax.Array
 PRNGKey = jax.Array
@@ -105,6 +106,18 @@ def train_step(state: TrainState, batch: dict[str, Array], rng: PRNGKey, *, mode
                          finite=finite.astype(jnp.float32))
 
 
+def probe_loss(state: TrainState, batch: dict[str, Array], rng: PRNGKey, *, model, family,
+               config: ml_collections.ConfigDict) -> Array:
+  """The training loss of state.params on batch under the masks of state.step: checked
+  before a save, so parameters that an exploding step left finite but useless are
+  never saved."""
+  key = jax.random.fold_in(rng, state.step)
+  mask_key, _ = jax.random.split(key)
+  images = batch["image"]
+  grid_masks = masking.train_masks(config, mask_key, images.shape[0])
+  return family.train_loss(model, state.params, images, grid_masks, config=config)[0]
+
+
 @dataclasses.dataclass(frozen=True)
 class Steps:
   """A run's compiled-once functions and what they were built from.
@@ -112,7 +125,8 @@ class Steps:
   init_state(key) -> TrainState; train_step(state, batch, rng) -> (state,
   metrics); eval_step(params, batch, grid_masks) -> metric sums over valid rows
   (`evaluation.score_batch`); grid_step(params, images, grid_masks) -> grid
-  columns. `config` is the run's config with 'auto' fields resolved for the
+  columns; probe_loss(state, batch, rng) -> loss of state.params (forward only).
+  `config` is the run's config with 'auto' fields resolved for the
   mesh (`resolved` says which).
   """
   config: ml_collections.ConfigDict
@@ -124,6 +138,7 @@ class Steps:
   train_step: Callable
   eval_step: Callable
   grid_step: Callable
+  probe_loss: Callable
   abstract_state: TrainState
   state_sharding: Any
   batch_sharding: Any
@@ -157,6 +172,9 @@ def make_steps(config: ml_collections.ConfigDict, mesh, family=None) -> Steps:
           donate_argnums=(0,)),
       eval_step=evaluation.make_score_fn(model, family, config, mesh, state_sharding.params),
       grid_step=evaluation.make_grid_fn(model, family, config, mesh, state_sharding.params),
+      probe_loss=jax.jit(
+          functools.partial(probe_loss, model=model, family=family, config=config),
+          in_shardings=(state_sharding, batch_sh, repl), out_shardings=repl),
       abstract_state=sharding.with_shardings(abstract, state_sharding),
       state_sharding=state_sharding, batch_sharding=batch_sh)
 
@@ -193,8 +211,12 @@ def _all_finite(tree: PyTree) -> bool:
       [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(t)])))(tree)))
 
 
-class DivergedError(RuntimeError):
-  """Training produced a non-finite or exploding loss; nothing after it was saved."""
+class DivergedError(ConfigError):
+  """Training diverged (non-finite or exploding loss); nothing after it was saved.
+
+  A ConfigError so every command reports it in one `error:` line: the remedy is a
+  config change (a lower learning rate) from the last good checkpoint.
+  """
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -338,9 +360,13 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
                   "(docs/install.md)", flush=True)
         t_log, steps_since_log = time.perf_counter(), 0
       if save:
-        if not _all_finite(state.params):
-          raise DivergedError(f"non-finite parameters at step {step}; not saved; last good "
-                              f"checkpoint: {checkpoint.step_dir(manager, last_saved)}")
+        loss_now = float(jax.device_get(steps.probe_loss(state, batch, step_key)))
+        if not (_all_finite(state.params) and np.isfinite(loss_now)
+                and loss_now < DIVERGED_LOSS):
+          raise DivergedError(
+              f"the parameters of step {step} have diverged (loss {loss_now:.3g}); not saved;"
+              " last good checkpoint: "
+              f"{'none' if last_saved is None else checkpoint.step_dir(manager, last_saved)}")
         checkpoint.save(manager, step, state, train_iter, saved_config)
         last_saved = step
       if stopping:

@@ -1,0 +1,238 @@
+"""Nothing lost, nothing silent: divergence, interrupted evaluations, changed configs,
+corrupt checkpoints, the workdir lock, SIGTERM, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from helpers import make_image_folder, tiny_config
+
+import minr_jax
+from minr_jax import checkpoint, metrics, train
+from minr_jax.config import ConfigError
+
+pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  return make_image_folder(str(tmp_path_factory.mktemp("images")))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _losses(workdir: str) -> dict[int, float]:
+  return {r["step"]: r["loss"] for r in metrics.read_metrics(
+      os.path.join(workdir, "metrics.jsonl")) if r["split"] == "train"}
+
+
+def _all_numbers_finite(record) -> bool:
+  return all(math.isfinite(v) for v in record.values() if isinstance(v, float))
+
+
+def test_a_diverging_run_never_saves_or_logs_a_bad_state(tmp_path, folder, data_dir):
+  config = tiny_config(data_dir, folder, learning_rate=1e6, num_train_steps=10,
+                       log_every_steps=10, checkpoint_every_steps=1, keep_checkpoints=3,
+                       eval_every_steps=10)
+  workdir = str(tmp_path)
+  with pytest.raises(train.DivergedError, match="diverged") as e:
+    train.train_and_evaluate(config, workdir)
+  assert "last good checkpoint" in str(e.value)
+  records = metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  assert all(_all_numbers_finite(r) for r in records)
+  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
+                 if d.isdigit())
+  for step in steps:  # whatever was saved is usable: finite, with a sane loss
+    params = minr_jax.load(workdir, step).params
+    assert all(np.isfinite(np.asarray(x)).all() for x in __import__("jax").tree.leaves(params))
+  # A lower learning rate resumes from the last good checkpoint (or the start).
+  config.learning_rate = 1e-3
+  final = train.train_and_evaluate(config, workdir, allow_config_change=True)
+  assert math.isfinite(final["image_folder:images0"]["psnr_full"])
+
+
+def test_resume_finishes_an_interrupted_evaluation(tmp_path, folder, data_dir):
+  config = tiny_config(data_dir, folder, num_train_steps=4, eval_every_steps=2,
+                       checkpoint_every_steps=2)
+  workdir = str(tmp_path)
+  train.train_and_evaluate(config, workdir)
+  # As if killed after checkpoint 4 committed, before its evaluation was written.
+  path = os.path.join(workdir, "metrics.jsonl")
+  kept = [r for r in metrics.read_metrics(path) if not (r["split"] == "eval" and r["step"] == 4)]
+  with open(path, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in kept)
+  for name in os.listdir(os.path.join(workdir, "images")):
+    if "0000004" in name:
+      os.remove(os.path.join(workdir, "images", name))
+  config.num_train_steps = 6
+  train.train_and_evaluate(config, workdir)
+  evals = [r["step"] for r in metrics.read_metrics(path) if r["split"] == "eval"]
+  assert evals == [2, 4, 6]
+  assert any("0000004" in n for n in os.listdir(os.path.join(workdir, "images")))
+
+
+def test_resuming_with_a_changed_config_is_refused_unless_allowed(tmp_path, folder, data_dir):
+  config = tiny_config(data_dir, folder, num_train_steps=2)
+  workdir = str(tmp_path)
+  train.train_and_evaluate(config, workdir)
+  changed = tiny_config(data_dir, folder, num_train_steps=6, mask_ratio=0.5,
+                        model__ff_sigma=32.0)
+  with pytest.raises(ConfigError, match=r"trained with another config: mask_ratio \(0.75 -> "
+                     r"0.5\), model.ff_sigma"):
+    train.train_and_evaluate(changed, workdir)
+  longer = tiny_config(data_dir, folder, num_train_steps=4, eval_every_steps=4)
+  train.train_and_evaluate(longer, workdir)  # step count and cadences may change
+  train.train_and_evaluate(changed, workdir, allow_config_change=True)
+  with open(os.path.join(workdir, "config_changes.jsonl")) as f:
+    record = json.loads(f.readline())
+  assert record["changes"]["mask_ratio"] == [0.75, 0.5]
+  # evaluate and load use the config each checkpoint was trained with.
+  assert minr_jax.load(workdir, 2).config.mask_ratio == 0.75
+  assert minr_jax.load(workdir).config.mask_ratio == 0.5
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_an_intact_one(tmp_path, folder, data_dir):
+  config = tiny_config(data_dir, folder, num_train_steps=6, checkpoint_every_steps=2,
+                       eval_every_steps=6)
+  straight, damaged = str(tmp_path / "a"), str(tmp_path / "b")
+  train.train_and_evaluate(config, straight)
+  config.num_train_steps = 4
+  train.train_and_evaluate(config, damaged)
+  state_dir = os.path.join(damaged, "checkpoints", "4", "state")
+  target = max((os.path.join(d, f) for d, _, fs in os.walk(state_dir) for f in fs),
+               key=os.path.getsize)
+  data = bytearray(open(target, "rb").read())
+  data[len(data) // 2] ^= 0x01  # one flipped bit
+  open(target, "wb").write(data)
+  manager = checkpoint.open_read_only(damaged)
+  assert "does not match its checksum" in checkpoint.verify(manager, 4)
+  assert checkpoint.intact_steps(manager, warn=lambda line: None) == [2]
+  config.num_train_steps = 6
+  train.train_and_evaluate(config, damaged)
+  assert os.listdir(os.path.join(damaged, "corrupt_checkpoints"))  # set aside, not deleted
+  a, b = _losses(straight), _losses(damaged)
+  for step in range(3, 7):
+    assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-7)
+
+
+def test_one_training_run_per_workdir(tmp_path, folder, data_dir):
+  workdir = str(tmp_path)
+  lock = checkpoint.WorkdirLock(workdir)
+  lock.acquire()  # held by this (living) process
+  config = tiny_config(data_dir, folder, num_train_steps=2)
+  with pytest.raises(ConfigError, match=f"in use by another training run \\(process "
+                     f"{os.getpid()} on"):
+    train.train_and_evaluate(config, workdir)
+  lock.release()
+  with open(os.path.join(workdir, checkpoint.LOCK), "w") as f:  # left by a dead process
+    json.dump(dict(host=__import__("socket").gethostname(), pid=2 ** 22 + 17), f)
+  train.train_and_evaluate(config, workdir)
+  assert not os.path.exists(os.path.join(workdir, checkpoint.LOCK))
+
+
+def test_a_full_disk_is_one_line_and_keeps_earlier_checkpoints():
+  class FullDisk:
+    directory = "/data/run/checkpoints"
+
+    def save(self, *args, **kwargs):
+      raise OSError(28, "No space left on device")
+
+  with pytest.raises(ConfigError, match="no space left on the device of /data/run/checkpoints "
+                     "while saving step 3; the earlier checkpoints there are intact"):
+    checkpoint.save(FullDisk(), 3, {}, None)
+
+
+def _main(workdir: str, args: list[str]):
+  cmd = [sys.executable, "-m", "minr_jax.main", "--config=configs/transinr.py:tiny",
+         f"--workdir={workdir}", *args]
+  return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+
+
+def test_sigterm_saves_the_step_reached_and_resuming_gives_the_same_losses(
+    tmp_path, folder, data_dir):
+  args = ["--config.dataset.name=image_folder", f"--config.dataset.path={folder}",
+          f"--config.dataset.data_dir={data_dir}", "--config.batch_size=8",
+          "--config.eval_batch_size=8", "--config.num_train_steps=30",
+          "--config.checkpoint_every_steps=1000", "--config.eval_every_steps=30",
+          "--config.log_every_steps=1"]
+  straight = str(tmp_path / "straight")
+  run = _main(straight, args)
+  _, err = run.communicate(timeout=600)
+  assert run.returncode == 0, err[-2000:]
+  rng = random.Random(0)
+  for trial in range(2):  # SIGTERM at random steps
+    workdir = str(tmp_path / f"stopped{trial}")
+    proc = _main(workdir, args)
+    target = rng.randint(2, 20)
+    deadline = time.time() + 300
+    path = os.path.join(workdir, "metrics.jsonl")
+    while time.time() < deadline and proc.poll() is None:
+      if os.path.exists(path) and max(_losses(workdir), default=0) >= target:
+        break
+      time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert "SIGTERM: stopped at step" in out
+    stopped = int(out.split("SIGTERM: stopped at step ")[1].split(";")[0])
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", str(stopped)))
+    resume = _main(workdir, args)
+    _, err = resume.communicate(timeout=600)
+    assert resume.returncode == 0, err[-2000:]
+    a, b = _losses(straight), _losses(workdir)
+    assert sorted(b) == list(range(1, 31))
+    for step in range(stopped + 1, 31):
+      assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-7), (trial, step)
+
+
+@pytest.fixture(scope="module")
+def a_file(tmp_path_factory):
+  path = tmp_path_factory.mktemp("f") / "file"
+  path.write_text("not a directory")
+  return str(path)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config=configs/transinr.py:tiny", "--config.nosuch=1"],
+     "error: --config.nosuch: the config has no field 'nosuch'"),
+    (["--config=configs/transinr.py:tiny", "--config.model.nosuch=1"],
+     "error: --config.model.nosuch: the config has no field 'nosuch'"),
+    (["--config=configs/transinr.py:nosuch"], "error: --config: unknown variant 'nosuch'"),
+    (["--config=configs/nothere.py"], "error: --config: [Errno 2] No such file"),
+    (["--config=configs/transinr.py:tiny", "--config.learning_rate=inf"],
+     "error: config.learning_rate must be a finite number > 0, got inf"),
+    (["--config=configs/transinr.py:tiny", "--config.lr_decay_factor=nan"],
+     "error: config.lr_decay_factor must be a finite number > 0, got nan"),
+    (["--config=configs/transinr.py:tiny", "--config.eval_datasets=nosuch"],
+     "error: config.eval_datasets: dataset 'nosuch' is unknown"),
+    (["--config=configs/transinr.py:tiny", "WORKDIR_IS_A_FILE"], "is a file, not a directory"),
+])
+def test_bad_input_is_one_line_before_compiling(args, message, a_file, tmp_path):
+  workdir = a_file if "WORKDIR_IS_A_FILE" in args else str(tmp_path / "run")
+  args = [a for a in args if a != "WORKDIR_IS_A_FILE"]
+  out = subprocess.run([sys.executable, "-m", "minr_jax.main", f"--workdir={workdir}", *args],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0
+  lines = [l for l in out.stderr.splitlines() if l.strip() and not l.startswith("W1")
+           and "OpenCV" not in l]
+  assert lines[-1].startswith("error: ") and message in lines[-1], out.stderr[-1500:]
+  assert "Traceback" not in out.stderr and "compiling" not in out.stdout
+  if workdir != a_file:
+    assert not os.path.exists(os.path.join(workdir, "checkpoints"))
+  shutil.rmtree(tmp_path, ignore_errors=True)
