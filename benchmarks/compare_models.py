@@ -7,8 +7,8 @@ steps of 16 images, then compares their final checkpoints with
 the others, under the same fixed exact-count masks (48 of 64 patches hidden
 in every image):
 
-  python benchmarks/compare_models.py --train=../shared/data/celeba \
-      --eval=../shared/data/imagenette,../shared/data/scenes \
+  python benchmarks/compare_models.py --train=/path/to/celeba_sample \
+      --eval=/path/to/imagenette_sample,/path/to/bsds_scenes \
       --steps=3000 --workdir=runs/compare
 
 Training masks follow each paper: MINR draws each patch independently

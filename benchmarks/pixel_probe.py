@@ -5,7 +5,7 @@ Downsamples each image of `<folder>/train/<class>/` and `<folder>/val/<class>/`
 fits the same probe as `python -m minr_jax.probe`, so an embedding's accuracy
 can be read against what colour layout alone gives:
 
-  python benchmarks/pixel_probe.py ../shared/data/imagenette 8 16
+  python benchmarks/pixel_probe.py /path/to/imagenette_sample 8 16
 """
 
 from __future__ import annotations

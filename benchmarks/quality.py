@@ -6,8 +6,8 @@ its final checkpoint on the evaluation split of that folder and of the others
 with fixed seeded masks, and writes a Markdown table with the mean-colour-fill
 and masked-input baselines on the same images and masks:
 
-  python benchmarks/quality.py --train=../shared/data/celeba \
-      --eval=../shared/data/imagenette,../shared/data/scenes \
+  python benchmarks/quality.py --train=/path/to/celeba_sample \
+      --eval=/path/to/imagenette_sample,/path/to/bsds_scenes \
       --steps=4000 --workdir=runs/quality_celeba
 
 Each folder needs `train/` and `val/` (or `test/`) subfolders. The command,

@@ -1,4 +1,4 @@
-r"""Times one training step of a PyTorch TransINR-MINR at the paper config on this CPU.
+r"""Times one training step of a PyTorch TransINR-MINR at the paper config on a CPU.
 
 Measures the wall time of whole training steps (zero_grad, masking, forward, loss, backward,
 Adam step) of TransINR-based MINR at the paper's configuration: 182 px images in batches of 16,
@@ -11,8 +11,8 @@ with PyTorch measured on the same machine in the same session; it is not the off
 
 torch is not a project dependency; run this script from its own virtual environment:
 
-  python -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install 'torch==2.13.*' numpy
-  /tmp/torchvenv/bin/python benchmarks/torch_reference_step.py --steps=3 --warmup=1
+  python -m venv ~/torchvenv && ~/torchvenv/bin/pip install 'torch==2.13.*' numpy
+  ~/torchvenv/bin/python benchmarks/torch_reference_step.py --steps=3 --warmup=1
 
 Prints one JSON object on its last line: train_step_s (median, min, max, all), images_per_s,
 num_parameters, torch_version, num_threads, batch_size, resolution, the machine and load average.
