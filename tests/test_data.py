@@ -523,6 +523,7 @@ def test_chmod_000_sub_folder_is_named(tmp_path):
   assert str(info.value) == f'cannot read folder {sub}: Permission denied'
 
 
+@pytest.mark.slow
 def test_cli_names_a_bad_file_in_one_line(tmp_path):
   """The command prints `error: ...` alone (no traceback) and exits 1."""
   path = make_folder(tmp_path / 'images', 'flat')
@@ -604,6 +605,7 @@ def test_a_config_without_a_data_field_is_refused(tmp_path):
 # ------------------------------------------------------------- no orphans
 
 
+@pytest.mark.slow
 def test_grain_workers_end_soon_after_the_trainer_is_killed(tmp_path):
   """SIGKILL the training process only: its worker processes follow."""
   path = make_folder(tmp_path / 'images', 'splits')

@@ -105,6 +105,7 @@ def test_unseen_test_labels_count_as_errors(tmp_path):
   assert results["accuracy"] <= 0.9 + 1e-9
 
 
+@pytest.mark.slow
 def test_command_line_prints_one_error_line(tmp_path):
   x, y = blobs(20, seed=7)
   good = write(str(tmp_path / "good.npz"), x, y)
@@ -194,6 +195,7 @@ def test_sweep_settings_are_checked(tmp_path):
   assert probe.probe(tiny, tiny, steps=10, l2=0.1)["num_train"] == 2
 
 
+@pytest.mark.slow
 def test_command_line_rejects_a_bad_sweep_in_one_line(tmp_path):
   x, y = blobs(20, seed=7)
   good = write(str(tmp_path / "good.npz"), x, y)

@@ -49,6 +49,7 @@ def test_eight_fake_devices():
   assert jax.device_count() == 8
 
 
+@pytest.mark.slow
 def test_same_losses_on_every_mesh(tmp_path, folder, data_dir):
   losses = {}
   for data, fsdp in ((8, 1), (2, 4), (1, 1)):
