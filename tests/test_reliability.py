@@ -221,7 +221,8 @@ def a_file(tmp_path_factory):
      "error: config.lr_decay_factor must be a finite number > 0, got nan"),
     (["--config=configs/transinr.py:tiny", "--config.eval_datasets=nosuch"],
      "error: config.eval_datasets: dataset 'nosuch' is unknown"),
-    (["--config=configs/transinr.py:tiny", "WORKDIR_IS_A_FILE"], "is a file, not a directory"),
+    (["--config=configs/transinr.py:tiny", "--config.batch_size=8", "--config.eval_batch_size=8",
+      "WORKDIR_IS_A_FILE"], "is a file, not a directory"),
 ])
 def test_bad_input_is_one_line_before_compiling(args, message, a_file, tmp_path):
   workdir = a_file if "WORKDIR_IS_A_FILE" in args else str(tmp_path / "run")
