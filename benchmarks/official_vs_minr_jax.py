@@ -62,15 +62,23 @@ MASK_GRID, MASK_RATIO = 14, 0.75
 
 
 def _cpu_name() -> str:
-  """The CPU's model name from /proc/cpuinfo (Linux), else platform's guess."""
+  """The CPU's model name, family and model, and AVX-512 support (Linux), else platform's guess.
+
+  Virtual machines often report only "AMD EPYC"; the family and model tell its generation.
+  """
+  fields = {}
   try:
     with open("/proc/cpuinfo") as f:
       for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
   except OSError:
-    pass
-  return platform.processor() or platform.machine()
+    return platform.processor() or platform.machine()
+  flags = fields.get("flags", "").split()
+  avx512 = "avx512f" in flags
+  return (f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, "
+          f"model {fields.get('model', '?')}, AVX-512 {'yes' if avx512 else 'no'}"
+          f"{', AVX512-BF16' if 'avx512_bf16' in flags else ''})")
 
 
 def official_worker(args: argparse.Namespace) -> None:
