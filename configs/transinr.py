@@ -11,7 +11,7 @@ Variants, after a colon:
   celeba      the paper's CelebA run: 30 epochs of 162,770 images at batch 16
   imagenette  the paper's Imagenette run: 400 epochs of 9,469 images
   indoor      the paper's MIT-Indoor67 run: 400 epochs of 5,360 images
-              (each: --config.dataset.path=<manual download dir>; README)
+              (each: --config.dataset.path=<manual download dir>; docs/datasets.md)
   demo   64 px, a narrow hypernetwork, scikit-image's photos (no download):
            python -m minr_jax.main --config=configs/transinr.py:demo --workdir=runs/demo
   tiny   a few-second smoke run on the demo data (what the tests build on).

@@ -1,7 +1,7 @@
 r"""Assemble the paper's in-domain and cross-domain tables from your runs.
 
 After training one run per dataset and evaluating each on all three
-(README, "Reproducing the paper"):
+(docs/results.md, "Reproducing the paper"):
 
   python -m minr_jax.paper_tables --celeba=runs/celeba --imagenette=runs/imagenette \
       --indoor=runs/indoor [--model=minr-transinr] [--output=tables.md]
