@@ -118,6 +118,7 @@ def restore(path: str, step: int | None = None, *, devices: int | None = None) -
   its config is missing or bad, or its parameter shapes differ from the config.
   """
   workdir, step = resolve_path(path, step)
+  workdir_config = load_saved(workdir)  # ConfigError for a folder that is no workdir
   manager = checkpoint.open_read_only(workdir)
   try:
     steps = manager.all_steps()
@@ -133,7 +134,7 @@ def restore(path: str, step: int | None = None, *, devices: int | None = None) -
                         f"({reason}); pass another step")
     saved = checkpoint.saved_config(manager, step)  # the config this step was trained with
     if saved is None:
-      config = load_saved(workdir)
+      config = workdir_config
     else:
       config = ml_collections.ConfigDict(saved)
       complete_saved(config)

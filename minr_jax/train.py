@@ -112,10 +112,12 @@ def probe_loss(state: TrainState, batch: dict[str, Array], rng: PRNGKey, *, mode
   before a save, so parameters that an exploding step left finite but useless are
   never saved."""
   key = jax.random.fold_in(rng, state.step)
-  mask_key, _ = jax.random.split(key)
+  mask_key, dropout_key = jax.random.split(key)
   images = batch["image"]
   grid_masks = masking.train_masks(config, mask_key, images.shape[0])
-  return family.train_loss(model, state.params, images, grid_masks, config=config)[0]
+  return family.train_loss(model, state.params, images, grid_masks, config=config,
+                           dropout_key=dropout_key,
+                           coord_key=jax.random.fold_in(key, 2))[0]
 
 
 @dataclasses.dataclass(frozen=True)

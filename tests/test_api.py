@@ -170,6 +170,14 @@ def test_a_config_of_another_model_is_refused(run, tmp_path):
   config["model"]["dim"] = 48
   with open(os.path.join(copy, "config.json"), "w") as f:
     json.dump(config, f)
+  # Each checkpoint carries the config it was trained with: an edited config.json
+  # does not change what it loads.
+  assert minr_jax.load(copy).config.model.dim == 32
+  # A checkpoint saved before configs were (no config item, no checksums) is built
+  # from config.json, whose model must match the checkpoint's.
+  for step in os.listdir(os.path.join(copy, "checkpoints")):
+    shutil.rmtree(os.path.join(copy, "checkpoints", step, "config"))
+    os.remove(os.path.join(copy, "checkpoints", step, "minr_checksums.json"))
   before = sorted(os.listdir(os.path.join(copy, "checkpoints")))
   with pytest.raises(ConfigError, match="different model"):
     minr_jax.load(copy)

@@ -88,7 +88,8 @@ def test_big_leaves_and_their_adam_moments_are_sharded_over_fsdp(data_dir):
   assert state.step.sharding.spec == P()
   assert adam.count.sharding.spec == P()
   # A step keeps the layout (the jitted step's out_shardings are the same rule).
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config),
+  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config,
+                                   family=families.get(config)),
                  in_shardings=(shardings, sharding.batch_sharding(mesh),
                                sharding.replicated(mesh)),
                  out_shardings=(shardings, sharding.replicated(mesh)))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import make_image_folder, tiny_config
 
-from minr_jax import families, metrics, train
+from minr_jax import families, masking, metrics, train
 from minr_jax.config import ConfigError
 
 pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
