@@ -61,13 +61,10 @@ def resolve_path(workdir_or_checkpoint: str, step: int | None = None
                  ) -> tuple[str, int | None]:
   """(workdir, step) from a workdir, its `checkpoints/` or a `checkpoints/<step>`.
 
-  Raises ConfigError if the path does not exist or a step directory
-  contradicts `step`.
+  Raises ConfigError if a step directory contradicts `step` (a path that is
+  no workdir is named by the config.json check that follows).
   """
-  path = os.path.abspath(os.path.expanduser(os.fspath(workdir_or_checkpoint)))
-  if not os.path.exists(path):
-    raise ConfigError(f"{workdir_or_checkpoint} does not exist")
-  path = os.path.normpath(path)
+  path = os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(workdir_or_checkpoint))))
   base, parent = os.path.basename(path), os.path.dirname(path)
   if base.isdigit() and os.path.basename(parent) == "checkpoints":
     dir_step = int(base)
