@@ -1,0 +1,127 @@
+r"""SIGKILL a tiny training run at random moments, resume it, compare with a straight run.
+
+  python benchmarks/kill_trials.py --trials=10 --workdir=/path/to/scratch [--seed=0]
+
+A straight run of configs/transinr.py:tiny (40 steps, a checkpoint every 4
+steps, an evaluation every 8) gives the reference train losses and eval
+records. Each trial starts the same run in its own workdir, SIGKILLs it at a
+random moment (uniform over the run's wall time, so some land in compiling,
+some in checkpoint saves, some in evaluations), then runs the same command
+again until it finishes. A trial passes when every step's train loss equals
+the straight run's (rel 1e-5) and every evaluation step's record is present
+with the straight run's psnr_full (abs 1e-4). Prints one line per trial and
+a summary line `N passed, M failed`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS, SAVE, EVAL = 40, 4, 8
+
+
+def _args(folder: str, data_dir: str) -> list[str]:
+  return ["--config=configs/transinr.py:tiny", "--config.dataset.name=image_folder",
+          f"--config.dataset.path={folder}", f"--config.dataset.data_dir={data_dir}",
+          "--config.batch_size=8", "--config.eval_batch_size=8",
+          f"--config.num_train_steps={STEPS}", f"--config.checkpoint_every_steps={SAVE}",
+          f"--config.eval_every_steps={EVAL}", "--config.log_every_steps=1",
+          "--config.checkpoint_every_secs=0"]
+
+
+def run(workdir: str, args: list[str], kill_after: float | None = None) -> int | None:
+  """Runs the training command; SIGKILLs it after kill_after seconds (None: to the end)."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.Popen([sys.executable, "-m", "minr_jax.main", f"--workdir={workdir}",
+                           *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    proc.wait(timeout=kill_after)
+  except subprocess.TimeoutExpired:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return None
+  if proc.returncode != 0:
+    raise RuntimeError(proc.stderr.read()[-2000:])
+  return proc.returncode
+
+
+def records(workdir: str) -> tuple[dict[int, float], dict[int, float]]:
+  """(train loss by step, eval psnr_full by step): the last record of each step."""
+  train, evals = {}, {}
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      if not line.strip():
+        continue
+      try:
+        r = json.loads(line)
+      except json.JSONDecodeError:
+        continue  # a line cut by the kill
+      (train if r["split"] == "train" else evals)[r["step"]] = (
+          r["loss"] if r["split"] == "train" else r["psnr_full"])
+  return train, evals
+
+
+def trial_ok(straight, resumed) -> str | None:
+  (a_train, a_eval), (b_train, b_eval) = straight, resumed
+  if sorted(b_train) != sorted(a_train):
+    return f"train steps {sorted(set(a_train) - set(b_train))} missing"
+  for step, loss in a_train.items():
+    if abs(b_train[step] - loss) > 1e-5 * abs(loss) + 1e-7:
+      return f"loss at step {step}: {b_train[step]} vs {loss}"
+  for step, psnr in a_eval.items():
+    if step not in b_eval:
+      return f"eval record of step {step} missing"
+    if abs(b_eval[step] - psnr) > 1e-4:
+      return f"psnr_full at step {step}: {b_eval[step]} vs {psnr}"
+  return None
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--trials", type=int, default=10)
+  parser.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir)")
+  parser.add_argument("--seed", type=int, default=0)
+  opts = parser.parse_args()
+  sys.path.insert(0, os.path.join(ROOT, "tests"))
+  from helpers import make_image_folder  # noqa: PLC0415
+
+  root = opts.workdir or tempfile.mkdtemp(prefix="kill_trials_")
+  os.makedirs(root, exist_ok=True)
+  folder = make_image_folder(os.path.join(root, "images"))
+  args = _args(folder, os.path.join(root, "tfds"))
+  t0 = time.time()
+  run(os.path.join(root, "straight"), args)
+  duration = time.time() - t0
+  straight = records(os.path.join(root, "straight"))
+  rng = random.Random(opts.seed)
+  passed = failed = 0
+  for i in range(opts.trials):
+    workdir = os.path.join(root, f"trial{i}")
+    shutil.rmtree(workdir, ignore_errors=True)
+    moment = rng.uniform(0.2, 1.0) * duration
+    run(workdir, args, kill_after=moment)
+    ckpts = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
+                   if d.isdigit()) if os.path.isdir(os.path.join(workdir, "checkpoints")) else []
+    run(workdir, args)
+    problem = trial_ok(straight, records(workdir))
+    passed, failed = passed + (problem is None), failed + (problem is not None)
+    print(f"trial {i}: killed after {moment:.1f} s (checkpoints then: {ckpts}); "
+          f"{'ok' if problem is None else 'FAILED: ' + problem}", flush=True)
+  print(f"{passed} passed, {failed} failed", flush=True)
+  sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+  main()
