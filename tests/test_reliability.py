@@ -237,3 +237,21 @@ def test_bad_input_is_one_line_before_compiling(args, message, a_file, tmp_path)
   if workdir != a_file:
     assert not os.path.exists(os.path.join(workdir, "checkpoints"))
   shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
+  """benchmarks/kill_trials.py with two random kill moments (docs: the 10-trial figure)."""
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "kill_trials.py"),
+                        "--trials=2", f"--workdir={tmp_path}", "--seed=1"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=1800)
+  assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+  assert out.stdout.strip().splitlines()[-1] == "2 passed, 0 failed"
+
+
+def test_evaluate_without_a_checkpoint_is_one_line(tmp_path):
+  with open(tmp_path / "config.json", "w") as f:
+    f.write(tiny_config(str(tmp_path)).to_json())
+  out = subprocess.run([sys.executable, "-m", "minr_jax.evaluate", f"--workdir={tmp_path}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 1 and "Traceback" not in out.stderr
+  assert out.stderr.strip().splitlines()[-1] == f"error: no checkpoints in {tmp_path}/checkpoints"
