@@ -94,7 +94,7 @@ def main() -> None:
   parser.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir)")
   parser.add_argument("--seed", type=int, default=0)
   opts = parser.parse_args()
-  sys.path.insert(0, os.path.join(ROOT, "tests"))
+  sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # tests/helpers.py, configs/
   from helpers import make_image_folder  # noqa: PLC0415
 
   root = opts.workdir or tempfile.mkdtemp(prefix="kill_trials_")
