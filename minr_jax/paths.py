@@ -24,7 +24,6 @@ import importlib.util
 import os
 import re
 import tempfile
-from collections.abc import Iterator
 
 from etils import epath
 
@@ -143,19 +142,41 @@ def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     write_bytes(dst, f.read())
 
 
-def files_under(root: str | os.PathLike) -> Iterator[str]:
+def url_files(root: str) -> dict[str, tuple[int, int]]:
+  """{relative POSIX path: (size in bytes, mtime in ns)} of every object below a URL.
+
+  One listing of the store (fsspec's `find`), not a request per file.
+  ConfigError naming the package if no fsspec file system serves the scheme.
+  """
+  import fsspec  # noqa: PLC0415 (etils.epath's own dependency for URLs)
+
+  try:
+    fs, key = fsspec.core.url_to_fs(root)
+  except (ImportError, ValueError) as e:
+    raise ConfigError(f"{root}: {' '.join(str(e).split())}") from None
+  key = key.rstrip("/")
+  out = {}
+  for name, info in fs.find(key, detail=True).items():
+    if info.get("type", "file") != "file" or not name.startswith(key + "/"):
+      continue
+    mtime = info.get("mtime")
+    mtime_ns = int(mtime.timestamp() * 1e9) if hasattr(mtime, "timestamp") else int(
+        float(mtime or 0) * 1e9)
+    out[name[len(key) + 1:]] = (int(info.get("size") or 0), mtime_ns)
+  return out
+
+
+def files_under(root: str | os.PathLike) -> list[str]:
   """Relative POSIX paths of every file below `root` (local or URL), sorted."""
-  top = as_path(root)
-
-  def key(p) -> str:  # fsspec walks give 'bucket/x' for 'gs://bucket/x'
-    text = os.fspath(p)
-    return text.split("://", 1)[1] if is_url(text) else text
-
+  text = os.fspath(root)
+  if is_url(text):
+    return sorted(url_files(text))
+  top = abspath(text)
   found = []
-  for current, _, files in top.walk():
-    rel = key(current)[len(key(top)):].strip("/")
-    found += [f"{rel}/{name}" if rel else name for name in files]
-  return iter(sorted(found))
+  for current, _, files in os.walk(top):
+    rel = os.path.relpath(current, top).replace(os.sep, "/")
+    found += [name if rel == "." else f"{rel}/{name}" for name in files]
+  return sorted(found)
 
 
 def copy_tree(src: str | os.PathLike, dst: str | os.PathLike,
