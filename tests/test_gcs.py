@@ -26,6 +26,31 @@ BUCKET = "minr-test"
 RUN = f"gs://{BUCKET}/run"
 
 
+# Runs gcp-storage-emulator with one fix: its downloads lack the x-goog-generation
+# header real GCS sends, which tensorstore needs to read an OCDBT manifest back
+# (orbax's checkpoint format); without it a save of many arrays fails with
+# "Malformed StorageGeneration".
+EMULATOR = """
+import sys
+from gcp_storage_emulator.handlers import objects
+
+_download = objects.download
+
+def download(request, response, storage, *args, **kwargs):
+  _download(request, response, storage, *args, **kwargs)
+  try:
+    obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+  except Exception:
+    return
+  response["x-goog-generation"] = str(obj["generation"])
+  response["x-goog-metageneration"] = str(obj["metageneration"])
+
+objects.download = download  # before the server module builds its routes
+from gcp_storage_emulator.__main__ import main
+main(sys.argv[1:])
+"""
+
+
 def _emulator_env(url: str) -> dict[str, str]:
   """What points gcsfs, etils.epath and tensorstore at the emulator, with no credentials."""
   return {
@@ -65,8 +90,8 @@ def gcs(tmp_path_factory):
   port = portpicker.pick_unused_port()
   url = f"http://localhost:{port}"
   log = open(tmp_path_factory.mktemp("emulator") / "emulator.log", "w")  # noqa: SIM115
-  proc = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start",
-                           f"--port={port}", "--in-memory", "-q"],
+  proc = subprocess.Popen([sys.executable, "-c", EMULATOR, "start", f"--port={port}",
+                           "--in-memory", "-q"],
                           stdout=log, stderr=subprocess.STDOUT)
   deadline = time.time() + 60
   while True:
