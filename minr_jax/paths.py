@@ -1,4 +1,4 @@
-"""Paths a run reads or writes: a local path or a URL (gs://, s3://, az://), via etils.epath.
+"""Paths a run reads or writes: a local path or a URL (gs://, s3://), via etils.epath.
 
   p = paths.as_path("gs://bucket/run")   # epath.Path, left as given
   p = paths.as_path("runs/demo")         # epath.Path of the absolute, user-expanded path
@@ -8,8 +8,8 @@ A local path behaves exactly as with `os.path`: `as_path` makes it absolute
 (`os.path.abspath(os.path.expanduser(...))`, so a run started elsewhere finds
 it). A URL is never passed through `os.path.abspath`, which would turn
 `gs://b/run` into `<cwd>/gs:/b/run`. etils.epath serves gs:// through gcsfs
-(or TensorFlow's gfile when TensorFlow is installed), s3:// and az:// through
-s3fs and adlfs; orbax writes checkpoints to the same URLs with tensorstore.
+(or TensorFlow's gfile when TensorFlow is installed) and s3:// through s3fs;
+orbax writes checkpoints to the same URLs with tensorstore.
 
 Object stores have no directories and no appends: `makedirs` is a no-op
 there, and `write_bytes`/`write_text` upload one whole object, which readers
@@ -29,8 +29,9 @@ from etils import epath
 
 from minr_jax.config import ConfigError
 
-# URL schemes etils.epath routes to a file system, with the package that serves each.
-SCHEMES = {"gs": "gcsfs", "s3": "s3fs", "az": "adlfs"}
+# URL schemes that etils.epath (through fsspec) and orbax's tensorstore both serve, with
+# the package epath needs for each. gs:// is the tested one.
+SCHEMES = {"gs": "gcsfs", "s3": "s3fs"}
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 FILE_MODE = 0o644  # local files written here: readable by others, as open() gives
 
@@ -53,7 +54,7 @@ def check_scheme(path: str | os.PathLike, what: str = "path") -> None:
     return
   if s not in SCHEMES:
     raise ConfigError(f"{what}={os.fspath(path)}: no file system serves {s}:// URLs "
-                      f"(use a local path or {', '.join(f'{k}://' for k in SCHEMES)})")
+                      f"(use a local path, {' or '.join(f'{k}://' for k in SCHEMES)})")
   package = SCHEMES[s]
   tf_serves = s == "gs" and importlib.util.find_spec("tensorflow") is not None
   if not tf_serves and importlib.util.find_spec(package) is None:
@@ -94,13 +95,26 @@ def check_reachable(path: str | os.PathLike, what: str = "path") -> None:
   check_scheme(path, what)
   root = bucket(path)
   try:
-    found = epath.Path(root).exists()
+    found = epath.Path(root).exists() or _listable(root)
   except Exception as e:  # noqa: BLE001 (each file system raises its own types)
     reason = " ".join(str(e).split())[:200] or type(e).__name__
     raise ConfigError(f"{what}={os.fspath(path)}: cannot reach {root}: {reason}") from None
   if not found:
     raise ConfigError(f"{what}={os.fspath(path)}: bucket {root} does not exist or these "
                       "credentials cannot see it")
+
+
+def _listable(root: str) -> bool:
+  """Whether a bucket lists (an empty bucket looks absent to credentials that may list
+  and write objects but not read the bucket's metadata, e.g. roles/storage.objectAdmin)."""
+  import fsspec  # noqa: PLC0415
+
+  try:
+    fs, key = fsspec.core.url_to_fs(root)
+    fs.ls(key)
+  except (FileNotFoundError, ImportError):
+    return False
+  return True
 
 
 def makedirs(path: str | os.PathLike) -> None:

@@ -305,8 +305,8 @@ def test_the_command_line_names_a_bad_url_in_one_line(tmp_path):
        "--workdir=foo://x/run"], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == (
-      "error: --workdir=foo://x/run: no file system serves foo:// URLs (use a local path or "
-      "gs://, s3://, az://)")
+      "error: --workdir=foo://x/run: no file system serves foo:// URLs (use a local path, "
+      "gs:// or s3://)")
   assert not os.path.exists(os.path.join(ROOT, "foo:"))
 
 
