@@ -302,6 +302,7 @@ def test_a_url_scheme_nothing_serves_is_one_config_error(tmp_path, monkeypatch):
 def test_the_command_line_names_a_bad_url_in_one_line(tmp_path):
   result = subprocess.run(
       [sys.executable, "-m", "minr_jax.main", "--config=configs/transinr.py:tiny",
+       "--config.batch_size=8", "--config.eval_batch_size=8",  # the 8 test devices
        "--workdir=foo://x/run"], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == (
