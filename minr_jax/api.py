@@ -36,15 +36,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import posixpath
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 
-from minr_jax import checkpoint, families, masking, sharding
+from minr_jax import checkpoint, families, masking, paths, sharding
 from minr_jax.config import ConfigError, complete_saved, load_saved
 from minr_jax.models import inr
 
@@ -61,17 +60,24 @@ def resolve_path(workdir_or_checkpoint: str, step: int | None = None
                  ) -> tuple[str, int | None]:
   """(workdir, step) from a workdir, its `checkpoints/` or a `checkpoints/<step>`.
 
-  Raises ConfigError if a step directory contradicts `step` (a path that is
-  no workdir is named by the config.json check that follows).
+  A local path comes back absolute; a URL (gs://...) as given, without a
+  trailing slash. Raises ConfigError if a URL's scheme or bucket is unusable
+  or a step directory contradicts `step` (a path that is no workdir is named
+  by the config.json check that follows).
   """
-  path = os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(workdir_or_checkpoint))))
-  base, parent = os.path.basename(path), os.path.dirname(path)
-  if base.isdigit() and os.path.basename(parent) == "checkpoints":
+  text = os.fspath(workdir_or_checkpoint)
+  if paths.is_url(text):
+    paths.check_reachable(text, "path")
+    path = text.rstrip("/")
+  else:
+    path = os.path.normpath(os.path.abspath(os.path.expanduser(text)))
+  base, parent = posixpath.basename(path), posixpath.dirname(path)
+  if base.isdigit() and posixpath.basename(parent) == "checkpoints":
     dir_step = int(base)
     if step is not None and step != dir_step:
       raise ConfigError(f"step={step} contradicts the checkpoint directory {path}")
-    return os.path.dirname(parent), dir_step
-  if base == "checkpoints" and not os.path.exists(os.path.join(path, "config.json")):
+    return posixpath.dirname(parent), dir_step
+  if base == "checkpoints" and not paths.as_path(path).joinpath("config.json").exists():
     return parent, step
   return path, step
 

@@ -27,6 +27,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from minr_jax import paths
 from minr_jax.config import ConfigError
 
 PyTree = Any
@@ -35,11 +36,9 @@ LOCK = ".minr_lock"
 
 
 def as_path(path: str | os.PathLike) -> epath.Path:
-  """An epath.Path: URLs as given, local paths made absolute (~ expanded)."""
-  text = os.fspath(path)
-  if "://" in text:
-    return epath.Path(text)
-  return epath.Path(os.path.abspath(os.path.expanduser(text)))
+  """An epath.Path: URLs as given (ConfigError for a scheme nothing serves), local
+  paths made absolute (~ expanded); `paths.as_path`."""
+  return paths.as_path(path, "workdir")
 
 
 def _handlers() -> dict[str, Any]:

@@ -32,6 +32,7 @@ Without `--datasets` the first workdir's evaluation datasets are used.
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,7 +40,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from minr_jax import api, evaluation, families, masking, metrics, train
+from minr_jax import api, evaluation, families, masking, metrics, paths, train
 from minr_jax.config import ConfigError, load_saved
 
 METRICS = ("psnr_full", "psnr_masked", "psnr_pasted")
@@ -53,10 +54,11 @@ FIGURE_KINDS = ("pasted", "pred")
 
 def model_names(workdirs: Sequence[str]) -> list[str]:
   """Short unique names: the workdirs' base names, or their whole paths if those clash."""
-  bases = [os.path.basename(os.path.normpath(w)) for w in workdirs]
+  full = [w.rstrip("/") if paths.is_url(w) else os.path.normpath(w) for w in workdirs]
+  bases = [posixpath.basename(w) if paths.is_url(w) else os.path.basename(w) for w in full]
   if len(set(bases)) == len(bases):
     return bases
-  return [os.path.normpath(w) for w in workdirs]
+  return full
 
 
 def comparison_config(config: ml_collections.ConfigDict, mask_ratio: float, seed: int,
@@ -80,7 +82,7 @@ def load_configs(workdirs: Sequence[str], mask_ratio: float | None, seed: int | 
   """
   if not workdirs:
     raise ConfigError("give at least one workdir to compare")
-  if len(set(map(os.path.abspath, workdirs))) != len(workdirs):
+  if len(set(map(paths.abspath, workdirs))) != len(workdirs):
     raise ConfigError("a workdir is listed twice")
   raw = [load_saved(api.resolve_path(w)[0]) for w in workdirs]
   first = raw[0]
@@ -145,6 +147,7 @@ def compare_workdirs(workdirs: Sequence[str], datasets: str | None = None,
     raise ConfigError(f"--num_images must be >= 1, got {num_images}")
   if figure not in FIGURE_KINDS:
     raise ConfigError(f"--figure={figure!r}: use {' or '.join(FIGURE_KINDS)}")
+  paths.check_reachable(out_dir, "--out")  # a URL's scheme and bucket, before any compile
   configs, mask_ratio, seed = load_configs(workdirs, mask_ratio, seed, max_images)
   entries = (evaluation.parse_datasets(datasets) if datasets is not None
              else evaluation.eval_datasets(configs[0]))
@@ -185,7 +188,7 @@ def compare_workdirs(workdirs: Sequence[str], datasets: str | None = None,
                  family=families.get(config).name,
                  num_params=num_params, step=step_,
                  **{m: float(means[m]) for m in METRICS + BASELINES},
-                 num_images=int(means["num_images"]), workdir=os.path.abspath(workdir))
+                 num_images=int(means["num_images"]), workdir=paths.abspath(workdir))
       rows.append(row)
     if label in figures:
       figures[label].append(truth)

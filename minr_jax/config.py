@@ -127,17 +127,21 @@ def complete_saved(config):
 def load_saved(workdir: str):
   """A run's config.json as a ConfigDict, completed by `complete_saved`.
 
-  ConfigError if the file is missing or not JSON. Used by every command that
-  reads a workdir (evaluate, load, robustness, compare).
+  workdir: a local path or a URL (gs://...). ConfigError if the file is
+  missing or not JSON, or the URL's bucket is unreachable. Used by every
+  command that reads a workdir (evaluate, load, robustness, compare).
   """
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  from minr_jax import paths  # noqa: PLC0415 (paths imports ConfigError from here)
+
+  path = os.path.join(os.fspath(workdir), "config.json")
+  target = paths.as_path(path, "workdir")
+  paths.check_reachable(path, "workdir")
+  if not target.exists():
     raise ConfigError(f"{path} does not exist: is {workdir} a minr_jax workdir?")
-  with open(path) as f:
-    try:
-      config = ml_collections.ConfigDict(json.load(f))
-    except json.JSONDecodeError as e:
-      raise ConfigError(f"{path} is not valid JSON: {e}") from None
+  try:
+    config = ml_collections.ConfigDict(json.loads(target.read_text()))
+  except json.JSONDecodeError as e:
+    raise ConfigError(f"{path} is not valid JSON: {e}") from None
   added = complete_saved(config)
   if added:
     logging.warning("%s predates config fields %s; using their defaults", path,

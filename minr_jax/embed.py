@@ -33,12 +33,14 @@ from __future__ import annotations
 import io
 import os
 import sys
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from minr_jax import paths
 from minr_jax.config import ConfigError
 
 SPLITS = ("eval", "train")
@@ -126,15 +128,18 @@ def _stack(rows: list[dict[str, Any]]) -> dict[str, Any]:
 # ---------------------------------------------------------------- writers ---
 
 def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-  """np.savez, but byte-for-byte deterministic (fixed zip timestamps), atomic."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+  """np.savez, but byte-for-byte deterministic (fixed zip timestamps), written whole.
+
+  path: a local path (a temp file renamed over it) or a URL (one upload).
+  """
+  out = io.BytesIO()
+  with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
     for key, value in arrays.items():
       buf = io.BytesIO()
       np.lib.format.write_array(buf, np.asarray(value), allow_pickle=False)
       z.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)),
                  buf.getvalue())
-  os.replace(tmp, path)
+  paths.write_bytes(path, out.getvalue())
 
 
 def _record(embedding: np.ndarray, index: int, image_id: str | None,
@@ -146,11 +151,21 @@ def _record(embedding: np.ndarray, index: int, image_id: str | None,
 
 
 class _ArrayRecordSink:
-  """Writes one msgpack record per image to `<path>` (atomically on close)."""
+  """Writes one msgpack record per image to `<path>` (atomically on close).
+
+  ArrayRecordWriter writes local files only: the records go to a temporary
+  file beside a local `path`, or in the temp folder for a URL, which is
+  uploaded whole on close.
+  """
 
   def __init__(self, path: str):
     from array_record.python.array_record_module import ArrayRecordWriter  # noqa: PLC0415
-    self.path, self.tmp = path, f"{path}.tmp{os.getpid()}"
+    self.path = path
+    if paths.is_url(path):
+      fd, self.tmp = tempfile.mkstemp(prefix="minr_jax_embed_", suffix=".array_record")
+      os.close(fd)
+    else:
+      self.tmp = f"{path}.tmp{os.getpid()}"
     self.writer = ArrayRecordWriter(self.tmp, "group_size:1")
 
   def write(self, record: bytes) -> None:
@@ -158,7 +173,13 @@ class _ArrayRecordSink:
 
   def close(self) -> None:
     self.writer.close()
-    os.replace(self.tmp, self.path)
+    if paths.is_url(self.path):
+      try:
+        paths.copy_file(self.tmp, self.path)
+      finally:
+        os.remove(self.tmp)
+    else:
+      os.replace(self.tmp, self.path)
 
 
 # ---------------------------------------------------------------- readers ---
@@ -171,13 +192,16 @@ def read_embeddings(path: str) -> dict[str, Any]:
   are None when the file has none (or every one is -1, unlabelled).
   Raises ConfigError for a missing, unreadable or empty file.
   """
-  if not os.path.isfile(path):
+  path = os.fspath(path)
+  paths.check_reachable(path)
+  if not paths.as_path(path).is_file():
     raise ConfigError(f"{path} does not exist")
   if path.endswith(".array_record"):
     out = _read_array_record(path)
   else:
     try:
-      with np.load(path, allow_pickle=False) as f:
+      source = io.BytesIO(paths.as_path(path).read_bytes()) if paths.is_url(path) else path
+      with np.load(source, allow_pickle=False) as f:
         files = {k: f[k] for k in f.files}
     except (OSError, ValueError, zipfile.BadZipFile) as e:
       raise ConfigError(f"{path} is not an .npz embedding file ({e})") from None
@@ -208,13 +232,21 @@ def read_embeddings(path: str) -> dict[str, Any]:
 def _read_array_record(path: str) -> dict[str, Any]:
   import msgpack  # noqa: PLC0415
   from array_record.python.array_record_module import ArrayRecordReader  # noqa: PLC0415
+  local = path
+  if paths.is_url(path):  # ArrayRecordReader reads local files only
+    fd, local = tempfile.mkstemp(prefix="minr_jax_embed_", suffix=".array_record")
+    with os.fdopen(fd, "wb") as f:
+      f.write(paths.as_path(path).read_bytes())
   try:
-    reader = ArrayRecordReader(path)
+    reader = ArrayRecordReader(local)
     raw = reader.read_all()
     reader.close()
     records = [msgpack.unpackb(r) for r in raw]
   except Exception as e:  # noqa: BLE001 (array_record raises plain RuntimeErrors)
     raise ConfigError(f"{path} is not an .array_record embedding file ({e})") from None
+  finally:
+    if local != path:
+      os.remove(local)
   if not records:
     raise ConfigError(f"{path} holds no records")
   dims = {r["dim"] for r in records}
@@ -251,12 +283,13 @@ def embed_dataset(minr, dataset: str, split: str = "eval", kind: str = "data_mea
     fmt = next((f for f in FORMATS if output.endswith(f)), None)
     if fmt is None:
       raise ConfigError(f"--output={output} must end in {' or '.join(FORMATS)}")
+    paths.check_reachable(output, "--output")
   name, _, path = dataset.partition(":")
   count, batches = iterate_images(minr.config, name, path or None, split,
                                   minr.batch_size, max_images)
   sink = None
   if fmt == ".array_record":
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    paths.makedirs(os.path.dirname(paths.abspath(output)))
     sink = _ArrayRecordSink(output)
   parts, indices, ids, labels, dim = [], [], [], [], 0
   bar = _progress(count, f"embedding {dataset} {split}", progress)
@@ -297,8 +330,7 @@ def embed_dataset(minr, dataset: str, split: str = "eval", kind: str = "data_mea
   if output is None:
     summary.update(arrays)
     return summary
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  save_npz(output, arrays)
+  save_npz(output, arrays)  # creates a local output's folder
   return summary
 
 
@@ -333,6 +365,7 @@ def run(workdir: str, dataset: str, output: str, split: str = "eval",
     raise ConfigError(f"--kind={kind!r} is not one of {', '.join(api.KINDS)}")
   if not output.endswith(FORMATS):
     raise ConfigError(f"--output={output} must end in {' or '.join(FORMATS)}")
+  paths.check_reachable(output, "--output")  # a URL's scheme and bucket
   from minr_jax import data  # noqa: PLC0415
   from minr_jax.config import load_saved  # noqa: PLC0415
   name, _, path = dataset.partition(":")

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from minr_jax import data, masking, metrics, sharding
+from minr_jax import data, masking, metrics, paths, sharding
 from minr_jax.config import ConfigError
 
 Array = jax.Array
@@ -267,26 +267,26 @@ def write_results(out_dir: str, rows: Sequence[dict[str, Any]], columns: Sequenc
                   header: Sequence[str], meta: dict[str, Any], stem: str = "results") -> None:
   """`<stem>.json` (meta + rows), `<stem>.csv` (columns) and `<stem>.md` in out_dir.
 
+  out_dir is a local path or a URL; each file is written whole (`paths.write_text`).
+
   The one writer of evaluate, robustness and compare. The Markdown opens with
   `header` (lines), then a table of `columns`: floats to 3 decimals (2 for
   PSNRs), counts as integers, with a closing note on how to read the baselines.
   """
-  from etils import epath  # noqa: PLC0415
-
-  out = epath.Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / f"{stem}.json").write_text(json.dumps(dict(meta, rows=list(rows)), indent=2))
+  out = paths.as_path(out_dir)
+  paths.makedirs(out)
+  paths.write_text(out / f"{stem}.json", json.dumps(dict(meta, rows=list(rows)), indent=2))
   buf = io.StringIO()
   w = csv.writer(buf)
   w.writerow(columns)
   for r in rows:
     w.writerow([r.get(c, "") for c in columns])
-  (out / f"{stem}.csv").write_text(buf.getvalue())
+  paths.write_text(out / f"{stem}.csv", buf.getvalue())
   lines = [*header, "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
   for r in rows:
     lines.append("| " + " | ".join(_cell(r.get(c, "")) for c in columns) + " |")
   lines += ["", READING_RULE]
-  (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+  paths.write_text(out / f"{stem}.md", "\n".join(lines) + "\n")
 
 
 READING_RULE = ("How to read it: psnr_full_interpolation (normalised Gaussian convolution of "

@@ -21,7 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from minr_jax import checkpoint, evaluation, metrics
+from minr_jax import checkpoint, evaluation, metrics, paths
 from minr_jax.config import ConfigError
 
 
@@ -129,8 +129,10 @@ def eval_missing(workdir: str, step: int, labels: list[str], num_grid_images: in
 
 
 def check_workdir(workdir: str) -> None:
-  """ConfigError naming a workdir that is a file or cannot be written."""
-  if "://" in workdir:
+  """ConfigError naming a workdir that is a file or cannot be written, or a URL whose
+  scheme nothing serves or whose bucket is unreachable."""
+  if paths.is_url(workdir):
+    paths.check_reachable(workdir, "--workdir")
     return
   path = os.path.abspath(os.path.expanduser(workdir))
   if os.path.exists(path) and not os.path.isdir(path):

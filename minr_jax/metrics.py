@@ -10,10 +10,13 @@ can average over valid (non-padding) images only. Everything below the
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from minr_jax import paths
 
 Array = jax.Array
 
@@ -207,6 +212,10 @@ def reconstruction_metrics(pred: Array, target: Array, mask: Array, *,
 
 METRICS_FILENAME = "metrics.jsonl"
 TENSORBOARD_DIRNAME = "tensorboard"
+# With a URL workdir, metrics.jsonl and the TensorBoard files are uploaded at most
+# this often (and on flush()/close()): an object store allows about one write
+# per second per object, and every upload rewrites the whole object.
+URL_FLUSH_EVERY_SECS = 15.0
 
 
 def _drop_partial_last_line(path: str) -> None:
@@ -224,20 +233,44 @@ class MetricWriter:
   """Appends scalars to `workdir/metrics.jsonl` and TensorBoard `workdir/tensorboard/<split>`.
 
   With `enabled=False` (non-zero JAX processes) every method is a no-op and
-  nothing is created on disk. If a previous run was killed mid-line, the
-  partial last line of metrics.jsonl is dropped on opening so appends stay
-  one valid JSON object per line.
+  nothing is created. If a previous run was killed mid-line, the partial
+  last line of metrics.jsonl is dropped on opening so appends stay one valid
+  JSON object per line.
+
+  A local workdir gets each line appended and flushed as it is written. An
+  object store (gs://...) cannot append, so with a URL workdir the writer
+  keeps the whole metrics.jsonl in memory (read back on opening, so a
+  resumed run continues it) and uploads it whole, replacing the object, at
+  most every `flush_every_secs` seconds and on `flush()` and `close()`; the
+  TensorBoard event files are written to a local temporary folder and copied
+  to `workdir/tensorboard/<split>/` at the same moments. A reader always sees
+  a whole file; a process killed between uploads loses at most the last
+  `flush_every_secs` seconds of lines (call `flush()` before saving a
+  checkpoint so that no logged step is lost).
   """
 
   def __init__(self, workdir: str, *, tensorboard: bool = True,
-               enabled: bool = True):
+               enabled: bool = True, flush_every_secs: float = URL_FLUSH_EVERY_SECS):
     self.workdir = os.fspath(workdir)
     self.enabled = enabled
     self.tensorboard = tensorboard
     self.path = os.path.join(self.workdir, METRICS_FILENAME)
+    self.remote = paths.is_url(self.workdir)
+    self.flush_every_secs = flush_every_secs
     self._file = None
+    self._lines: list[str] | None = None  # a URL workdir's whole metrics.jsonl
+    self._dirty = False
+    self._last_upload = time.monotonic()
+    self._tb_local: str | None = None  # a URL workdir's local TensorBoard folder
+    self._tb_uploaded: dict[str, int] = {}  # relative event file -> uploaded size
     self._tb_writers: dict[str, Any] = {}
+    self._closed = False
     if not enabled:
+      return
+    if self.remote:
+      target = paths.as_path(self.path, "workdir")
+      text = target.read_text() if target.exists() else ""
+      self._lines = [line + "\n" for line in text.split("\n")[:-1]]  # drops a partial line
       return
     os.makedirs(self.workdir, exist_ok=True)
     _drop_partial_last_line(self.path)
@@ -247,7 +280,12 @@ class MetricWriter:
     """Returns (creating on first use) the tensorboardX writer for `split`."""
     if split not in self._tb_writers:
       import tensorboardX  # pylint: disable=g-import-not-at-top
-      logdir = os.path.join(self.workdir, TENSORBOARD_DIRNAME, split)
+      if self.remote:
+        if self._tb_local is None:
+          self._tb_local = tempfile.mkdtemp(prefix="minr_jax_tensorboard_")
+        logdir = os.path.join(self._tb_local, split)
+      else:
+        logdir = os.path.join(self.workdir, TENSORBOARD_DIRNAME, split)
       self._tb_writers[split] = tensorboardX.SummaryWriter(logdir=logdir)
     return self._tb_writers[split]
 
@@ -256,7 +294,7 @@ class MetricWriter:
     """Writes one jsonl line {step, split, **extra, **scalars} and the TensorBoard scalars."""
     if not self.enabled:
       return
-    if self._file is None:
+    if self._closed:
       raise RuntimeError("MetricWriter.write() after close()")
     values = {name: float(value) for name, value in scalars.items()}
     reserved = {"step", "split"}
@@ -264,8 +302,13 @@ class MetricWriter:
     if clashes:
       raise ValueError(f"metric names clash with reserved/extra keys: {sorted(clashes)}")
     record = {"step": int(step), "split": split, **extra, **values}
-    self._file.write(json.dumps(record) + "\n")
-    self._file.flush()
+    line = json.dumps(record) + "\n"
+    if self.remote:
+      self._lines.append(line)
+      self._dirty = True
+    else:
+      self._file.write(line)
+      self._file.flush()
     if self.tensorboard and values:
       writer = self._tb_writer(split)
       dataset = extra.get("dataset")
@@ -273,25 +316,68 @@ class MetricWriter:
         tag = f"{dataset}/{name}" if dataset else name
         writer.add_scalar(tag, value, global_step=int(step))
       writer.flush()
+    self._maybe_upload()
 
   def write_images(self, step: int, tag: str, png_path: str) -> None:
     """Shows a saved PNG grid in TensorBoard (tag e.g. 'eval/demo'); no-op without it."""
     if not (self.enabled and self.tensorboard):
       return
-    with Image.open(png_path) as img:
+    with paths.as_path(png_path).open("rb") as f, Image.open(f) as img:
       pixels = np.asarray(img.convert("RGB"))
     writer = self._tb_writer("images")
     writer.add_image(tag, pixels, global_step=int(step), dataformats="HWC")
     writer.flush()
+    self._maybe_upload()
+
+  def _maybe_upload(self) -> None:
+    if self.remote and time.monotonic() - self._last_upload >= self.flush_every_secs:
+      self.flush()
+
+  def flush(self) -> None:
+    """Makes everything written so far visible in the workdir (uploads, with a URL)."""
+    if not self.enabled or self._closed:
+      return
+    if not self.remote:
+      self._file.flush()
+      for writer in self._tb_writers.values():
+        writer.flush()
+      return
+    if self._dirty:
+      paths.write_text(self.path, "".join(self._lines))
+      self._dirty = False
+    if self._tb_local is not None:
+      for writer in self._tb_writers.values():
+        writer.flush()
+      self._upload_tensorboard()
+    self._last_upload = time.monotonic()
+
+  def _upload_tensorboard(self) -> None:
+    """Copies the local event files that grew since their last upload."""
+    remote_dir = os.path.join(self.workdir, TENSORBOARD_DIRNAME)
+    for rel in paths.files_under(self._tb_local):
+      size = os.path.getsize(os.path.join(self._tb_local, rel))
+      if self._tb_uploaded.get(rel) != size:
+        paths.copy_file(os.path.join(self._tb_local, rel), f"{remote_dir}/{rel}")
+        self._tb_uploaded[rel] = size
 
   def close(self) -> None:
-    """Closes the jsonl file and TensorBoard writers (idempotent)."""
-    if self._file is not None:
-      self._file.close()
-      self._file = None
+    """Flushes and closes the jsonl file and TensorBoard writers (idempotent)."""
+    if self._closed:
+      return
     for writer in self._tb_writers.values():
       writer.close()
-    self._tb_writers.clear()
+    try:
+      if self.enabled and self.remote:
+        self.flush()
+    finally:
+      self._closed = True
+      if self._file is not None:
+        self._file.close()
+        self._file = None
+      self._tb_writers.clear()
+      if self._tb_local is not None:
+        shutil.rmtree(self._tb_local, ignore_errors=True)
+        self._tb_local = None
 
   def __enter__(self) -> MetricWriter:
     return self
@@ -301,12 +387,12 @@ class MetricWriter:
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
-  """Reads a metrics.jsonl into a list of dicts, skipping a truncated last line.
+  """Reads a metrics.jsonl (a local path or a URL) into a list of dicts.
 
-  A corrupt line anywhere else raises ValueError (it is not a killed write).
+  A truncated last line is skipped; a corrupt line anywhere else raises
+  ValueError (it is not a killed write).
   """
-  with open(path, encoding="utf-8") as f:
-    lines = f.read().split("\n")
+  lines = paths.as_path(path).read_text(encoding="utf-8").split("\n")
   # Index of the last non-blank line: the only one allowed to be truncated.
   nonblank = [i for i, line in enumerate(lines) if line.strip()]
   last = nonblank[-1] if nonblank else -1
@@ -391,19 +477,9 @@ def save_image_grid(path: str, columns: Sequence[np.ndarray],
       draw.text((j * (cell_w + GRID_GAP) + 2, 2), str(title), fill=(0, 0, 0),
                 font=font)
 
-  path = os.fspath(path)
-  parent = os.path.dirname(os.path.abspath(path))
-  os.makedirs(parent, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp_", suffix=".png")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      img.save(f, format="PNG")
-    os.chmod(tmp, 0o644)  # mkstemp makes it 0600: others could not read the grid
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  buf = io.BytesIO()
+  img.save(buf, format="PNG")
+  paths.write_bytes(path, buf.getvalue())  # whole: a temp file renamed, or one upload
 
 
 def format_duration(seconds: float) -> str:

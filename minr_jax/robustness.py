@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import os
 import time
 from collections.abc import Sequence
@@ -55,7 +56,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from minr_jax import api, evaluation, families, masking, metrics, train
+
+from minr_jax import api, evaluation, families, masking, metrics, paths, train
 from minr_jax.config import ConfigError
 
 PyTree = Any
@@ -325,8 +327,14 @@ def plot_psnr(path: str, rows: list[dict[str, Any]], step: int,
               Line2D([], [], color="black", ls=":", alpha=0.8, label="interpolation")]
   fig.legend(handles=handles, loc="outside right center", fontsize=9)  # clear of the title
   fig.suptitle(f"Robustness to masking, checkpoint step {step}", fontsize=11)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=100)
+  _save_figure(fig, path)
+
+
+def _save_figure(fig, path: str) -> None:
+  """Writes fig as a PNG to path (a local path or a URL) whole."""
+  buf = io.BytesIO()
+  fig.savefig(buf, dpi=100, format="png")
+  paths.write_bytes(path, buf.getvalue())
 
 
 def _clip_perfect_scores(ax, values: list[float]) -> None:
@@ -376,8 +384,7 @@ def plot_mask_gallery(path: str, config: ml_collections.ConfigDict,
         ax.set_ylabel(strategy, fontsize=9)
   fig.suptitle(f"Evaluation mask of image 0 (seed {config.eval_mask_seed}, {g}x{g} grid; "
                "black = hidden)", fontsize=9)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=100)
+  _save_figure(fig, path)
 
 
 # --------------------------------------------------------------------- CLI ---

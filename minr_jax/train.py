@@ -369,6 +369,7 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
               f"the parameters of step {step} have diverged (loss {loss_now:.3g}); not saved;"
               " last good checkpoint: "
               f"{'none' if last_saved is None else checkpoint.step_dir(manager, last_saved)}")
+        writer.flush()  # a gs:// metrics.jsonl then holds every step this checkpoint has
         checkpoint.save(manager, step, state, train_iter, saved_config)
         last_saved = step
       if stopping:

@@ -48,12 +48,14 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image, UnidentifiedImageError
 
+from minr_jax import paths
 from minr_jax.config import ConfigError
 from minr_jax.data import base, preprocess, tfds_utils
 from minr_jax.data import options as options_lib
@@ -130,6 +132,13 @@ def _image_stat(path: str) -> os.stat_result:
     raise ConfigError(f'cannot read image {shown(path)}: {reason}') from e
 
 
+class _ObjectStat(NamedTuple):
+  """What `_image_file` reads of a stat, for an object in a bucket."""
+
+  st_size: int
+  st_mtime_ns: int
+
+
 def walk_images(directory: str) -> Iterator[tuple[str, os.stat_result]]:
   """Absolute paths of the images below `directory` and their stat, lazily.
 
@@ -148,6 +157,12 @@ def walk_images(directory: str) -> Iterator[tuple[str, os.stat_result]]:
       e.g. a broken or looping symbolic link (`cannot read image <path>:
       <reason>`).
   """
+  if paths.is_url(directory):  # An object store: one listing, no links.
+    for rel, (size, mtime_ns) in sorted(paths.url_files(directory).items()):
+      parts = rel.split('/')
+      if not any(p.startswith('.') for p in parts[:-1]) and is_image_name(parts[-1]):
+        yield f'{directory.rstrip("/")}/{rel}', _ObjectStat(size, mtime_ns)
+    return
   seen = set()
   for current, dirs, files in os.walk(directory, onerror=_unreadable_folder,
                                       followlinks=True):
@@ -163,14 +178,19 @@ def walk_images(directory: str) -> Iterator[tuple[str, os.stat_result]]:
         yield path, _image_stat(path)
 
 
+def _url_isdir(url: str) -> bool:
+  return paths.as_path(url).is_dir()
+
+
 def split_dirs(root: str) -> tuple[str, str | None]:
   """(train directory, eval directory or None for a hash split) of DIR."""
+  isdir = _url_isdir if paths.is_url(root) else os.path.isdir
   train_dir = os.path.join(root, 'train')
-  if not os.path.isdir(train_dir):
+  if not isdir(train_dir):
     return root, None
   for name in EVAL_DIR_NAMES:
     eval_dir = os.path.join(root, name)
-    if os.path.isdir(eval_dir):
+    if isdir(eval_dir):
       return train_dir, eval_dir
   return train_dir, None
 
@@ -190,11 +210,15 @@ def check_folder(path: str | None, field: str = 'config.dataset.path') -> None:
   if not path:
     raise ConfigError(
         f'{field} is not set (dataset image_folder needs a folder of images)')
-  if not os.path.exists(path):
+  if paths.is_url(path):
+    paths.check_reachable(path, field)
+    if not _url_isdir(path):  # A bucket has folders only above objects.
+      raise ConfigError(f'{field}: no such directory: {path}')
+  elif not os.path.exists(path):
     raise ConfigError(f'{field}: no such directory: {path}')
-  if not os.path.isdir(path):
+  elif not os.path.isdir(path):
     raise ConfigError(f'{field} is not a directory: {path}')
-  train_dir, _ = split_dirs(os.path.abspath(path))
+  train_dir, _ = split_dirs(paths.abspath(path))
   if next(walk_images(train_dir), None) is None:
     extensions = '/'.join(sorted(e[1:] for e in IMAGE_EXTENSIONS))
     raise ConfigError(f'{field}: no images ({extensions}) in {train_dir}')
@@ -331,8 +355,11 @@ def encoded_rgb(path: str) -> bytes:
     ConfigError: `cannot read image <path>: <reason>` (one line).
   """
   try:
-    with open(path, 'rb') as handle:
-      data = handle.read()
+    if paths.is_url(path):
+      data = paths.as_path(path).read_bytes()
+    else:
+      with open(path, 'rb') as handle:
+        data = handle.read()
   except OSError as e:
     raise ConfigError(f'cannot read image {path}: {_one_line(e)}') from e
   return rgb_image_bytes(data, path)
@@ -415,7 +442,7 @@ def prepare(path: str, data_dir: str, eval_fraction: float,
     ConfigError: bad folder or unreadable image.
   """
   check_folder(path, field)
-  listing = list_folder(os.path.abspath(path), eval_fraction)
+  listing = list_folder(paths.abspath(path), eval_fraction)
   builder = ImageFolderBuilder(
       listing=listing, data_dir=data_dir,
       config=tfds.core.BuilderConfig(name=config_name(listing)),
@@ -455,7 +482,7 @@ def load(options: options_lib.DataOptions) -> base.Dataset:
     ConfigError: bad folder, unreadable image, or no training image.
   """
   check_folder(options.path, options.path_field)
-  builder = _prepared(os.path.abspath(options.path), options.data_dir,
+  builder = _prepared(paths.abspath(options.path), options.data_dir,
                       options.eval_fraction, options.path_field)
   train = tfds_utils.split_source(builder, TRAIN)
   if not len(train):  # pylint: disable=g-explicit-length-test

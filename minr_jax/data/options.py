@@ -21,6 +21,8 @@ these fields is refused, except for fields newer than the first release
                                              mit_indoor67: the manual
                                              download directory (None: unset)
   config.dataset.data_dir             str    where prepared TFDS data live
+                                             (a path or a URL, gs://B/D:
+                                             used through a local mirror)
   config.dataset.eval_split           str    celeb_a, imagenette,
                                              mit_indoor67: the split
                                              evaluated on (None: below)
@@ -73,6 +75,7 @@ from typing import Any
 
 import numpy as np
 
+from minr_jax import paths
 from minr_jax.config import ConfigError
 
 # Data fields the configs gained after the first release, with the value that
@@ -127,7 +130,7 @@ class DataOptions:
 
   name: str
   path: str | None
-  data_dir: str  # Absolute, user-expanded.
+  data_dir: str  # Absolute, user-expanded; a URL's local mirror (`paths.local_mirror`).
   resolution: int
   seed: int
   eval_split: str  # Resolved; '' for datasets without a choice.
@@ -178,6 +181,19 @@ def _positive_int(value: Any, field: str, *, allow_zero: bool = False) -> int:
     kind = 'a non-negative' if allow_zero else 'a positive'
     raise ConfigError(f'config.{field} must be {kind} integer, got {value!r}')
   return value
+
+
+def _local_data_dir(data_dir: str) -> str:
+  """A local data_dir made absolute; a URL's local mirror (`tfds_utils` syncs the two).
+
+  Prepared data are array_record files, which are read and written with local
+  file I/O only: with data_dir = gs://B/D they are prepared (or fetched) in
+  `paths.local_mirror('gs://B/D')` and uploaded to gs://B/D once complete.
+  """
+  if paths.is_url(data_dir):
+    paths.check_scheme(data_dir, 'config.dataset.data_dir')
+    return paths.local_mirror(data_dir)
+  return os.path.abspath(os.path.expanduser(data_dir))
 
 
 def _optional_bool(config: Any, field: str, default: bool) -> bool:
@@ -270,7 +286,7 @@ def from_config(config: Any, name: str | None = None, path: str | None = None,
   return DataOptions(
       name=name,
       path=path,
-      data_dir=os.path.abspath(os.path.expanduser(os.fspath(data_dir))),
+      data_dir=_local_data_dir(os.fspath(data_dir)),
       resolution=resolution,
       seed=seed,
       eval_split=_eval_split(config, name, same_dataset=name == config_name),

@@ -1,0 +1,234 @@
+"""Paths a run reads or writes: a local path or a URL (gs://, s3://), via etils.epath.
+
+  p = paths.as_path("gs://bucket/run")   # epath.Path, left as given
+  p = paths.as_path("runs/demo")         # epath.Path of the absolute, user-expanded path
+  paths.write_text(p / "config.json", text)
+
+A local path behaves exactly as with `os.path`: `as_path` makes it absolute
+(`os.path.abspath(os.path.expanduser(...))`, so a run started elsewhere finds
+it). A URL is never passed through `os.path.abspath`, which would turn
+`gs://b/run` into `<cwd>/gs:/b/run`. etils.epath serves gs:// through gcsfs
+(or TensorFlow's gfile when TensorFlow is installed) and s3:// through s3fs;
+orbax writes checkpoints to the same URLs with tensorstore.
+
+Object stores have no directories and no appends: `makedirs` is a no-op
+there, and `write_bytes`/`write_text` upload one whole object, which readers
+see complete or not at all. Locally the same functions write a temporary
+file in the target's directory and rename it over the target, so a reader
+never sees half a file either.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import tempfile
+
+from etils import epath
+
+from minr_jax.config import ConfigError
+
+# URL schemes that etils.epath (through fsspec) and orbax's tensorstore both serve, with
+# the package epath needs for each. gs:// is the tested one.
+SCHEMES = {"gs": "gcsfs", "s3": "s3fs"}
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+FILE_MODE = 0o644  # local files written here: readable by others, as open() gives
+
+
+def scheme(path: str | os.PathLike) -> str | None:
+  """'gs' for 'gs://b/x', None for a local path."""
+  m = _URL.match(os.fspath(path))
+  return m.group(1).lower() if m else None
+
+
+def is_url(path: str | os.PathLike) -> bool:
+  """True for 'scheme://...' (served or not), False for a local path."""
+  return scheme(path) is not None
+
+
+def check_scheme(path: str | os.PathLike, what: str = "path") -> None:
+  """ConfigError naming `what` if `path` is a URL no installed file system serves."""
+  s = scheme(path)
+  if s is None:
+    return
+  if s not in SCHEMES:
+    raise ConfigError(f"{what}={os.fspath(path)}: no file system serves {s}:// URLs "
+                      f"(use a local path, {' or '.join(f'{k}://' for k in SCHEMES)})")
+  package = SCHEMES[s]
+  tf_serves = s == "gs" and importlib.util.find_spec("tensorflow") is not None
+  if not tf_serves and importlib.util.find_spec(package) is None:
+    raise ConfigError(f"{what}={os.fspath(path)}: {s}:// paths need the {package} package "
+                      f"(pip install {package})")
+
+
+def as_path(path: str | os.PathLike, what: str = "path") -> epath.Path:
+  """An epath.Path: a URL as given (its scheme checked), a local path made absolute."""
+  text = os.fspath(path)
+  if is_url(text):
+    check_scheme(text, what)
+    return epath.Path(text)
+  return epath.Path(os.path.abspath(os.path.expanduser(text)))
+
+
+def abspath(path: str | os.PathLike) -> str:
+  """`os.path.abspath(os.path.expanduser(path))` for a local path; a URL unchanged."""
+  text = os.fspath(path)
+  return text if is_url(text) else os.path.abspath(os.path.expanduser(text))
+
+
+def bucket(path: str | os.PathLike) -> str:
+  """'gs://bucket' of 'gs://bucket/a/b' (the URL's root)."""
+  s, rest = os.fspath(path).split("://", 1)
+  return f"{s}://{rest.split('/', 1)[0]}"
+
+
+def check_reachable(path: str | os.PathLike, what: str = "path") -> None:
+  """ConfigError naming `what` if a URL's bucket is missing or unreachable.
+
+  Asks the store once for the bucket (or, without permission to read the
+  bucket's metadata, for a listing of it). Nothing happens for a local path:
+  creating its folder reports any problem as before.
+  """
+  if not is_url(path):
+    return
+  check_scheme(path, what)
+  root = bucket(path)
+  try:
+    found = epath.Path(root).exists() or _listable(root)
+  except Exception as e:  # noqa: BLE001 (each file system raises its own types)
+    reason = " ".join(str(e).split())[:200] or type(e).__name__
+    raise ConfigError(f"{what}={os.fspath(path)}: cannot reach {root}: {reason}") from None
+  if not found:
+    raise ConfigError(f"{what}={os.fspath(path)}: bucket {root} does not exist or these "
+                      "credentials cannot see it")
+
+
+def _listable(root: str) -> bool:
+  """Whether a bucket lists (an empty bucket looks absent to credentials that may list
+  and write objects but not read the bucket's metadata, e.g. roles/storage.objectAdmin)."""
+  import fsspec  # noqa: PLC0415
+
+  try:
+    fs, key = fsspec.core.url_to_fs(root)
+    fs.ls(key)
+  except (FileNotFoundError, ImportError):
+    return False
+  return True
+
+
+def makedirs(path: str | os.PathLike) -> None:
+  """Creates a local folder and its parents (exist_ok); nothing to do in an object store."""
+  as_path(path).mkdir(parents=True, exist_ok=True)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+  """Writes `data` to `path` whole: one object upload, or a local temp file renamed over it.
+
+  A local file gets mode 0644 and its parent folders are created.
+  """
+  target = as_path(path)
+  if is_url(target):
+    target.write_bytes(data)
+    return
+  parent = os.path.dirname(os.fspath(target))
+  os.makedirs(parent, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp_", suffix=target.suffix)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+    os.chmod(tmp, FILE_MODE)  # mkstemp makes it 0600
+    os.replace(tmp, os.fspath(target))
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+  """`write_bytes` of UTF-8 text."""
+  write_bytes(path, text.encode("utf-8"))
+
+
+def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+  """Copies one file between any two places (local or URL), replacing dst whole."""
+  with as_path(src).open("rb") as f:
+    write_bytes(dst, f.read())
+
+
+def url_files(root: str) -> dict[str, tuple[int, int]]:
+  """{relative POSIX path: (size in bytes, mtime in ns)} of every object below a URL.
+
+  One listing of the store (fsspec's `find`), not a request per file.
+  ConfigError naming the package if no fsspec file system serves the scheme.
+  """
+  import fsspec  # noqa: PLC0415 (etils.epath's own dependency for URLs)
+
+  try:
+    fs, key = fsspec.core.url_to_fs(root)
+  except (ImportError, ValueError) as e:
+    raise ConfigError(f"{root}: {' '.join(str(e).split())}") from None
+  key = key.rstrip("/")
+  out = {}
+  for name, info in fs.find(key, detail=True).items():
+    if info.get("type", "file") != "file" or not name.startswith(key + "/"):
+      continue
+    mtime = info.get("mtime")
+    mtime_ns = int(mtime.timestamp() * 1e9) if hasattr(mtime, "timestamp") else int(
+        float(mtime or 0) * 1e9)
+    out[name[len(key) + 1:]] = (int(info.get("size") or 0), mtime_ns)
+  return out
+
+
+def files_under(root: str | os.PathLike) -> list[str]:
+  """Relative POSIX paths of every file below `root` (local or URL), sorted."""
+  text = os.fspath(root)
+  if is_url(text):
+    return sorted(url_files(text))
+  top = abspath(text)
+  found = []
+  for current, _, files in os.walk(top):
+    rel = os.path.relpath(current, top).replace(os.sep, "/")
+    found += [name if rel == "." else f"{rel}/{name}" for name in files]
+  return sorted(found)
+
+
+def copy_tree(src: str | os.PathLike, dst: str | os.PathLike,
+              last: tuple[str, ...] = ()) -> int:
+  """Copies every file below src to the same relative path below dst; returns the count.
+
+  Files named in `last` (relative paths) are copied after all the others, so a
+  reader that waits for them never sees a partial copy.
+  """
+  rels = list(files_under(src))
+  rels = [r for r in rels if r not in last] + [r for r in rels if r in last]
+  for rel in rels:
+    copy_file(as_path(src) / rel, as_path(dst) / rel)
+  return len(rels)
+
+
+def cache_root() -> str:
+  """Where local copies of remote data live: $XDG_CACHE_HOME (or ~/.cache)/minr_jax/mirror."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+  return os.path.join(os.path.abspath(os.path.expanduser(base)), "minr_jax", "mirror")
+
+
+def local_mirror(url: str) -> str:
+  """The local folder that mirrors a URL: <cache_root>/<scheme>/<bucket>/<path>.
+
+  `remote_of` inverts it, so code handed only the local folder can find the URL.
+  """
+  s, rest = url.split("://", 1)
+  parts = [p for p in rest.split("/") if p not in ("", ".")]
+  if ".." in parts:
+    raise ConfigError(f"{url}: '..' is not allowed in a URL")
+  return os.path.join(cache_root(), s, *parts)
+
+
+def remote_of(local: str | os.PathLike) -> str | None:
+  """The URL a `local_mirror` folder (or a path inside one) mirrors; None otherwise."""
+  text, root = os.path.abspath(os.fspath(local)), cache_root()
+  if os.path.commonpath([text, root]) != root or text == root:
+    return None
+  s, *rest = os.path.relpath(text, root).split(os.sep)
+  return f"{s}://{'/'.join(rest)}" if s in SCHEMES and rest else None
