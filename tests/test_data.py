@@ -582,7 +582,7 @@ def test_eval_dataset_errors_name_the_eval_datasets_field(tmp_path):
     ('ginr', ''), ('mae', ''), ('mae', 'imagenette')])
 def test_configs_hold_every_data_default(config_file, variant):
   """Each config file sets every data field; options keep its values."""
-  config = importlib.import_module(config_file).get_config(variant)
+  config = importlib.import_module(f'configs.{config_file}').get_config(variant)
   options = data.options_lib.from_config(config)
   assert options.num_workers == config.dataset.num_workers
   assert options.prefetch_buffer == config.dataset.prefetch_buffer

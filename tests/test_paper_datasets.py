@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-import transinr as transinr_config  # configs/transinr.py
+from configs import transinr as transinr_config
 from PIL import Image
 from tensorflow_datasets.core.download import checksums
 
