@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +23,16 @@ import grain
 import tensorflow_datasets as tfds
 
 from minr_jax import paths
+
+
+class _NoOpenCVNote(logging.Filter):
+  """TFDS warns on every image decode that OpenCV is not installed; PIL decodes fine."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return 'OpenCV is not installed' not in record.getMessage()
+
+
+logging.getLogger('absl').addFilter(_NoOpenCVNote())
 
 FILE_FORMAT = 'array_record'
 
@@ -102,11 +114,17 @@ def prepare(builder: tfds.core.DatasetBuilder,
     if _prepared_remote(builder):
       _fetch(builder)
       return
-    builder.download_and_prepare(
-        download_dir=os.path.join(builder.data_dir_root, 'downloads'),
-        download_config=tfds.download.DownloadConfig(
-            try_download_gcs=False, manual_dir=manual_dir),
-        file_format=FILE_FORMAT)
+    # One line instead of TFDS's "Downloading and preparing ... Unknown size"
+    # and its progress bars (escape sequences in log files).
+    print(f'preparing the {builder.name} dataset in {builder.data_dir} (once; nothing '
+          'is downloaded)', flush=True)
+    tfds.disable_progress_bar()
+    with contextlib.redirect_stdout(io.StringIO()):
+      builder.download_and_prepare(
+          download_dir=os.path.join(builder.data_dir_root, 'downloads'),
+          download_config=tfds.download.DownloadConfig(
+              try_download_gcs=False, manual_dir=manual_dir),
+          file_format=FILE_FORMAT)
     remote = _remote(builder)
     if remote is not None:  # The info files go last: the URL is then complete.
       paths.copy_tree(builder.data_dir, remote, last=_DONE_FILES)
