@@ -3,11 +3,10 @@ r"""SIGKILL a tiny training run at random moments, resume it, compare with a str
   python benchmarks/kill_trials.py --trials=10 --workdir=/path/to/scratch [--seed=0]
 
 A straight run of configs/transinr.py:tiny (40 steps, a checkpoint every 4
-steps, an evaluation every 8; after a warm-up run fills the compilation
-cache) gives the reference train losses and eval records. Each trial starts
-the same run in its own workdir, SIGKILLs it at a random moment (uniform over
-the straight run's wall time, so some land in start-up,
-some in checkpoint saves, some in evaluations), then runs the same command
+steps, an evaluation every 8) gives the reference train losses and eval
+records. Each trial starts the same run in its own workdir, SIGKILLs it at a
+random moment (0 to 0.5 s after a random step was logged: when that step's
+checkpoint save or evaluation runs, if it has one), then runs the same command
 again until it finishes. A trial passes when every step's train loss equals
 the straight run's (rel 1e-5) and every evaluation step's record is present
 with the straight run's psnr_full (abs 1e-4). Prints one line per trial and
@@ -40,19 +39,27 @@ def _args(folder: str, data_dir: str) -> list[str]:
           "--config.checkpoint_every_secs=0"]
 
 
-def run(workdir: str, args: list[str], kill_after: float | None = None) -> int | None:
-  """Runs the training command; SIGKILLs it after kill_after seconds (None: to the end)."""
+def run(workdir: str, args: list[str], kill_at: tuple[int, float] | None = None
+        ) -> int | None:
+  """Runs the training command to the end, or SIGKILLs it `delay` seconds after the
+  train record of step `step` appears (kill_at = (step, delay)); None if killed."""
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
              JAX_PLATFORMS="cpu")
   proc = subprocess.Popen([sys.executable, "-m", "minr_jax.main", f"--workdir={workdir}",
                            *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
-  try:
-    proc.wait(timeout=kill_after)
-  except subprocess.TimeoutExpired:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return None
+  if kill_at is not None:
+    step, delay = kill_at
+    path = os.path.join(workdir, "metrics.jsonl")
+    while proc.poll() is None:
+      if os.path.exists(path) and max(records(workdir)[0], default=0) >= step:
+        time.sleep(delay)
+        if proc.poll() is None:
+          proc.send_signal(signal.SIGKILL)
+          proc.wait()
+          return None
+      time.sleep(0.005)
+  proc.wait()
   if proc.returncode != 0:
     raise RuntimeError(proc.stderr.read()[-2000:])
   return proc.returncode
@@ -102,26 +109,24 @@ def main() -> None:
   os.makedirs(root, exist_ok=True)
   folder = make_image_folder(os.path.join(root, "images"))
   args = _args(folder, os.path.join(root, "tfds"))
-  run(os.path.join(root, "warm"), args)  # fills the compilation cache, as the trials see it
-  t0 = time.time()
   run(os.path.join(root, "straight"), args)
-  duration = time.time() - t0  # the kill moments are spread over a warm run's wall time
   straight = records(os.path.join(root, "straight"))
   rng = random.Random(opts.seed)
   passed = failed = 0
   for i in range(opts.trials):
     workdir = os.path.join(root, f"trial{i}")
     shutil.rmtree(workdir, ignore_errors=True)
-    moment = rng.uniform(0.05, 0.95) * duration
-    if run(workdir, args, kill_after=moment) is not None:
-      print(f"trial {i}: the run ended before its kill at {moment:.1f} s; not counted")
+    kill_at = (rng.randint(1, STEPS - 1), rng.uniform(0.0, 0.5))
+    if run(workdir, args, kill_at=kill_at) is not None:
+      print(f"trial {i}: the run ended before its kill; not counted")
       continue
     ckpts = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
                    if d.isdigit()) if os.path.isdir(os.path.join(workdir, "checkpoints")) else []
     run(workdir, args)
     problem = trial_ok(straight, records(workdir))
     passed, failed = passed + (problem is None), failed + (problem is not None)
-    print(f"trial {i}: killed after {moment:.1f} s (checkpoints then: {ckpts}); "
+    print(f"trial {i}: killed {kill_at[1]:.2f} s after step {kill_at[0]} was logged "
+          f"(checkpoints then: {ckpts}); "
           f"{'ok' if problem is None else 'FAILED: ' + problem}", flush=True)
   print(f"{passed} passed, {failed} failed", flush=True)
   sys.exit(1 if failed else 0)
