@@ -1,0 +1,384 @@
+r"""Compile the train and eval steps for a TPU slice on any host, no TPU needed.
+
+  pip install -e '.[tpu]'     # libtpu: the TPU compiler (it runs on a CPU host too)
+  python -m minr_jax.aot --config=configs/transinr.py --topology=v4-8
+  python -m minr_jax.aot --config=configs/mae.py:large --topology=v5p-8 \
+      --config.batch_size=256 --config.mesh.fsdp=4
+
+libtpu describes the slice's devices (`jax.experimental.topologies`), the
+config's (data, fsdp) mesh is laid over them, and the train and eval steps are
+jitted exactly as the training loop jits them (same functions, shardings and
+donated state) and compiled for those devices. Nothing runs and no data is
+read. The last line printed is one JSON object:
+
+  topology, libtpu_topology, devices, device_kind, processes, mesh, batch_size,
+  eval_batch_size, memory_per_device (bytes, from the documented HBM per chip),
+  train_step / eval_step: {flops_per_device, argument_bytes, output_bytes,
+  alias_bytes, temp_bytes, total_bytes, fits, compile_s}
+
+where total_bytes = argument + output + temp - alias (the donated state's
+buffers are reused for the new state) per device, and `fits` is total_bytes <=
+memory_per_device (null for a chip whose memory is not in HBM_BYTES).
+
+--topology takes a Cloud TPU accelerator type from SLICES (v4-8, v5litepod-8
+or v5e-8, v5p-8, v6e-8, ...), described as a TPU VM of that type runs it (a
+v4 chip's two TensorCores as one megacore device), or a libtpu topology name
+such as v4:2x2x1 or v5e:2x4, passed to libtpu with its defaults, except that v4
+is always megacore (one device per chip, as its TPU VMs run it and as
+jax.make_mesh requires): v4:2x2x1 is v4-8's 4 devices.
+
+Bad input (an unknown topology, libtpu missing, a batch size the mesh does not
+divide, any config error) stops with one line, `error: ...`, before anything
+compiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from minr_jax.config import ConfigError
+
+PyTree = Any
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/transinr.py.", lock_config=True)
+_TOPOLOGY = flags.DEFINE_string(
+    "topology", None, "A Cloud TPU accelerator type (v4-8, v5litepod-8, v5p-8, v6e-8, ...) "
+    "or a libtpu topology name (v4:2x2x1, v5e:2x4, v5p:2x2x1, v6e:2x4).")
+
+
+@dataclasses.dataclass(frozen=True)
+class Slice:
+  """How libtpu describes one Cloud TPU accelerator type as its TPU VMs run it."""
+  topology: str  # libtpu topology name, e.g. 'v4:2x2x1'.
+  chip_config: str | None = None  # libtpu chip_config_name (None: libtpu's default).
+  chips_per_host: tuple[int, int, int] | None = None  # None: libtpu's default (2x2x1).
+
+
+# Cloud TPU accelerator types (`gcloud compute tpus tpu-vm create --accelerator-type`).
+# The chip config is the one libtpu uses on live TPU VMs (jax's own AOT tests
+# match it that way): v4 runs its two TensorCores as one megacore device; v5p
+# and v6e use 'megachip_tccontrol'; v5e and v6e hosts hold 8 chips (2x4).
+_V4, _V5P, _V6E = "megacore", "megachip_tccontrol", "megachip_tccontrol"
+SLICES: dict[str, Slice] = {
+    "v4-8": Slice("v4:2x2x1", _V4),
+    "v4-16": Slice("v4:2x2x2", _V4),
+    "v4-32": Slice("v4:2x2x4", _V4),
+    "v5litepod-1": Slice("v5e:1x1", None, (1, 1, 1)),
+    "v5litepod-4": Slice("v5e:2x2", None, (2, 2, 1)),
+    "v5litepod-8": Slice("v5e:2x4", None, (2, 4, 1)),
+    "v5litepod-16": Slice("v5e:4x4", None, (2, 2, 1)),
+    "v5p-8": Slice("v5p:2x2x1", _V5P),
+    "v5p-16": Slice("v5p:2x2x2", _V5P),
+    "v5p-32": Slice("v5p:2x2x4", _V5P),
+    "v6e-1": Slice("v6e:1x1", _V6E, (1, 1, 1)),
+    "v6e-4": Slice("v6e:2x2", _V6E, (2, 2, 1)),
+    "v6e-8": Slice("v6e:2x4", _V6E, (2, 4, 1)),
+    "v6e-16": Slice("v6e:4x4", _V6E, (2, 2, 1)),
+}
+SLICES.update({f"v5e-{k.split('-')[1]}": v for k, v in list(SLICES.items())
+               if k.startswith("v5litepod-")})
+
+# HBM per chip, by jax's device_kind, as Google Cloud's TPU pages state it (units
+# as printed there): v4 "32 GiB" (cloud.google.com/tpu/docs/v4), v5e "16 GB"
+# (.../tpu/docs/v5e), v5p "95GB" (.../tpu/docs/v5p), v6e "32 GB" (.../tpu/docs/v6e).
+# A chip with two devices (v4 outside megacore) gives each half.
+HBM_BYTES: dict[str, int] = {
+    "TPU v4": 32 * 2 ** 30,
+    "TPU v5 lite": 16 * 10 ** 9,
+    "TPU v5": 95 * 10 ** 9,
+    "TPU v6 lite": 32 * 10 ** 9,
+}
+
+_LIBTPU_NAME = re.compile(r"^[a-z][a-z0-9]*:\d+x\d+(x\d+)?$")
+
+
+# ----------------------------------------------------------------- topology ---
+
+def parse_topology(name: str) -> tuple[str, Slice]:
+  """--topology -> (its name, the Slice to ask libtpu for); ConfigError if neither form."""
+  name = (name or "").strip()
+  if name.lower() in SLICES:
+    return name.lower(), SLICES[name.lower()]
+  if _LIBTPU_NAME.match(name):
+    # v4 as megacore, as on every v4 TPU VM: jax.make_mesh (sharding.make_mesh)
+    # needs one device per chip on TPUs newer than v3.
+    return name, Slice(name, _V4 if name.startswith("v4:") else None)
+  raise ConfigError(f"--topology={name!r} is neither an accelerator type ("
+                    f"{', '.join(k for k in SLICES if not k.startswith('v5e-'))}) nor a "
+                    f"libtpu topology name such as v4:2x2x1, v5e:2x4, v5p:2x2x1, v6e:2x4")
+
+
+def libtpu_path() -> str | None:
+  """The libtpu library JAX would load for TPUs (TPU_LIBRARY_PATH or the libtpu package)."""
+  path = os.environ.get("TPU_LIBRARY_PATH")
+  if path and os.path.isfile(path):
+    return path
+  try:
+    import libtpu  # noqa: PLC0415 (optional: the [tpu] extra)
+  except ImportError:
+    return None
+  path = libtpu.get_library_path()
+  return path if os.path.isfile(path) else None
+
+
+def check_libtpu() -> None:
+  """ConfigError unless libtpu (jax's TPU compiler and runtime) is installed."""
+  if libtpu_path() is None:
+    raise ConfigError("libtpu is not installed, and it is what compiles for TPUs (also on a "
+                      "CPU host): pip install -e '.[tpu]' (or pip install 'jax[tpu]')")
+
+
+def topology_devices(name: str) -> tuple[str, Slice, list]:
+  """(name, Slice, the slice's compile-only TPU devices); ConfigError for unknown names."""
+  name, spec = parse_topology(name)
+  check_libtpu()
+  from jax.experimental import topologies  # noqa: PLC0415
+
+  kwargs: dict[str, Any] = {}
+  if spec.chip_config:
+    kwargs["chip_config_name"] = spec.chip_config
+  if spec.chips_per_host:
+    kwargs["chips_per_host_bounds"] = spec.chips_per_host
+  try:
+    devices = topologies.get_topology_desc(topology_name=spec.topology, platform="tpu",
+                                           **kwargs).devices
+  except Exception as e:  # noqa: BLE001 (libtpu raises JaxRuntimeError / ValueError)
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ConfigError(f"--topology={name!r}: libtpu does not know the topology "
+                      f"{spec.topology!r} ({first})") from None
+  return name, spec, list(devices)
+
+
+def devices_per_chip(devices: Sequence[Any]) -> int:
+  """How many devices share a chip (2 for v4 outside megacore, else 1)."""
+  chips = {(getattr(d, "slice_index", 0), tuple(d.coords)) for d in devices}
+  return max(1, len(devices) // max(1, len(chips)))
+
+
+def memory_per_device(devices: Sequence[Any]) -> int | None:
+  """HBM bytes one device may use (HBM_BYTES / devices_per_chip); None for unknown chips.
+
+  Compile-only devices have no memory_stats(), hence the documented table.
+  """
+  hbm = HBM_BYTES.get(devices[0].device_kind)
+  return None if hbm is None else hbm // devices_per_chip(devices)
+
+
+def make_mesh(config, devices: Sequence[Any]):
+  """sharding.make_mesh over an explicit device list (here: a topology's devices).
+
+  Same rules as `sharding.make_mesh` (config.mesh, -1 = the rest); the mesh
+  must cover every device when they belong to several processes (hosts).
+  """
+  import jax  # noqa: PLC0415
+
+  from minr_jax import sharding  # noqa: PLC0415
+
+  devices = list(devices)
+  data, fsdp = sharding.mesh_shape(config, len(devices))
+  processes = len({d.process_index for d in devices})
+  if data * fsdp != len(devices) and processes > 1:
+    raise ConfigError(f"config.mesh.data={data} x config.mesh.fsdp={fsdp} = {data * fsdp} "
+                      f"devices, but this {processes}-host slice has {len(devices)}; a "
+                      f"multi-host run must use all of them")
+  auto = jax.sharding.AxisType.Auto
+  return jax.make_mesh((data, fsdp), sharding.BATCH_AXES, axis_types=(auto, auto),
+                       devices=devices[:data * fsdp])
+
+
+# -------------------------------------------------------------------- steps ---
+
+def tpu_config(config):
+  """A copy of config with the 'auto' settings resolved as on a TPU.
+
+  model.attention_impl='auto' and model.inr_chunk=-1 resolve by probing the
+  host's own devices (`transformer.single_cpu_device`); this host is a CPU,
+  the target is not, so they are set here to what every non-CPU backend gets:
+  'batched' attention and whole-image rendering (inr_chunk 0). Explicit values
+  are kept.
+  """
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    if c.model.get("attention_impl", "auto") == "auto":
+      c.model.attention_impl = "batched"
+    if c.model.get("inr_chunk", -1) == -1:
+      c.model.inr_chunk = 0
+  return c
+
+
+@dataclasses.dataclass(frozen=True)
+class _Steps:
+  """The jitted steps and shardings of the training loop (train.make_steps' fields)."""
+  train_step: Callable
+  eval_step: Callable
+  abstract_state: PyTree
+  state_sharding: PyTree
+  batch_sharding: Any
+
+
+def _jit_steps(config, mesh, processes: int) -> _Steps:
+  """The training loop's jitted steps, wired as train.train_and_evaluate does today.
+
+  TO BE REPLACED by train.make_steps(config, mesh) when it lands: this copies
+  train_and_evaluate's wiring (same functions, in/out shardings, donation);
+  `processes` stands for jax.process_count() on the slice.
+  """
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+
+  from minr_jax import sharding, train  # noqa: PLC0415
+
+  model = train.build_model(config)
+  tx = train.make_optimizer(config)
+  init_key, _ = jax.random.split(jax.random.key(config.seed))
+
+  def init_state(key):
+    params = train.init_params(model, key)
+    return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                            opt_state=tx.init(params))
+
+  abstract_state = jax.eval_shape(init_state, init_key)
+  state_sharding = sharding.config_state_shardings(config, mesh, abstract_state)
+  abstract_state = sharding.with_shardings(abstract_state, state_sharding)
+  batch_sh = sharding.batch_sharding(mesh)
+  repl = sharding.replicated(mesh)
+  p_train_step = jax.jit(
+      functools.partial(train.train_step, model=model, tx=tx, config=config),
+      in_shardings=(state_sharding, batch_sh, repl),
+      out_shardings=(state_sharding, repl), donate_argnums=(0,))
+  p_eval_step = jax.jit(functools.partial(train.eval_step, model=model, config=config),
+                        in_shardings=(state_sharding.params, batch_sh),
+                        out_shardings=repl if processes == 1 else batch_sh)
+  return _Steps(p_train_step, p_eval_step, abstract_state, state_sharding, batch_sh)
+
+
+def abstract_inputs(config, mesh, steps: _Steps) -> tuple[tuple, tuple]:
+  """(train_step's, eval_step's) arguments as ShapeDtypeStructs carrying their shardings.
+
+  Train batch {'image': f32 [B, R, R, 3]}; eval batch {'image': f32 [Be, R, R, 3],
+  'index': int32 [Be]}; the step key is a replicated typed key, as in the loop.
+  """
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+
+  from minr_jax import sharding  # noqa: PLC0415
+
+  r = config.resolution
+
+  def batch(n: int, **fields):
+    return {k: jax.ShapeDtypeStruct((n, *shape), dtype, sharding=steps.batch_sharding)
+            for k, (shape, dtype) in fields.items()}
+
+  key = jax.eval_shape(lambda: jax.random.split(jax.random.key(0))[1])
+  key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=sharding.replicated(mesh))
+  train_batch = batch(config.batch_size, image=((r, r, 3), jnp.float32))
+  eval_batch = batch(config.eval_batch_size, image=((r, r, 3), jnp.float32),
+                     index=((), jnp.int32))
+  return ((steps.abstract_state, train_batch, key),
+          (steps.abstract_state.params, eval_batch))
+
+
+def step_report(compiled, memory: int | None, compile_s: float) -> dict[str, Any]:
+  """Per-device flops and bytes of one compiled step, and whether it fits `memory`."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per program
+    cost = cost[0] if cost else {}
+  mem = compiled.memory_analysis()
+  total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+           - mem.alias_size_in_bytes)
+  return dict(
+      flops_per_device=float(cost.get("flops", 0.0)) if cost else None,
+      argument_bytes=int(mem.argument_size_in_bytes),
+      output_bytes=int(mem.output_size_in_bytes),
+      alias_bytes=int(mem.alias_size_in_bytes),
+      temp_bytes=int(mem.temp_size_in_bytes),
+      total_bytes=int(total),
+      fits=None if memory is None else bool(total <= memory),
+      compile_s=round(compile_s, 1))
+
+
+def compile_report(config, topology: str, log: Callable[[str], None] = print,
+                   steps: Sequence[str] = ("train_step", "eval_step")) -> dict[str, Any]:
+  """Compiles `steps` of config for `topology` and returns the report (module docstring).
+
+  Every check that can fail on bad input (ConfigError) runs before the first compile.
+  """
+  from minr_jax import sharding, train  # noqa: PLC0415
+  from minr_jax.config import validate  # noqa: PLC0415
+
+  name, spec = parse_topology(topology)
+  check_libtpu()
+  config = tpu_config(config)
+  validate(config)
+  train.model_dtypes(config)
+  name, spec, devices = topology_devices(name)
+  mesh = make_mesh(config, devices)
+  sharding.check_batch_sizes(config, mesh)
+  validate(config, num_devices=sharding.batch_devices(mesh))
+  processes = len({d.process_index for d in devices})
+  memory = memory_per_device(devices)
+  kind = devices[0].device_kind
+  report: dict[str, Any] = dict(
+      topology=name, libtpu_topology=spec.topology, devices=len(devices), device_kind=kind,
+      processes=processes, mesh=dict(mesh.shape), batch_size=config.batch_size,
+      eval_batch_size=config.eval_batch_size, memory_per_device=memory)
+  log(f"{name}: {len(devices)} x {kind} ({spec.topology}, {processes} host(s)), "
+      f"mesh {dict(mesh.shape)}, {memory / 2 ** 30 if memory else float('nan'):.1f} GiB "
+      f"per device; batch {config.batch_size}, eval batch {config.eval_batch_size}")
+
+  jitted = _jit_steps(config, mesh, processes)
+  train_args, eval_args = abstract_inputs(config, mesh, jitted)
+  for step, fn, args in (("train_step", jitted.train_step, train_args),
+                         ("eval_step", jitted.eval_step, eval_args)):
+    if step not in steps:
+      continue
+    log(f"compiling {step} for {name}...")
+    t0 = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    report[step] = step_report(compiled, memory, time.perf_counter() - t0)
+    r = report[step]
+    log(f"compiled {step} in {r['compile_s']:.1f} s: {r['flops_per_device']:.3g} flops, "
+        f"{r['total_bytes'] / 2 ** 30:.2f} GiB per device, fits: {r['fits']}")
+  return report
+
+
+# ---------------------------------------------------------------------- CLI ---
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  # This process only compiles: JAX itself stays on the CPU (it never opens a
+  # TPU, even on a TPU VM where training may be running), and libtpu is told
+  # the host's name so that it does not complain about a missing TPU VM.
+  os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+  import jax  # noqa: PLC0415
+
+  jax.config.update("jax_platforms", "cpu")
+  try:
+    report = compile_report(_CONFIG.value, _TOPOLOGY.value,
+                            log=lambda s: print(s, flush=True))
+  except ConfigError as e:
+    sys.exit(f"error: {e}")
+  print(json.dumps(report), flush=True)
+
+
+def run() -> None:
+  flags.mark_flags_as_required(["config", "topology"])
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
