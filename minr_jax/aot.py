@@ -360,9 +360,12 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  # This process only compiles: JAX itself stays on the CPU (it never opens a
-  # TPU, even on a TPU VM where training may be running), and libtpu is told
-  # the host's name so that it does not complain about a missing TPU VM.
+  # This process only compiles: JAX itself stays on the CPU and never opens a
+  # TPU, so it may share libtpu with other processes (e.g. a training run on
+  # the same TPU VM, or another compile: libtpu's lockfile would refuse it),
+  # and libtpu is told the host's name so that it does not complain about a
+  # host that is not a TPU VM.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
   import jax  # noqa: PLC0415
 

@@ -1,0 +1,123 @@
+"""python -m minr_jax.aot: compiling for a TPU slice on a CPU host.
+
+The compile tests need libtpu (the [tpu] extra) and are skipped without it; the
+bad-input tests run everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+
+from minr_jax import aot
+from minr_jax.config import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_libtpu = pytest.mark.skipif(aot.libtpu_path() is None,
+                                  reason="libtpu is not installed (pip install 'jax[tpu]')")
+
+
+def _aot(*args: str, hide_libtpu: bool = False) -> subprocess.CompletedProcess:
+  """Runs the CLI from the repository root; hide_libtpu makes `import libtpu` fail."""
+  prelude = "import sys; sys.modules['libtpu'] = None; " if hide_libtpu else ""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  if hide_libtpu:
+    env.pop("TPU_LIBRARY_PATH", None)
+  code = prelude + "from minr_jax import aot; aot.run()"
+  return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+def _error_line(out: subprocess.CompletedProcess) -> str:
+  """The one `error: ...` line, after checking that nothing compiled."""
+  assert out.returncode == 1, (out.stdout, out.stderr)
+  assert "compiling" not in out.stdout
+  lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+  assert len(lines) == 1, out.stderr
+  return lines[0]
+
+
+def test_unknown_topology_is_one_line():
+  line = _error_line(_aot("--config=configs/transinr.py:tiny", "--topology=v9-8"))
+  assert "--topology='v9-8'" in line and "v4-8" in line
+
+
+def test_missing_libtpu_is_one_line():
+  line = _error_line(_aot("--config=configs/transinr.py:tiny", "--topology=v4-8",
+                          hide_libtpu=True))
+  assert "libtpu is not installed" in line and "pip install" in line
+
+
+def test_topology_names():
+  assert aot.parse_topology("v4-8") == ("v4-8", aot.Slice("v4:2x2x1", "megacore"))
+  assert aot.parse_topology("v5e-8")[1] == aot.parse_topology("v5litepod-8")[1]
+  assert aot.parse_topology("v5litepod-8")[1].chips_per_host == (2, 4, 1)
+  assert aot.parse_topology("v4:2x2x2")[1].chip_config == "megacore"  # v4 runs as megacore
+  assert aot.parse_topology("v5e:2x4")[1] == aot.Slice("v5e:2x4")
+  with pytest.raises(ConfigError, match="--topology='v4'"):
+    aot.parse_topology("v4")
+
+
+def _device(kind: str, coords: tuple[int, int, int], core: int = 0):
+  return types.SimpleNamespace(device_kind=kind, coords=coords, core_on_chip=core,
+                               process_index=0)
+
+
+def test_memory_per_device_splits_a_chip_between_its_devices():
+  chips = [(x, y, 0) for x in range(2) for y in range(2)]
+  megacore = [_device("TPU v4", c) for c in chips]
+  per_core = [_device("TPU v4", c, core) for c in chips for core in (0, 1)]
+  assert aot.memory_per_device(megacore) == 32 * 2 ** 30
+  assert aot.memory_per_device(per_core) == 16 * 2 ** 30
+  assert aot.memory_per_device([_device("TPU v5 lite", (0, 0, 0))]) == 16 * 10 ** 9
+  assert aot.memory_per_device([_device("TPU v99", (0, 0, 0))]) is None
+
+
+def test_tpu_config_resolves_auto_as_on_a_tpu():
+  import transinr  # configs/transinr.py (tests/conftest.py puts configs/ on the path)
+
+  config = transinr.get_config("tiny")
+  config.model.attention_impl, config.model.inr_chunk = "auto", -1
+  resolved = aot.tpu_config(config)
+  assert (resolved.model.attention_impl, resolved.model.inr_chunk) == ("batched", 0)
+  config.model.attention_impl, config.model.inr_chunk = "per_head", 256
+  resolved = aot.tpu_config(config)
+  assert (resolved.model.attention_impl, resolved.model.inr_chunk) == ("per_head", 256)
+
+
+@needs_libtpu
+def test_unknown_libtpu_topology_is_one_line():
+  line = _error_line(_aot("--config=configs/transinr.py:tiny", "--topology=v9:2x2"))
+  assert "libtpu does not know the topology 'v9:2x2'" in line
+
+
+@needs_libtpu
+def test_batch_size_not_divisible_is_one_line():
+  line = _error_line(_aot("--config=configs/transinr.py:tiny", "--topology=v4:2x2x1",
+                          "--config.batch_size=6"))
+  assert "config.batch_size=6" in line and "4 devices" in line
+
+
+@needs_libtpu
+def test_tiny_compiles_for_tpu_v4():
+  out = _aot("--config=configs/transinr.py:tiny", "--topology=v4:2x2x1")
+  assert out.returncode == 0, out.stderr
+  report = json.loads(out.stdout.strip().splitlines()[-1])
+  assert (report["devices"], report["device_kind"]) == (4, "TPU v4")
+  assert report["mesh"] == {"data": 4, "fsdp": 1}
+  assert report["memory_per_device"] == 32 * 2 ** 30
+  train, evaluate = report["train_step"], report["eval_step"]
+  for step in (train, evaluate):
+    assert step["flops_per_device"] > 0 and step["argument_bytes"] > 0
+    assert step["total_bytes"] == (step["argument_bytes"] + step["output_bytes"]
+                                   + step["temp_bytes"] - step["alias_bytes"])
+    assert step["fits"] is True and step["compile_s"] > 0
+  # The state is donated: the new state reuses its buffers.
+  assert train["alias_bytes"] > 0 and evaluate["alias_bytes"] == 0
+  # A backward pass and an optimizer update cost more than a forward pass.
+  assert train["flops_per_device"] > 2 * evaluate["flops_per_device"]
