@@ -53,6 +53,8 @@ PyTree = Any
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/transinr.py.", lock_config=True)
+_STEPS = flags.DEFINE_list("steps", ["train_step", "eval_step"],
+                           "Which steps to compile: train_step, eval_step or both.")
 _TOPOLOGY = flags.DEFINE_string(
     "topology", None, "A Cloud TPU accelerator type (v4-8, v5litepod-8, v5p-8, v6e-8, ...) "
     "or a libtpu topology name (v4:2x2x1, v5e:2x4, v5p:2x2x1, v6e:2x4).")
@@ -371,8 +373,11 @@ def main(argv: list[str]) -> None:
 
   jax.config.update("jax_platforms", "cpu")
   try:
+    unknown = set(_STEPS.value) - {"train_step", "eval_step"}
+    if unknown or not _STEPS.value:
+      raise ConfigError(f"--steps={','.join(_STEPS.value)}: name train_step and/or eval_step")
     report = compile_report(_CONFIG.value, _TOPOLOGY.value,
-                            log=lambda s: print(s, flush=True))
+                            log=lambda s: print(s, flush=True), steps=_STEPS.value)
   except ConfigError as e:
     sys.exit(f"error: {e}")
   print(json.dumps(report), flush=True)
