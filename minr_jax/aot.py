@@ -6,13 +6,15 @@ r"""Compile the train and eval steps for a TPU slice on any host, no TPU needed.
       --config.batch_size=256 --config.mesh.fsdp=4
 
 libtpu describes the slice's devices (`jax.experimental.topologies`), the
-config's (data, fsdp) mesh is laid over them, and the train and eval steps are
-jitted exactly as the training loop jits them (same functions, shardings and
-donated state) and compiled for those devices. Nothing runs and no data is
-read. The last line printed is one JSON object:
+config's (data, fsdp) mesh is laid over them, and the train and eval steps of
+`train.make_steps` (the very functions, shardings and donated state the
+training loop runs; 'auto' model settings resolved for TPU devices) are
+compiled for those devices. Nothing runs and no data is read. The last line
+printed is one JSON object:
 
   topology, libtpu_topology, devices, device_kind, processes, mesh, batch_size,
-  eval_batch_size, memory_per_device (bytes, from the documented HBM per chip),
+  eval_batch_size, resolved (the 'auto' fields and what they became),
+  memory_per_device (bytes, from the documented HBM per chip),
   train_step / eval_step: {flops_per_device, argument_bytes, output_bytes,
   alias_bytes, temp_bytes, total_bytes, fits, compile_s}
 
@@ -35,7 +37,6 @@ compiles.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import re
@@ -202,94 +203,36 @@ def make_mesh(config, devices: Sequence[Any]):
 
 # -------------------------------------------------------------------- steps ---
 
-def tpu_config(config):
-  """A copy of config with the 'auto' settings resolved as on a TPU.
-
-  model.attention_impl='auto' and model.inr_chunk=-1 resolve by probing the
-  host's own devices (`transformer.single_cpu_device`); this host is a CPU,
-  the target is not, so they are set here to what every non-CPU backend gets:
-  'batched' attention and whole-image rendering (inr_chunk 0). Explicit values
-  are kept.
-  """
-  c = config.copy_and_resolve_references()
-  with c.unlocked():
-    if c.model.get("attention_impl", "auto") == "auto":
-      c.model.attention_impl = "batched"
-    if c.model.get("inr_chunk", -1) == -1:
-      c.model.inr_chunk = 0
-  return c
-
-
-@dataclasses.dataclass(frozen=True)
-class _Steps:
-  """The jitted steps and shardings of the training loop (train.make_steps' fields)."""
-  train_step: Callable
-  eval_step: Callable
-  abstract_state: PyTree
-  state_sharding: PyTree
-  batch_sharding: Any
-
-
-def _jit_steps(config, mesh, processes: int) -> _Steps:
-  """The training loop's jitted steps, wired as train.train_and_evaluate does today.
-
-  TO BE REPLACED by train.make_steps(config, mesh) when it lands: this copies
-  train_and_evaluate's wiring (same functions, in/out shardings, donation);
-  `processes` stands for jax.process_count() on the slice.
-  """
-  import jax  # noqa: PLC0415
-  import jax.numpy as jnp  # noqa: PLC0415
-
-  from minr_jax import sharding, train  # noqa: PLC0415
-
-  model = train.build_model(config)
-  tx = train.make_optimizer(config)
-  init_key, _ = jax.random.split(jax.random.key(config.seed))
-
-  def init_state(key):
-    params = train.init_params(model, key)
-    return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                            opt_state=tx.init(params))
-
-  abstract_state = jax.eval_shape(init_state, init_key)
-  state_sharding = sharding.config_state_shardings(config, mesh, abstract_state)
-  abstract_state = sharding.with_shardings(abstract_state, state_sharding)
-  batch_sh = sharding.batch_sharding(mesh)
-  repl = sharding.replicated(mesh)
-  p_train_step = jax.jit(
-      functools.partial(train.train_step, model=model, tx=tx, config=config),
-      in_shardings=(state_sharding, batch_sh, repl),
-      out_shardings=(state_sharding, repl), donate_argnums=(0,))
-  p_eval_step = jax.jit(functools.partial(train.eval_step, model=model, config=config),
-                        in_shardings=(state_sharding.params, batch_sh),
-                        out_shardings=repl if processes == 1 else batch_sh)
-  return _Steps(p_train_step, p_eval_step, abstract_state, state_sharding, batch_sh)
-
-
-def abstract_inputs(config, mesh, steps: _Steps) -> tuple[tuple, tuple]:
+def abstract_inputs(config, mesh, steps) -> tuple[tuple, tuple]:
   """(train_step's, eval_step's) arguments as ShapeDtypeStructs carrying their shardings.
 
-  Train batch {'image': f32 [B, R, R, 3]}; eval batch {'image': f32 [Be, R, R, 3],
-  'index': int32 [Be]}; the step key is a replicated typed key, as in the loop.
+  As the training loop passes them: train_step(state, {'image': f32 [B, R, R,
+  3]}, key) with a replicated typed key; eval_step(params, {'image': f32 [Be,
+  R, R, 3], 'index': int32 [Be], 'valid': bool [Be]}, grid_masks [Be, g, g])
+  with the masks of `masking.eval_masks`. Batches are split over the mesh.
   """
   import jax  # noqa: PLC0415
   import jax.numpy as jnp  # noqa: PLC0415
 
-  from minr_jax import sharding  # noqa: PLC0415
+  from minr_jax import masking, sharding  # noqa: PLC0415
 
-  r = config.resolution
+  r, batch_sh = config.resolution, steps.batch_sharding
+
+  def sharded(x, sh=batch_sh):
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh)
 
   def batch(n: int, **fields):
-    return {k: jax.ShapeDtypeStruct((n, *shape), dtype, sharding=steps.batch_sharding)
+    return {k: sharded(jax.ShapeDtypeStruct((n, *shape), dtype))
             for k, (shape, dtype) in fields.items()}
 
   key = jax.eval_shape(lambda: jax.random.split(jax.random.key(0))[1])
-  key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=sharding.replicated(mesh))
   train_batch = batch(config.batch_size, image=((r, r, 3), jnp.float32))
   eval_batch = batch(config.eval_batch_size, image=((r, r, 3), jnp.float32),
-                     index=((), jnp.int32))
-  return ((steps.abstract_state, train_batch, key),
-          (steps.abstract_state.params, eval_batch))
+                     index=((), jnp.int32), valid=((), jnp.bool_))
+  grid_masks = jax.eval_shape(lambda index: masking.eval_masks(steps.config, index),
+                              eval_batch["index"])
+  return ((steps.abstract_state, train_batch, sharded(key, sharding.replicated(mesh))),
+          (steps.abstract_state.params, eval_batch, sharded(grid_masks)))
 
 
 def step_report(compiled, memory: int | None, compile_s: float) -> dict[str, Any]:
@@ -312,39 +255,39 @@ def step_report(compiled, memory: int | None, compile_s: float) -> dict[str, Any
 
 
 def compile_report(config, topology: str, log: Callable[[str], None] = print,
-                   steps: Sequence[str] = ("train_step", "eval_step")) -> dict[str, Any]:
-  """Compiles `steps` of config for `topology` and returns the report (module docstring).
+                   which: Sequence[str] = ("train_step", "eval_step")) -> dict[str, Any]:
+  """Compiles the steps named in `which` for `topology`; the report (module docstring).
 
   Every check that can fail on bad input (ConfigError) runs before the first compile.
   """
-  from minr_jax import sharding, train  # noqa: PLC0415
-  from minr_jax.config import validate  # noqa: PLC0415
+  from minr_jax import families, sharding, train  # noqa: PLC0415
 
   name, spec = parse_topology(topology)
   check_libtpu()
-  config = tpu_config(config)
-  validate(config)
-  train.model_dtypes(config)
+  families.check(config)
   name, spec, devices = topology_devices(name)
   mesh = make_mesh(config, devices)
   sharding.check_batch_sizes(config, mesh)
-  validate(config, num_devices=sharding.batch_devices(mesh))
+  families.check(config, num_devices=sharding.batch_devices(mesh))
   processes = len({d.process_index for d in devices})
   memory = memory_per_device(devices)
   kind = devices[0].device_kind
+  # make_steps resolves model.attention_impl / inr_chunk 'auto' for the mesh's
+  # devices, here TPU devices (not this CPU host): the batched forms.
+  steps = train.make_steps(config, mesh)
   report: dict[str, Any] = dict(
       topology=name, libtpu_topology=spec.topology, devices=len(devices), device_kind=kind,
       processes=processes, mesh=dict(mesh.shape), batch_size=config.batch_size,
-      eval_batch_size=config.eval_batch_size, memory_per_device=memory)
+      eval_batch_size=config.eval_batch_size, resolved=steps.resolved,
+      memory_per_device=memory)
   log(f"{name}: {len(devices)} x {kind} ({spec.topology}, {processes} host(s)), "
       f"mesh {dict(mesh.shape)}, {memory / 2 ** 30 if memory else float('nan'):.1f} GiB "
       f"per device; batch {config.batch_size}, eval batch {config.eval_batch_size}")
 
-  jitted = _jit_steps(config, mesh, processes)
-  train_args, eval_args = abstract_inputs(config, mesh, jitted)
-  for step, fn, args in (("train_step", jitted.train_step, train_args),
-                         ("eval_step", jitted.eval_step, eval_args)):
-    if step not in steps:
+  train_args, eval_args = abstract_inputs(steps.config, mesh, steps)
+  for step, fn, args in (("train_step", steps.train_step, train_args),
+                         ("eval_step", steps.eval_step, eval_args)):
+    if step not in which:
       continue
     log(f"compiling {step} for {name}...")
     t0 = time.perf_counter()
@@ -377,7 +320,7 @@ def main(argv: list[str]) -> None:
     if unknown or not _STEPS.value:
       raise ConfigError(f"--steps={','.join(_STEPS.value)}: name train_step and/or eval_step")
     report = compile_report(_CONFIG.value, _TOPOLOGY.value,
-                            log=lambda s: print(s, flush=True), steps=_STEPS.value)
+                            log=lambda s: print(s, flush=True), which=_STEPS.value)
   except ConfigError as e:
     sys.exit(f"error: {e}")
   print(json.dumps(report), flush=True)
