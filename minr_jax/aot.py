@@ -14,13 +14,16 @@ printed is one JSON object:
 
   topology, libtpu_topology, devices, device_kind, processes, mesh, batch_size,
   eval_batch_size, resolved (the 'auto' fields and what they became),
-  memory_per_device (bytes, from the documented HBM per chip),
+  hbm_per_chip (bytes, as documented), memory_per_device (bytes a program may
+  use, HBM_BYTES),
   train_step / eval_step: {flops_per_device, argument_bytes, output_bytes,
   alias_bytes, temp_bytes, total_bytes, fits, compile_s}
 
 where total_bytes = argument + output + temp - alias (the donated state's
 buffers are reused for the new state) per device, and `fits` is total_bytes <=
-memory_per_device (null for a chip whose memory is not in HBM_BYTES).
+memory_per_device (null for a chip missing from HBM_BYTES). A step too big
+for the chip does not compile at all (libtpu's RESOURCE_EXHAUSTED): its entry
+is then {fits: false, error: libtpu's message, compile_s}.
 
 --topology takes a Cloud TPU accelerator type from SLICES (v4-8, v5litepod-8
 or v5e-8, v5p-8, v6e-8, ...), described as a TPU VM of that type runs it (a
@@ -93,15 +96,19 @@ SLICES: dict[str, Slice] = {
 SLICES.update({f"v5e-{k.split('-')[1]}": v for k, v in list(SLICES.items())
                if k.startswith("v5litepod-")})
 
-# HBM per chip, by jax's device_kind, as Google Cloud's TPU pages state it (units
-# as printed there): v4 "32 GiB" (cloud.google.com/tpu/docs/v4), v5e "16 GB"
-# (.../tpu/docs/v5e), v5p "95GB" (.../tpu/docs/v5p), v6e "32 GB" (.../tpu/docs/v6e).
-# A chip with two devices (v4 outside megacore) gives each half.
-HBM_BYTES: dict[str, int] = {
-    "TPU v4": 32 * 2 ** 30,
-    "TPU v5 lite": 16 * 10 ** 9,
-    "TPU v5": 95 * 10 ** 9,
-    "TPU v6 lite": 32 * 10 ** 9,
+# HBM per chip, by jax's device_kind: (as Google Cloud's TPU pages state it,
+# what libtpu's compiler lets one program use). Stated (units as printed there):
+# v4 "32 GiB" (cloud.google.com/tpu/docs/v4), v5e "16 GB" (.../tpu/docs/v5e),
+# v5p "95GB" (.../tpu/docs/v5p), v6e "32 GB" (.../tpu/docs/v6e). Usable: the
+# "available HBM" libtpu 0.0.42 names when a program is too big (rounded to
+# 0.01 GiB by its message); the runtime keeps the rest. Compile-only devices
+# have no memory_stats(), hence the table.
+_GIB = 2 ** 30
+HBM_BYTES: dict[str, tuple[int, int]] = {
+    "TPU v4": (32 * _GIB, int(30.75 * _GIB)),
+    "TPU v5 lite": (16 * 10 ** 9, int(15.75 * _GIB)),
+    "TPU v5": (95 * 10 ** 9, int(95.74 * _GIB)),
+    "TPU v6 lite": (32 * 10 ** 9, int(31.25 * _GIB)),
 }
 
 _LIBTPU_NAME = re.compile(r"^[a-z][a-z0-9]*:\d+x\d+(x\d+)?$")
@@ -171,12 +178,12 @@ def devices_per_chip(devices: Sequence[Any]) -> int:
 
 
 def memory_per_device(devices: Sequence[Any]) -> int | None:
-  """HBM bytes one device may use (HBM_BYTES / devices_per_chip); None for unknown chips.
+  """Bytes one program may use per device: HBM_BYTES' usable HBM / devices_per_chip.
 
-  Compile-only devices have no memory_stats(), hence the documented table.
+  None for a chip missing from HBM_BYTES.
   """
   hbm = HBM_BYTES.get(devices[0].device_kind)
-  return None if hbm is None else hbm // devices_per_chip(devices)
+  return None if hbm is None else hbm[1] // devices_per_chip(devices)
 
 
 def make_mesh(config, devices: Sequence[Any]):
@@ -254,6 +261,23 @@ def step_report(compiled, memory: int | None, compile_s: float) -> dict[str, Any
       compile_s=round(compile_s, 1))
 
 
+def compile_step(fn, args: Sequence[Any], memory: int | None) -> dict[str, Any]:
+  """step_report of jitted `fn` compiled for abstract `args`.
+
+  A step libtpu finds too big for the chip (RESOURCE_EXHAUSTED) gives {fits:
+  False, error, compile_s}; any other compile error is raised.
+  """
+  t0 = time.perf_counter()
+  try:
+    compiled = fn.lower(*args).compile()
+  except Exception as e:  # noqa: BLE001 (JaxRuntimeError; only out-of-memory is an answer)
+    if "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    return dict(fits=False, error=" ".join(str(e).split())[:300],
+                compile_s=round(time.perf_counter() - t0, 1))
+  return step_report(compiled, memory, time.perf_counter() - t0)
+
+
 def compile_report(config, topology: str, log: Callable[[str], None] = print,
                    which: Sequence[str] = ("train_step", "eval_step")) -> dict[str, Any]:
   """Compiles the steps named in `which` for `topology`; the report (module docstring).
@@ -279,10 +303,10 @@ def compile_report(config, topology: str, log: Callable[[str], None] = print,
       topology=name, libtpu_topology=spec.topology, devices=len(devices), device_kind=kind,
       processes=processes, mesh=dict(mesh.shape), batch_size=config.batch_size,
       eval_batch_size=config.eval_batch_size, resolved=steps.resolved,
-      memory_per_device=memory)
+      hbm_per_chip=HBM_BYTES.get(kind, (None,))[0], memory_per_device=memory)
   log(f"{name}: {len(devices)} x {kind} ({spec.topology}, {processes} host(s)), "
-      f"mesh {dict(mesh.shape)}, {memory / 2 ** 30 if memory else float('nan'):.1f} GiB "
-      f"per device; batch {config.batch_size}, eval batch {config.eval_batch_size}")
+      f"mesh {dict(mesh.shape)}, {memory / _GIB if memory else float('nan'):.2f} GiB "
+      f"usable per device; batch {config.batch_size}, eval batch {config.eval_batch_size}")
 
   train_args, eval_args = abstract_inputs(steps.config, mesh, steps)
   for step, fn, args in (("train_step", steps.train_step, train_args),
@@ -290,12 +314,12 @@ def compile_report(config, topology: str, log: Callable[[str], None] = print,
     if step not in which:
       continue
     log(f"compiling {step} for {name}...")
-    t0 = time.perf_counter()
-    compiled = fn.lower(*args).compile()
-    report[step] = step_report(compiled, memory, time.perf_counter() - t0)
-    r = report[step]
-    log(f"compiled {step} in {r['compile_s']:.1f} s: {r['flops_per_device']:.3g} flops, "
-        f"{r['total_bytes'] / 2 ** 30:.2f} GiB per device, fits: {r['fits']}")
+    r = report[step] = compile_step(fn, args, memory)
+    if "error" in r:
+      log(f"{step} does not fit ({r['compile_s']:.1f} s): {r['error']}")
+    else:
+      log(f"compiled {step} in {r['compile_s']:.1f} s: {r['flops_per_device']:.3g} flops, "
+          f"{r['total_bytes'] / _GIB:.2f} GiB per device, fits: {r['fits']}")
   return report
 
 

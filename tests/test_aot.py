@@ -72,10 +72,51 @@ def test_memory_per_device_splits_a_chip_between_its_devices():
   chips = [(x, y, 0) for x in range(2) for y in range(2)]
   megacore = [_device("TPU v4", c) for c in chips]
   per_core = [_device("TPU v4", c, core) for c in chips for core in (0, 1)]
-  assert aot.memory_per_device(megacore) == 32 * 2 ** 30
-  assert aot.memory_per_device(per_core) == 16 * 2 ** 30
-  assert aot.memory_per_device([_device("TPU v5 lite", (0, 0, 0))]) == 16 * 10 ** 9
+  usable_v4 = aot.HBM_BYTES["TPU v4"][1]
+  assert 30 * 2 ** 30 < usable_v4 <= 32 * 2 ** 30
+  assert aot.memory_per_device(megacore) == usable_v4
+  assert aot.memory_per_device(per_core) == usable_v4 // 2
+  assert aot.memory_per_device([_device("TPU v5 lite", (0, 0, 0))]) == int(15.75 * 2 ** 30)
   assert aot.memory_per_device([_device("TPU v99", (0, 0, 0))]) is None
+
+
+class _Compiled:
+  """What jax's Compiled returns for a step's cost and memory (per device)."""
+
+  def cost_analysis(self):
+    return {"flops": 1e9}
+
+  def memory_analysis(self):
+    return types.SimpleNamespace(argument_size_in_bytes=300, output_size_in_bytes=300,
+                                 alias_size_in_bytes=250, temp_size_in_bytes=600)
+
+
+class _Jitted:
+  def __init__(self, error: Exception | None = None):
+    self.error = error
+
+  def lower(self, *args):
+    return self
+
+  def compile(self):
+    if self.error is not None:
+      raise self.error
+    return _Compiled()
+
+
+def test_compile_step_counts_donated_buffers_once_and_reports_out_of_memory():
+  report = aot.compile_step(_Jitted(), (), memory=950)
+  assert report["total_bytes"] == 300 + 300 + 600 - 250
+  assert report["fits"] is True and report["flops_per_device"] == 1e9
+  assert aot.compile_step(_Jitted(), (), memory=949)["fits"] is False
+  assert aot.compile_step(_Jitted(), (), memory=None)["fits"] is None
+  oom = RuntimeError("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory\n"
+                     "required (71.53G) exceeds available HBM (15.75G).")
+  report = aot.compile_step(_Jitted(oom), (), memory=950)
+  assert report["fits"] is False and report["error"].startswith("RESOURCE_EXHAUSTED")
+  assert "\n" not in report["error"]
+  with pytest.raises(RuntimeError, match="INTERNAL"):
+    aot.compile_step(_Jitted(RuntimeError("INTERNAL: a compiler bug")), (), memory=950)
 
 
 @needs_libtpu
@@ -98,7 +139,8 @@ def test_tiny_compiles_for_tpu_v4():
   report = json.loads(out.stdout.strip().splitlines()[-1])
   assert (report["devices"], report["device_kind"]) == (4, "TPU v4")
   assert report["mesh"] == {"data": 4, "fsdp": 1}
-  assert report["memory_per_device"] == 32 * 2 ** 30
+  assert report["hbm_per_chip"] == 32 * 2 ** 30
+  assert report["memory_per_device"] == aot.HBM_BYTES["TPU v4"][1]
   # 'auto' resolves for the TPU devices, not for the CPU host that compiles.
   assert report["resolved"] == {"model.attention_impl": "batched", "model.inr_chunk": 0}
   train, evaluate = report["train_step"], report["eval_step"]
