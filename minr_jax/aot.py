@@ -43,26 +43,13 @@ import dataclasses
 import json
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from absl import app, flags, logging
-from ml_collections import config_flags
-
 from minr_jax.config import ConfigError
 
 PyTree = Any
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/transinr.py.", lock_config=True)
-_STEPS = flags.DEFINE_list("steps", ["train_step", "eval_step"],
-                           "Which steps to compile: train_step, eval_step or both.")
-_TOPOLOGY = flags.DEFINE_string(
-    "topology", None, "A Cloud TPU accelerator type (v4-8, v5litepod-8, v5p-8, v6e-8, ...) "
-    "or a libtpu topology name (v4:2x2x1, v5e:2x4, v5p:2x2x1, v6e:2x4).")
-
 
 @dataclasses.dataclass(frozen=True)
 class Slice:
@@ -325,10 +312,14 @@ def compile_report(config, topology: str, log: Callable[[str], None] = print,
 
 # ---------------------------------------------------------------------- CLI ---
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
+STEP_NAMES = ("train_step", "eval_step")
+
+
+def aot_main(config, topology: str, which: Sequence[str] = STEP_NAMES) -> dict[str, Any]:
+  """The command: compile_report with progress lines, then the report as one JSON line."""
+  unknown = set(which) - set(STEP_NAMES)
+  if unknown or not which:
+    raise ConfigError(f"--steps={','.join(which)}: name train_step and/or eval_step")
   # This process only compiles: JAX itself stays on the CPU and never opens a
   # TPU, so it may share libtpu with other processes (e.g. a training run on
   # the same TPU VM, or another compile: libtpu's lockfile would refuse it),
@@ -339,21 +330,23 @@ def main(argv: list[str]) -> None:
   import jax  # noqa: PLC0415
 
   jax.config.update("jax_platforms", "cpu")
-  try:
-    unknown = set(_STEPS.value) - {"train_step", "eval_step"}
-    if unknown or not _STEPS.value:
-      raise ConfigError(f"--steps={','.join(_STEPS.value)}: name train_step and/or eval_step")
-    report = compile_report(_CONFIG.value, _TOPOLOGY.value,
-                            log=lambda s: print(s, flush=True), which=_STEPS.value)
-  except ConfigError as e:
-    sys.exit(f"error: {e}")
+  report = compile_report(config, topology, log=lambda s: print(s, flush=True), which=which)
   print(json.dumps(report), flush=True)
-
-
-def run() -> None:
-  flags.mark_flags_as_required(["config", "topology"])
-  app.run(main)
+  return report
 
 
 if __name__ == "__main__":
-  run()
+  from absl import flags
+  from ml_collections import config_flags
+
+  from minr_jax import cli
+
+  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/transinr.py.",
+                                  lock_config=True)
+  flags.DEFINE_string("topology", None, "A Cloud TPU accelerator type (v4-8, v5litepod-8, "
+                      "v5p-8, v6e-8, ...) or a libtpu topology name (v4:2x2x1, v5e:2x4).",
+                      required=True)
+  flags.DEFINE_list("steps", list(STEP_NAMES), "Steps to compile: train_step, eval_step.")
+  flags.mark_flag_as_required("config")
+  f = flags.FLAGS
+  cli.run(lambda args: aot_main(f.config, f.topology, f.steps))

@@ -28,7 +28,7 @@ def _aot(*args: str, hide_libtpu: bool = False) -> subprocess.CompletedProcess:
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   if hide_libtpu:
     env.pop("TPU_LIBRARY_PATH", None)
-  code = prelude + "from minr_jax import aot; aot.run()"
+  code = prelude + "import runpy; runpy.run_module('minr_jax.aot', run_name='__main__')"
   return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
 
