@@ -23,7 +23,8 @@ class ConfigError(ValueError):
 ATTENTION_IMPLS = ("auto", "batched", "per_head")
 
 
-def _positive_int(config, field: str) -> int:
+def positive_int(config, field: str) -> int:
+  """config.<field> (dotted); ConfigError naming it unless a positive int."""
   value = config
   for part in field.split("."):
     value = value[part]
@@ -44,7 +45,7 @@ def validate(config, num_devices: int | None = None) -> None:
                 "checkpoint_every_steps", "keep_checkpoints",
                 "model.patch_size", "model.dim", "model.depth", "model.num_heads",
                 "model.head_dim", "model.mlp_dim"):
-    _positive_int(config, field)
+    positive_int(config, field)
   if config.model.get("attention_impl", "auto") not in ATTENTION_IMPLS:
     raise ConfigError(f"config.model.attention_impl={config.model.attention_impl!r} is "
                       f"not one of {', '.join(ATTENTION_IMPLS)}")

@@ -110,14 +110,6 @@ def _hypernetwork_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
       dtype=dtype, inr_dtype=inr_dtype, attention_impl=_attention_impl(config))
 
 
-def _positive_int(config, field: str) -> None:
-  value = config
-  for part in field.split("."):
-    value = value[part]
-  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-    raise ConfigError(f"config.{field} must be a positive integer, got {value!r}")
-
-
 # -------------------------------------------------------------------- MINR ---
 
 def _build_transinr(config: ml_collections.ConfigDict) -> transinr.TransINR:
@@ -262,7 +254,7 @@ def _validate_minr(config: ml_collections.ConfigDict) -> None:
   """The TransINR / GINR fields: tokenizer, INR, groups, schedule."""
   for field in ("model.inr_hidden_dim", "model.inr_num_layers", "model.ff_num_freqs",
                 "model.num_groups"):
-    _positive_int(config, field)
+    config_lib.positive_int(config, field)
   m = config.model
   if m.padding < 0:
     raise ConfigError(f"config.model.padding must be >= 0, got {m.padding}")
