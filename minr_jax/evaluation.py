@@ -200,9 +200,9 @@ def grid_images(grid_fn: Callable, params: PyTree, config: ml_collections.Config
   """Columns (masked input, prediction, pasted, ground truth) of up to num_images
   images of the eval split, from its first batches, under the evaluation masks.
 
-  The rows are consecutive evaluation images, which come from different source
-  images wherever the dataset has one image per source (the demo's crops are
-  listed photo-interleaved, `data.demo`). Runs on every process (a collective).
+  The rows are the first evaluation images, in the split's fixed order (for
+  image folders and faces, one source image each). Runs on every process (the
+  grid function is a collective).
   """
   masks_fn = masks_fn or functools.partial(masking.eval_masks, config)
   columns: list[list[np.ndarray]] = [[], [], [], []]
