@@ -33,7 +33,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_batch_size = 16  # int: global evaluation batch.
   # Every data field is set here and nowhere else (minr_jax/data/options.py reads them).
   c.dataset = ml_collections.ConfigDict()
-  c.dataset.name = "image_folder"  # str: image_folder | demo | celeb_a | imagenette | mit_indoor67.
+  # str: image_folder | demo | cartoon_faces | celeb_a | imagenette | mit_indoor67.
+  c.dataset.name = "image_folder"
   c.dataset.path = ml_collections.config_dict.placeholder(str)  # str: image_folder's folder.
   c.dataset.data_dir = "~/tensorflow_datasets"  # str: where prepared TFDS data is kept.
   # Unset (None) augmentation fields take the dataset's recipe (minr_jax/data/options.py):
@@ -75,6 +76,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.learning_rate = 1e-4  # float.
   c.lr_decay_at = 0.8  # float: fraction of num_train_steps where the rate drops.
   c.lr_decay_factor = 0.1  # float.
+  # int: linear warm-up of the rate over the first steps (0 = none, the paper's).
+  c.warmup_steps = 0
 
   # Model (the reference TransINR-MINR).
   c.model = ml_collections.ConfigDict()
