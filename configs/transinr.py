@@ -15,6 +15,8 @@ Variants, after a colon:
   demo   64 px, a narrow hypernetwork, procedurally drawn cartoon faces
          (no download; about 10 minutes on 2 CPU cores; docs/demo.md):
            python -m minr_jax.main --config=configs/transinr.py:demo --workdir=runs/demo
+  celeba64  the demo's model on 64-px faces of an image folder (--config.dataset.path):
+           the run behind pretrained/celeba64 (docs/pretrained.md).
   tiny   a few-second smoke run on scikit-image's photos (what the tests build on).
 """
 
@@ -142,12 +144,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     _paper_dataset(c, variant)
   elif variant == "demo":
     _demo(c)
+  elif variant == "celeba64":
+    _demo(c)
+    _celeba64(c)
   elif variant == "tiny":
     _demo(c)
     _tiny(c)
   elif variant:
     raise ValueError(f"unknown variant {variant!r} of configs/transinr.py: use '', "
-                     f"{', '.join(PAPER_DATASETS)}, 'demo' or 'tiny'")
+                     f"{', '.join(PAPER_DATASETS)}, 'demo', 'celeba64' or 'tiny'")
   return c
 
 
@@ -203,6 +208,21 @@ def _demo(c: ml_collections.ConfigDict) -> None:
   c.model.ff_num_freqs = 32
   c.model.ff_sigma = 8.0
   c.model.num_groups = 16
+
+
+def _celeba64(c: ml_collections.ConfigDict) -> None:
+  """The demo's model on 64-px faces from an image folder (the pretrained checkpoint's run).
+
+  Give the folder (train/ and val/ subfolders, or a flat folder) with
+  --config.dataset.path; docs/pretrained.md has the command and its figures.
+  """
+  c.dataset.name = "image_folder"
+  c.dataset.flip = True
+  c.num_train_steps = 6000
+  c.learning_rate = 5e-4
+  c.warmup_steps = 100
+  c.eval_every_steps = 1000
+  c.checkpoint_every_steps = 1000
 
 
 def _tiny(c: ml_collections.ConfigDict) -> None:

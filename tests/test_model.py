@@ -135,3 +135,13 @@ def test_learning_rate_schedule_is_the_papers_unless_warmup_is_set():
   assert rates[0] == pytest.approx(1e-5) and rates[4] == pytest.approx(5e-5)
   assert rates[9] == pytest.approx(1e-4) and rates[11] == pytest.approx(1e-4)
   assert float(schedule(boundary)) == pytest.approx(1e-5)
+
+
+def test_demo_and_celeba64_variants():
+  demo, faces = transinr_config.get_config("demo"), transinr_config.get_config("celeba64")
+  for config in (demo, faces):
+    validate(config)
+    assert (config.resolution, config.mask_grid, config.mask_ratio) == (64, 8, 0.75)
+    assert train.count_params(_abstract_params(config)) == 904_771
+  assert demo.dataset.name == "cartoon_faces" and demo.warmup_steps == 50
+  assert faces.dataset.name == "image_folder" and faces.dataset.path is None
