@@ -8,6 +8,7 @@ robustness, compare and embed read like any other:
 
   <output>/config.json                   the run's config, dataset.path replaced
   <output>/checkpoints/<step>/state      {'params': ...} only, float32
+  <output>/checkpoints/<step>/config     the same config (what restores read first)
 
 No optimizer state (Adam's moments are twice the parameters) and no data
 iterator position are kept, so it cannot resume training. The config's
@@ -36,32 +37,30 @@ def export(workdir: str, output: str, step: int | None = None,
            dataset_path: str | None = None) -> int:
   """Writes `output` (config.json + a params-only checkpoint); returns the step exported.
 
-  Raises ConfigError if workdir has no such checkpoint or output already holds
-  checkpoints.
+  Raises ConfigError if workdir has no such (intact) checkpoint or output
+  already holds checkpoints.
   """
-  import orbax.checkpoint as ocp  # noqa: PLC0415
+  from minr_jax import api, checkpoint  # noqa: PLC0415
+  from minr_jax.config import load_saved  # noqa: PLC0415
 
-  from minr_jax import api  # noqa: PLC0415
-
-  src, step = api.resolve_path(workdir, step)
-  config = api.load_config(src)
   target = os.path.join(os.path.abspath(output), "checkpoints")
   if os.path.exists(target) and os.listdir(target):
     raise ConfigError(f"{target} already holds checkpoints; export into an empty folder")
-  mesh = api._make_mesh(config, 1)  # noqa: SLF001 (one device: plain host arrays)
-  step, _, params = api.restore_params(src, config, mesh, step)
-  params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+  restored = api.restore(workdir, step, devices=1)
+  params = jax.tree.map(lambda x: np.asarray(x, np.float32), restored.params)
+  config = load_saved(restored.workdir)
   config.dataset.path = dataset_path or PLACEHOLDER_PATH
   os.makedirs(output, exist_ok=True)
   with open(os.path.join(output, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
     f.write("\n")
-  options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False)
-  with ocp.CheckpointManager(target, options=options,
-                             item_handlers=dict(state=ocp.PyTreeCheckpointHandler())) as m:
-    m.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave({"params": params})))
-    m.wait_until_finished()
-  return step
+  manager = checkpoint.make_manager(output, keep=1)
+  try:
+    checkpoint.save(manager, restored.step, {"params": params}, None,
+                    json.loads(config.to_json_best_effort()))
+  finally:
+    manager.close()
+  return restored.step
 
 
 def main(argv: list[str]) -> None:
