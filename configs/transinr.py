@@ -12,9 +12,12 @@ Variants, after a colon:
   imagenette  the paper's Imagenette run: 400 epochs of 9,469 images
   indoor      the paper's MIT-Indoor67 run: 400 epochs of 5,360 images
               (each: --config.dataset.path=<manual download dir>; docs/datasets.md)
-  demo   64 px, a narrow hypernetwork, scikit-image's photos (no download):
+  demo   64 px, a narrow hypernetwork, procedurally drawn cartoon faces
+         (no download; about 10 minutes on 2 CPU cores; docs/demo.md):
            python -m minr_jax.main --config=configs/transinr.py:demo --workdir=runs/demo
-  tiny   a few-second smoke run on the demo data (what the tests build on).
+  celeba64  the demo's model on 64-px faces of an image folder (--config.dataset.path):
+           the run behind pretrained/celeba64 (docs/pretrained.md).
+  tiny   a few-second smoke run on scikit-image's photos (what the tests build on).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_batch_size = 16  # int: global evaluation batch.
   # Every data field is set here and nowhere else (minr_jax/data/options.py reads them).
   c.dataset = ml_collections.ConfigDict()
-  c.dataset.name = "image_folder"  # str: image_folder | demo | celeb_a | imagenette | mit_indoor67.
+  # str: image_folder | demo | cartoon_faces | celeb_a | imagenette | mit_indoor67.
+  c.dataset.name = "image_folder"
   c.dataset.path = ml_collections.config_dict.placeholder(str)  # str: image_folder's folder.
   c.dataset.data_dir = "~/tensorflow_datasets"  # str: where prepared TFDS data is kept.
   # Unset (None) augmentation fields take the dataset's recipe (minr_jax/data/options.py):
@@ -75,6 +79,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.learning_rate = 1e-4  # float.
   c.lr_decay_at = 0.8  # float: fraction of num_train_steps where the rate drops.
   c.lr_decay_factor = 0.1  # float.
+  # int: linear warm-up of the rate over the first steps (0 = none, the paper's).
+  c.warmup_steps = 0
 
   # Model (the reference TransINR-MINR).
   c.model = ml_collections.ConfigDict()
@@ -138,12 +144,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     _paper_dataset(c, variant)
   elif variant == "demo":
     _demo(c)
+  elif variant == "celeba64":
+    _demo(c)
+    _celeba64(c)
   elif variant == "tiny":
     _demo(c)
     _tiny(c)
   elif variant:
     raise ValueError(f"unknown variant {variant!r} of configs/transinr.py: use '', "
-                     f"{', '.join(PAPER_DATASETS)}, 'demo' or 'tiny'")
+                     f"{', '.join(PAPER_DATASETS)}, 'demo', 'celeba64' or 'tiny'")
   return c
 
 
@@ -170,19 +179,24 @@ def _paper_dataset(c: ml_collections.ConfigDict, variant: str) -> None:
 
 
 def _demo(c: ml_collections.ConfigDict) -> None:
-  """64-px crops of scikit-image's photos and a narrow hypernetwork, for CPUs."""
-  c.dataset.name = "demo"
+  """64-px cartoon faces (drawn, no download) and a narrow hypernetwork, for CPUs.
+
+  docs/demo.md: why faces (an aligned domain) and not generic photos, and how
+  the learning rate and warm-up were chosen.
+  """
+  c.dataset.name = "cartoon_faces"
   c.dataset.flip = True
   c.dataset.num_workers = 0  # threads: the 2-core machines it targets are busy with XLA
   c.resolution = 64
   c.mask_grid = 8
   c.batch_size = 16
   c.eval_batch_size = 16
-  c.num_train_steps = 1500
-  c.learning_rate = 5e-4
+  c.num_train_steps = 2400
+  c.learning_rate = 1e-3
+  c.warmup_steps = 50
   c.log_every_steps = 50
-  c.eval_every_steps = 500
-  c.checkpoint_every_steps = 500
+  c.eval_every_steps = 600
+  c.checkpoint_every_steps = 600
   c.model.patch_size = 8
   c.model.padding = 0
   c.model.dim = 128
@@ -196,8 +210,26 @@ def _demo(c: ml_collections.ConfigDict) -> None:
   c.model.num_groups = 16
 
 
+def _celeba64(c: ml_collections.ConfigDict) -> None:
+  """The demo's model on 64-px faces from an image folder (the pretrained checkpoint's run).
+
+  Give the folder (train/ and val/ subfolders, or a flat folder) with
+  --config.dataset.path; docs/pretrained.md has the command and its figures.
+  """
+  c.dataset.name = "image_folder"
+  c.dataset.flip = True
+  c.num_train_steps = 6000
+  c.learning_rate = 5e-4
+  c.warmup_steps = 100
+  c.eval_every_steps = 1000
+  c.checkpoint_every_steps = 1000
+
+
 def _tiny(c: ml_collections.ConfigDict) -> None:
-  """Seconds-long runs: a 16-px image, a two-block hypernetwork."""
+  """Seconds-long runs: a 16-px image, a two-block hypernetwork, scikit-image's photos."""
+  c.dataset.name = "demo"
+  c.learning_rate = 5e-4
+  c.warmup_steps = 0
   c.resolution = 16
   c.mask_grid = 4
   c.batch_size = 4

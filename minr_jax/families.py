@@ -239,10 +239,19 @@ def _minr_features(model, params: PyTree, images: Array, pixel_masks: Array,
 
 
 def _minr_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """config.learning_rate, times lr_decay_factor after lr_decay_at of the steps."""
+  """config.learning_rate, times lr_decay_factor after lr_decay_at of the steps.
+
+  With config.warmup_steps = W > 0 the rate first rises linearly from
+  learning_rate / W at step 0 to learning_rate at step W - 1 (0, the
+  default, is the paper's recipe: no warm-up).
+  """
   boundary = int(config.lr_decay_at * config.num_train_steps)
-  return optax.piecewise_constant_schedule(config.learning_rate,
-                                           {boundary: config.lr_decay_factor})
+  schedule = optax.piecewise_constant_schedule(config.learning_rate,
+                                               {boundary: config.lr_decay_factor})
+  warmup = int(config.get("warmup_steps", 0) or 0)
+  if not warmup:
+    return schedule
+  return lambda step: schedule(step) * jnp.minimum(1.0, (step + 1) / warmup)
 
 
 def _minr_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -277,6 +286,11 @@ def _validate_minr(config: ml_collections.ConfigDict) -> None:
                       f"got {noise}")
   if not 0.0 < config.lr_decay_at <= 1.0:
     raise ConfigError(f"config.lr_decay_at must be in (0, 1], got {config.lr_decay_at}")
+  warmup = config.get("warmup_steps", 0)
+  boundary = int(config.lr_decay_at * config.num_train_steps)
+  if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= boundary:
+    raise ConfigError(f"config.warmup_steps must be an integer in [0, lr_decay_at x "
+                      f"num_train_steps = {boundary}], got {warmup!r}")
   model_dtypes(config)
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from minr_jax import data
 from minr_jax.config import ConfigError
-from minr_jax.data import datasets, demo, image_folder
+from minr_jax.data import cartoon_faces, datasets, demo, image_folder
 
 RES = 16
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -650,3 +650,45 @@ def test_grain_workers_end_soon_after_the_trainer_is_killed(tmp_path):
   for pid in left:  # Do not leave them running if the test fails.
     os.kill(pid, signal.SIGKILL)
   assert not left, f'processes still running 10 s after the trainer: {left}'
+
+
+# --------------------------------------------------------------- cartoon faces
+
+
+def test_cartoon_faces_batches_are_fresh_and_eval_is_fixed(tmp_path):
+  config = make_config(tmp_path, name='cartoon_faces', flip=True)
+  data.check_dataset(config)
+  batches = take(data.make_train_iterator(config), 2)
+  for batch in batches:
+    check_image_batch(batch['image'], 4)
+  assert len(set(image_keys(batches))) == 8  # every training face is new
+  # The same seed gives the same stream.
+  again = take(data.make_train_iterator(config), 2)
+  np.testing.assert_array_equal(batches[0]['image'], again[0]['image'])
+  config.dataset.eval_max_images = 5
+  first, second = (list(data.make_eval_batches(config)) for _ in range(2))
+  for a, b in zip(first, second, strict=True):
+    check_image_batch(a['image'], 3)
+    np.testing.assert_array_equal(a['image'], b['image'])
+  index = np.concatenate([b['index'][b['valid']] for b in first])
+  np.testing.assert_array_equal(index, np.arange(5))
+  # Held-out faces are not in the training stream.
+  assert not set(image_keys(first)) & set(image_keys(batches))
+  assert not os.listdir(tmp_path)  # nothing prepared or written
+
+
+def test_cartoon_face_is_a_face_on_a_background():
+  face = cartoon_faces.eval_face(3, resolution=32)['image']
+  assert face.shape == (32, 32, 3) and face.dtype == np.uint8
+  np.testing.assert_array_equal(face, cartoon_faces.eval_face(3, resolution=32)['image'])
+  assert not np.array_equal(face, cartoon_faces.eval_face(4, resolution=32)['image'])
+  # The eye whites sit in the upper half of the centre, left and right of it.
+  near_white = np.all(face.astype(int) >= 230, axis=-1)
+  rows, cols = np.nonzero(near_white)
+  assert rows.size and rows.max() < 20 and cols.min() < 16 <= cols.max()
+
+
+def test_cartoon_faces_refuse_an_eval_split(tmp_path):
+  config = make_config(tmp_path, name='cartoon_faces', eval_split='test')
+  with pytest.raises(ConfigError, match='config.dataset.eval_split'):
+    data.check_dataset(config)

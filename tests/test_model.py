@@ -103,6 +103,8 @@ def test_dropout_only_in_training():
     ("batch_size", 0, "config.batch_size"),
     ("model.attention_impl", "flash", "config.model.attention_impl='flash'"),
     ("model.inr_chunk", -2, "config.model.inr_chunk must be"),
+    ("warmup_steps", -1, "config.warmup_steps"),
+    ("warmup_steps", 4, "config.warmup_steps"),  # past the decay at 80% of 4 steps
 ])
 def test_bad_config_values_name_the_field(field, value, message):
   config = transinr_config.get_config("tiny")
@@ -117,3 +119,29 @@ def test_batch_must_divide_over_devices():
   config.batch_size = 6
   with pytest.raises(ConfigError, match="not divisible by the 4 devices"):
     validate(config, num_devices=4)
+
+
+def test_learning_rate_schedule_is_the_papers_unless_warmup_is_set():
+  config = transinr_config.get_config()
+  assert config.warmup_steps == 0
+  schedule = families.get(config).schedule(config)
+  boundary = int(0.8 * config.num_train_steps)
+  assert float(schedule(0)) == pytest.approx(1e-4)
+  assert float(schedule(boundary - 1)) == pytest.approx(1e-4)
+  assert float(schedule(boundary)) == pytest.approx(1e-5)
+  config.warmup_steps = 10
+  schedule = families.get(config).schedule(config)
+  rates = [float(schedule(s)) for s in range(12)]
+  assert rates[0] == pytest.approx(1e-5) and rates[4] == pytest.approx(5e-5)
+  assert rates[9] == pytest.approx(1e-4) and rates[11] == pytest.approx(1e-4)
+  assert float(schedule(boundary)) == pytest.approx(1e-5)
+
+
+def test_demo_and_celeba64_variants():
+  demo, faces = transinr_config.get_config("demo"), transinr_config.get_config("celeba64")
+  for config in (demo, faces):
+    validate(config)
+    assert (config.resolution, config.mask_grid, config.mask_ratio) == (64, 8, 0.75)
+    assert train.count_params(_abstract_params(config)) == 904_771
+  assert demo.dataset.name == "cartoon_faces" and demo.warmup_steps == 50
+  assert faces.dataset.name == "image_folder" and faces.dataset.path is None

@@ -3,6 +3,7 @@
 No TensorFlow at run time. Datasets (config.dataset.name):
   image_folder  a folder of images (config.dataset.path); `image_folder.py`.
   demo          crops of scikit-image's bundled photos; `demo.py`.
+  cartoon_faces procedurally drawn cartoon faces (no files); `cartoon_faces.py`.
   celeb_a       CelebA, TFDS catalogue, manual download; `catalogue.py`.
   imagenette    Imagenette 320 px (v2), TFDS catalogue; `catalogue.py`.
   mit_indoor67  MIT Indoor Scenes, manual download; `mit_indoor67.py`.

@@ -7,7 +7,7 @@ one entry to `_DATASETS` (and, if it has a choice of eval split or its own
 augmentation defaults, one to `options.RECIPES`). Examples: `catalogue.py`
 (TFDS catalogue builders `celeb_a`, `imagenette`, whose TF-only preparation
 steps are replaced), `mit_indoor67.py` and `image_folder.py` (own
-GeneratorBasedBuilders), `demo.py`. Whole-image datasets get their maps from
+GeneratorBasedBuilders), `demo.py`, `cartoon_faces.py` (drawn, not read). Whole-image datasets get their maps from
 `base.whole_image_dataset`.
 """
 
@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Callable
 
 from minr_jax.config import ConfigError
-from minr_jax.data import base, catalogue, demo, image_folder, mit_indoor67
+from minr_jax.data import base, cartoon_faces, catalogue, demo, image_folder, mit_indoor67
 from minr_jax.data import options as options_lib
 
 
@@ -40,6 +40,7 @@ class _Entry:
 _DATASETS: dict[str, _Entry] = {
     'image_folder': _Entry(check=_check_image_folder, load=image_folder.load),
     'demo': _Entry(check=_no_check, load=demo.load),
+    'cartoon_faces': _Entry(check=_no_check, load=cartoon_faces.load),
     'celeb_a': _Entry(check=catalogue.check, load=catalogue.load),
     'imagenette': _Entry(check=catalogue.check, load=catalogue.load),
     'mit_indoor67': _Entry(check=mit_indoor67.check, load=mit_indoor67.load),

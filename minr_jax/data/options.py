@@ -14,7 +14,8 @@ these fields is refused, except for fields newer than the first release
   config.batch_size                   int    global train batch size
   config.eval_batch_size              int    global eval batch size (unset:
                                              batch_size)
-  config.dataset.name                 str    image_folder | demo | celeb_a |
+  config.dataset.name                 str    image_folder | demo |
+                                             cartoon_faces | celeb_a |
                                              imagenette | mit_indoor67
   config.dataset.path                 str    image_folder: the folder;
                                              celeb_a, imagenette,
@@ -58,10 +59,11 @@ default (random_crop False, flip False, train_resize = R):
   mit_indoor67  test         False        True   R
   image_folder  -            False        False  R
   demo          -            -            False  -
+  cartoon_faces -            -            False  -
 
 (Imagenette: the reference crops 182 pixels from the 320-pixel images, so the
-default keeps that scale at any R.) Setting eval_split for image_folder or
-demo is an error. When `from_config` is given another dataset `name` than the
+default keeps that scale at any R.) Setting eval_split for image_folder,
+demo or cartoon_faces is an error. When `from_config` is given another dataset `name` than the
 config's, the config's path and eval_split are not used for it, and messages
 about that dataset name the field it came from (`DataOptions.origin`, e.g.
 config.eval_datasets), not config.dataset.

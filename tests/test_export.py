@@ -1,0 +1,49 @@
+"""minr_jax.export: a params-only copy of a workdir that every reader accepts."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from helpers import make_image_folder, tiny_config
+
+import minr_jax
+from minr_jax import evaluate, export, train
+from minr_jax.config import ConfigError
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """A 2-step tiny run on a generated folder: (workdir, folder)."""
+  root = tmp_path_factory.mktemp("export")
+  folder = make_image_folder(str(root / "images"))
+  config = tiny_config(str(root / "tfds"), folder, num_train_steps=2)
+  workdir = str(root / "run")
+  train.train_and_evaluate(config, workdir)
+  return workdir, folder
+
+
+def test_export_keeps_only_the_params_and_loads_like_the_run(run, tmp_path):
+  workdir, folder = run
+  out = str(tmp_path / "pretrained")
+  assert export.export(workdir, out) == 2
+  with open(os.path.join(out, "config.json")) as f:
+    saved = json.load(f)
+  assert saved["dataset"]["path"] == export.PLACEHOLDER_PATH
+  assert os.listdir(os.path.join(out, "checkpoints")) == ["2"]
+  kept = set(os.listdir(os.path.join(out, "checkpoints", "2")))
+  assert {"state", "config"} <= kept and "data" not in kept  # no data iterator
+  images = np.random.default_rng(0).random((3, 16, 16, 3), dtype=np.float32)
+  pred, _ = minr_jax.load(out).reconstruct(images)
+  want, _ = minr_jax.load(workdir).reconstruct(images)
+  np.testing.assert_array_equal(pred, want)
+  # The optimizer state is gone: the copy is at most half the original.
+  def size(path):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+  assert size(out) < 0.6 * size(os.path.join(workdir, "checkpoints"))
+  step, results = evaluate.evaluate_workdir(out, datasets=f"image_folder:{folder}")
+  assert step == 2 and results["image_folder:images"]["num_images"] == 4
+  with pytest.raises(ConfigError, match="already holds checkpoints"):
+    export.export(workdir, out)
