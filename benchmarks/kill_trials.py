@@ -5,8 +5,9 @@ r"""SIGKILL a tiny training run at random moments, resume it, compare with a str
 A straight run of configs/transinr.py:tiny (40 steps, a checkpoint every 4
 steps, an evaluation every 8) gives the reference train losses and eval
 records. Each trial starts the same run in its own workdir, SIGKILLs it at a
-random moment (0 to 0.5 s after a random step was logged: when that step's
-checkpoint save or evaluation runs, if it has one), then runs the same command
+random moment (0 to 0.5 s after a step was logged: when that step's
+checkpoint save or evaluation runs, if it has one; every other trial picks an
+evaluation step, which is also a checkpoint step), then runs the same command
 again until it finishes. A trial passes when every step's train loss equals
 the straight run's (rel 1e-5) and every evaluation step's record is present
 with the straight run's psnr_full (abs 1e-4). Prints one line per trial and
@@ -116,7 +117,9 @@ def main() -> None:
   for i in range(opts.trials):
     workdir = os.path.join(root, f"trial{i}")
     shutil.rmtree(workdir, ignore_errors=True)
-    kill_at = (rng.randint(1, STEPS - 1), rng.uniform(0.0, 0.5))
+    # Every other trial at an evaluation step (which is also a checkpoint step).
+    step = rng.randrange(EVAL, STEPS, EVAL) if i % 2 == 0 else rng.randint(1, STEPS - 1)
+    kill_at = (step, rng.uniform(0.0, 0.5))
     if run(workdir, args, kill_at=kill_at) is not None:
       print(f"trial {i}: the run ended before its kill; not counted")
       continue
