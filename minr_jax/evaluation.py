@@ -176,18 +176,21 @@ def evaluate(score_fn: Callable, params: PyTree, config: ml_collections.ConfigDi
   return [{**{k: v / count for k, v in s.items()}, "num_images": count} for s in sums]
 
 
-def _grid_predict(params: PyTree, images: Array, grid_masks: Array, *, model, family,
-                  config: ml_collections.ConfigDict) -> tuple[Array, Array, Array]:
-  """(masked inputs, predictions, pasted predictions) [B, H, W, 3] for a grid."""
+def _grid_predict(params: PyTree, batch: dict[str, Array], grid_masks: Array, *, model,
+                  family, config: ml_collections.ConfigDict) -> tuple[Array, ...]:
+  """(masked inputs, predictions, pasted predictions, images) [B, H, W, 3] and valid [B]
+  for a grid; returned replicated, so every process can read them."""
+  images = batch["image"]
   pixel_masks = masking.to_pixels(grid_masks, images.shape[1], images.shape[2])
   pred, _ = family.predict(model, params, images, grid_masks, config=config)
   return (masking.apply_mask(images, pixel_masks), pred,
-          metrics.paste_visible(pred, images, pixel_masks))
+          metrics.paste_visible(pred, images, pixel_masks), images, batch["valid"])
 
 
 def make_grid_fn(model, family, config: ml_collections.ConfigDict, mesh,
                  params_sharding) -> Callable:
-  """`_grid_predict` jitted, outputs replicated (a grid is one batch of images)."""
+  """`_grid_predict` jitted: (params, batch, grid_masks), outputs replicated (a grid
+  is one batch of images)."""
   batch_sh = sharding.batch_sharding(mesh)
   return jax.jit(functools.partial(_grid_predict, model=model, family=family, config=config),
                  in_shardings=(params_sharding, batch_sh, batch_sh),
@@ -208,11 +211,10 @@ def grid_images(grid_fn: Callable, params: PyTree, config: ml_collections.Config
   columns: list[list[np.ndarray]] = [[], [], [], []]
   taken = 0
   for batch in _global_batches(config, mesh, dataset):
-    valid = np.asarray(jax.device_get(batch["valid"]), bool)
-    outs = jax.device_get(grid_fn(params, batch["image"], masks_fn(batch["index"])))
-    rows = np.flatnonzero(valid)[:num_images - taken]
-    for col, values in zip(columns, (*outs, batch["image"]), strict=True):
-      col.append(np.asarray(jax.device_get(values))[rows])
+    *outs, valid = jax.device_get(grid_fn(params, batch, masks_fn(batch["index"])))
+    rows = np.flatnonzero(np.asarray(valid, bool))[:num_images - taken]
+    for col, values in zip(columns, outs, strict=True):
+      col.append(np.asarray(values)[rows])
     taken += len(rows)
     if taken >= num_images:
       break

@@ -126,7 +126,7 @@ class Steps:
 
   init_state(key) -> TrainState; train_step(state, batch, rng) -> (state,
   metrics); eval_step(params, batch, grid_masks) -> metric sums over valid rows
-  (`evaluation.score_batch`); grid_step(params, images, grid_masks) -> grid
+  (`evaluation.score_batch`); grid_step(params, batch, grid_masks) -> grid
   columns; probe_loss(state, batch, rng) -> loss of state.params (forward only).
   `config` is the run's config with 'auto' fields resolved for the
   mesh (`resolved` says which).

@@ -65,8 +65,8 @@ def test_reconstruct_equals_training_eval_step(run, eval_batch):
   _, config, final, m = run
   grid_fn = jax.jit(functools.partial(evaluation._grid_predict, model=m.model,
                                       family=families.get(m.config), config=m.config))
-  inputs, pred_eval, _ = grid_fn(m.params, eval_batch["image"],
-                                 masking.eval_masks(m.config, eval_batch["index"]))
+  inputs, pred_eval, *_ = grid_fn(m.params, eval_batch,
+                                  masking.eval_masks(m.config, eval_batch["index"]))
   out = {"inputs": inputs, "pred": pred_eval}
   valid = eval_batch["valid"]
   images, indices = eval_batch["image"][valid], eval_batch["index"][valid]

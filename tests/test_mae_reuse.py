@@ -42,8 +42,8 @@ def test_reconstruct_equals_the_training_evaluation(run):
   assert pred.shape == images.shape and mask.mean() == pytest.approx(0.75)
   grid_fn = jax.jit(functools.partial(evaluation._grid_predict, model=m.model,
                                       family=families.get(m.config), config=m.config))
-  inputs, pred_eval, _ = grid_fn(m.params, batch["image"],
-                                 masking.eval_masks(m.config, batch["index"]))
+  inputs, pred_eval, *_ = grid_fn(m.params, batch,
+                                  masking.eval_masks(m.config, batch["index"]))
   out = {"inputs": inputs, "pred": pred_eval}
   np.testing.assert_allclose(pred, np.asarray(out["pred"])[valid], atol=1e-5)
   psnr = metrics.reconstruction_metrics(pred, images, mask)["psnr_full"]
