@@ -128,7 +128,7 @@ def _objects(prefix: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-  return make_image_folder(str(tmp_path_factory.mktemp("images")))
+  return make_image_folder(str(tmp_path_factory.mktemp("gcs_images")))
 
 
 def _config(data_dir: str, folder: str, steps: int):

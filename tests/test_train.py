@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-  return make_image_folder(str(tmp_path_factory.mktemp("images")))
+  return make_image_folder(str(tmp_path_factory.mktemp("train_images")))
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_train_writes_metrics_images_checkpoints_and_evaluates_deterministically
   for key in ("psnr_full", "psnr_masked", "psnr_pasted", "psnr_full_mean_fill"):
     assert np.isfinite(eval_recs[4][key])
   assert eval_recs[4]["num_images"] == 4  # every val image, none twice
-  assert eval_recs[4]["dataset"] == "image_folder:images0"
+  assert eval_recs[4]["dataset"] == "image_folder:train_images0"
   (grid,) = [f for f in os.listdir(os.path.join(workdir, "images")) if "0000004" in f]
   assert os.path.getsize(os.path.join(workdir, "images", grid)) > 0
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
@@ -61,8 +61,8 @@ def test_train_writes_metrics_images_checkpoints_and_evaluates_deterministically
   # same fixed masks, giving the same numbers.
   again = train.train_and_evaluate(config, workdir)
   for key in ("psnr_full", "psnr_masked", "psnr_pasted"):
-    assert again["image_folder:images0"][key] == pytest.approx(
-        final["image_folder:images0"][key], abs=1e-6)
+    assert again["image_folder:train_images0"][key] == pytest.approx(
+        final["image_folder:train_images0"][key], abs=1e-6)
 
 
 def test_loss_falls_on_a_short_run(tmp_path, folder, data_dir):
@@ -203,7 +203,7 @@ def test_training_with_block_masks_and_a_ratio_range(tmp_path, folder, data_dir)
   recs = _records(str(tmp_path), "train")
   fractions = [r["mask_fraction"] for r in recs.values()]
   assert all(0.3 - 1e-6 <= f <= 0.9 + 1e-6 for f in fractions)
-  assert np.isfinite(final["image_folder:images0"]["psnr_full"])
+  assert np.isfinite(final["image_folder:train_images0"]["psnr_full"])
 
 
 def test_ginr_trains_evaluates_and_resumes_through_the_same_loop(tmp_path, folder, data_dir):
@@ -216,11 +216,11 @@ def test_ginr_trains_evaluates_and_resumes_through_the_same_loop(tmp_path, folde
   config.model.coord_noise = 0.5  # GINR's jitter runs inside the jitted step
   workdir = str(tmp_path)
   final = train.train_and_evaluate(config, workdir)
-  assert np.isfinite(final["image_folder:images0"]["psnr_full"])
+  assert np.isfinite(final["image_folder:train_images0"]["psnr_full"])
   assert type(families.get(config).build(config)).__name__ == "GINR"
   again = train.train_and_evaluate(config, workdir)  # restores, evaluates the same
-  assert again["image_folder:images0"]["psnr_full"] == pytest.approx(
-      final["image_folder:images0"]["psnr_full"], abs=1e-6)
+  assert again["image_folder:train_images0"]["psnr_full"] == pytest.approx(
+      final["image_folder:train_images0"]["psnr_full"], abs=1e-6)
   # The reuse API serves GINR checkpoints too.
   import minr_jax
   model = minr_jax.load(workdir)
@@ -238,7 +238,7 @@ def test_mae_trains_and_evaluates_through_the_same_loop(tmp_path, folder, data_d
   config.batch_size = config.eval_batch_size = 8
   config.num_train_steps, config.log_every_steps = 3, 1
   final = train.train_and_evaluate(config, str(tmp_path))
-  result = final["image_folder:images0"]
+  result = final["image_folder:train_images0"]
   assert np.isfinite(result["psnr_full"]) and result["num_images"] == 4
   assert type(families.get(config).build(config)).__name__ == "MAE"
   fractions = [r["mask_fraction"] for r in _records(str(tmp_path), "train").values()]
