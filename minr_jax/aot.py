@@ -49,7 +49,6 @@ from typing import Any
 
 from minr_jax.config import ConfigError
 
-PyTree = Any
 
 @dataclasses.dataclass(frozen=True)
 class Slice:
