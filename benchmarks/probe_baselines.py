@@ -37,13 +37,14 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import pixel_probe  # noqa: E402
 
 import minr_jax  # noqa: E402
-from minr_jax import api, embed, probe  # noqa: E402
+from minr_jax import api, embed, families, probe  # noqa: E402
 
 
 def random_twin(model: api.Model, seed: int) -> api.Model:
   """`model` with freshly initialised parameters (same config, mesh and batch size)."""
-  params = model.family.init(model.model, jax.random.key(seed))
-  return api.Model(config=model.config, family=model.family, model=model.model,
+  family = families.get(model.config)
+  params = family.init(model.model, jax.random.key(seed))
+  return api.Model(config=model.config, family=family, model=model.model,
                    params=params, step=0, mesh=model.mesh, batch_size=model.batch_size)
 
 

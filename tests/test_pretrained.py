@@ -97,3 +97,15 @@ def test_evaluate_on_a_copy(tmp_path, monkeypatch):
   for key in ("psnr_pasted", "psnr_full_interpolation", "psnr_full_mean_fill"):
     assert np.isfinite(row[key])
   assert os.path.exists(copy / "eval" / "6000" / "results.md")
+
+
+def test_the_readme_snippet_runs(tmp_path, monkeypatch):
+  """README's "Try it without training" block, as written (run from another folder)."""
+  readme = open(os.path.join(ROOT, "README.md")).read()
+  block = readme.split("## Try it without training", 1)[1].split("```python\n", 1)[1]
+  code = block.split("```", 1)[0]
+  assert 'minr_jax.load("pretrained/celeba64")' in code
+  monkeypatch.chdir(tmp_path)
+  exec(code.replace('"pretrained/celeba64"', repr(PRETRAINED)), {})  # noqa: S102
+  image = Image.open(tmp_path / "face.png")
+  assert image.size == metrics.image_grid_size(1, 4, 64, 64, with_titles=True)
