@@ -62,3 +62,17 @@ def test_notebook_runs(name, notebook_env, monkeypatch):
     assert "INR render" in text and "bicubic" in text and "interpolation" in text
   if name == "embeddings":
     assert "linear probe accuracy" in text and "raw 8x8 pixels" in text
+
+
+def test_executed_copies_are_of_the_current_notebooks():
+  """colabs/executed/ (written by colabs/execute.py) holds outputs of today's code, not stale."""
+  executed = os.path.join(COLABS, "executed")
+  names = sorted(f[:-6] for f in os.listdir(executed) if f.endswith(".ipynb"))
+  assert {"reconstruct_and_render", "embeddings"} <= set(names)
+  for name in names:
+    source = nbformat.read(os.path.join(COLABS, f"{name}.ipynb"), as_version=4)
+    copy = nbformat.read(os.path.join(executed, f"{name}.ipynb"), as_version=4)
+    code = lambda nb: [c.source for c in nb.cells if c.cell_type == "code"]
+    assert code(copy) == code(source), f"colabs/executed/{name}.ipynb is stale: rerun execute.py"
+    outputs = [o for c in copy.cells if c.cell_type == "code" for o in c.outputs]
+    assert outputs and not any(o.output_type == "error" for o in outputs), name
