@@ -10,16 +10,18 @@ device, GFLOP per image, compile seconds. A batch too big for the chip fails
 in libtpu's memory check (RESOURCE_EXHAUSTED) within seconds, while one that
 fits takes minutes, so the search walks down from a batch that is too big:
 
-1. coarse: from --start, down by a factor of 0.8 (rounded to --granule)
+1. coarse: from --start, down by --factor (0.8; rounded to --granule)
    until a batch fits (if --start itself fits, it doubles up until one does
    not);
-2. fine: from the last failure down to that fit in four steps (multiples of
-   --granule, at least one granule each) until a batch fits.
+2. fine: from the last failure down to that fit in --fine steps (4;
+   multiples of --granule, at least one granule each) until a batch fits;
+   --fine=0 skips it (one fitting compile in all).
 
 The last line is `{"largest": N, "first_fail": M, ...}`: N fits, M does not
-(M - N is at most a quarter of the coarse gap, about 5%). XLA's buffer use is not monotone in the batch near the limit (it
-recomputes activations when memory runs short), so N is the largest batch
-found by this walk; docs/tpu_compile.md gives the measured table.
+(M - N is at most 1/--fine of the coarse gap). XLA's buffer use is not
+monotone in the batch near the limit (it recomputes activations when memory
+runs short), so N is the largest batch found by this walk;
+docs/tpu_compile.md gives the measured table.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ def main() -> None:
   p.add_argument("--start", type=int, default=0,
                  help="first batch tried (0: 64x the config's batch)")
   p.add_argument("--granule", type=int, default=16)
+  p.add_argument("--factor", type=float, default=0.8, help="coarse step down (0 < f < 1)")
+  p.add_argument("--fine", type=int, default=4,
+                 help="fine steps between the coarse fit and failure (0: coarse only)")
   args = p.parse_args()
 
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
@@ -87,7 +92,7 @@ def main() -> None:
   else:
     fail = b
     while True:
-      b = max(g, int(b * 0.8) // g * g)
+      b = max(g, int(b * args.factor) // g * g)
       if probe(b):
         break
       fail = b
@@ -95,8 +100,8 @@ def main() -> None:
         print(json.dumps(dict(largest=None, note=f"batch {g} does not fit")))
         return
   # fine: fail is the smallest known failure, b the largest known fit.
-  fine = max(g, (fail - b) // 4 // g * g)
-  for cand in range(fail - fine, b, -fine):
+  fine = max(g, (fail - b) // max(args.fine, 1) // g * g)
+  for cand in (range(fail - fine, b, -fine) if args.fine else ()):
     if probe(cand):
       b = cand
       break

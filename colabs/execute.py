@@ -40,7 +40,7 @@ def execute(name: str) -> str:
   NotebookClient(nb, timeout=3600, kernel_name="python3",
                  resources={"metadata": {"path": HERE}}).execute()
   import jax  # noqa: PLC0415 (the machine's description only)
-  when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+  when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
   stamp = nbformat.v4.new_markdown_cell(
       f"*Executed copy of `colabs/{name}.ipynb`, run in full by `python colabs/execute.py` on "
       f"{when}: {cpu_name()}, {os.cpu_count()} CPU cores, "
