@@ -347,6 +347,9 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
       if log:
         host = jax.device_get(pending)
         pending = []
+        # Steps are dispatched asynchronously: the rate counts until their results are
+        # on the host, not until they were queued (which overstated it about 3x on CPU).
+        now = time.perf_counter()
         means = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k != "finite"}
         rate = steps_since_log * config.batch_size / max(now - t_log, 1e-9)
         means.update(images_per_sec=rate, learning_rate=float(schedule(step - 1)))
