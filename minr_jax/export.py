@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import jax
 import numpy as np
-from absl import app, flags, logging
 
 from minr_jax.config import ConfigError
 
@@ -37,23 +35,24 @@ def export(workdir: str, output: str, step: int | None = None,
            dataset_path: str | None = None) -> int:
   """Writes `output` (config.json + a params-only checkpoint); returns the step exported.
 
-  Raises ConfigError if workdir has no such (intact) checkpoint or output
-  already holds checkpoints.
+  `output` may be a local folder or a URL (gs://...), like every path of a run.
+  Raises ConfigError if workdir has no such (intact) checkpoint, output's bucket
+  is unreachable, or output already holds checkpoints.
   """
-  from minr_jax import api, checkpoint  # noqa: PLC0415
+  from minr_jax import api, checkpoint, paths  # noqa: PLC0415
   from minr_jax.config import load_saved  # noqa: PLC0415
 
-  target = os.path.join(os.path.abspath(output), "checkpoints")
-  if os.path.exists(target) and os.listdir(target):
+  paths.check_reachable(output, "--output")
+  target = paths.as_path(output, "--output") / "checkpoints"
+  if target.exists() and any(target.iterdir()):
     raise ConfigError(f"{target} already holds checkpoints; export into an empty folder")
   restored = api.restore(workdir, step, devices=1)
   params = jax.tree.map(lambda x: np.asarray(x, np.float32), restored.params)
   config = load_saved(restored.workdir)
   config.dataset.path = dataset_path or PLACEHOLDER_PATH
-  os.makedirs(output, exist_ok=True)
-  with open(os.path.join(output, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
-    f.write("\n")
+  paths.makedirs(output)
+  paths.write_text(os.path.join(paths.abspath(output), "config.json"),
+                   config.to_json_best_effort(indent=2) + "\n")
   manager = checkpoint.make_manager(output, keep=1)
   try:
     checkpoint.save(manager, restored.step, {"params": params}, None,
@@ -63,23 +62,22 @@ def export(workdir: str, output: str, step: int | None = None,
   return restored.step
 
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
-  f = flags.FLAGS
-  try:
-    step = export(f.workdir, f.output, f.step, f.dataset_path)
-  except ConfigError as e:
-    sys.exit(f"error: {e}")
-  print(json.dumps(dict(output=f.output, step=step)))
-
-
 if __name__ == "__main__":
+  from absl import flags
+
+  from minr_jax import cli
+
   flags.DEFINE_string("workdir", None, "A training workdir (or one of its step directories).",
                       required=True)
   flags.DEFINE_string("output", None, "The folder to write.", required=True)
   flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
   flags.DEFINE_string("dataset_path", None,
                       f"dataset.path written into config.json (default {PLACEHOLDER_PATH!r}).")
-  app.run(main)
+  f = flags.FLAGS
+
+  def _main(args: list[str]) -> None:
+    del args
+    step = export(f.workdir, f.output, f.step, f.dataset_path)
+    print(json.dumps(dict(output=f.output, step=step)))
+
+  cli.run(_main)
