@@ -53,8 +53,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.dataset.num_workers = 2  # int: grain worker processes (0 = threads in this process).
   c.dataset.prefetch_buffer = 4  # int: batches prepared ahead of the step.
   # str: more evaluation datasets, 'name[:path],...' (e.g. 'demo,image_folder:/data/x');
-  # the training dataset is always evaluated first.
+  # the training dataset is evaluated first unless eval_train_dataset is False.
   c.eval_datasets = ""
+  # bool: also evaluate the training dataset's eval split. False for a training
+  # folder used whole (dataset.eval_fraction=0, no val/) with held-out folders
+  # given in eval_datasets.
+  c.eval_train_dataset = True
 
   # Masking (drawn on device inside the step).
   c.mask_ratio = 0.75  # float in [0, 1): share of patches masked.
@@ -147,12 +151,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif variant == "celeba64":
     _demo(c)
     _celeba64(c)
+  elif variant == "photos64":
+    _demo(c)
+    _photos64(c)
   elif variant == "tiny":
     _demo(c)
     _tiny(c)
   elif variant:
     raise ValueError(f"unknown variant {variant!r} of configs/transinr.py: use '', "
-                     f"{', '.join(PAPER_DATASETS)}, 'demo', 'celeba64' or 'tiny'")
+                     f"{', '.join(PAPER_DATASETS)}, 'demo', 'celeba64', 'photos64' or 'tiny'")
   return c
 
 
@@ -223,6 +230,24 @@ def _celeba64(c: ml_collections.ConfigDict) -> None:
   c.warmup_steps = 100
   c.eval_every_steps = 1000
   c.checkpoint_every_steps = 1000
+
+
+def _photos64(c: ml_collections.ConfigDict) -> None:
+  """The demo's model on 64-px general photos (the pretrained/photos64 run).
+
+  Give a training folder with --config.dataset.path (e.g. Imagenette's train/
+  folder at 96 px) and held-out folders with --config.eval_datasets;
+  docs/pretrained_photos.md has the command and its figures.
+  """
+  c.dataset.name = "image_folder"
+  c.dataset.flip = True
+  c.dataset.random_crop = True
+  c.dataset.train_resize = 72
+  c.num_train_steps = 20000
+  c.learning_rate = 5e-4
+  c.warmup_steps = 200
+  c.eval_every_steps = 2000
+  c.checkpoint_every_steps = 2000
 
 
 def _tiny(c: ml_collections.ConfigDict) -> None:

@@ -90,6 +90,7 @@ def validate(config, num_devices: int | None = None) -> None:
 # config.json so that its checkpoints still evaluate, embed and compare.
 _ADDED_FIELDS = {
     "eval_datasets": "",
+    "eval_train_dataset": True,
     "eval_mask_strategy": "random",
     "warmup_steps": 0,
     "fsdp_min_size": 2 ** 18,

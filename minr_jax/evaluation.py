@@ -60,9 +60,20 @@ def parse_datasets(spec: str, flag: str = "--datasets") -> list[EvalDataset]:
 
 
 def eval_datasets(config: ml_collections.ConfigDict) -> list[EvalDataset]:
-  """The training dataset, then config.eval_datasets (duplicates dropped)."""
-  out = [(config.dataset.name, config.dataset.path)]
+  """The training dataset (unless config.eval_train_dataset is False), then
+  config.eval_datasets (duplicates dropped).
+
+  Raises:
+    ConfigError: eval_train_dataset is False and eval_datasets is empty.
+  """
+  train_too = config.get("eval_train_dataset", True)
+  if not isinstance(train_too, bool):
+    raise ConfigError(f"config.eval_train_dataset must be true or false, got {train_too!r}")
+  out = [(config.dataset.name, config.dataset.path)] if train_too else []
   extra = config.get("eval_datasets", "") or ""
+  if not train_too and not extra.strip():
+    raise ConfigError("config.eval_train_dataset=False needs held-out datasets in "
+                      "config.eval_datasets (e.g. image_folder:/data/val_photos)")
   for entry in parse_datasets(extra, "config.eval_datasets") if extra.strip() else []:
     if entry not in out:
       out.append(entry)

@@ -9,7 +9,7 @@ import os
 import pytest
 from helpers import make_image_folder, tiny_config
 
-from minr_jax import evaluate, train
+from minr_jax import evaluate, evaluation, train
 from minr_jax.config import ConfigError
 
 
@@ -136,3 +136,33 @@ def test_every_record_carries_the_interpolation_baseline(trained):
   evals = [r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
            if r["split"] == "eval"]
   assert evals and all("psnr_full_interpolation" in r for r in evals)
+
+
+@pytest.mark.parametrize("train_too,extra,expected", [
+    (True, "", [("image_folder", "/a")]),
+    (True, "demo,image_folder:/a", [("image_folder", "/a"), ("demo", None)]),
+    (False, "demo", [("demo", None)]),
+])
+def test_eval_datasets_list(train_too, extra, expected):
+  config = tiny_config("/unused", "/a", eval_train_dataset=train_too, eval_datasets=extra)
+  assert evaluation.eval_datasets(config) == expected
+
+
+def test_eval_train_dataset_false_needs_eval_datasets():
+  config = tiny_config("/unused", "/a", eval_train_dataset=False)
+  with pytest.raises(ConfigError, match=r"^config.eval_train_dataset=False needs held-out"):
+    evaluation.eval_datasets(config)
+
+
+def test_train_only_folder_with_held_out_folders(tmp_path):
+  """A training folder used whole (no val/, eval_fraction=0), scored on other folders."""
+  folder = make_image_folder(str(tmp_path / "trainonly"), num_train=10, num_val=0)
+  os.rmdir(os.path.join(folder, "val"))
+  held_out = make_image_folder(str(tmp_path / "heldout"), seed=2, num_val=3)
+  config = tiny_config(str(tmp_path / "tfds"), os.path.join(folder, "train"),
+                       num_train_steps=2, eval_train_dataset=False,
+                       eval_datasets=f"image_folder:{held_out}",
+                       dataset__eval_fraction=0.0)
+  final = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert list(final) == ["image_folder:heldout"]
+  assert final["image_folder:heldout"]["num_images"] == 3
