@@ -161,6 +161,29 @@ def _pipeline(compiled, state, mesh, config: ml_collections.ConfigDict, step_key
               dataset=config.dataset.name), state
 
 
+def train_step_flops(config: ml_collections.ConfigDict) -> float | None:
+  """XLA's FLOP count of one training step of `config` on its mesh, all devices.
+
+  Compiles the step (in its batched forms, see `_counted_flops`) on a batch of
+  noise; nothing is timed. None if the backend gives no count. What equal
+  training compute means in benchmarks/ood_study.py.
+  """
+  family = families.check(config)
+  mesh = sharding.make_mesh(config)
+  built = train.make_steps(config, mesh, family)
+  init_key, step_key = jax.random.split(jax.random.key(config.seed))
+  state = built.init_state(init_key)
+  local = built.config.batch_size // jax.process_count()
+  res = built.config.resolution
+  images = np.random.default_rng(0).uniform(size=(local, res, res, 3)).astype(np.float32)
+  batch = sharding.global_batch(mesh, {"image": images})
+  compiled = built.train_step.lower(state, batch, step_key).compile()
+  flops = _counted_flops(built.config, compiled,
+                         lambda c: train.make_steps(c, mesh, family).train_step,
+                         (state, batch, step_key))
+  return flops * mesh.size if flops is not None else None
+
+
 def run_benchmark(config: ml_collections.ConfigDict, steps: int = 5, warmup: int = 1,
                   peak_flops: float | None = None, eval_steps: int | None = None,
                   pipeline_steps: int = 0) -> dict[str, Any]:

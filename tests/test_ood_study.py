@@ -1,0 +1,59 @@
+"""benchmarks/ood_study.py: the equal-compute plan, and a whole tiny study."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import pytest
+from helpers import make_image_folder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location(
+    "ood_study", os.path.join(ROOT, "benchmarks", "ood_study.py"))
+ood_study = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ood_study)
+
+
+def test_plan_gives_equal_compute_and_the_reference_step():
+  flops = {"transinr": 8.0, "ginr": 7.0, "mae": 1.0}
+  plan = ood_study.plan(["transinr", "ginr", "mae"], flops, budget=800, num_evals=8)
+  assert plan["transinr"] == {"steps": 800, "eval_every": 100}
+  assert plan["ginr"]["steps"] == 900  # 800 x 8/7 = 914, rounded to the unit of 100
+  assert plan["mae"]["steps"] == 6400
+  # At most 2 x num_evals evaluations, and step 800 (equal images seen) is one of them.
+  assert plan["mae"]["steps"] // plan["mae"]["eval_every"] <= 16
+  assert 800 % plan["mae"]["eval_every"] == 0
+
+
+@pytest.mark.parametrize("spec", ["a", "a:", ":x", ""])
+def test_parse_named_refuses_malformed(spec):
+  with pytest.raises(ValueError, match="--eval"):
+    ood_study.parse_named(spec, "--eval")
+
+
+@pytest.mark.slow
+def test_tiny_study_trains_resumes_and_reports(tmp_path):
+  a = make_image_folder(str(tmp_path / "A"), num_train=8, num_val=3)
+  b = make_image_folder(str(tmp_path / "B"), num_train=8, num_val=2, seed=1)
+  kwargs = dict(workdir=str(tmp_path / "study"), train_sets={"a": os.path.join(a, "train")},
+                domains={"A": a, "B": b}, models=["transinr", "mae"], seeds=[0, 1],
+                budget=4, num_evals=2, variant="tiny", data_dir=str(tmp_path / "tfds"))
+  # A piece with no time left trains nothing and still reports.
+  first = ood_study.run_study(**kwargs, max_minutes=1e-9)
+  assert not any(r["finished"] for runs in first["runs"].values() for r in runs.values())
+  results = ood_study.run_study(**kwargs)
+  runs = results["runs"]
+  assert all(r["finished"] for v in runs.values() for r in v.values())
+  # MAE's steps are cheaper: more of them at the same compute, and the curve has step 4.
+  assert results["plan"]["mae"]["steps"] > results["plan"]["transinr"]["steps"] == 4
+  assert "4" in runs["mae/a"]["0"]["curves"]["B"]
+  out = tmp_path / "study" / "study"
+  text = (out / "ood.md").read_text()
+  assert "| a | B | MAE |" in text and "| a | A | TransINR-MINR |" in text
+  saved = json.loads((out / "ood.json").read_text())
+  cell = saved["summary"]["a/B/transinr"]["final"]
+  assert cell["gain"]["n"] == 2
+  assert cell["gain"]["min"] <= cell["gain"]["mean"] <= cell["gain"]["max"]
+  assert (out / "ood.png").stat().st_size > 1000
