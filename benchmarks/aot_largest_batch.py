@@ -27,21 +27,11 @@ docs/tpu_compile.md gives the measured table.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-
-def load_config(spec: str):
-  """'configs/mae.py:large' -> configs.mae.get_config('large')."""
-  path, _, arg = spec.partition(":")
-  module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
-  return module.get_config(arg or None)
+from minr_jax.config import load_file as load_config
 
 
 def main() -> None:

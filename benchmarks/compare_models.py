@@ -29,16 +29,11 @@ import time
 
 from absl import app, flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # `from configs import ...` when run as a script
+from minr_jax import train
+from minr_jax.config import load_file
 
-from configs import ginr as ginr_config  # noqa: E402
-from configs import mae as mae_config  # noqa: E402
-from configs import transinr as transinr_config  # noqa: E402
-
-from minr_jax import train  # noqa: E402
-
-CONFIGS = {"transinr": transinr_config, "ginr": ginr_config, "mae": mae_config}
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+MODELS = ("transinr", "ginr", "mae")
 
 _TRAIN = flags.DEFINE_string("train", None, "Image folder to train on (train/ and val/).")
 _EVAL = flags.DEFINE_string("eval", "", "Comma-separated other image folders to evaluate on.")
@@ -51,7 +46,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets",
 
 def make_config(model: str, train_folder: str, steps: int, data_dir: str):
   """`configs/<model>.py:demo` on an image folder for `steps` steps."""
-  c = CONFIGS[model].get_config("demo")
+  c = load_file(os.path.join(CONFIG_DIR, f"{model}.py") + ":demo")
   c.dataset.name = "image_folder"
   c.dataset.path = os.path.abspath(train_folder)
   c.dataset.data_dir = data_dir
@@ -69,9 +64,9 @@ def main(argv: list[str]) -> None:
   if not _TRAIN.value or not _WORKDIR.value:
     sys.exit("error: --train and --workdir are required")
   models = [m for m in _MODELS.value.split(",") if m]
-  unknown = [m for m in models if m not in CONFIGS]
+  unknown = [m for m in models if m not in MODELS]
   if unknown:
-    sys.exit(f"error: --models: unknown model {unknown[0]!r}; choose from {','.join(CONFIGS)}")
+    sys.exit(f"error: --models: unknown model {unknown[0]!r}; choose from {','.join(MODELS)}")
   out_dir = os.path.join(_WORKDIR.value, "compare")
   times_path = os.path.join(out_dir, "train_seconds.json")
   recorded = json.load(open(times_path)) if os.path.exists(times_path) else {}

@@ -35,12 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # this checkout's minr_jax
-sys.path.insert(0, os.path.join(ROOT, "configs"))
-import transinr as transinr_config  # noqa: E402  (configs/transinr.py)
+from minr_jax import data, masking, train
+from minr_jax.config import load_file
 
-from minr_jax import data, masking, train  # noqa: E402
+TRANSINR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "configs", "transinr.py")
 
 
 def interpolation_fill(images: np.ndarray, masks: np.ndarray, sigma: float) -> np.ndarray:
@@ -107,7 +106,7 @@ def main(argv: list[str]) -> None:
   steps = overrides.pop("steps", 300)
   eval_every = overrides.pop("eval_every", 100)
   n_eval = overrides.pop("n_eval", 48)
-  config = transinr_config.get_config(overrides.pop("variant", "demo"))
+  config = load_file(f"{TRANSINR}:{overrides.pop('variant', 'demo')}")
   for key, value in overrides.items():
     parent, _, field = key.rpartition(".")
     node = config

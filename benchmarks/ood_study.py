@@ -32,7 +32,6 @@ evaluation domain, one line per model, the band spanning the seeds).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -50,24 +49,13 @@ import numpy as np
 from absl import app, flags
 
 from minr_jax import bench, train
+from minr_jax.config import load_file
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "configs")
-
-
-def _config_module(name: str):
-  """configs/<name>.py of this checkout, loaded by path (no sys.path edits)."""
-  spec = importlib.util.spec_from_file_location(f"ood_study_configs_{name}",
-                                                os.path.join(CONFIG_DIR, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-CONFIGS = {name: _config_module(name) for name in ("transinr", "ginr", "mae")}
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+MODELS = ("transinr", "ginr", "mae")
 NAMES = {"transinr": "TransINR-MINR", "ginr": "GINR-MINR", "mae": "MAE"}
 REFERENCE = "transinr"  # the model whose step count sets the budget
 METRICS = ("psnr_pasted", "psnr_masked", "psnr_full_interpolation", "psnr_full_mean_fill")
@@ -105,7 +93,7 @@ def parse_named(spec: str, flag: str) -> dict[str, str]:
 def base_config(model: str, variant: str, train_folder: str, eval_folders: Sequence[str],
                 seed: int, data_dir: str) -> ml_collections.ConfigDict:
   """`configs/<model>.py:<variant>` on a training folder used whole, scored elsewhere."""
-  c = CONFIGS[model].get_config(variant)
+  c = load_file(os.path.join(CONFIG_DIR, f"{model}.py") + f":{variant}")
   c.seed = seed
   c.dataset.name = "image_folder"
   c.dataset.path = train_folder
@@ -338,9 +326,9 @@ def run_study(workdir: str, train_sets: dict[str, str], domains: dict[str, str],
   """Trains what is missing (within max_minutes), then writes the report."""
   if REFERENCE not in models:
     raise ValueError(f"--models must include {REFERENCE} (its steps set the budget)")
-  unknown = [m for m in models if m not in CONFIGS]
+  unknown = [m for m in models if m not in MODELS]
   if unknown:
-    raise ValueError(f"--models: unknown model {unknown[0]!r}; choose from {','.join(CONFIGS)}")
+    raise ValueError(f"--models: unknown model {unknown[0]!r}; choose from {','.join(MODELS)}")
   os.makedirs(workdir, exist_ok=True)
   state_path = os.path.join(workdir, "study_state.json")
   state = json.load(open(state_path)) if os.path.exists(state_path) else {}

@@ -23,21 +23,27 @@ written to --output).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
-import sys
 import time
 
 import jax
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import minr_jax
+from minr_jax import api, embed, families, probe
 
-import pixel_probe  # noqa: E402
 
-import minr_jax  # noqa: E402
-from minr_jax import api, embed, families, probe  # noqa: E402
+def _pixel_probe():
+  """benchmarks/pixel_probe.py, loaded by path (no sys.path edits)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pixel_probe.py")
+  spec = importlib.util.spec_from_file_location("pixel_probe", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+pixel_probe = _pixel_probe()
 
 
 def random_twin(model: api.Model, seed: int) -> api.Model:

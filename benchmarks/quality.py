@@ -24,12 +24,11 @@ import time
 
 from absl import app, flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # `from configs import ...` when run as a script
+from minr_jax import evaluate, train
+from minr_jax.config import load_file
 
-from configs import transinr as transinr_config  # noqa: E402
-
-from minr_jax import evaluate, train  # noqa: E402
+TRANSINR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "configs", "transinr.py")
 
 _TRAIN = flags.DEFINE_string("train", None, "Image folder to train on.")
 _EVAL = flags.DEFINE_string("eval", "", "Comma-separated other image folders to evaluate on.")
@@ -41,7 +40,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets",
 
 def make_config(train_folder: str, steps: int, data_dir: str):
   """The `:demo` model and schedule on an image folder, for `steps` steps."""
-  c = transinr_config.get_config("demo")
+  c = load_file(TRANSINR + ":demo")
   c.dataset.name = "image_folder"
   c.dataset.path = os.path.abspath(train_folder)
   c.dataset.data_dir = data_dir

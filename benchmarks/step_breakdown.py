@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from minr_jax import families, train
+from minr_jax import families
 from minr_jax.models import inr
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/transinr.py", "Model config.")

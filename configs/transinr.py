@@ -243,7 +243,7 @@ def _photos64(c: ml_collections.ConfigDict) -> None:
   c.dataset.flip = True
   c.dataset.random_crop = True
   c.dataset.train_resize = 72
-  c.num_train_steps = 20000
+  c.num_train_steps = 10000
   c.learning_rate = 5e-4
   c.warmup_steps = 200
   c.eval_every_steps = 2000

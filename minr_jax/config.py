@@ -150,3 +150,21 @@ def load_saved(workdir: str):
     logging.warning("%s predates config fields %s; using their defaults", path,
                     ", ".join(added))
   return config
+
+
+def load_file(spec: str) -> ml_collections.ConfigDict:
+  """'configs/mae.py:large,demo' -> that file's get_config('large,demo'), loaded by path.
+
+  What `--config=` gives the commands, for scripts and notebooks: no sys.path
+  edits, no `configs` package needed. ConfigError if the file does not exist.
+  """
+  import importlib.util  # noqa: PLC0415
+
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path} does not exist")
+  name = "minr_jax_config_" + os.path.splitext(os.path.basename(path))[0]
+  module_spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
