@@ -134,6 +134,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.compilation_cache_dir = "~/.cache/minr_jax/xla"
   c.num_grid_images = 8  # int: rows in each reconstruction PNG grid.
   c.tensorboard = True  # bool: also write TensorBoard event files.
+  # str: 'START:STOP' traces steps START+1..STOP with jax.profiler into
+  # <workdir>/tensorboard/plugins/profile/ (docs/speed.md); '' = no trace.
+  c.profile = ""
 
   # Devices: a (data, fsdp) mesh; -1 means all remaining devices. Batches are split
   # over data x fsdp devices; parameters and Adam moments with at least

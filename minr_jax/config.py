@@ -91,6 +91,7 @@ def validate(config, num_devices: int | None = None) -> None:
 _ADDED_FIELDS = {
     "eval_datasets": "",
     "eval_train_dataset": True,
+    "profile": "",
     "eval_mask_strategy": "random",
     "warmup_steps": 0,
     "fsdp_min_size": 2 ** 18,

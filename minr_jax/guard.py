@@ -29,7 +29,7 @@ from minr_jax.config import ConfigError
 # cadences, logging, evaluation-only and placement fields (the same maths).
 RESUMABLE_CHANGES = (
     "num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
-    "checkpoint_every_secs", "keep_checkpoints", "keep_period", "tensorboard",
+    "checkpoint_every_secs", "keep_checkpoints", "keep_period", "tensorboard", "profile",
     "num_grid_images", "eval_datasets", "eval_train_dataset", "eval_batch_size", "eval_mask_strategy",
     "eval_mask_seed", "compilation_cache_dir", "dataset.eval_max_images",
     "dataset.num_workers", "dataset.prefetch_buffer", "dataset.data_dir", "mesh.",

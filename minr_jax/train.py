@@ -27,7 +27,17 @@ import ml_collections
 import numpy as np
 import optax
 
-from minr_jax import checkpoint, data, evaluation, families, guard, masking, metrics, sharding
+from minr_jax import (
+  checkpoint,
+  data,
+  evaluation,
+  families,
+  guard,
+  masking,
+  metrics,
+  profiling,
+  sharding,
+)
 from minr_jax.config import ConfigError
 
 Array = jax.Array
@@ -232,6 +242,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   family = families.check(config)
   datasets = evaluation.eval_datasets(config)
   evaluation.check_datasets(config, datasets)
+  profiling.parse(config.get("profile", ""))
   mesh = sharding.make_mesh(config)
   sharding.check_batch_sizes(config, mesh)
   families.check(config, num_devices=sharding.batch_devices(mesh))
@@ -305,6 +316,7 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
       final = run_eval(step)
 
   stop = guard.StopRequest()
+  profiler = profiling.StepProfiler(config.get("profile", ""), workdir)
   train_fn, cadence_secs = None, float(config.get("checkpoint_every_secs", 0) or 0)
   time_cadence = None  # steps between time-based saves, set once the step time is known
   pending = []  # Train metrics stay on device until logged.
@@ -322,8 +334,10 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
           print(f"compiled in {time.perf_counter() - t0:.1f} s", flush=True)
         t_log = t_start = time.perf_counter()
         first_step = step
-      state, step_metrics = train_fn(state, batch, step_key)
+      with profiler.annotate(step + 1):
+        state, step_metrics = train_fn(state, batch, step_key)
       step += 1
+      profiler.after(step, state)
       steps_since_log += 1
       pending.append(step_metrics)
 
@@ -385,6 +399,7 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
         final = run_eval(step)
         t_log = time.perf_counter()
   finally:
+    profiler.stop()
     stop.close()
     writer.close()
     manager.close()
