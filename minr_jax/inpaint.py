@@ -286,7 +286,8 @@ def to_model_grid(rgb: np.ndarray, mask: np.ndarray, resolution: int, grid: int
   rows, cols = area_matrix(rgb.shape[0], resolution), area_matrix(rgb.shape[1], resolution)
   visible = (~mask.astype(bool)).astype(np.float64)
   weight = rows @ visible @ cols.T  # visible fraction of each footprint
-  total = np.einsum("ih,hwc,jw->ijc", rows, rgb.astype(np.float64) * visible[..., None], cols)
+  total = np.einsum("ih,hwc->iwc", rows, rgb.astype(np.float64) * visible[..., None])
+  total = np.einsum("iwc,jw->ijc", total, cols)
   pixel_mask = weight <= 0.5 + 1e-9
   image = (total / np.maximum(weight, 1e-12)[..., None]).astype(np.float32)
   image[pixel_mask] = 0.0
