@@ -71,7 +71,7 @@ MASK_FORMS = ("FILE.png (white = hidden), a box x0,y0,x1,y1 (pixels, or fraction
 
 @dataclasses.dataclass(frozen=True)
 class MaskArg:
-  """A parsed --mask: kind 'file' (path), 'box' (box) or 'strategy' (strategy, ratio, seed, grid)."""
+  """A parsed --mask: kind 'file' (path), 'box' (box) or 'strategy' (its other fields)."""
   text: str
   kind: str
   path: str | None = None
@@ -322,9 +322,11 @@ class InpaintResult:
   """One photo's fill. Arrays float32 in [0, 1] at the photo's size [H, W, ...].
 
   filled: the input's channels (C as given), visible pixels unchanged;
-  photo: the input as RGB [H, W, 3] (the ground truth); minr, interpolation, mean_fill: RGB [H, W, 3] fills (visible pixels the
-  photo's); mask: bool [H, W]; model_mask: bool [R, R] the model saw
-  (resize); psnr: hidden-region PSNR in dB of each fill against the input.
+  photo: the input as RGB [H, W, 3] (the ground truth); minr,
+  interpolation, mean_fill: RGB [H, W, 3] fills (visible pixels the
+  photo's); mask: bool [H, W]; model_mask: bool [R, R], the patch mask the
+  model saw (resize); psnr: hidden-region PSNR in dB of each fill against
+  the input.
   """
   filled: np.ndarray
   photo: np.ndarray
@@ -502,21 +504,25 @@ def run(workdir: str, images: str, mask: str, output: str, tile: int = 0,
   found = list_images(images)[:max_images]
   file_mask = read_mask_file(arg.path) if arg.kind == "file" else None
   from minr_jax import api  # noqa: PLC0415
+  from minr_jax.config import load_saved  # noqa: PLC0415
+  grid = int(load_saved(api.resolve_path(workdir, step)[0]).mask_grid)
+  first_photo = read_image(found[0][0])  # the first image's mask, before loading anything
+  check_mask(photo_mask(arg, *first_photo.shape[:2], 0, grid, file_mask),
+             *first_photo.shape[:2], found[0][0])
   model = api.load(workdir, step, devices=devices, batch_size=batch_size)
   paths.makedirs(output)
-  grid = int(model.config.mask_grid)
   rows, start = [], time.monotonic()
   group = max(1, model.batch_size)
   for first in range(0, len(found), group):
     batch = found[first:first + group]
     photos, masks = [], []
-    for k, (path, rel) in enumerate(batch):
+    for k, (path, _) in enumerate(batch):
       photo = read_image(path)
       h, w = photo.shape[:2]
       masks.append(photo_mask(arg, h, w, first + k, grid, file_mask))
       photos.append(photo)
     results = inpaint_many(model, photos, masks, tile=tile, names=[p for p, _ in batch])
-    for k, ((path, rel), result) in enumerate(zip(batch, results)):
+    for k, ((_, rel), result) in enumerate(zip(batch, results)):
       filled_path, _ = save_result(result, output, rel)
       h, w = result.mask.shape
       row = {"image": rel, "width": w, "height": h,
