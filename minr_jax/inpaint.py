@@ -240,6 +240,10 @@ def _split_channels(image) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | 
     x = x.astype(np.float32)
   else:
     raise ConfigError(f"image must be uint8 or float in [0, 1], got {x.dtype}")
+  if not np.isfinite(x).all() or x.min(initial=0) < 0 or x.max(initial=0) > 1:
+    raise ConfigError("image values must be finite and in [0, 1] (or uint8 0..255), got "
+                      f"{'non-finite values' if not np.isfinite(x).all() else 'values in '}"
+                      f"{'' if not np.isfinite(x).all() else f'[{x.min():g}, {x.max():g}]'}")
   if x.ndim == 2:
     x = x[..., None]
   if x.ndim != 3 or x.shape[-1] not in (1, 2, 3, 4) or min(x.shape[:2]) < 1:
@@ -360,15 +364,15 @@ def baselines(rgb: np.ndarray, mask: np.ndarray, sigma) -> tuple[np.ndarray, np.
   return np.asarray(interp[0], np.float32), np.asarray(fill[0], np.float32)
 
 
-def _predict(model, jobs: list[tuple[np.ndarray, np.ndarray, int, int]]) -> list[np.ndarray]:
-  """Renders [(rgb [h, w, 3], mask [h, w], out_h, out_w)] -> [pred [out_h, out_w, 3]]."""
+def _predict(model, jobs: list[tuple[np.ndarray, np.ndarray, int, int]]
+             ) -> tuple[list[np.ndarray], np.ndarray]:
+  """[(rgb [h, w, 3], mask [h, w], out_h, out_w)] -> ([pred [out_h, out_w, 3]],
+  the model masks [N, R, R])."""
   r, grid = model.resolution, int(model.config.mask_grid)
   inputs = [to_model_grid(rgb, m, r, grid) for rgb, m, _, _ in jobs]
-  if not inputs:
-    return []
   images = np.stack([x for x, _ in inputs])
   masks = np.stack([m for _, m in inputs])
-  return model.render_each(images, masks, [(h, w) for *_, h, w in jobs])
+  return model.render_each(images, masks, [(h, w) for *_, h, w in jobs]), masks
 
 
 def inpaint_many(model, images: list, masks: list, *, tile: int = 0,
@@ -404,7 +408,7 @@ def inpaint_many(model, images: list, masks: list, *, tile: int = 0,
             continue
           tiles.append((i, y, x))
           jobs.append((rgb[y:y + th, x:x + tw], sub, th, tw))
-  preds = _predict(model, jobs)
+  preds, model_masks = _predict(model, jobs)
   whole, tile_preds = preds[:len(images)], preds[len(images):]
   results = []
   for i, (rgb, colour, alpha, c, mask) in enumerate(parts):
@@ -421,13 +425,12 @@ def inpaint_many(model, images: list, masks: list, *, tile: int = 0,
         weight[y:y + th, x:x + tw] += win
       pred = np.where(weight > 0, total / np.maximum(weight, 1e-12), pred)
     pred = np.clip(pred, 0.0, 1.0)
+    if colour.shape[-1] == 1:  # greyscale: the prediction's luma (ITU-R 601, as PIL)
+      pred = np.repeat((pred @ np.asarray([0.299, 0.587, 0.114], np.float32))[..., None],
+                       3, axis=-1)
     hidden = mask[..., None]
     minr = np.where(hidden, pred, rgb)
-    if colour.shape[-1] == 1:  # greyscale: the prediction's luma (ITU-R 601, as PIL)
-      fill = (pred @ np.asarray([0.299, 0.587, 0.114], np.float32))[..., None]
-    else:
-      fill = pred
-    filled = np.where(hidden, fill, colour)
+    filled = np.where(hidden, pred[..., :colour.shape[-1]], colour)
     if alpha is not None:
       filled = np.concatenate([filled, alpha], axis=-1)
     if c == 1 and np.asarray(images[i]).ndim == 2:
@@ -438,10 +441,9 @@ def inpaint_many(model, images: list, masks: list, *, tile: int = 0,
       interp, mean = baselines(rgb, mask, interpolation_sigma(model.config, *rgb.shape[:2]))
       psnr["interpolation"] = hidden_psnr(interp, rgb, mask)
       psnr["mean_fill"] = hidden_psnr(mean, rgb, mask)
-    model_mask = to_model_grid(rgb, mask, model.resolution, grid)[1]
     results.append(InpaintResult(filled=filled.astype(np.float32), photo=rgb, minr=minr,
                                  interpolation=interp, mean_fill=mean, mask=mask,
-                                 model_mask=model_mask, psnr=psnr))
+                                 model_mask=model_masks[i], psnr=psnr))
   return results
 
 

@@ -146,6 +146,9 @@ def test_odd_sizes_and_modes_keep_visible_pixels_exactly(model, shape):
   out = np.round(filled * 255).astype(np.uint8)
   np.testing.assert_array_equal(out[~mask], image[~mask])  # full resolution, unchanged
   assert not np.array_equal(out[mask], image[mask])
+  if image.ndim == 2 or image.shape[-1] <= 2:  # greyscale in, greyscale fill and MINR column
+    r = inpaint.inpaint(model, image, mask, with_baselines=False)
+    np.testing.assert_array_equal(r.minr[..., 0], r.minr[..., 2])
   if len(shape) == 3 and shape[-1] in (2, 4):
     np.testing.assert_array_equal(out[..., -1], image[..., -1])  # alpha kept everywhere
 
@@ -184,6 +187,10 @@ def test_python_api_errors(model):
     model.inpaint(photo(10, 13), "0,0,13,10")
   with pytest.raises(ConfigError, match="tile must be"):
     model.inpaint(photo(10, 13), "0,0,5,5", tile=-1)
+  with pytest.raises(ConfigError, match="finite and in"):
+    model.inpaint(np.full((10, 13, 3), np.nan, np.float32), "0,0,5,5")
+  with pytest.raises(ConfigError, match=r"values in \[0, 2\]"):
+    model.inpaint(np.full((10, 13, 3), 2.0, np.float32) * (np.arange(13) > 0)[:, None], "0,0,5,5")
 
 
 def test_multiscale_interpolation_fills_large_holes_from_their_border():
