@@ -6,6 +6,7 @@
   z = m.embed(images, kind="data_mean")             # [B, dim] numpy
   pred, mask = m.reconstruct(images)                # the run's evaluation masks
   big = m.render(images, 256, 256)                  # the INRs on a finer grid
+  filled = m.inpaint(photo, mask)                   # any size; docs/inpaint.md
 
 Only the parameters are restored (no optimizer state, no data iterator), from
 a read-only view of `<workdir>/checkpoints`, onto a mesh over the devices
