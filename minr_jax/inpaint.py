@@ -394,7 +394,7 @@ def inpaint_many(model, images: list, masks: list, *, tile: int = 0,
     rgb, colour, alpha, c = _split_channels(image)
     h, w = rgb.shape[:2]
     mask = check_mask(mask, h, w, names[i])
-    parts.append((rgb, colour, alpha, c, mask))
+    parts.append((rgb, colour, alpha, c, mask, len(jobs)))
     jobs.append((rgb, mask, h, w))
     if tile:
       for y in tile_starts(h, tile):
@@ -406,19 +406,19 @@ def inpaint_many(model, images: list, masks: list, *, tile: int = 0,
           _, seen = to_model_grid(rgb[y:y + th, x:x + tw], sub, model.resolution, grid)
           if seen.all():
             continue
-          tiles.append((i, y, x))
+          tiles.append((i, y, x, len(jobs)))
           jobs.append((rgb[y:y + th, x:x + tw], sub, th, tw))
   preds, model_masks = _predict(model, jobs)
-  whole, tile_preds = preds[:len(images)], preds[len(images):]
   results = []
-  for i, (rgb, colour, alpha, c, mask) in enumerate(parts):
-    pred = whole[i]
+  for i, (rgb, colour, alpha, c, mask, job) in enumerate(parts):
+    pred = preds[job]
     if tile:
       total = np.zeros_like(pred)
       weight = np.zeros(pred.shape[:2] + (1,), np.float32)
-      for (k, y, x), p in zip(tiles, tile_preds):
+      for k, y, x, tile_job in tiles:
         if k != i:
           continue
+        p = preds[tile_job]
         th, tw = p.shape[:2]
         win = (_tent(th)[:, None] * _tent(tw)[None, :])[..., None]
         total[y:y + th, x:x + tw] += win * p
@@ -443,7 +443,7 @@ def inpaint_many(model, images: list, masks: list, *, tile: int = 0,
       psnr["mean_fill"] = hidden_psnr(mean, rgb, mask)
     results.append(InpaintResult(filled=filled.astype(np.float32), photo=rgb, minr=minr,
                                  interpolation=interp, mean_fill=mean, mask=mask,
-                                 model_mask=model_masks[i], psnr=psnr))
+                                 model_mask=model_masks[job], psnr=psnr))
   return results
 
 

@@ -174,6 +174,13 @@ def test_tiles_blend_and_keep_visible_pixels(model):
   assert tiles.filled.shape == image.shape
   np.testing.assert_array_equal(tiles.filled[~mask], resize.filled[~mask])
   assert not np.allclose(tiles.filled[mask], resize.filled[mask])
+  other = photo(120, 100, seed=6)
+  other_mask = inpaint.photo_mask("0.1,0.2,0.6,0.9", 120, 100)
+  both = inpaint.inpaint_many(model, [image, other], [mask, other_mask], tile=96)
+  alone = inpaint.inpaint(model, other, other_mask, tile=96)
+  np.testing.assert_allclose(both[0].filled, tiles.filled, atol=1e-6)
+  np.testing.assert_allclose(both[1].filled, alone.filled, atol=1e-6)
+  np.testing.assert_array_equal(both[1].model_mask, alone.model_mask)
   assert inpaint.tile_starts(220, 96) == [0, 41, 83, 124]
   assert inpaint.tile_starts(50, 96) == [0]
 
