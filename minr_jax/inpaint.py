@@ -290,8 +290,9 @@ def to_model_grid(rgb: np.ndarray, mask: np.ndarray, resolution: int, grid: int
   rows, cols = area_matrix(rgb.shape[0], resolution), area_matrix(rgb.shape[1], resolution)
   visible = (~mask.astype(bool)).astype(np.float64)
   weight = rows @ visible @ cols.T  # visible fraction of each footprint
-  total = np.einsum("ih,hwc->iwc", rows, rgb.astype(np.float64) * visible[..., None])
-  total = np.einsum("iwc,jw->ijc", total, cols)
+  h, w, c = rgb.shape
+  total = rows @ (rgb.astype(np.float64) * visible[..., None]).reshape(h, w * c)  # [R, W C]
+  total = (total.reshape(resolution, w, c).transpose(0, 2, 1) @ cols.T).transpose(0, 2, 1)
   pixel_mask = weight <= 0.5 + 1e-9
   image = (total / np.maximum(weight, 1e-12)[..., None]).astype(np.float32)
   image[pixel_mask] = 0.0
@@ -364,15 +365,11 @@ def baselines(rgb: np.ndarray, mask: np.ndarray, sigma) -> tuple[np.ndarray, np.
   return np.asarray(interp[0], np.float32), np.asarray(fill[0], np.float32)
 
 
-def _predict(model, jobs: list[tuple[np.ndarray, np.ndarray, int, int]]
-             ) -> tuple[list[np.ndarray], np.ndarray]:
-  """[(rgb [h, w, 3], mask [h, w], out_h, out_w)] -> ([pred [out_h, out_w, 3]],
-  the model masks [N, R, R])."""
-  r, grid = model.resolution, int(model.config.mask_grid)
-  inputs = [to_model_grid(rgb, m, r, grid) for rgb, m, _, _ in jobs]
-  images = np.stack([x for x, _ in inputs])
-  masks = np.stack([m for _, m in inputs])
-  return model.render_each(images, masks, [(h, w) for *_, h, w in jobs]), masks
+def _predict(model, jobs: list[tuple[np.ndarray, np.ndarray, int, int]]) -> list[np.ndarray]:
+  """[(model image [R, R, 3], model mask [R, R], out_h, out_w)] -> [pred [out_h, out_w, 3]]."""
+  images = np.stack([x for x, *_ in jobs])
+  masks = np.stack([m for _, m, *_ in jobs])
+  return model.render_each(images, masks, [(h, w) for *_, h, w in jobs])
 
 
 def inpaint_many(model, images: list, masks: list, *, tile: int = 0,
@@ -395,7 +392,7 @@ def inpaint_many(model, images: list, masks: list, *, tile: int = 0,
     h, w = rgb.shape[:2]
     mask = check_mask(mask, h, w, names[i])
     parts.append((rgb, colour, alpha, c, mask, len(jobs)))
-    jobs.append((rgb, mask, h, w))
+    jobs.append((*to_model_grid(rgb, mask, model.resolution, grid), h, w))
     if tile:
       for y in tile_starts(h, tile):
         for x in tile_starts(w, tile):
@@ -403,12 +400,12 @@ def inpaint_many(model, images: list, masks: list, *, tile: int = 0,
           sub = mask[y:y + th, x:x + tw]
           if not sub.any():
             continue
-          _, seen = to_model_grid(rgb[y:y + th, x:x + tw], sub, model.resolution, grid)
+          x_tile, seen = to_model_grid(rgb[y:y + th, x:x + tw], sub, model.resolution, grid)
           if seen.all():
             continue
           tiles.append((i, y, x, len(jobs)))
-          jobs.append((rgb[y:y + th, x:x + tw], sub, th, tw))
-  preds, model_masks = _predict(model, jobs)
+          jobs.append((x_tile, seen, th, tw))
+  preds = _predict(model, jobs)
   results = []
   for i, (rgb, colour, alpha, c, mask, job) in enumerate(parts):
     pred = preds[job]
@@ -443,7 +440,7 @@ def inpaint_many(model, images: list, masks: list, *, tile: int = 0,
       psnr["mean_fill"] = hidden_psnr(mean, rgb, mask)
     results.append(InpaintResult(filled=filled.astype(np.float32), photo=rgb, minr=minr,
                                  interpolation=interp, mean_fill=mean, mask=mask,
-                                 model_mask=model_masks[job], psnr=psnr))
+                                 model_mask=jobs[job][1], psnr=psnr))
   return results
 
 
