@@ -6,6 +6,7 @@
   z = m.embed(images, kind="data_mean")             # [B, dim] numpy
   pred, mask = m.reconstruct(images)                # the run's evaluation masks
   big = m.render(images, 256, 256)                  # the INRs on a finer grid
+  filled = m.inpaint(photo, mask)                   # any size; docs/inpaint.md
 
 Only the parameters are restored (no optimizer state, no data iterator), from
 a read-only view of `<workdir>/checkpoints`, onto a mesh over the devices
@@ -339,6 +340,49 @@ class Model:
                                for c in coord_chunks], axis=1)[:rows, :num]
       out[start:start + rows] = values.reshape(rows, height, width, -1)
     return out
+
+  def render_each(self, images, masks, sizes, chunk: int = 8192) -> list[np.ndarray]:
+    """The INR of image b of images [B, R, R, 3] under pixel masks [B, R, R] (True =
+    hidden), rendered on its own sizes[b] = (height, width) pixel-centre grid
+    -> B arrays float32 [height, width, 3].
+
+    The weights are predicted in batches; each INR is then evaluated on one
+    device in jitted calls of `chunk` coordinates (the last padded), so one
+    compile serves every size.
+    """
+    if not self._family.has_inr:
+      raise ConfigError(f"a {self.family} model has no INR: render is not supported")
+    images, masks = self._prepare(images, masks, None, None)
+    if len(sizes) != images.shape[0]:
+      raise ConfigError(f"{len(sizes)} sizes for {images.shape[0]} images")
+    out = []
+    for start, x, m in self._chunks(images, masks):
+      weights = jax.device_get(self._forward(self._params, x, m, what="weights"))
+      for row in range(min(self.batch_size, images.shape[0] - start)):
+        height, width = sizes[start + row]
+        one = [w[row:row + 1] for w in weights]
+        coords = np.asarray(inr.coord_grid(height, width)).reshape(-1, 2)
+        num = coords.shape[0]
+        padded = np.zeros((-(-num // chunk) * chunk, 2), np.float32)
+        padded[:num] = coords
+        values = np.concatenate([np.asarray(self._render_chunk(one, padded[i:i + chunk]))
+                                 for i in range(0, len(padded), chunk)], axis=1)
+        out.append(values[0, :num].reshape(height, width, -1).astype(np.float32))
+    return out
+
+  def inpaint(self, image, mask, *, tile: int = 0) -> np.ndarray:
+    """A photo of any size with its hidden pixels filled -> float32 in [0, 1], image's shape.
+
+    image: [H, W] or [H, W, C] (C = 1, 2, 3 or 4; uint8 or float in [0, 1]);
+    mask: bool [H, W] (True = hidden) or a `python -m minr_jax.inpaint`
+    --mask string ("box:0.25,0.25,0.75,0.75", "random:0.75:seed=0", a PNG).
+    The photo is area-resized to the model's resolution (tile=N: also
+    N x N-pixel windows), the INR rendered back at H x W, and only hidden
+    pixels replaced (docs/inpaint.md). `minr_jax.inpaint.inpaint` also gives
+    the baselines and PSNRs.
+    """
+    from minr_jax import inpaint as inpaint_lib  # noqa: PLC0415
+    return inpaint_lib.inpaint(self, image, mask, tile=tile, with_baselines=False).filled
 
   def masks(self, images, mask: MaskArg = "random", seed: int | None = None,
             indices=None) -> np.ndarray:

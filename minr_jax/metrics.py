@@ -120,7 +120,32 @@ def _gaussian_matrix(size: int, sigma: float, truncate: float) -> np.ndarray:
   return w.astype(np.float32)
 
 
-def interpolation_fill(target: Array, mask: Array, sigma: float,
+def _sigma_pair(sigma) -> tuple[float, float]:
+  """sigma (a number, or (rows, columns)) -> (sigma_rows, sigma_cols), each > 0."""
+  pair = tuple(sigma) if isinstance(sigma, (tuple, list)) else (sigma, sigma)
+  if len(pair) != 2 or not all(s > 0 for s in pair):
+    raise ValueError(f"interpolation sigma must be > 0 pixels, got {sigma}")
+  return float(pair[0]), float(pair[1])
+
+
+def _normalised_convolution(x: Array, mask: Array, sigma, truncate: float
+                            ) -> tuple[Array, Array]:
+  """(G*(v x) / G*v [B, H, W, C], has_weight [B, H, W, 1]) for visible indicator v = ~mask."""
+  sigma_rows, sigma_cols = _sigma_pair(sigma)
+  visible = (~mask)[..., None].astype(jnp.float32)  # [B, H, W, 1]
+  # Numerator channels and the weight channel go through the same products.
+  stacked = jnp.concatenate([x * visible, visible], axis=-1)  # [B, H, W, C + 1]
+  g_rows = jnp.asarray(_gaussian_matrix(x.shape[1], sigma_rows, truncate))
+  g_cols = jnp.asarray(_gaussian_matrix(x.shape[2], sigma_cols, truncate))
+  highest = jax.lax.Precision.HIGHEST  # no bfloat16 passes on TPU
+  blurred = jnp.einsum("ij,bjwc->biwc", g_rows, stacked, precision=highest)
+  blurred = jnp.einsum("kw,biwc->bikc", g_cols, blurred, precision=highest)
+  numerator, weight = blurred[..., :-1], blurred[..., -1:]
+  has_weight = weight > 0
+  return numerator / jnp.where(has_weight, weight, 1.0), has_weight
+
+
+def interpolation_fill(target: Array, mask: Array, sigma,
                        truncate: float = INTERPOLATION_TRUNCATE) -> Array:
   """[B, H, W, C], [B, H, W] -> [B, H, W, C]: hidden pixels from nearby visible ones.
 
@@ -131,27 +156,49 @@ def interpolation_fill(target: Array, mask: Array, sigma: float,
   Gaussian is separable, applied as one [H, H] and one [W, W] matrix. A
   hidden pixel with no visible pixel inside its window gets the image's
   mean visible colour, or EMPTY_FILL_VALUE (0.5) if nothing is visible.
-  `sigma` must be a Python number (it fixes the static kernel).
+  `sigma` must be a Python number, or a pair (rows, columns) for a
+  Gaussian of another width along each axis (it fixes the static kernel).
   """
   _check_image_and_mask(target, mask)
-  if not sigma > 0:
-    raise ValueError(f"interpolation sigma must be > 0 pixels, got {sigma}")
+  _sigma_pair(sigma)
   mask = mask.astype(bool)
   x = target.astype(jnp.float32)
-  visible = (~mask)[..., None].astype(jnp.float32)  # [B, H, W, 1]
-  # Numerator channels and the weight channel go through the same products.
-  stacked = jnp.concatenate([x * visible, visible], axis=-1)  # [B, H, W, C + 1]
-  g_rows = jnp.asarray(_gaussian_matrix(target.shape[1], sigma, truncate))
-  g_cols = jnp.asarray(_gaussian_matrix(target.shape[2], sigma, truncate))
-  highest = jax.lax.Precision.HIGHEST  # no bfloat16 passes on TPU
-  blurred = jnp.einsum("ij,bjwc->biwc", g_rows, stacked, precision=highest)
-  blurred = jnp.einsum("kw,biwc->bikc", g_cols, blurred, precision=highest)
-  numerator, weight = blurred[..., :-1], blurred[..., -1:]
-  has_weight = weight > 0
-  interpolated = numerator / jnp.where(has_weight, weight, 1.0)
+  interpolated, has_weight = _normalised_convolution(x, mask, sigma, truncate)
   fallback = _visible_mean(x, mask)[:, None, None, :]
   hidden = jnp.where(has_weight, interpolated, fallback)
   return jnp.where(mask[..., None], hidden, x).astype(target.dtype)
+
+
+def interpolation_fill_multiscale(target: Array, mask: Array, sigma,
+                                  truncate: float = INTERPOLATION_TRUNCATE) -> Array:
+  """`interpolation_fill` for holes of any size: hidden pixels beyond the window widen it.
+
+  Each hidden pixel takes the normalised convolution at `sigma` (a number or
+  (rows, columns)) where its window holds a visible pixel, exactly as
+  `interpolation_fill`; the others take it at 2 sigma, 4 sigma, ... (the
+  first scale whose window reaches a visible pixel), so the middle of a
+  large box is a smooth blend of the colours around it instead of the
+  image's mean colour. Only an image with no visible pixel gets
+  EMPTY_FILL_VALUE. Host-side loop over scales (not jittable as a whole).
+  """
+  _check_image_and_mask(target, mask)
+  sigma_rows, sigma_cols = _sigma_pair(sigma)
+  mask = jnp.asarray(mask).astype(bool)
+  x = jnp.asarray(target).astype(jnp.float32)
+  filled = _visible_mean(x, mask)[:, None, None, :] * jnp.ones_like(x)
+  todo = jnp.ones(mask.shape + (1,), bool)  # hidden pixels not filled yet
+  limit = 2.0 * max(x.shape[1], x.shape[2])
+  scale = 1.0
+  while True:
+    interpolated, has_weight = _normalised_convolution(
+        x, mask, (sigma_rows * scale, sigma_cols * scale), truncate)
+    take = todo & has_weight
+    filled = jnp.where(take, interpolated, filled)
+    todo = todo & ~has_weight
+    if not bool(jnp.any(todo & mask[..., None])) or min(sigma_rows, sigma_cols) * scale > limit:
+      break
+    scale *= 2.0
+  return jnp.where(mask[..., None], filled, x).astype(jnp.asarray(target).dtype)
 
 
 def masked_mse(pred: Array, target: Array, mask: Array) -> Array:

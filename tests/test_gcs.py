@@ -326,3 +326,36 @@ def test_local_paths_stay_local_and_urls_stay_urls(tmp_path, monkeypatch):
   assert mirror == str(tmp_path / "cache" / "minr_jax" / "mirror" / "gs" / "b" / "tfds")
   assert paths.remote_of(os.path.join(mirror, "x", "1.0.0")) == "gs://b/tfds/x/1.0.0"
   assert paths.remote_of(str(tmp_path / "elsewhere")) is None
+
+
+def test_inpaint_reads_and_writes_gs(gcs, tmp_path, monkeypatch):
+  """Photos and a mask PNG in a bucket, results to a bucket: nothing lands locally."""
+  import gcsfs.core
+  from helpers import smooth_image
+  from PIL import Image
+
+  from minr_jax import inpaint
+
+  fs = gcsfs.core.GCSFileSystem(token="anon")
+  rng = np.random.default_rng(0)
+  for name, (h, w) in (("a.png", (37, 91)), ("sub/b.png", (37, 91))):
+    local = tmp_path / name.replace("/", "_")
+    Image.fromarray(smooth_image(rng, h, w)).save(local)
+    fs.put(str(local), f"{BUCKET}/photos/{name}")
+  pixels = np.zeros((37, 91), np.uint8)
+  pixels[5:20, 10:40] = 255
+  Image.fromarray(pixels).save(tmp_path / "m.png")
+  fs.put(str(tmp_path / "m.png"), f"{BUCKET}/mask.png")
+  work = tmp_path / "cwd"
+  work.mkdir()
+  monkeypatch.chdir(work)
+  summary = inpaint.run(os.path.join(ROOT, "pretrained", "celeba64"), f"gs://{BUCKET}/photos",
+                        f"gs://{BUCKET}/mask.png", f"gs://{BUCKET}/inpainted", progress=False)
+  assert summary["num_images"] == 2
+  assert _objects(f"{BUCKET}/inpainted") == ["a_compare.png", "a_filled.png", "results.json",
+                                             "sub/b_compare.png", "sub/b_filled.png"]
+  with fs.open(f"{BUCKET}/inpainted/a_filled.png", "rb") as f, Image.open(f) as img:
+    assert img.size == (91, 37)
+    with Image.open(tmp_path / "a.png") as src:
+      np.testing.assert_array_equal(np.asarray(img)[pixels == 0], np.asarray(src)[pixels == 0])
+  assert os.listdir(work) == []
