@@ -119,39 +119,58 @@ def restore(path: str, step: int | None = None, *, devices: int | None = None) -
   (config.json for checkpoints saved before configs were). ConfigError
   (before any restore) if there is no such checkpoint, it fails its checksums,
   its config is missing or bad, or its parameter shapes differ from the config.
+  A damaged step (empty, half-written, failing its checksums, or any orbax /
+  tensorstore error while reading it) is that one-line ConfigError when
+  `step` is given; without `step` it is skipped with a warning line and the
+  previous step is used (nothing is moved: the workdir is only read).
   """
   workdir, step = resolve_path(path, step)
   workdir_config = load_saved(workdir)  # ConfigError for a folder that is no workdir
   manager = checkpoint.open_read_only(workdir)
   try:
     steps = manager.all_steps()
-    if step is None:
-      step = max(steps) if steps else None
-    if step is None or step not in steps:
-      raise ConfigError(f"no checkpoint {'' if step is None else step} in "
-                        f"{os.path.join(workdir, 'checkpoints')}"
+    if step is not None and step not in steps:
+      raise ConfigError(f"no checkpoint {step} in {os.path.join(workdir, 'checkpoints')}"
                         + (f" (steps: {sorted(steps)})" if steps else ""))
-    reason = checkpoint.verify(manager, step)
-    if reason:
-      raise ConfigError(f"checkpoint {checkpoint.step_dir(manager, step)} is corrupt "
-                        f"({reason}); pass another step")
-    saved = checkpoint.saved_config(manager, step)  # the config this step was trained with
-    if saved is None:
-      config = workdir_config
-    else:
-      config = ml_collections.ConfigDict(saved)
-      complete_saved(config)
-    family = families.check(config)
-    mesh = inference_mesh(config, devices)
-    config, _ = families.resolve_auto(config, mesh.devices.flat)
-    model = family.build(config)
-    abstract = jax.eval_shape(functools.partial(family.init, model), jax.random.key(0))
-    params_sharding = sharding.state_shardings(mesh, abstract)
-    abstract = sharding.with_shardings(abstract, params_sharding)
-    checkpoint.check_compatible(manager, step, abstract)
-    params = checkpoint.restore_params(manager, step, abstract)
+    if not steps:
+      raise ConfigError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+    for candidate in [step] if step is not None else sorted(steps, reverse=True):
+      reason = checkpoint.verify(manager, candidate)
+      if reason is None:
+        try:
+          return _restore_step(manager, workdir, candidate, workdir_config, devices)
+        except ConfigError:
+          raise
+        except Exception as e:  # noqa: BLE001 (orbax / tensorstore: a damaged step)
+          reason = checkpoint.restore_error(e)
+      where = checkpoint.step_dir(manager, candidate)
+      if step is not None:
+        raise ConfigError(f"checkpoint {where} is corrupt ({reason}); pass another step")
+      print(f"warning: checkpoint {where} is corrupt ({reason}); using the previous one",
+            flush=True)
+    raise ConfigError(f"no intact checkpoint in {os.path.join(workdir, 'checkpoints')} "
+                      f"(steps: {sorted(steps)}, all corrupt)")
   finally:
     manager.close()
+
+
+def _restore_step(manager, workdir: str, step: int, workdir_config, devices) -> Restored:
+  """`restore` of one verified step."""
+  saved = checkpoint.saved_config(manager, step)  # the config this step was trained with
+  if saved is None:
+    config = workdir_config
+  else:
+    config = ml_collections.ConfigDict(saved)
+    complete_saved(config)
+  family = families.check(config)
+  mesh = inference_mesh(config, devices)
+  config, _ = families.resolve_auto(config, mesh.devices.flat)
+  model = family.build(config)
+  abstract = jax.eval_shape(functools.partial(family.init, model), jax.random.key(0))
+  params_sharding = sharding.state_shardings(mesh, abstract)
+  abstract = sharding.with_shardings(abstract, params_sharding)
+  checkpoint.check_compatible(manager, step, abstract)
+  params = checkpoint.restore_params(manager, step, abstract)
   return Restored(workdir=workdir, step=int(step), config=config, family=family, model=model,
                   params=params, params_sharding=params_sharding, mesh=mesh)
 

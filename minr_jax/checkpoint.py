@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging as std_logging
 import os
+import re
 import shutil
 import socket
 import sys
@@ -228,10 +229,21 @@ def _remove_partial(manager: ocp.CheckpointManager, step: int) -> None:
 def verify(manager: ocp.CheckpointManager, step: int) -> str | None:
   """None if checkpoint `step` matches its checksum manifest (or has none), else why not.
 
-  A step without a manifest (saved by an older version, or killed between
-  orbax's commit and the manifest) is complete as far as orbax knows.
+  An empty step folder or one without its `state` (left by a crash or a
+  copy that stopped) is not intact either. A step without a manifest (saved
+  by an older version, or killed between orbax's commit and the manifest) is
+  complete as far as orbax knows.
   """
   directory = step_dir(manager, step)
+  try:
+    names = {p.name for p in directory.iterdir()}
+    state = directory / "state"
+    if not names:
+      return "the folder is empty"
+    if "state" not in names or not state.is_dir() or not any(state.iterdir()):
+      return "state is missing or empty: a half-written step"
+  except OSError as e:
+    return f"unreadable: {e.strerror or e}"
   manifest = directory / MANIFEST
   if not manifest.exists():
     return None
@@ -259,6 +271,22 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: PyTree,
     items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
   restored = manager.restore(step, args=ocp.args.Composite(**items))
   return restored["state"]
+
+
+def restore_error(error: BaseException) -> str:
+  """Why a restore failed, in a few words: tensorstore's status line (DATA_LOSS,
+  OUT_OF_RANGE, ...) if the error or its causes hold one, else the error's first
+  line (KeyError 'Unknown key: state', RuntimeError 'Event loop is closed', ...)."""
+  chain, seen = [], error
+  while seen is not None and len(chain) < 8:
+    chain.append(seen)
+    seen = seen.__cause__ or seen.__context__
+  for e in chain:
+    m = re.search(r"\b([A-Z][A-Z_]{3,}: .*)", str(e))
+    if m:
+      return " ".join(m.group(1).split())[:200]
+  text = " ".join(str(error).split())[:200]
+  return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def intact_steps(manager: ocp.CheckpointManager, warn=print) -> list[int]:
