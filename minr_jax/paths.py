@@ -236,12 +236,17 @@ def results_dir(workdir: str, kind: str, step: int, output: str | None = None) -
   default = os.path.join(abspath(workdir), kind, str(step))
   if writable(default):
     return default
-  base = os.path.dirname(cache_root())  # .../minr_jax
-  name = os.path.basename(abspath(workdir).rstrip("/")) or "workdir"
-  fallback = os.path.join(base, "results", name, kind, str(step))
+  fallback = os.path.join(read_only_results(workdir, kind), str(step))
   print(f"note: {workdir} is read-only; writing the results to {fallback} "
         "(--output chooses where)", flush=True)
   return fallback
+
+
+def read_only_results(workdir: str, kind: str) -> str:
+  """`<cache>/minr_jax/results/<workdir's name>/<kind>`: where `results_dir` puts the
+  results of a read-only workdir."""
+  name = os.path.basename(abspath(workdir).rstrip("/")) or "workdir"
+  return os.path.join(os.path.dirname(cache_root()), "results", name, kind)
 
 
 def local_mirror(url: str) -> str:
