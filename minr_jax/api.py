@@ -142,6 +142,7 @@ def restore(path: str, step: int | None = None, *, devices: int | None = None) -
         except ConfigError:
           raise
         except Exception as e:  # noqa: BLE001 (orbax / tensorstore: a damaged step)
+          checkpoint.QuietOrbax(("Event loop is closed",))  # its callbacks' tracebacks
           reason = checkpoint.restore_error(e)
       where = checkpoint.step_dir(manager, candidate)
       if step is not None:

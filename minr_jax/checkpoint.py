@@ -126,7 +126,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: PyTree,
     items["data"] = grain.checkpoint.CheckpointSave(data_iter)
   if config is not None:
     items["config"] = ocp.args.JsonSave(config)
-  quiet = _QuietDiskFull()
+  quiet = QuietOrbax()
   try:
     manager.save(step, args=ocp.args.Composite(**items), force=True)
     manager.wait_until_finished()
@@ -147,16 +147,16 @@ def save(manager: ocp.CheckpointManager, step: int, state: PyTree,
   quiet.remove()
 
 
-class _QuietDiskFull:
+class QuietOrbax:
   """While installed, drops the log records and thread / callback tracebacks that
-  orbax's writer threads and tensorstore print, each its own way, for one full
-  disk (RESOURCE_EXHAUSTED, and then 'Event loop is closed' from callbacks into
-  orbax's finished event loop). Left installed after a full disk: they keep
-  coming after the one line that says it all."""
+  orbax's threads and tensorstore print, each its own way, for one failed save
+  or restore (RESOURCE_EXHAUSTED for a full disk, then 'Event loop is closed'
+  from callbacks into orbax's finished event loop). Left installed after a
+  failure: they keep coming after the one line that says it all."""
 
-  NOISE = ("RESOURCE_EXHAUSTED", "No space left on device", "Event loop is closed")
-
-  def __init__(self):
+  def __init__(self, noise=("RESOURCE_EXHAUSTED", "No space left on device",
+                            "Event loop is closed")):
+    self.NOISE = tuple(noise)
     self.loggers = [std_logging.getLogger("absl"), std_logging.getLogger("asyncio")]
     for logger in self.loggers:
       logger.addFilter(self._keep)

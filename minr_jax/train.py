@@ -275,6 +275,7 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
       resume_step = candidate
       break
     except Exception as e:  # noqa: BLE001 (a truncated file: fall back to an older step)
+      checkpoint.QuietOrbax(("Event loop is closed",))  # tensorstore callbacks' tracebacks
       print(f"warning: checkpoint {where} is corrupt ({checkpoint.restore_error(e)}); "
             "skipping it", flush=True)
   for bad in sorted(s for s in manager.all_steps() if resume_step is None or s > resume_step):
