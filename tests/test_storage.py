@@ -102,7 +102,8 @@ def test_config_numbers_and_booleans_are_checked(field, value, message):
     ("--config.num_grid_images=-1", "error: config.num_grid_images must be a non-negative"),
     ("--config.keep_period=-1", "error: config.keep_period must be a non-negative"),
     ("--config.checkpoint_every_secs=-1", "error: config.checkpoint_every_secs must be"),
-    ("--config.dataset.random_crop=yes", "error: --config.dataset.random_crop: "),
+    ("--config.dataset.random_crop=yes", "error: flag --config.dataset.random_crop=yes: "
+     "('Non-boolean argument to boolean flag', 'yes')"),
 ])
 def test_bad_numbers_on_the_command_line_are_one_line(arg, message, tmp_path):
   out = subprocess.run([sys.executable, "-m", "minr_jax.main",
