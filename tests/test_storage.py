@@ -180,24 +180,24 @@ def test_resume_sets_aside_an_empty_newest_step(trained, tmp_path, capsys):
 @pytest.mark.slow
 def test_a_full_disk_keeps_the_earlier_checkpoints_and_the_next_start_resumes(
     trained, tmp_path):
-  _, config, _, _ = trained
-  config = config.copy_and_resolve_references()
-  config.num_train_steps, config.eval_every_steps = 6, 6
-  step_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in
-                   os.walk(os.path.join(trained[0], "checkpoints", "2")) for f in fs)
-  size = int(step_bytes * 1.6) // 4096 * 4096  # room for step 2, not for step 4 too
-  with _mounted(str(tmp_path / "small"), "-t", "tmpfs", "-o", f"size={size}", "tmpfs") as fs:
+  config = trained[1].copy_and_resolve_references()
+  config.num_train_steps, config.eval_every_steps = 2, 6
+  with _mounted(str(tmp_path / "small"), "-t", "tmpfs", "-o", "size=16m", "tmpfs") as fs:
     workdir = os.path.join(fs, "run")
+    train.train_and_evaluate(config, workdir)  # checkpoint 2
+    filler = os.path.join(fs, "filler")
+    with open(filler, "wb") as f:  # leave 32 KB: step 4's save cannot fit
+      os.posix_fallocate(f.fileno(), 0, shutil.disk_usage(fs).free - 32768)
+    config.num_train_steps = 6
     with pytest.raises(ConfigError, match=(
         rf"^no space left on the device of {workdir}/checkpoints while saving step 4 "
         r"\(the state is [\d.]+ KB, [\d.]+ (KB|bytes) free\); the earlier checkpoints "
         "there are intact$")):
       train.train_and_evaluate(config, workdir)
-    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]  # no leftovers
-    manager = checkpoint.open_read_only(workdir)
-    assert checkpoint.verify(manager, 2) is None
+    assert os.listdir(os.path.join(workdir, "checkpoints")) == ["2"]  # no half-written 4
+    assert checkpoint.verify(checkpoint.open_read_only(workdir), 2) is None
     assert minr_jax.load(workdir).step == 2
-    assert _mount("-o", f"remount,size={size * 8}", fs)
+    os.remove(filler)
     train.train_and_evaluate(config, workdir)  # resumes from step 2
     assert minr_jax.load(workdir).step == 6
 
