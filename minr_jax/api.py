@@ -19,8 +19,9 @@ ConfigError. MAE's encoder drops hidden patches,
 so its masks must be aligned with its patch grid and hide the same number of
 patches in every image of a call (mask=None runs the encoder on every patch).
 
-Images are float [B, H, W, 3] in [0, 1] (uint8 is divided by 255) at the
-run's training resolution, numpy or jax, any B: they are processed in chunks
+Images are float [B, H, W, 3] in [0, 1] (uint8 is divided by 255; NaN, inf
+or values outside [0, 1] are a ConfigError, `check_pixels`) at the run's
+training resolution, numpy or jax, any B: they are processed in chunks
 of `batch_size` (the last chunk zero-padded), so each function compiles once
 per image size. Results come back as numpy arrays.
 
