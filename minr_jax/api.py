@@ -20,8 +20,9 @@ ConfigError. MAE's encoder drops hidden patches,
 so its masks must be aligned with its patch grid and hide the same number of
 patches in every image of a call (mask=None runs the encoder on every patch).
 
-Images are float [B, H, W, 3] in [0, 1] (uint8 is divided by 255) at the
-run's training resolution, numpy or jax, any B: they are processed in chunks
+Images are float [B, H, W, 3] in [0, 1] (uint8 is divided by 255; NaN, inf
+or values outside [0, 1] are a ConfigError, `check_pixels`) at the run's
+training resolution, numpy or jax, any B: they are processed in chunks
 of `batch_size` (the last chunk zero-padded), so each function compiles once
 per image size. Results come back as numpy arrays.
 
@@ -120,39 +121,59 @@ def restore(path: str, step: int | None = None, *, devices: int | None = None) -
   (config.json for checkpoints saved before configs were). ConfigError
   (before any restore) if there is no such checkpoint, it fails its checksums,
   its config is missing or bad, or its parameter shapes differ from the config.
+  A damaged step (empty, half-written, failing its checksums, or any orbax /
+  tensorstore error while reading it) is that one-line ConfigError when
+  `step` is given; without `step` it is skipped with a warning line and the
+  previous step is used (nothing is moved: the workdir is only read).
   """
   workdir, step = resolve_path(path, step)
   workdir_config = load_saved(workdir)  # ConfigError for a folder that is no workdir
   manager = checkpoint.open_read_only(workdir)
   try:
     steps = manager.all_steps()
-    if step is None:
-      step = max(steps) if steps else None
-    if step is None or step not in steps:
-      raise ConfigError(f"no checkpoint {'' if step is None else step} in "
-                        f"{os.path.join(workdir, 'checkpoints')}"
+    if step is not None and step not in steps:
+      raise ConfigError(f"no checkpoint {step} in {os.path.join(workdir, 'checkpoints')}"
                         + (f" (steps: {sorted(steps)})" if steps else ""))
-    reason = checkpoint.verify(manager, step)
-    if reason:
-      raise ConfigError(f"checkpoint {checkpoint.step_dir(manager, step)} is corrupt "
-                        f"({reason}); pass another step")
-    saved = checkpoint.saved_config(manager, step)  # the config this step was trained with
-    if saved is None:
-      config = workdir_config
-    else:
-      config = ml_collections.ConfigDict(saved)
-      complete_saved(config)
-    family = families.check(config)
-    mesh = inference_mesh(config, devices)
-    config, _ = families.resolve_auto(config, mesh.devices.flat)
-    model = family.build(config)
-    abstract = jax.eval_shape(functools.partial(family.init, model), jax.random.key(0))
-    params_sharding = sharding.state_shardings(mesh, abstract)
-    abstract = sharding.with_shardings(abstract, params_sharding)
-    checkpoint.check_compatible(manager, step, abstract)
-    params = checkpoint.restore_params(manager, step, abstract)
+    if not steps:
+      raise ConfigError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+    for candidate in [step] if step is not None else sorted(steps, reverse=True):
+      reason = checkpoint.verify(manager, candidate)
+      if reason is None:
+        try:
+          return _restore_step(manager, workdir, candidate, workdir_config, devices)
+        except ConfigError:
+          raise
+        except Exception as e:  # noqa: BLE001 (orbax / tensorstore: a damaged step)
+          checkpoint.QuietOrbax(("Event loop is closed",))  # its callbacks' tracebacks
+          reason = checkpoint.restore_error(e)
+      where = checkpoint.step_dir(manager, candidate)
+      if step is not None:
+        raise ConfigError(f"checkpoint {where} is corrupt ({reason}); pass another step")
+      print(f"warning: checkpoint {where} is corrupt ({reason}); using the previous one",
+            flush=True)
+    raise ConfigError(f"no intact checkpoint in {os.path.join(workdir, 'checkpoints')} "
+                      f"(steps: {sorted(steps)}, all corrupt)")
   finally:
     manager.close()
+
+
+def _restore_step(manager, workdir: str, step: int, workdir_config, devices) -> Restored:
+  """`restore` of one verified step."""
+  saved = checkpoint.saved_config(manager, step)  # the config this step was trained with
+  if saved is None:
+    config = workdir_config
+  else:
+    config = ml_collections.ConfigDict(saved)
+    complete_saved(config)
+  family = families.check(config)
+  mesh = inference_mesh(config, devices)
+  config, _ = families.resolve_auto(config, mesh.devices.flat)
+  model = family.build(config)
+  abstract = jax.eval_shape(functools.partial(family.init, model), jax.random.key(0))
+  params_sharding = sharding.state_shardings(mesh, abstract)
+  abstract = sharding.with_shardings(abstract, params_sharding)
+  checkpoint.check_compatible(manager, step, abstract)
+  params = checkpoint.restore_params(manager, step, abstract)
   return Restored(workdir=workdir, step=int(step), config=config, family=family, model=model,
                   params=params, params_sharding=params_sharding, mesh=mesh)
 
@@ -177,6 +198,36 @@ def load(workdir_or_checkpoint: str, step: int | None = None, *,
   r = restore(workdir_or_checkpoint, step, devices=devices)
   return Model(config=r.config, family=r.family, model=r.model, params=r.params,
                step=r.step, mesh=r.mesh, workdir=r.workdir, batch_size=batch_size)
+
+
+def check_pixels(images: np.ndarray) -> None:
+  """ConfigError unless every value of float images is finite and in [0, 1]."""
+  if images.size == 0:
+    return
+  bad = int(np.size(images) - np.count_nonzero(np.isfinite(images)))
+  if bad:
+    raise ConfigError(f"images hold {bad} NaN or infinite values; pixels must be finite, "
+                      "in [0, 1]")
+  lo, hi = float(images.min()), float(images.max())
+  if lo < 0.0 or hi > 1.0:
+    hint = "; did you forget / 255?" if hi > 1.0 and hi <= 255.0 and lo >= 0.0 else ""
+    raise ConfigError(f"images must be in [0, 1], got values from {lo:g} to {hi:g}{hint}")
+
+
+def available_memory() -> int | None:
+  """Bytes of memory available to this process (MemAvailable of /proc/meminfo, or
+  sysconf), None where neither says."""
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  try:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  except (ValueError, OSError, AttributeError):
+    return None
 
 
 # -------------------------------------------------------- pure functions ---
@@ -316,8 +367,12 @@ class Model:
 
     The INR weights are predicted from the (masked) images, then evaluated on
     `inr.coord_grid(height, width)` in jitted chunks of `chunk` coordinates,
-    so memory stays at batch_size x chunk x INR width whatever the size. At
-    the training resolution this is `reconstruct`'s prediction.
+    each written straight into the output. Memory: the output itself (B x
+    height x width x 3 float32, allocated once, refused in one line if more
+    than the memory available) plus, per call, batch_size x chunk x INR width
+    on the device and chunk coordinates; no full coordinate grid or
+    per-image copy is built. At the training resolution this is
+    `reconstruct`'s prediction.
     """
     if not self._family.has_inr:
       raise ConfigError(f"a {self.family} model has no INR: render is not supported")
@@ -325,20 +380,25 @@ class Model:
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     images, masks = self._prepare(images, mask, seed, indices)
-    num = height * width
+    b, num = images.shape[0], height * width
+    need, free = b * num * 3 * 4, available_memory()
+    if free is not None and need > free:
+      raise ConfigError(f"render: the output float32 [{b}, {height}, {width}, 3] needs "
+                        f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB of "
+                        "memory available; render fewer images or a smaller size")
     chunk = min(chunk, num)
-    coords = np.asarray(inr.coord_grid(height, width)).reshape(-1, 2)
-    padded = np.zeros((-(-num // chunk) * chunk, 2), np.float32)
-    padded[:num] = coords
-    coord_chunks = [jax.device_put(padded[i:i + chunk], self._replicated)
-                    for i in range(0, len(padded), chunk)]
-    out = np.zeros((images.shape[0], height, width, 3), np.float32)
+    rows_c, cols_c = inr.pixel_centres(height), inr.pixel_centres(width)
+    out = np.zeros((b, height, width, 3), np.float32)
+    flat = out.reshape(b, num, 3)  # a view: chunks land in `out`
     for start, x, m in self._chunks(images, masks):
       weights = self._forward(self._params, x, m, what="weights")
-      rows = min(self.batch_size, images.shape[0] - start)
-      values = np.concatenate([np.asarray(self._render_chunk(weights, c))
-                               for c in coord_chunks], axis=1)[:rows, :num]
-      out[start:start + rows] = values.reshape(rows, height, width, -1)
+      rows = min(self.batch_size, b - start)
+      for i in range(0, num, chunk):
+        index = np.minimum(np.arange(i, i + chunk), num - 1)  # last chunk: repeats
+        coords = np.stack([rows_c[index // width], cols_c[index % width]], axis=-1)
+        values = self._render_chunk(weights, jax.device_put(coords, self._replicated))
+        n = min(chunk, num - i)
+        flat[start:start + rows, i:i + n] = np.asarray(values)[:rows, :n]
     return out
 
   def render_each(self, images, masks, sizes, chunk: int = 8192) -> list[np.ndarray]:
@@ -400,6 +460,7 @@ class Model:
     elif not np.issubdtype(images.dtype, np.floating):
       raise ConfigError(f"images must be float in [0, 1] (or uint8), got {images.dtype}")
     images = images.astype(np.float32, copy=False)
+    check_pixels(images)
     r = self.resolution
     if images.ndim != 4 or images.shape[1:] != (r, r, 3):
       raise ConfigError(f"images must be [B, {r}, {r}, 3] (the run's resolution), "

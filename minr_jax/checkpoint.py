@@ -17,8 +17,13 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging as std_logging
 import os
+import re
+import shutil
 import socket
+import sys
+import threading
 import time
 from typing import Any
 
@@ -111,14 +116,17 @@ def save(manager: ocp.CheckpointManager, step: int, state: PyTree,
   """Saves state (and the data iterator and config, if given) as checkpoint `step`,
   then (process 0) its checksum manifest.
 
-  ConfigError naming the directory if the disk is full; the earlier
-  checkpoints are intact then (orbax only renames a complete step).
+  A full disk (ENOSPC, or tensorstore's RESOURCE_EXHAUSTED) is a ConfigError
+  naming the directory, the space needed and free; the half-written step is
+  removed and the earlier checkpoints are intact (orbax only renames a
+  complete step), so the next start resumes from the newest of them.
   """
   items = dict(state=ocp.args.PyTreeSave(state))
   if data_iter is not None:
     items["data"] = grain.checkpoint.CheckpointSave(data_iter)
   if config is not None:
     items["config"] = ocp.args.JsonSave(config)
+  quiet = QuietOrbax()
   try:
     manager.save(step, args=ocp.args.Composite(**items), force=True)
     manager.wait_until_finished()
@@ -127,20 +135,115 @@ def save(manager: ocp.CheckpointManager, step: int, state: PyTree,
       tmp = directory / f".{MANIFEST}.tmp"
       tmp.write_text(json.dumps(_digests(directory), indent=1))
       tmp.rename(directory / MANIFEST)
-  except OSError as e:
-    if e.errno == 28:  # ENOSPC
-      raise ConfigError(f"no space left on the device of {manager.directory} while saving "
-                        f"step {step}; the earlier checkpoints there are intact") from None
-    raise
+  except Exception as e:
+    if not disk_full(e):
+      quiet.remove()
+      raise
+    _remove_partial(manager, step)
+    raise ConfigError(f"no space left on the device of {manager.directory} while saving "
+                      f"step {step} (the state is {_size(_nbytes(state))}, "
+                      f"{_size(free_bytes(manager.directory))} free); the earlier "
+                      "checkpoints there are intact") from None
+  quiet.remove()
+
+
+class QuietOrbax:
+  """While installed, drops the log records and thread / callback tracebacks that
+  orbax's threads and tensorstore print, each its own way, for one failed save
+  or restore (RESOURCE_EXHAUSTED for a full disk, then 'Event loop is closed'
+  from callbacks into orbax's finished event loop). Left installed after a
+  failure: they keep coming after the one line that says it all."""
+
+  def __init__(self, noise=("RESOURCE_EXHAUSTED", "No space left on device",
+                            "Event loop is closed")):
+    self.NOISE = tuple(noise)
+    self.loggers = [std_logging.getLogger("absl"), std_logging.getLogger("asyncio")]
+    for logger in self.loggers:
+      logger.addFilter(self._keep)
+    self.hooks = sys.excepthook, sys.unraisablehook, threading.excepthook
+    sys.excepthook = lambda kind, value, tb: self._keep_error(value) and self.hooks[0](
+        kind, value, tb)
+    sys.unraisablehook = lambda u: self._keep_error(u.exc_value) and self.hooks[1](u)
+    threading.excepthook = lambda a: self._keep_error(a.exc_value) and self.hooks[2](a)
+
+  def _keep(self, record: std_logging.LogRecord) -> bool:
+    return self._keep_error(record.getMessage()) and self._keep_error(record.exc_info)
+
+  def _keep_error(self, value) -> bool:
+    text = str(value)
+    return not any(n in text for n in self.NOISE)
+
+  def remove(self) -> None:
+    for logger in self.loggers:
+      logger.removeFilter(self._keep)
+    sys.excepthook, sys.unraisablehook, threading.excepthook = self.hooks
+
+
+def disk_full(error: BaseException) -> bool:
+  """Whether an exception (OSError, or tensorstore's ValueError text) means ENOSPC."""
+  if isinstance(error, OSError) and error.errno == 28:
+    return True
+  text = str(error)
+  return "RESOURCE_EXHAUSTED" in text or "No space left on device" in text
+
+
+def free_bytes(directory) -> int | None:
+  """Free bytes on a local directory's device; None for a URL or an unreadable one."""
+  text = os.fspath(directory)
+  if paths.is_url(text):
+    return None
+  try:
+    return shutil.disk_usage(text).free
+  except OSError:
+    return None
+
+
+def _nbytes(tree: PyTree) -> int:
+  return sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(tree))
+
+
+def _size(num: int | None) -> str:
+  if num is None:
+    return "an unknown amount"
+  for unit in ("bytes", "KB", "MB", "GB", "TB"):
+    if num < 1024 or unit == "TB":
+      return f"{num} {unit}" if unit == "bytes" else f"{num:.1f} {unit}"
+    num /= 1024
+  return ""
+
+
+def _remove_partial(manager: ocp.CheckpointManager, step: int) -> None:
+  """Deletes what a failed save of `step` left: orbax's temporary folder and our
+  temporary manifest (a step orbax committed is complete and stays)."""
+  parent = epath.Path(manager.directory)
+  try:
+    for path in parent.glob(f"{step}.orbax-checkpoint-tmp*"):
+      path.rmtree() if path.is_dir() else path.unlink()
+    tmp = step_dir(manager, step) / f".{MANIFEST}.tmp"
+    if tmp.exists():
+      tmp.unlink()
+  except OSError:
+    pass
 
 
 def verify(manager: ocp.CheckpointManager, step: int) -> str | None:
   """None if checkpoint `step` matches its checksum manifest (or has none), else why not.
 
-  A step without a manifest (saved by an older version, or killed between
-  orbax's commit and the manifest) is complete as far as orbax knows.
+  An empty step folder or one without its `state` (left by a crash or a
+  copy that stopped) is not intact either. A step without a manifest (saved
+  by an older version, or killed between orbax's commit and the manifest) is
+  complete as far as orbax knows.
   """
   directory = step_dir(manager, step)
+  try:
+    names = {p.name for p in directory.iterdir()}
+    state = directory / "state"
+    if not names:
+      return "the folder is empty"
+    if "state" not in names or not state.is_dir() or not any(state.iterdir()):
+      return "state is missing or empty: a half-written step"
+  except OSError as e:
+    return f"unreadable: {e.strerror or e}"
   manifest = directory / MANIFEST
   if not manifest.exists():
     return None
@@ -168,6 +271,22 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: PyTree,
     items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
   restored = manager.restore(step, args=ocp.args.Composite(**items))
   return restored["state"]
+
+
+def restore_error(error: BaseException) -> str:
+  """Why a restore failed, in a few words: tensorstore's status line (DATA_LOSS,
+  OUT_OF_RANGE, ...) if the error or its causes hold one, else the error's first
+  line (KeyError 'Unknown key: state', RuntimeError 'Event loop is closed', ...)."""
+  chain, seen = [], error
+  while seen is not None and len(chain) < 8:
+    chain.append(seen)
+    seen = seen.__cause__ or seen.__context__
+  for e in chain:
+    m = re.search(r"\b([A-Z][A-Z_]{3,}: .*)", str(e))
+    if m:
+      return " ".join(m.group(1).split())[:200]
+  text = " ".join(str(error).split())[:200]
+  return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def intact_steps(manager: ocp.CheckpointManager, warn=print) -> list[int]:

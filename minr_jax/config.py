@@ -33,6 +33,22 @@ def positive_int(config, field: str) -> int:
   return value
 
 
+def non_negative_int(config, field: str) -> int:
+  """config.<field> (dotted); ConfigError naming it unless an int >= 0."""
+  value = config
+  for part in field.split("."):
+    value = value[part]
+  if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    raise ConfigError(f"config.{field} must be a non-negative integer, got {value!r}")
+  return value
+
+
+# Fields that must be True or False where present (on the command line: absl's
+# rules, true/false/t/f/1/0 in any case; in Python: a bool, not 0 or 1).
+BOOL_FIELDS = ("tensorboard", "model.qkv_bias", "model.exact_gelu", "model.remat",
+               "model.norm_pix", "model.ginr_normalize_shared")
+
+
 def validate(config, num_devices: int | None = None) -> None:
   """Raises ConfigError naming the first field that cannot work.
 
@@ -46,6 +62,19 @@ def validate(config, num_devices: int | None = None) -> None:
                 "model.patch_size", "model.dim", "model.depth", "model.num_heads",
                 "model.head_dim", "model.mlp_dim"):
     positive_int(config, field)
+  for field in ("keep_period", "num_grid_images", "seed", "eval_mask_seed"):
+    if field in config:
+      non_negative_int(config, field)
+  for field in BOOL_FIELDS:
+    parent, _, name = field.rpartition(".")
+    holder = config[parent] if parent else config
+    if name in holder and not isinstance(holder[name], bool):
+      raise ConfigError(f"config.{field} must be true or false, got {holder[name]!r}")
+  secs = config.get("checkpoint_every_secs", 0.0)
+  if isinstance(secs, bool) or not (isinstance(secs, (int, float)) and math.isfinite(secs)
+                                    and secs >= 0):
+    raise ConfigError(f"config.checkpoint_every_secs must be a finite number >= 0 "
+                      f"(0 = off), got {secs!r}")
   if config.model.get("attention_impl", "auto") not in ATTENTION_IMPLS:
     raise ConfigError(f"config.model.attention_impl={config.model.attention_impl!r} is "
                       f"not one of {', '.join(ATTENTION_IMPLS)}")

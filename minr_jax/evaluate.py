@@ -13,15 +13,17 @@ masks), and writes `DIR/eval/<step>/results.{json,csv,md}` with the three
 PSNR figures, the interpolation, mean-colour-fill and masked-input baselines
 and the image count per dataset, plus a PNG grid per dataset. Without
 `--datasets` it evaluates the datasets the run evaluated during training.
+`--output=DIR` writes them to DIR instead, leaving the workdir untouched; on a
+read-only workdir without `--output` they go to
+`~/.cache/minr_jax/results/<workdir name>/eval/<step>/`, said in one line.
 """
 
 from __future__ import annotations
 
-import os
-
 import jax
 
-from minr_jax import api, evaluation, families, metrics
+from minr_jax import api, evaluation, families, metrics, paths
+from minr_jax.config import ConfigError
 
 COLUMNS = ("psnr_full", "psnr_masked", "psnr_pasted", "psnr_full_interpolation",
            "psnr_full_mean_fill", "psnr_full_masked_input", "num_images")
@@ -37,9 +39,18 @@ def masking_text(config) -> str:
 
 
 def evaluate_workdir(workdir: str, datasets: str | None = None, step: int | None = None,
-                     max_images: int | None = None, mask_strategy: str | None = None
-                     ) -> tuple[int, dict[str, dict[str, float]]]:
-  """Evaluates a workdir's checkpoint; returns (step, {dataset label: metrics})."""
+                     max_images: int | None = None, mask_strategy: str | None = None,
+                     output: str | None = None) -> tuple[int, dict[str, dict[str, float]]]:
+  """Evaluates a workdir's checkpoint; returns (step, {dataset label: metrics}).
+
+  Results go to `output` if given, else `<workdir>/eval/<step>/`, or, if the
+  workdir is read-only, a folder under ~/.cache/minr_jax/results named in one
+  line (`paths.results_dir`). max_images: 0 = all (as config.dataset.eval_max_images).
+  """
+  if max_images is not None and (isinstance(max_images, bool) or max_images < 0):
+    raise ConfigError(f"--max_images must be >= 0 (0 = all), got {max_images}")
+  if output:
+    paths.check_reachable(output, "--output")
   r = api.restore(workdir, step)
   config = r.config
   if max_images is not None:
@@ -53,7 +64,7 @@ def evaluate_workdir(workdir: str, datasets: str | None = None, step: int | None
                             "--datasets" if datasets is not None else "config.eval_datasets")
   score = evaluation.make_score_fn(r.model, r.family, config, r.mesh, r.params_sharding)
   grid = evaluation.make_grid_fn(r.model, r.family, config, r.mesh, r.params_sharding)
-  out_dir = os.path.join(r.workdir, "eval", str(r.step))
+  out_dir = paths.results_dir(r.workdir, "eval", r.step, output)
   with metrics.MetricWriter(out_dir, tensorboard=False,
                             enabled=jax.process_index() == 0) as writer:
     results = evaluation.evaluate_datasets(score, grid, r.params, config, r.mesh, entries,
@@ -82,6 +93,8 @@ if __name__ == "__main__":
   flags.DEFINE_integer("max_images", None, "Evaluate at most this many images per dataset.")
   flags.DEFINE_string("mask_strategy", None, "Evaluation mask strategy, e.g. random_exact "
                       "(default: the run's config.eval_mask_strategy).")
+  flags.DEFINE_string("output", None, "Folder for the results (default: <workdir>/eval/"
+                      "<step>, or ~/.cache/minr_jax/results/... if the workdir is read-only).")
   f = flags.FLAGS
   cli.run(lambda args: evaluate_workdir(f.workdir, f.datasets, f.step, f.max_images,
-                                        f.mask_strategy))
+                                        f.mask_strategy, f.output))

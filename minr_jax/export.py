@@ -37,12 +37,16 @@ def export(workdir: str, output: str, step: int | None = None,
 
   `output` may be a local folder or a URL (gs://...), like every path of a run.
   Raises ConfigError if workdir has no such (intact) checkpoint, output's bucket
-  is unreachable, or output already holds checkpoints.
+  is unreachable, output is a file, or output already holds checkpoints.
   """
   from minr_jax import api, checkpoint, paths  # noqa: PLC0415
   from minr_jax.config import load_saved  # noqa: PLC0415
 
   paths.check_reachable(output, "--output")
+  if not paths.is_url(output) and os.path.lexists(paths.abspath(output)) and not os.path.isdir(
+      paths.abspath(output)):
+    raise ConfigError(f"--output={output} is a file, not a folder; export into an empty "
+                      "folder")
   target = paths.as_path(output, "--output") / "checkpoints"
   if target.exists() and any(target.iterdir()):
     raise ConfigError(f"{target} already holds checkpoints; export into an empty folder")

@@ -40,12 +40,19 @@ SHORT = {"celeba": "CEL", "imagenette": "IMG", "indoor": "IND"}
 
 
 def latest_results(workdir: str) -> dict[str, dict[str, float]]:
-  """{dataset label: metrics} of a workdir's newest evaluation."""
+  """{dataset label: metrics} of a workdir's newest evaluation: `<workdir>/eval/<step>`,
+  or where `evaluate` wrote it for a read-only workdir (`paths.read_only_results`)."""
+  from minr_jax import paths  # noqa: PLC0415
+
   root = os.path.join(workdir, "eval")
-  steps = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
-  if not steps:
+  found = {}
+  for folder in (paths.read_only_results(workdir, "eval"), root):
+    if os.path.isdir(folder):
+      found.update({int(d): os.path.join(folder, d) for d in os.listdir(folder)
+                    if d.isdigit() and os.path.exists(os.path.join(folder, d, "results.json"))})
+  if not found:
     raise ConfigError(f"no evaluation in {root}: run python -m minr_jax.evaluate first")
-  with open(os.path.join(root, str(steps[-1]), "results.json")) as f:
+  with open(os.path.join(found[max(found)], "results.json")) as f:
     return json.load(f)["results"]
 
 

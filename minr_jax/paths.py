@@ -213,6 +213,42 @@ def cache_root() -> str:
   return os.path.join(os.path.abspath(os.path.expanduser(base)), "minr_jax", "mirror")
 
 
+def writable(path: str | os.PathLike) -> bool:
+  """Whether files can be made in a local folder (or its nearest existing parent):
+  False on a read-only mount, even for root. A URL counts as writable (a store
+  says otherwise only when written)."""
+  text = os.fspath(path)
+  if is_url(text):
+    return True
+  current = abspath(text)
+  while not os.path.exists(current) and os.path.dirname(current) != current:
+    current = os.path.dirname(current)
+  return os.path.isdir(current) and os.access(current, os.W_OK | os.X_OK)
+
+
+def results_dir(workdir: str, kind: str, step: int, output: str | None = None) -> str:
+  """Where a read command writes its results for checkpoint `step` of `workdir`:
+  `output` if given; else `<workdir>/<kind>/<step>`; else, when the workdir is
+  read-only, `<cache>/minr_jax/results/<workdir's name>/<kind>/<step>`, said in one
+  line."""
+  if output:
+    return abspath(output)
+  default = os.path.join(abspath(workdir), kind, str(step))
+  if writable(default):
+    return default
+  fallback = os.path.join(read_only_results(workdir, kind), str(step))
+  print(f"note: {workdir} is read-only; writing the results to {fallback} "
+        "(--output chooses where)", flush=True)
+  return fallback
+
+
+def read_only_results(workdir: str, kind: str) -> str:
+  """`<cache>/minr_jax/results/<workdir's name>/<kind>`: where `results_dir` puts the
+  results of a read-only workdir."""
+  name = os.path.basename(abspath(workdir).rstrip("/")) or "workdir"
+  return os.path.join(os.path.dirname(cache_root()), "results", name, kind)
+
+
 def local_mirror(url: str) -> str:
   """The local folder that mirrors a URL: <cache_root>/<scheme>/<bucket>/<path>.
 

@@ -165,7 +165,7 @@ def probe(train: dict[str, Any], test: dict[str, Any], steps: int = DEFAULT_STEP
   'unseen_test_labels', 'steps', 'lr', 'l2' (the value used), 'l2_chosen_by'
   ('validation' or 'given'), 'l2_sweep' ([{'l2', 'val_accuracy'}], empty
   when given), 'num_val', 'val_fraction', 'split_seed', 'kind'}.
-  ConfigError: no labels, unlabelled rows, different dims or kinds, fewer
+  ConfigError: no labels, unlabelled rows, non-finite embeddings, different dims or kinds, fewer
   than 2 classes, bad hyperparameters, no room for a validation split.
   """
   for name, value, least in (("steps", steps, 1), ("split_seed", split_seed, 0)):
@@ -187,6 +187,13 @@ def probe(train: dict[str, Any], test: dict[str, Any], steps: int = DEFAULT_STEP
     if unlabelled:
       raise ConfigError(f"{name}: {unlabelled} of {len(d['labels'])} embeddings have "
                         "no label (-1)")
+    values = np.asarray(d["embeddings"])
+    if not np.issubdtype(values.dtype, np.number):
+      raise ConfigError(f"{name}: embeddings must be numbers, got {values.dtype}")
+    rows = int((~np.isfinite(values.reshape(len(values), -1))).any(axis=1).sum())
+    if rows:
+      raise ConfigError(f"{name}: {rows} of {len(values)} embeddings hold NaN or infinite "
+                        "values (a diverged model, or images with NaN pixels?)")
   dim_train, dim_test = train["embeddings"].shape[1], test["embeddings"].shape[1]
   if dim_train != dim_test:
     raise ConfigError(f"embedding dims differ: {names[0]} has {dim_train}, "

@@ -20,7 +20,9 @@ every (strategy, ratio). The model is compiled once: masks are drawn outside
 it (by the jitted `masking.draw_indexed`, where the ratio is a traced
 argument) and passed in, so neither a strategy nor a ratio recompiles it.
 
-Writes `DIR/robustness/<step>/`:
+Writes `DIR/robustness/<step>/` (or `--output=FOLDER`, leaving the workdir
+untouched; a read-only workdir without `--output` writes to
+`~/.cache/minr_jax/results/<workdir name>/robustness/<step>/`, said in one line):
   results.json, results.csv, results.md  one row per (dataset, strategy,
       ratio): psnr_full, psnr_masked, psnr_pasted, the baselines
       psnr_full_interpolation, psnr_full_mean_fill and
@@ -188,13 +190,16 @@ def scoring_functions(r: api.Restored, config: ml_collections.ConfigDict):
 def run_sweep(workdir: str, datasets: str | None = None,
               strategies: str | Sequence[str] | None = None,
               ratios: str | Sequence[float] | None = None, step: int | None = None,
-              max_images: int | None = None) -> tuple[int, list[dict[str, Any]]]:
+              max_images: int | None = None, output: str | None = None
+              ) -> tuple[int, list[dict[str, Any]]]:
   """Sweeps a workdir's checkpoint; returns (step, rows) and writes the result files.
 
   Each row is {dataset, strategy, ratio, *COLUMNS}, in dataset, strategy,
   ratio order. `datasets` defaults to the run's evaluation datasets,
   `strategies` to every supported one, `ratios` to DEFAULT_RATIOS. Every
-  input error raises ConfigError before anything is compiled.
+  input error raises ConfigError before anything is compiled. The files go to
+  `output` if given, else `<workdir>/robustness/<step>/`, or for a read-only
+  workdir a folder under ~/.cache/minr_jax/results named in one line.
   """
   t_start = time.perf_counter()
   strategies = None if strategies is None else parse_strategies(strategies)
@@ -244,7 +249,7 @@ def run_sweep(workdir: str, datasets: str | None = None,
               f"hidden {m['mask_fraction']:.3f}  ({m['num_images']} images)", flush=True)
 
   if jax.process_index() == 0:
-    out_dir = os.path.join(r.workdir, "robustness", str(r.step))
+    out_dir = paths.results_dir(r.workdir, "robustness", r.step, output)
     info = describe(r.workdir, r.step, config, train.count_params(r.params), r.family)
     write_results(out_dir, r.step, rows, info)
     plot_psnr(os.path.join(out_dir, "robustness.png"), rows, r.step, r.family.plot_metric)
@@ -404,6 +409,8 @@ if __name__ == "__main__":
                       "Comma-separated mask ratios in [0, 1).")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
   flags.DEFINE_integer("max_images", None, "Evaluate at most this many images per dataset.")
+  flags.DEFINE_string("output", None, "Folder for the results (default: <workdir>/robustness/"
+                      "<step>, or ~/.cache/minr_jax/results/... if the workdir is read-only).")
   f = flags.FLAGS
   cli.run(lambda args: run_sweep(f.workdir, f.datasets, f.strategies, f.ratios, f.step,
-                                 f.max_images))
+                                 f.max_images, f.output))

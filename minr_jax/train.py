@@ -270,17 +270,25 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   state, resume_step = None, None
   for candidate in checkpoint.intact_steps(manager):
-    checkpoint.check_compatible(manager, candidate, steps.abstract_state.params)
-    guard.check_config_change(config, checkpoint.saved_config(manager, candidate),
-                        str(checkpoint.step_dir(manager, candidate)), workdir,
-                        allow_config_change)
+    where = checkpoint.step_dir(manager, candidate)
+    try:
+      checkpoint.check_compatible(manager, candidate, steps.abstract_state.params)
+      saved = checkpoint.saved_config(manager, candidate)
+    except ConfigError:
+      raise
+    except Exception as e:  # noqa: BLE001 (unreadable metadata: an older step)
+      print(f"warning: checkpoint {where} is corrupt ({checkpoint.restore_error(e)}); "
+            "skipping it", flush=True)
+      continue
+    guard.check_config_change(config, saved, str(where), workdir, allow_config_change)
     try:
       state = checkpoint.restore(manager, candidate, steps.abstract_state, train_iter)
       resume_step = candidate
       break
     except Exception as e:  # noqa: BLE001 (a truncated file: fall back to an older step)
-      print(f"warning: cannot restore {checkpoint.step_dir(manager, candidate)} "
-            f"({type(e).__name__}); trying the previous checkpoint", flush=True)
+      checkpoint.QuietOrbax(("Event loop is closed",))  # tensorstore callbacks' tracebacks
+      print(f"warning: checkpoint {where} is corrupt ({checkpoint.restore_error(e)}); "
+            "skipping it", flush=True)
   for bad in sorted(s for s in manager.all_steps() if resume_step is None or s > resume_step):
     moved = checkpoint.set_aside(manager, bad, workdir) if is_main else None
     print(f"moved the unusable checkpoint {bad} to {moved}", flush=True)

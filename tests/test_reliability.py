@@ -152,8 +152,9 @@ def test_a_full_disk_is_one_line_and_keeps_earlier_checkpoints():
     def save(self, *args, **kwargs):
       raise OSError(28, "No space left on device")
 
-  with pytest.raises(ConfigError, match="no space left on the device of /data/run/checkpoints "
-                     "while saving step 3; the earlier checkpoints there are intact"):
+  with pytest.raises(ConfigError, match=r"no space left on the device of /data/run/checkpoints "
+                     r"while saving step 3 \(the state is 0 bytes, an unknown amount free\); "
+                     "the earlier checkpoints there are intact"):
     checkpoint.save(FullDisk(), 3, {}, None)
 
 

@@ -31,7 +31,7 @@ PRNGKey = jax.Array
 INRWeights = list[Array]  # per layer: [fan_in + 1, fan_out], last row = bias.
 
 
-def _pixel_centres(size: int) -> np.ndarray:
+def pixel_centres(size: int) -> np.ndarray:
   """[size] float32 pixel centres -1 + 2 (i + 0.5) / size, computed in float64, rounded once."""
   return (-1.0 + 2.0 * (np.arange(size, dtype=np.float64) + 0.5) / size).astype(np.float32)
 
@@ -43,7 +43,7 @@ def coord_grid(height: int, width: int) -> Array:
   (the same sum in float32 lands one ulp off for some sizes: 95 of the 182
   values at 182 px on a CPU).
   """
-  rows, cols = np.meshgrid(_pixel_centres(height), _pixel_centres(width), indexing="ij")
+  rows, cols = np.meshgrid(pixel_centres(height), pixel_centres(width), indexing="ij")
   return jnp.asarray(np.stack([rows, cols], axis=-1))
 
 
