@@ -13,7 +13,8 @@ robustness, compare and embed read like any other:
 No optimizer state (Adam's moments are twice the parameters) and no data
 iterator position are kept, so it cannot resume training. The config's
 `dataset.path` (a folder on the machine that trained it) is replaced by
-`--dataset_path`, default `PLACEHOLDER_PATH`; give your own folder to
+`--dataset_path`, default `PLACEHOLDER_PATH`, and `eval_datasets` (more such
+folders) is emptied, so the config names no path of that machine; give your own folder to
 evaluate with `--config`-free commands, e.g.
 `python -m minr_jax.evaluate --workdir=<output> --datasets=image_folder:/my/faces`.
 """
@@ -54,6 +55,9 @@ def export(workdir: str, output: str, step: int | None = None,
   params = jax.tree.map(lambda x: np.asarray(x, np.float32), restored.params)
   config = load_saved(restored.workdir)
   config.dataset.path = dataset_path or PLACEHOLDER_PATH
+  # Folders of the training machine: evaluate the folder given above by default.
+  config.eval_datasets = ""
+  config.eval_train_dataset = True
   paths.makedirs(output)
   paths.write_text(os.path.join(paths.abspath(output), "config.json"),
                    config.to_json_best_effort(indent=2) + "\n")

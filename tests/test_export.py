@@ -19,7 +19,8 @@ def run(tmp_path_factory):
   """A 2-step tiny run on a generated folder: (workdir, folder)."""
   root = tmp_path_factory.mktemp("export")
   folder = make_image_folder(str(root / "images"))
-  config = tiny_config(str(root / "tfds"), folder, num_train_steps=2)
+  config = tiny_config(str(root / "tfds"), folder, num_train_steps=2,
+                       eval_datasets=f"image_folder:{folder}")
   workdir = str(root / "run")
   train.train_and_evaluate(config, workdir)
   return workdir, folder
@@ -32,6 +33,7 @@ def test_export_keeps_only_the_params_and_loads_like_the_run(run, tmp_path):
   with open(os.path.join(out, "config.json")) as f:
     saved = json.load(f)
   assert saved["dataset"]["path"] == export.PLACEHOLDER_PATH
+  assert saved["eval_datasets"] == "" and saved["eval_train_dataset"] is True  # no paths kept
   assert os.listdir(os.path.join(out, "checkpoints")) == ["2"]
   kept = set(os.listdir(os.path.join(out, "checkpoints", "2")))
   assert {"state", "config"} <= kept and "data" not in kept  # no data iterator
