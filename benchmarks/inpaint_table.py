@@ -21,17 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
+import minr_jax
+from minr_jax import inpaint
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import minr_jax  # noqa: E402
-from minr_jax import inpaint  # noqa: E402
-
 DEFAULT_MASKS = ("box:0.25,0.25,0.75,0.75", "random:0.75:seed=0")
 
 
