@@ -245,8 +245,9 @@ def check_folder(path: str | None, field: str = 'config.dataset.path') -> None:
   skipped = []
   if next(walk_images(train_dir, skipped), None) is None:
     extensions = '/'.join(sorted(e[1:] for e in IMAGE_EXTENSIONS))
-    others = (f' ({len(skipped)} not regular files skipped, e.g. '
-              f'{shown(skipped[0])})' if skipped else '')
+    more = f' and {len(skipped) - 1} more' if len(skipped) > 1 else ''
+    others = (f' (skipped, not regular files: {shown(skipped[0])}{more})'
+              if skipped else '')
     raise ConfigError(f'{field}: no images ({extensions}) in {train_dir}{others}')
 
 
