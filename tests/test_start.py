@@ -11,10 +11,10 @@ import sys
 
 import ml_collections
 import pytest
+
 from configs import ginr as ginr_config
 from configs import mae as mae_config
 from configs import transinr as transinr_config
-
 from minr_jax import checkpoint
 from minr_jax import config as config_lib
 from minr_jax.config import ConfigError

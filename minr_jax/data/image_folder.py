@@ -400,6 +400,13 @@ def rgb_image_bytes(data: bytes, name: str) -> bytes:
   return buffer.getvalue()
 
 
+def _open_nonblocking(path: str, flags: int) -> int:
+  """os.open with O_NONBLOCK: opening a file turned into a FIFO since the
+  listing returns at once instead of waiting for a writer; a regular file
+  reads as usual."""
+  return os.open(path, flags | os.O_NONBLOCK)
+
+
 def encoded_rgb(path: str) -> bytes:
   """The image at `path` as RGB JPEG/PNG bytes (original bytes if possible).
 
@@ -416,11 +423,8 @@ def encoded_rgb(path: str) -> bytes:
     if paths.is_url(path):
       data = paths.as_path(path).read_bytes()
     else:
-      # O_NONBLOCK: a file turned into a FIFO since the listing must not
-      # block; it changes nothing for a regular file.
-      fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-      with open(fd, 'rb') as handle:
-        if not stat_lib.S_ISREG(os.fstat(fd).st_mode):
+      with open(path, 'rb', opener=_open_nonblocking) as handle:
+        if not stat_lib.S_ISREG(os.fstat(handle.fileno()).st_mode):
           raise ConfigError(f'cannot read image {path}: not a regular file')
         data = handle.read()
   except OSError as e:
