@@ -8,7 +8,8 @@ hands its body to `run`:
     flags.DEFINE_string("workdir", None, "...", required=True)
     cli.run(lambda args: evaluate_workdir(flags.FLAGS.workdir, ...))
 
-`run` checks for stray arguments (unless the command takes positional ones),
+`run` refuses stray arguments in one line (unless the command takes positional
+ones), names the flag and file of a config file that does not load,
 keeps the log at WARNING (JAX's and TFDS's INFO lines drown the progress
 lines), and turns a ConfigError into `error: <message>` on one line with exit
 status 1, before anything compiles.
@@ -16,8 +17,10 @@ status 1, before anything compiles.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+import traceback
 from collections.abc import Callable
 
 from absl import app, flags, logging
@@ -50,11 +53,42 @@ def flag_error(error: Exception, argv: list[str]) -> str:
   return f"{name}: {detail}" if name and detail else head
 
 
+def config_file_error(error: Exception, argv: list[str]) -> str | None:
+  """One line for an error raised by executing a config file (a syntax error, a
+  failed import, any exception while it loads), naming its flag and the file;
+  None if no config-file flag in argv names the file the error came from."""
+  given = {}  # flag name -> file
+  for i, arg in enumerate(argv):
+    m = re.match(r"--(\w+)(?:=(.*))?$", arg)
+    if not m or m.group(1) not in flags.FLAGS:
+      continue
+    if type(flags.FLAGS[m.group(1)]).__name__ != "_ConfigFlag":
+      continue
+    value = m.group(2) if m.group(2) is not None else (argv[i + 1] if i + 1 < len(argv) else "")
+    given[m.group(1)] = value.split(":", 1)[0]
+  if not given:
+    return None
+  lines = {os.path.abspath(f.filename): f.lineno
+           for f in traceback.extract_tb(error.__traceback__)}
+  if isinstance(error, SyntaxError) and error.filename:
+    lines[os.path.abspath(error.filename)] = error.lineno
+  for name, path in given.items():
+    line = lines.get(os.path.abspath(path))
+    if line is not None or len(given) == 1:
+      reason = (error.msg if isinstance(error, SyntaxError)
+                else f"{type(error).__name__}: {' '.join(str(error).split())}")
+      where = f" (line {line})" if line else ""
+      return f"--{name}: {path} does not load: {reason}{where}"
+  return None
+
+
 def _parse(argv: list[str]) -> list[str]:
   try:
     rest = flags.FLAGS(argv)
-  except Exception as e:  # noqa: BLE001 (every parse error becomes one line)
+  except flags.Error as e:
     sys.exit(f"error: {flag_error(e, argv)}")
+  except Exception as e:  # noqa: BLE001 (raised by a config file while it loads)
+    sys.exit(f"error: {config_file_error(e, argv) or flag_error(e, argv)}")
   for name in flags.FLAGS:  # a config file that failed to load fails on first use
     value = flags.FLAGS[name].value
     if type(value).__name__ == "_ErrorConfig":
@@ -71,7 +105,9 @@ def run(body: Callable[[list[str]], object], *, positional: bool = False) -> Non
 
   def main(argv: list[str]) -> None:
     if not positional and len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+      stray = " ".join(repr(a) for a in argv[1:])
+      sys.exit(f"error: unexpected argument{'s' * (len(argv) > 2)} {stray}: this command "
+               "takes flags only, as --name=value (see --help)")
     logging.set_verbosity(logging.WARNING)
     try:
       body(argv[1:])

@@ -133,17 +133,25 @@ _ADDED_FIELDS = {
              "cutoff_low": None, "cutoff_high": None},
     "model": {"dtype": "float32", "inr_dtype": "", "remat": False},
 }
+# Added fields that only some families have ("" in model.family = the legacy
+# TransINR config.json, written before model.family existed).
+_FAMILY_FIELDS = {"model.inr_dtype": ("transinr", "ginr", "")}
 
 
 def complete_saved(config):
   """Adds to a saved config (a ConfigDict read from config.json) the fields it predates.
 
+  Only the fields its model family has (MAE never had model.inr_dtype).
   Returns the names of the fields added (empty for a current config).
   """
   added = []
+  model = config.get("model", None) or {}
+  family = str(model.get("family", None) or "").lower()
 
   def fill(target, defaults, prefix):
     for name, value in defaults.items():
+      if family not in _FAMILY_FIELDS.get(prefix + name, (family,)):
+        continue
       if isinstance(value, dict):
         if name not in target:
           target[name] = {}

@@ -96,30 +96,39 @@ def dataset_config(config: ml_collections.ConfigDict, name: str,
 
 
 def check_datasets(config: ml_collections.ConfigDict, datasets: Sequence[EvalDataset],
-                   where: str = "config.eval_datasets") -> None:
+                   where: str = "config.eval_datasets", workdir: str | None = None) -> None:
   """data.check_dataset for each dataset (ConfigError on the first bad one; the
-  message names `where`, the flag or field that listed it, or config.dataset.*)."""
+  message names `where`, the flag or field that listed it, or config.dataset.*).
+  With a training `workdir`, also refuses one inside an image folder the run reads."""
   for name, path in datasets:
-    if (name, path) == (config.dataset.name, config.dataset.path):
+    own = (name, path) == (config.dataset.name, config.dataset.path)
+    if own:
       data.check_dataset(config)
     else:
       data.check_dataset(config, name, path, origin=where)
+    if workdir is not None:
+      data.check_workdir_outside(config, workdir, *(() if own else (name, path)),
+                                 origin=where)
 
 
 def prepare_datasets(config: ml_collections.ConfigDict,
                      datasets: Sequence[EvalDataset]) -> None:
-  """With several processes, process 0 prepares every dataset first, the others wait.
+  """Prepares every dataset and refuses an empty eval split, before anything compiles.
 
-  The first use of a dataset prepares it in dataset.data_dir; two processes
-  preparing the same folder at once would race.
+  With several processes, process 0 prepares every dataset first while the
+  others wait (two processes preparing the same folder at once would do the
+  work twice); then each process checks every eval split (ConfigError naming
+  the dataset's field and path if one holds no images, which would otherwise
+  stop the run at its first evaluation).
   """
-  if jax.process_count() == 1:
-    return
-  from jax.experimental import multihost_utils  # noqa: PLC0415
-  if jax.process_index() == 0:
-    for name, path in datasets:
-      data.num_eval_images(config, name, path)  # loads = prepares
-  multihost_utils.sync_global_devices("minr_jax: evaluation data prepared")
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+    if jax.process_index() == 0:
+      for name, path in datasets:
+        data.num_eval_images(config, name, path)  # loads = prepares
+    multihost_utils.sync_global_devices("minr_jax: evaluation data prepared")
+  for name, path in datasets:
+    data.check_eval_images(config, name, path)
 
 
 # ----------------------------------------------------------------- scoring ---

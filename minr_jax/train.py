@@ -241,7 +241,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # Every check that can fail on bad input runs before anything compiles.
   family = families.check(config)
   datasets = evaluation.eval_datasets(config)
-  evaluation.check_datasets(config, datasets)
+  evaluation.check_datasets(config, datasets, workdir=workdir)
   profiling.parse(config.get("profile", ""))
   mesh = sharding.make_mesh(config)
   sharding.check_batch_sizes(config, mesh)
@@ -263,7 +263,7 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
   steps = make_steps(config, mesh, family)
   run_config = steps.config
   train_iter = _make_train_iterator(run_config)  # data errors before the manager exists
-  evaluation.prepare_datasets(run_config, datasets)
+  evaluation.prepare_datasets(run_config, datasets)  # and empty eval splits
   root = checkpoint.as_path(workdir)
   manager = checkpoint.make_manager(workdir, config.keep_checkpoints,
                                     config.get("keep_period", 0))

@@ -23,6 +23,7 @@ from typing import Any
 from minr_jax.data import datasets
 from minr_jax.data import options as options_lib
 from minr_jax.data.pipeline import (
+  check_eval_images,
   make_eval_batches,
   make_train_iterator,
   num_eval_images,
@@ -30,6 +31,8 @@ from minr_jax.data.pipeline import (
 
 __all__ = [
     'check_dataset',
+    'check_eval_images',
+    'check_workdir_outside',
     'make_eval_batches',
     'make_train_iterator',
     'num_eval_images',
@@ -59,3 +62,18 @@ def check_dataset(config: Any, name: str | None = None, path: str | None = None,
     ConfigError: see above.
   """
   datasets.check(options_lib.from_config(config, name, path, origin=origin))
+
+
+def check_workdir_outside(config: Any, workdir: str, name: str | None = None,
+                          path: str | None = None, *,
+                          origin: str = 'config.eval_datasets') -> None:
+  """Refuses a training workdir inside an image folder the run reads.
+
+  Its PNG grids would become images of the folder (see `image_folder`). Other
+  datasets are not listed from a folder, so any workdir suits them.
+
+  Raises:
+    ConfigError: one line naming --workdir, the field and the folder.
+  """
+  datasets.check_workdir(options_lib.from_config(config, name, path, origin=origin),
+                         workdir)

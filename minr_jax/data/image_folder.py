@@ -16,7 +16,10 @@ flat folder) get label -1, meaning "unlabelled". MINR does not use labels;
 they are stored for later use.
 
 Files: extensions .jpg .jpeg .png .bmp .webp (any case); names starting with
-'.' are skipped; symlinks are followed. Every image becomes RGB: greyscale and
+'.' are skipped; symlinks are followed. Only regular files (or symlinks to
+them) are opened: anything else with an image name (a FIFO, which would
+block the reading forever, a device, a socket) is skipped and counted in the
+line announcing the preparation. Every image becomes RGB: greyscale and
 palette images are replicated to 3 channels, transparency is composited over
 white, EXIF rotation is applied. RGB JPEG/PNG files are stored byte-for-byte,
 others are re-encoded losslessly as PNG.
@@ -35,6 +38,15 @@ changed one is prepared anew (old versions are left in place). Within one
 process the prepared builder is cached per (path, data_dir, eval_fraction),
 so a run sees one snapshot even if files change while it runs.
 
+A training workdir inside DIR is refused (`check_workdir_outside`), not
+excluded from the listing: its PNG grids would become training images, and
+excluding them would make the prepared data depend on which run lists the
+folder (another run, `evaluate` or a notebook would see other images). A
+workdir in a hidden folder (a name starting with '.') is allowed, as
+listings skip it.
+
+Concurrent preparations, killed ones and a full disk: see `tfds_utils`.
+
 Eval order: TFDS's fixed hash-of-key order (keys are relative paths), so
 `eval_max_images` takes a stable pseudo-random subset, not one class.
 """
@@ -47,6 +59,7 @@ import io
 import json
 import os
 import re
+import stat as stat_lib
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -89,6 +102,7 @@ class Listing:
   split_rule: str  # 'dirs' or 'hash:<eval_fraction>'.
   class_names: tuple[str, ...]
   files: tuple[ImageFile, ...]  # Sorted by relpath.
+  skipped: tuple[str, ...] = ()  # Image names that are not regular files.
 
 
 def is_image_name(name: str) -> bool:
@@ -139,14 +153,19 @@ class _ObjectStat(NamedTuple):
   st_mtime_ns: int
 
 
-def walk_images(directory: str) -> Iterator[tuple[str, os.stat_result]]:
+def walk_images(directory: str, skipped: list[str] | None = None
+                ) -> Iterator[tuple[str, os.stat_result]]:
   """Absolute paths of the images below `directory` and their stat, lazily.
 
   Hidden files and folders are skipped; symlinked folders are followed once
-  (a folder reached again through a link loop is not re-entered).
+  (a folder reached again through a link loop is not re-entered). An image
+  name that is not a regular file (after following links: a FIFO, a device,
+  a socket) is skipped and appended to `skipped`.
 
   Args:
     directory: an existing directory.
+    skipped: receives the paths of the image names that are not regular
+      files.
 
   Yields:
     (absolute file path, its os.stat_result) in sorted walk order.
@@ -175,7 +194,11 @@ def walk_images(directory: str) -> Iterator[tuple[str, os.stat_result]]:
     for name in sorted(files):
       if is_image_name(name):
         path = os.path.join(current, name)
-        yield path, _image_stat(path)
+        stat = _image_stat(path)
+        if stat_lib.S_ISREG(stat.st_mode):
+          yield path, stat
+        elif skipped is not None:
+          skipped.append(path)
 
 
 def _url_isdir(url: str) -> bool:
@@ -219,9 +242,43 @@ def check_folder(path: str | None, field: str = 'config.dataset.path') -> None:
   elif not os.path.isdir(path):
     raise ConfigError(f'{field} is not a directory: {path}')
   train_dir, _ = split_dirs(paths.abspath(path))
-  if next(walk_images(train_dir), None) is None:
+  skipped = []
+  if next(walk_images(train_dir, skipped), None) is None:
     extensions = '/'.join(sorted(e[1:] for e in IMAGE_EXTENSIONS))
-    raise ConfigError(f'{field}: no images ({extensions}) in {train_dir}')
+    more = f' and {len(skipped) - 1} more' if len(skipped) > 1 else ''
+    others = (f' (skipped, not regular files: {shown(skipped[0])}{more})'
+              if skipped else '')
+    raise ConfigError(f'{field}: no images ({extensions}) in {train_dir}{others}')
+
+
+def check_workdir_outside(path: str, workdir: str,
+                          field: str = 'config.dataset.path') -> None:
+  """Refuses a training workdir inside the image folder (module docstring).
+
+  Args:
+    path: the configured folder.
+    workdir: the run's --workdir.
+    field: what to call `path` in messages.
+
+  Raises:
+    ConfigError: `--workdir=W is inside <field> DIR: ...` (one line).
+  """
+  if paths.is_url(path) != paths.is_url(workdir):
+    return
+  if paths.is_url(path):
+    folder, work = path.rstrip('/'), workdir.rstrip('/')
+  else:
+    folder = os.path.realpath(paths.abspath(path))
+    work = os.path.realpath(paths.abspath(workdir))
+  if work != folder and not work.startswith(folder.rstrip('/') + '/'):
+    return
+  relative = work[len(folder):].strip('/')
+  if any(part.startswith('.') for part in relative.split('/') if part):
+    return  # Hidden: listings skip it.
+  raise ConfigError(
+      f'--workdir={workdir} is inside {field} {path}: the run\'s PNG grids '
+      'would become training images the next time the folder is prepared; use '
+      'a workdir outside the folder (or a hidden one, named .something)')
 
 
 def hash_fraction(relpath: str) -> float:
@@ -256,9 +313,10 @@ def list_folder(root: str, eval_fraction: float) -> Listing:
     ConfigError: see `walk_images`.
   """
   train_dir, eval_dir = split_dirs(root)
+  skipped = []
   # (absolute path, stat, split, class name or None).
   found = [(p, st, TRAIN, _class_of(p, train_dir))
-           for p, st in walk_images(train_dir)]
+           for p, st in walk_images(train_dir, skipped)]
   if eval_dir is None:
     rule = f'hash:{eval_fraction!r}'
     found = [(p, st, EVAL if hash_fraction(
@@ -267,13 +325,13 @@ def list_folder(root: str, eval_fraction: float) -> Listing:
   else:
     rule = 'dirs'
     found += [(p, st, EVAL, _class_of(p, eval_dir))
-              for p, st in walk_images(eval_dir)]
+              for p, st in walk_images(eval_dir, skipped)]
   class_names = tuple(sorted({c for _, _, _, c in found if c is not None}))
   index = {name: i for i, name in enumerate(class_names)}
   files = [_image_file(p, st, root, s, index.get(c, UNLABELLED))
            for p, st, s, c in found]
   files.sort(key=lambda f: f.relpath)
-  return Listing(root, rule, class_names, tuple(files))
+  return Listing(root, rule, class_names, tuple(files), tuple(skipped))
 
 
 def fingerprint(listing: Listing) -> str:
@@ -342,6 +400,13 @@ def rgb_image_bytes(data: bytes, name: str) -> bytes:
   return buffer.getvalue()
 
 
+def _open_nonblocking(path: str, flags: int) -> int:
+  """os.open with O_NONBLOCK: opening a file turned into a FIFO since the
+  listing returns at once instead of waiting for a writer; a regular file
+  reads as usual."""
+  return os.open(path, flags | os.O_NONBLOCK)
+
+
 def encoded_rgb(path: str) -> bytes:
   """The image at `path` as RGB JPEG/PNG bytes (original bytes if possible).
 
@@ -358,7 +423,9 @@ def encoded_rgb(path: str) -> bytes:
     if paths.is_url(path):
       data = paths.as_path(path).read_bytes()
     else:
-      with open(path, 'rb') as handle:
+      with open(path, 'rb', opener=_open_nonblocking) as handle:
+        if not stat_lib.S_ISREG(os.fstat(handle.fileno()).st_mode):
+          raise ConfigError(f'cannot read image {path}: not a regular file')
         data = handle.read()
   except OSError as e:
     raise ConfigError(f'cannot read image {path}: {_one_line(e)}') from e
@@ -450,7 +517,12 @@ def prepare(path: str, data_dir: str, eval_fraction: float,
   if not tfds_utils.is_prepared(builder):
     logging.info('Preparing %d images of %s into %s', len(listing.files),
                  listing.root, builder.data_dir)
-  tfds_utils.prepare(builder)
+  note = ''
+  if listing.skipped:
+    note = (f'; skipped {len(listing.skipped)} image name(s) that are not regular '
+            f'files (FIFO, device or socket), e.g. {shown(listing.skipped[0])}')
+  tfds_utils.prepare(builder, note=note,
+                     source_bytes=sum(f.size for f in listing.files))
   return builder
 
 
@@ -465,6 +537,18 @@ def _prepared(path: str, data_dir: str, eval_fraction: float,
   if key not in _PREPARED:
     _PREPARED[key] = prepare(path, data_dir, eval_fraction, field)
   return _PREPARED[key]
+
+
+def no_eval_images(options: options_lib.DataOptions) -> str:
+  """The one-line reason why the folder's eval split is empty (for ConfigError)."""
+  _, eval_dir = split_dirs(paths.abspath(options.path))
+  if eval_dir is not None:
+    why = f'{eval_dir} holds no images'
+  else:
+    why = ('none fell in the held-out share, config.dataset.eval_fraction='
+           f'{options.eval_fraction!r}, by the hash of its path; add images, raise '
+           'config.dataset.eval_fraction, or make train/ and val/ sub-folders')
+  return f'{options.path_field}: no evaluation images in {options.path} ({why})'
 
 
 def load(options: options_lib.DataOptions) -> base.Dataset:

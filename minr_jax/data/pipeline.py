@@ -205,3 +205,22 @@ def num_eval_images(config: Any, name: str | None = None,
   datasets.check(options)
   return _eval_count(options, len(datasets.load(options).eval))
 
+
+
+def check_eval_images(config: Any, name: str | None = None,
+                      path: str | None = None, *,
+                      origin: str = 'config.eval_datasets') -> int:
+  """`num_eval_images`, refusing an empty eval split before anything compiles.
+
+  Prepares the dataset if needed.
+
+  Raises:
+    ConfigError: bad config, folder or image; an eval split without images
+      (one line naming the dataset's field and path).
+  """
+  options = options_lib.from_config(config, name, path, origin=origin)
+  datasets.check(options)
+  available = len(datasets.load(options).eval)
+  if not available:
+    raise ConfigError(datasets.no_eval_images(options))
+  return _eval_count(options, available)

@@ -1,21 +1,44 @@
 """Preparing a TFDS builder as array_record files and reading it back, no TF.
 
-`prepare` runs `download_and_prepare` once (under a file lock, so two
-processes on one host do not write the same directory); later calls find the
-data and return at once. `split_source` opens a split as a random-access
-data source (decoding happens on `__getitem__`, with PIL). A URL data_dir
-(gs://...) is used through a local mirror, since array_record files are
-read and written with local file I/O: finished data are fetched from the
-URL, or prepared locally and then uploaded.
+`prepare` runs `download_and_prepare` once; later calls find the data and
+return at once. `split_source` opens a split as a random-access data source
+(decoding happens on `__getitem__`, with PIL). A URL data_dir (gs://...) is
+used through a local mirror, since array_record files are read and written
+with local file I/O: finished data are fetched from the URL, or prepared
+locally and then uploaded.
+
+Two processes preparing the same data at once (two first runs on one
+data_dir): one prepares while the other waits on a lock file,
+`<data_dir>/.locks/<name>_<config>_<version>.lock` (flock), then reads what
+the first wrote. Chosen over "each writes its own copy, an atomic rename
+wins" because a preparation is as large and slow as the dataset itself,
+and two copies would double the time, the disk needed and the chance of
+filling it; a flock needs no clean-up, since the kernel drops it when its
+process ends, however it ends. A waiting process re-reads the finished
+data's metadata: a builder made before the data existed holds none, and
+reading its splits then would find them all empty.
+
+What a preparation leaves: TFDS writes into `incomplete.XXXXXX_<version>`
+beside the version folder and renames it when done, so a version folder
+holding `dataset_info.json` and `features.json` is always finished. A
+preparation killed midway leaves its `incomplete.*` folder; the next
+`prepare` of that dataset name (any config) removes every such folder whose
+lock no process holds. A full disk is one line (`NoSpaceError`) naming data_dir
+and its free space, with the partial output removed. TFDS's look-up of
+precomputed metadata in its bucket (off here: no network) is skipped, as it
+made an empty `tmp*tfds` directory in the temp dir at every builder
+construction and never removed it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import io
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +46,7 @@ import grain
 import tensorflow_datasets as tfds
 
 from minr_jax import paths
+from minr_jax.config import ConfigError
 
 
 class _NoOpenCVNote(logging.Filter):
@@ -37,14 +61,38 @@ logging.getLogger('absl').addFilter(_NoOpenCVNote())
 FILE_FORMAT = 'array_record'
 
 
+def _no_bucket_info(info: tfds.core.DatasetInfo) -> None:
+  """Replaces DatasetInfo.initialize_from_bucket: no look-up, no temp directory.
+
+  TFDS's version makes `tempfile.mkdtemp('tfds')` before asking whether the
+  bucket look-up is enabled, and never removes it.
+  """
+  del info
+
+
+tfds.core.DatasetInfo.initialize_from_bucket = _no_bucket_info
+
+
+class NoSpaceError(ConfigError):
+  """The disk of data_dir filled up during a preparation (nothing partial kept)."""
+
+
 @contextlib.contextmanager
-def _file_lock(path: str) -> Iterator[None]:
-  """Holds an exclusive flock on `path` (created if needed) while inside."""
+def _file_lock(path: str, wait: bool = True) -> Iterator[bool]:
+  """Holds an exclusive flock on `path` (created if needed) while inside.
+
+  Yields True once held; with `wait=False`, yields False at once if another
+  process holds it.
+  """
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'a') as handle:
-    fcntl.flock(handle, fcntl.LOCK_EX)
     try:
-      yield
+      fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+      yield False
+      return
+    try:
+      yield True
     finally:
       fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -85,13 +133,101 @@ def _fetch(builder: tfds.core.DatasetBuilder) -> None:
 
 def _lock_path(builder: tfds.core.DatasetBuilder) -> str:
   """`<data_dir>/.locks/<name>_<config>_<version>.lock`, outside TFDS dirs."""
-  root = os.fspath(builder.data_dir_root)
-  relative = os.path.relpath(builder.data_dir, root).replace(os.sep, '_')
+  return _lock_of(os.fspath(builder.data_dir_root), os.fspath(builder.data_dir))
+
+
+def _lock_of(root: str, version_dir: str) -> str:
+  relative = os.path.relpath(version_dir, root).replace(os.sep, '_')
   return os.path.join(root, '.locks', relative + '.lock')
 
 
+_INCOMPLETE = 'incomplete.'  # TFDS: incomplete.XXXXXX_<version> beside <version>.
+
+
+def remove_incomplete(builder: tfds.core.DatasetBuilder,
+                      holding: str | None = None) -> list[str]:
+  """Removes the `incomplete.*` folders of killed preparations of builder's dataset.
+
+  Looks in `<data_dir>/<name>/` and `<data_dir>/<name>/<config>/` (any
+  config: the folder may have changed since). A folder is removed only if no
+  process holds the lock of the version it was becoming, i.e. no preparation
+  of it is running, or if that lock is `holding` (held by the caller, which
+  is not preparing it at the moment).
+
+  Returns:
+    The folders removed.
+  """
+  root = os.fspath(builder.data_dir_root)
+  top = os.path.join(root, builder.name)
+  removed = []
+  for parent in [top] + sorted(e.path for e in _scandir(top) if e.is_dir()):
+    for entry in sorted(_scandir(parent), key=lambda e: e.name):
+      if not (entry.name.startswith(_INCOMPLETE) and '_' in entry.name
+              and entry.is_dir(follow_symlinks=False)):
+        continue
+      lock = _lock_of(root, os.path.join(parent, entry.name.split('_', 1)[1]))
+      if lock == holding:
+        held = contextlib.nullcontext(True)
+      else:
+        held = _file_lock(lock, wait=False)
+      try:
+        with held as free:
+          if free:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+      except OSError:  # A lock that cannot be made (read-only data_dir): leave it.
+        pass
+  return removed
+
+
+def _scandir(path: str) -> list[os.DirEntry]:
+  try:
+    with os.scandir(path) as entries:
+      return list(entries)
+  except OSError:
+    return []
+
+
+def _is_no_space(error: BaseException) -> bool:
+  """Whether `error` (or what it wraps) is a full disk or quota.
+
+  array_record reports it as a RuntimeError whose text holds strerror.
+  """
+  for _ in range(10):  # The error and what it wraps.
+    if error is None:
+      return False
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if any(os.strerror(n) in str(error) for n in (errno.ENOSPC, errno.EDQUOT)):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def _megabytes(n: int) -> str:
+  return f'{n / 1e6:,.1f} MB'
+
+
+def _no_space(builder: tfds.core.DatasetBuilder, needed: int | None) -> NoSpaceError:
+  root = os.fspath(builder.data_dir_root)
+  usage = shutil.disk_usage(root)
+  need = f'; the source files take {_megabytes(needed)}' if needed else ''
+  return NoSpaceError(
+      f'config.dataset.data_dir: no space left on the device of {root} while '
+      f'preparing {builder.name} ({_megabytes(usage.free)} free of '
+      f'{_megabytes(usage.total)}{need}); nothing partial was kept: free '
+      'space or set config.dataset.data_dir to a larger disk')
+
+
+def _read_info(builder: tfds.core.DatasetBuilder) -> None:
+  """Loads the finished data's metadata into a builder made before they existed."""
+  if not builder.info.splits:
+    builder.info.read_from_directory(builder.data_dir)
+
+
 def prepare(builder: tfds.core.DatasetBuilder,
-            manual_dir: str | None = None) -> None:
+            manual_dir: str | None = None, *, note: str = '',
+            source_bytes: int | None = None) -> None:
   """Writes `builder`'s splits to `builder.data_dir` unless already there.
 
   No network access: the builders here download nothing (the catalogue ones
@@ -99,32 +235,50 @@ def prepare(builder: tfds.core.DatasetBuilder,
   are off. Errors raised by the builder's generator propagate unchanged
   (TFDS removes its partial output). When `builder.data_dir` mirrors a URL
   data_dir (`options.from_config`), finished data at the URL are copied in
-  instead of prepared, and data prepared here are uploaded to the URL.
+  instead of prepared, and data prepared here are uploaded to the URL. On
+  return, `builder.info` describes the finished data (module docstring).
 
   Args:
     builder: a builder constructed with `file_format='array_record'`.
     manual_dir: TFDS's manual download directory (default
       `<data_dir>/downloads/manual`).
+    note: appended to the one line announcing a preparation.
+    source_bytes: the size of what is prepared, if known (for NoSpaceError).
+
+  Raises:
+    NoSpaceError: the disk of data_dir filled up.
   """
+  if os.path.isdir(builder.data_dir_root):
+    remove_incomplete(builder)  # Left by killed preparations.
   if _prepared_here(builder):
+    _read_info(builder)
     return
-  with _file_lock(_lock_path(builder)):
+  lock = _lock_path(builder)
+  with _file_lock(lock):
     if _prepared_here(builder):  # Another process finished it meanwhile.
+      _read_info(builder)
       return
+    remove_incomplete(builder, lock)  # Left by killed preparations.
     if _prepared_remote(builder):
       _fetch(builder)
       return
     # One line instead of TFDS's "Downloading and preparing ... Unknown size"
     # and its progress bars (escape sequences in log files).
     print(f'preparing the {builder.name} dataset in {builder.data_dir} (once; nothing '
-          'is downloaded)', flush=True)
+          f'is downloaded){note}', flush=True)
     tfds.disable_progress_bar()
-    with contextlib.redirect_stdout(io.StringIO()):
-      builder.download_and_prepare(
-          download_dir=os.path.join(builder.data_dir_root, 'downloads'),
-          download_config=tfds.download.DownloadConfig(
-              try_download_gcs=False, manual_dir=manual_dir),
-          file_format=FILE_FORMAT)
+    try:
+      with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare(
+            download_dir=os.path.join(builder.data_dir_root, 'downloads'),
+            download_config=tfds.download.DownloadConfig(
+                try_download_gcs=False, manual_dir=manual_dir),
+            file_format=FILE_FORMAT)
+    except Exception as e:
+      remove_incomplete(builder, lock)  # TFDS removes its own; this makes sure.
+      if _is_no_space(e):
+        raise _no_space(builder, source_bytes) from e
+      raise
     remote = _remote(builder)
     if remote is not None:  # The info files go last: the URL is then complete.
       paths.copy_tree(builder.data_dir, remote, last=_DONE_FILES)
