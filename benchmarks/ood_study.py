@@ -60,22 +60,6 @@ NAMES = {"transinr": "TransINR-MINR", "ginr": "GINR-MINR", "mae": "MAE"}
 REFERENCE = "transinr"  # the model whose step count sets the budget
 METRICS = ("psnr_pasted", "psnr_masked", "psnr_full_interpolation", "psnr_full_mean_fill")
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Root of the study's runs and results.")
-_TRAIN = flags.DEFINE_string("train", None, "Training sets, 'name:folder,...' (used whole).")
-_EVAL = flags.DEFINE_string("eval", None, "Evaluation domains, 'name:folder,...' "
-                            "(each folder's val/ split, or its hash split).")
-_MODELS = flags.DEFINE_string("models", "transinr,ginr,mae", "Models, comma-separated.")
-_SEEDS = flags.DEFINE_string("seeds", "0,1", "Seeds, comma-separated.")
-_BUDGET = flags.DEFINE_integer("budget_steps", 3000, "TransINR-MINR's steps of 16 images; "
-                               "the other models get the same training FLOPs.")
-_NUM_EVALS = flags.DEFINE_integer("num_evals", 8, "Evaluations per run over the budget.")
-_MAX_MINUTES = flags.DEFINE_float("max_minutes", 55.0, "Wall-time bound of this piece "
-                                  "(0 = none); the run in progress saves and stops.")
-_VARIANT = flags.DEFINE_string("variant", "demo", "Config variant of every model (tiny: tests).")
-_DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets",
-                                "Where the folders are prepared as TFDS datasets.")
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only write the report from what exists.")
-
 
 def parse_named(spec: str, flag: str) -> dict[str, str]:
   """'a:/x,b:/y' -> {'a': '/x', 'b': '/y'} (ValueError naming the flag if malformed)."""
@@ -407,5 +391,27 @@ def main(argv: list[str]) -> None:
         "runs finished)", flush=True)
 
 
+def _define_flags() -> None:
+  """The command's flags (defined only when run as a script, so importing is free)."""
+  global _WORKDIR, _TRAIN, _EVAL, _MODELS, _SEEDS, _BUDGET, _NUM_EVALS, _MAX_MINUTES
+  global _VARIANT, _DATA_DIR, _REPORT_ONLY
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Root of the study's runs and results.")
+  _TRAIN = flags.DEFINE_string("train", None, "Training sets, 'name:folder,...' (used whole).")
+  _EVAL = flags.DEFINE_string("eval", None, "Evaluation domains, 'name:folder,...' "
+                              "(each folder's val/ split, or its hash split).")
+  _MODELS = flags.DEFINE_string("models", "transinr,ginr,mae", "Models, comma-separated.")
+  _SEEDS = flags.DEFINE_string("seeds", "0,1", "Seeds, comma-separated.")
+  _BUDGET = flags.DEFINE_integer("budget_steps", 3000, "TransINR-MINR's steps of 16 images; "
+                                 "the other models get the same training FLOPs.")
+  _NUM_EVALS = flags.DEFINE_integer("num_evals", 8, "Evaluations per run over the budget.")
+  _MAX_MINUTES = flags.DEFINE_float("max_minutes", 55.0, "Wall-time bound of this piece "
+                                    "(0 = none); the run in progress saves and stops.")
+  _VARIANT = flags.DEFINE_string("variant", "demo", "Config variant of every model (tiny: tests).")
+  _DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets",
+                                  "Where the folders are prepared as TFDS datasets.")
+  _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only write the report from what exists.")
+
+
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
