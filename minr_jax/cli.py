@@ -82,12 +82,24 @@ def config_file_error(error: Exception, argv: list[str]) -> str | None:
   return None
 
 
+def _names_override(error: Exception, argv: list[str]) -> bool:
+  """True for the AttributeError / KeyError of a `--config...FIELD=` override
+  naming a field the loaded config does not have."""
+  if not isinstance(error, AttributeError | KeyError):
+    return False
+  field = str(error).strip().strip("'\"")
+  return any((m := re.match(r"--config(?:\.\w+)*\.(\w+)=", arg)) and m.group(1) == field
+             for arg in argv)
+
+
 def _parse(argv: list[str]) -> list[str]:
   try:
     rest = flags.FLAGS(argv)
   except flags.Error as e:
     sys.exit(f"error: {flag_error(e, argv)}")
   except Exception as e:  # noqa: BLE001 (raised by a config file while it loads)
+    if _names_override(e, argv):  # --config.X=... for a field the config lacks
+      sys.exit(f"error: {flag_error(e, argv)}")
     sys.exit(f"error: {config_file_error(e, argv) or flag_error(e, argv)}")
   for name in flags.FLAGS:  # a config file that failed to load fails on first use
     value = flags.FLAGS[name].value
