@@ -215,15 +215,24 @@ def _size(num: int | None) -> str:
 def _remove_partial(manager: ocp.CheckpointManager, step: int) -> None:
   """Deletes what a failed save of `step` left: orbax's temporary folder and our
   temporary manifest (a step orbax committed is complete and stays)."""
-  parent = epath.Path(manager.directory)
-  try:
-    for path in parent.glob(f"{step}.orbax-checkpoint-tmp*"):
-      path.rmtree() if path.is_dir() else path.unlink()
-    tmp = step_dir(manager, step) / f".{MANIFEST}.tmp"
-    if tmp.exists():
-      tmp.unlink()
-  except OSError:
+  try:  # orbax's writer threads may still be at work on the failed step
+    manager.wait_until_finished()
+  except Exception:  # pylint: disable=broad-except
     pass
+  parent = epath.Path(manager.directory)
+  deadline = time.monotonic() + 10
+  while True:  # a straggling write can recreate a file mid-rmtree: try until clean
+    try:
+      for path in parent.glob(f"{step}.orbax-checkpoint-tmp*"):
+        path.rmtree() if path.is_dir() else path.unlink()
+      tmp = step_dir(manager, step) / f".{MANIFEST}.tmp"
+      if tmp.exists():
+        tmp.unlink()
+    except OSError:
+      pass
+    if not any(parent.glob(f"{step}.orbax-checkpoint-tmp*")) or time.monotonic() > deadline:
+      return
+    time.sleep(0.1)
 
 
 def verify(manager: ocp.CheckpointManager, step: int) -> str | None:
