@@ -3,7 +3,8 @@
 Each is executed in a fresh Jupyter kernel with MINR_COLAB_TINY=1 (the tiny
 config, a few steps) and temporary directories; a cell that raises fails the
 test. The quickstart trains into a temporary workdir; the other two load the
-pretrained checkpoint of the checkout (pretrained/celeba64), as on Colab.
+pretrained checkpoints of the checkout (pretrained/celeba64 for faces,
+pretrained/photos64 for other photos), as on Colab.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def test_notebooks_have_no_outputs_in_git():
 @pytest.mark.parametrize("name", ORDER)
 def test_notebook_runs(name, notebook_env, monkeypatch):
   if name != "quickstart":
-    monkeypatch.delenv("MINR_WORKDIR")  # the notebooks' default: pretrained/celeba64
+    monkeypatch.delenv("MINR_WORKDIR")  # the notebooks' defaults: pretrained/
   nb = nbformat.read(os.path.join(COLABS, f"{name}.ipynb"), as_version=4)
   NotebookClient(nb, timeout=600, kernel_name="python3",
                  resources={"metadata": {"path": COLABS}}).execute()
