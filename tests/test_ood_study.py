@@ -57,3 +57,27 @@ def test_tiny_study_trains_resumes_and_reports(tmp_path):
   assert cell["gain"]["n"] == 2
   assert cell["gain"]["min"] <= cell["gain"]["mean"] <= cell["gain"]["max"]
   assert (out / "ood.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_tiny_ablations_train_resume_and_report_against_the_baseline(tmp_path):
+  spec = importlib.util.spec_from_file_location(
+      "ood_ablations", os.path.join(ROOT, "benchmarks", "ood_ablations.py"))
+  ablations = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(ablations)
+  a = make_image_folder(str(tmp_path / "A"), num_train=8, num_val=3)
+  kwargs = dict(workdir=str(tmp_path / "study"), train_name="a",
+                train_folder=os.path.join(a, "train"), domains={"A": a},
+                names=["inr_wide"], seeds=[0], steps=4, num_evals=2,
+                data_dir=str(tmp_path / "tfds"), variant="tiny")
+  first = ablations.run(**kwargs, max_minutes=1e-9)  # no time: nothing trained, a report
+  assert first["rows"]["inr_wide"]["seeds"] == {}
+  results = ablations.run(**kwargs)
+  rows = results["rows"]
+  assert set(rows) == {"baseline", "inr_wide"}
+  assert all(set(r["seeds"]) == {"0"} for r in rows.values())
+  # A wider INR costs more per step; the baseline is the study's own run directory.
+  assert rows["inr_wide"]["gflop_per_step"] > rows["baseline"]["gflop_per_step"]
+  assert os.path.isdir(tmp_path / "study" / "transinr_a_seed0" / "checkpoints" / "4")
+  text = (tmp_path / "study" / "study" / "ablations.md").read_text()
+  assert "| inr_wide: INR width 128 (from 64) |" in text and "not run" not in text
