@@ -38,12 +38,17 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--config", required=True)
   p.add_argument("--topology", required=True)
-  p.add_argument("--start", type=int, default=0,
-                 help="first batch tried (0: 64x the config's batch)")
+  p.add_argument(
+    "--start", type=int, default=0, help="first batch tried (0: 64x the config's batch)"
+  )
   p.add_argument("--granule", type=int, default=16)
   p.add_argument("--factor", type=float, default=0.8, help="coarse step down (0 < f < 1)")
-  p.add_argument("--fine", type=int, default=4,
-                 help="fine steps between the coarse fit and failure (0: coarse only)")
+  p.add_argument(
+    "--fine",
+    type=int,
+    default=4,
+    help="fine steps between the coarse fit and failure (0: coarse only)",
+  )
   args = p.parse_args()
 
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
@@ -64,11 +69,19 @@ def main() -> None:
     r = aot.compile_report(c, args.topology, log=lambda s: None, which=("train_step",))
     step = r["train_step"]
     fits = bool(step.get("fits"))
-    line = dict(config=args.config, topology=r["topology"], batch=batch, fits=fits,
-                seconds=round(time.perf_counter() - t0, 1), compile_s=step["compile_s"])
+    line = dict(
+      config=args.config,
+      topology=r["topology"],
+      batch=batch,
+      fits=fits,
+      seconds=round(time.perf_counter() - t0, 1),
+      compile_s=step["compile_s"],
+    )
     if "total_bytes" in step:
-      line.update(gib_per_device=round(step["total_bytes"] / 2 ** 30, 2),
-                  gflop_per_image=round(step["flops_per_device"] * r["devices"] / batch / 1e9, 2))
+      line.update(
+        gib_per_device=round(step["total_bytes"] / 2**30, 2),
+        gflop_per_image=round(step["flops_per_device"] * r["devices"] / batch / 1e9, 2),
+      )
     print(json.dumps(line), flush=True)
     results[batch] = line
     return fits
@@ -91,14 +104,23 @@ def main() -> None:
         return
   # fine: fail is the smallest known failure, b the largest known fit.
   fine = max(g, (fail - b) // max(args.fine, 1) // g * g)
-  for cand in (range(fail - fine, b, -fine) if args.fine else ()):
+  for cand in range(fail - fine, b, -fine) if args.fine else ():
     if probe(cand):
       b = cand
       break
     fail = cand
-  print(json.dumps(dict(config=args.config, topology=args.topology, largest=b,
-                        first_fail=fail, **{k: results[b].get(k) for k in (
-                            "gib_per_device", "gflop_per_image", "compile_s")})), flush=True)
+  print(
+    json.dumps(
+      dict(
+        config=args.config,
+        topology=args.topology,
+        largest=b,
+        first_fail=fail,
+        **{k: results[b].get(k) for k in ("gib_per_device", "gflop_per_image", "compile_s")},
+      )
+    ),
+    flush=True,
+  )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,9 @@ _EVAL = flags.DEFINE_string("eval", "", "Comma-separated other image folders to 
 _STEPS = flags.DEFINE_integer("steps", 3000, "Training steps of 16 images, for every model.")
 _MODELS = flags.DEFINE_string("models", "transinr,ginr,mae", "Models to train and compare.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
-_DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets",
-                                "Where the folders are prepared as TFDS datasets.")
+_DATA_DIR = flags.DEFINE_string(
+  "data_dir", "~/tensorflow_datasets", "Where the folders are prepared as TFDS datasets."
+)
 
 
 def make_config(model: str, train_folder: str, steps: int, data_dir: str):
@@ -85,15 +86,20 @@ def main(argv: list[str]) -> None:
   with open(times_path, "w") as f:
     json.dump(seconds, f, indent=2)
   folders = [os.path.abspath(_TRAIN.value)] + [
-      os.path.abspath(f) for f in _EVAL.value.split(",") if f]
+    os.path.abspath(f) for f in _EVAL.value.split(",") if f
+  ]
   from minr_jax import compare  # noqa: PLC0415
-  note = (f"Each model trained {_STEPS.value} steps of 16 images on `{_TRAIN.value}` "
-          f"(training wall times: "
-          + ", ".join(f"{m} {s / 60:.1f} min" for m, s in seconds.items())
-          + f"; {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}). "
-          f"Command: `python {' '.join(sys.argv)}`")
-  compare.compare_workdirs(workdirs, ",".join(f"image_folder:{f}" for f in folders),
-                           out_dir, note=note)
+
+  note = (
+    f"Each model trained {_STEPS.value} steps of 16 images on `{_TRAIN.value}` "
+    f"(training wall times: "
+    + ", ".join(f"{m} {s / 60:.1f} min" for m, s in seconds.items())
+    + f"; {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}). "
+    f"Command: `python {' '.join(sys.argv)}`"
+  )
+  compare.compare_workdirs(
+    workdirs, ",".join(f"image_folder:{f}" for f in folders), out_dir, note=note
+  )
 
 
 def _finished(workdir: str, steps: int) -> bool:

@@ -46,6 +46,7 @@ def _mlp_grad(dtype):
     w1, w2 = (w.astype(dtype) for w in params)
     h = jax.nn.gelu(x.astype(dtype) @ w1)
     return jnp.sum((h @ w2).astype(F32))
+
   return jax.grad(loss)
 
 
@@ -57,6 +58,7 @@ def _inr_grad(dtype, accumulate):
 
   def loss(params, x):
     return jnp.sum(jax.vmap(one)(x, *params).astype(F32))
+
   return jax.grad(loss)
 
 
@@ -74,17 +76,28 @@ def cases():
   out = {}
   for tag, dt in (("f32", F32), ("bf16", BF16)):
     out[f"mlp_fwd_{tag}"] = (jnp.dot, [((TOKENS, 768), dt), ((768, 3072), dt)], mlp)
-    out[f"mlp_grad_{tag}"] = (_mlp_grad(dt), [[((768, 3072), F32), ((3072, 768), F32)],
-                                               ((grad_tokens, 768), F32)], mlp_grad)
+    out[f"mlp_grad_{tag}"] = (
+      _mlp_grad(dt),
+      [[((768, 3072), F32), ((3072, 768), F32)], ((grad_tokens, 768), F32)],
+      mlp_grad,
+    )
     out[f"attn_{tag}"] = (logits, [((16, 12, 659, 64), dt), ((16, 12, 659, 64), dt)], attn)
-    out[f"inr_fwd_{tag}"] = (per_image(jnp.dot), [((16, PIXELS, 256), dt),
-                                                   ((16, 256, 256), dt)], inr)
-    out[f"inr_grad_{tag}"] = (_inr_grad(dt, accumulate=dt == BF16),
-                              [[((4, 256, 256), F32), ((4, 256, 256), F32)],
-                               ((4, PIXELS, 256), F32)], inr_grad)
+    out[f"inr_fwd_{tag}"] = (
+      per_image(jnp.dot),
+      [((16, PIXELS, 256), dt), ((16, 256, 256), dt)],
+      inr,
+    )
+    out[f"inr_grad_{tag}"] = (
+      _inr_grad(dt, accumulate=dt == BF16),
+      [[((4, 256, 256), F32), ((4, 256, 256), F32)], ((4, PIXELS, 256), F32)],
+      inr_grad,
+    )
   out["mlp_fwd_bf16_f32acc"] = (mixed, [((TOKENS, 768), BF16), ((768, 3072), BF16)], mlp)
-  out["inr_fwd_bf16_f32acc"] = (per_image(mixed), [((16, PIXELS, 256), BF16),
-                                                    ((16, 256, 256), BF16)], inr)
+  out["inr_fwd_bf16_f32acc"] = (
+    per_image(mixed),
+    [((16, PIXELS, 256), BF16), ((16, 256, 256), BF16)],
+    inr,
+  )
   return out
 
 
@@ -100,8 +113,9 @@ def main(argv):
   table = cases()
   compiled, args = {}, {}
   for i, (name, (fn, specs, _)) in enumerate(table.items()):
-    args[name] = [_make(s, k) for s, k in zip(specs, jax.random.split(jax.random.key(i),
-                                                                       len(specs)))]
+    args[name] = [
+      _make(s, k) for s, k in zip(specs, jax.random.split(jax.random.key(i), len(specs)))
+    ]
     compiled[name] = jax.jit(fn)
     jax.block_until_ready(compiled[name](*args[name]))  # compile and warm up
   rates = {name: [] for name in table}
@@ -113,12 +127,16 @@ def main(argv):
       seconds = (time.perf_counter() - start) / _REPS.value
       rates[name].append(flops / seconds / 1e9)
   result = dict(
-      gflops_per_s={n: round(statistics.median(r), 1) for n, r in rates.items()},
-      spread={n: [round(min(r), 1), round(max(r), 1)] for n, r in rates.items()},
-      rounds=_ROUNDS.value, reps=_REPS.value, jax=jax.__version__,
-      cpu_count=os.cpu_count(), machine=platform.processor() or platform.machine(),
-      load_average=[round(x, 2) for x in os.getloadavg()],
-      xla_flags=os.environ.get("XLA_FLAGS", ""))
+    gflops_per_s={n: round(statistics.median(r), 1) for n, r in rates.items()},
+    spread={n: [round(min(r), 1), round(max(r), 1)] for n, r in rates.items()},
+    rounds=_ROUNDS.value,
+    reps=_REPS.value,
+    jax=jax.__version__,
+    cpu_count=os.cpu_count(),
+    machine=platform.processor() or platform.machine(),
+    load_average=[round(x, 2) for x in os.getloadavg()],
+    xla_flags=os.environ.get("XLA_FLAGS", ""),
+  )
   print(json.dumps(result, indent=2))
 
 

@@ -38,8 +38,9 @@ from scipy.ndimage import gaussian_filter
 from minr_jax import data, masking, train
 from minr_jax.config import load_file
 
-TRANSINR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "configs", "transinr.py")
+TRANSINR = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "transinr.py"
+)
 
 
 def interpolation_fill(images: np.ndarray, masks: np.ndarray, sigma: float) -> np.ndarray:
@@ -119,17 +120,18 @@ def main(argv: list[str]) -> None:
   images, indices = held_out(config, n_eval)
   masks = np.asarray(train.eval_masks(config, jnp.asarray(indices), jnp.asarray(images)))
   sigma = config.resolution / config.mask_grid / 4
-  baselines = dict(mean_fill=float(psnr(mean_fill(images, masks), images).mean()),
-                   interpolation=float(psnr(interpolation_fill(images, masks, sigma),
-                                            images).mean()))
+  baselines = dict(
+    mean_fill=float(psnr(mean_fill(images, masks), images).mean()),
+    interpolation=float(psnr(interpolation_fill(images, masks, sigma), images).mean()),
+  )
   inputs = masking.apply_mask(jnp.asarray(images), jnp.asarray(masks))
   predict = jax.jit(lambda p: train.reconstruct(model, p, inputs))
 
   params = train.init_params(model, jax.random.key(config.seed))
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                           opt_state=tx.init(params))
-  step_fn = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config),
-                    donate_argnums=(0,))
+  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  step_fn = jax.jit(
+    functools.partial(train.train_step, model=model, tx=tx, config=config), donate_argnums=(0,)
+  )
   batches = data.make_train_iterator(config)
   step_key = jax.random.split(jax.random.key(config.seed))[1]
 
@@ -143,10 +145,14 @@ def main(argv: list[str]) -> None:
   def record(step: int) -> None:
     pred = np.asarray(predict(state.params))
     pasted = np.where(masks[..., None], pred, images)
-    row = dict(step=step, loss=float(np.mean(losses[-eval_every:])) if losses else None,
-               pasted=float(psnr(pasted, images).mean()),
-               spread=float(pred.std(axis=(1, 2)).mean() / images.std(axis=(1, 2)).mean()),
-               wall=round(time.time() - t0, 1), cpu=round(cpu_seconds() - c0, 1))
+    row = dict(
+      step=step,
+      loss=float(np.mean(losses[-eval_every:])) if losses else None,
+      pasted=float(psnr(pasted, images).mean()),
+      spread=float(pred.std(axis=(1, 2)).mean() / images.std(axis=(1, 2)).mean()),
+      wall=round(time.time() - t0, 1),
+      cpu=round(cpu_seconds() - c0, 1),
+    )
     log.write(json.dumps(row) + "\n")
     log.flush()
     print(name, json.dumps(row), flush=True)

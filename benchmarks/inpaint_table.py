@@ -39,42 +39,55 @@ def measure(model, files: list[tuple[str, str]], mask: str, tile: int = 0) -> di
   file_mask = inpaint.read_mask_file(arg.path) if arg.kind == "file" else None
   rows = []
   for first in range(0, len(files), model.batch_size):
-    batch = files[first:first + model.batch_size]
+    batch = files[first : first + model.batch_size]
     photos = [inpaint.read_image(path) for path, _ in batch]
-    masks = [inpaint.photo_mask(arg, p.shape[0], p.shape[1], first + k, grid, file_mask)
-             for k, p in enumerate(photos)]
-    for result in inpaint.inpaint_many(model, photos, masks, tile=tile,
-                                       names=[p for p, _ in batch]):
+    masks = [
+      inpaint.photo_mask(arg, p.shape[0], p.shape[1], first + k, grid, file_mask)
+      for k, p in enumerate(photos)
+    ]
+    for result in inpaint.inpaint_many(
+      model, photos, masks, tile=tile, names=[p for p, _ in batch]
+    ):
       rows.append(dict(result.psnr, hidden=float(result.mask.mean())))
   lead = np.asarray([r["minr"] - r["interpolation"] for r in rows])
-  return {"mask": mask, "tile": tile, "num_images": len(rows),
-          "hidden_fraction": float(np.mean([r["hidden"] for r in rows])),
-          **{k: float(np.mean([r[k] for r in rows])) for k in ("minr", "interpolation",
-                                                              "mean_fill")},
-          "lead": float(lead.mean()),
-          "lead_se": float(lead.std(ddof=1) / np.sqrt(len(lead))) if len(lead) > 1 else 0.0,
-          "wins": float((lead > 0).mean()), "images": rows}
+  return {
+    "mask": mask,
+    "tile": tile,
+    "num_images": len(rows),
+    "hidden_fraction": float(np.mean([r["hidden"] for r in rows])),
+    **{k: float(np.mean([r[k] for r in rows])) for k in ("minr", "interpolation", "mean_fill")},
+    "lead": float(lead.mean()),
+    "lead_se": float(lead.std(ddof=1) / np.sqrt(len(lead))) if len(lead) > 1 else 0.0,
+    "wins": float((lead > 0).mean()),
+    "images": rows,
+  }
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--workdir", default=os.path.join(ROOT, "pretrained", "celeba64"))
   parser.add_argument("--folder", required=True)
-  parser.add_argument("--masks", default=";".join(DEFAULT_MASKS),
-                      help="--mask values separated by ';'")
+  parser.add_argument(
+    "--masks", default=";".join(DEFAULT_MASKS), help="--mask values separated by ';'"
+  )
   parser.add_argument("--max_images", type=int, default=None)
   parser.add_argument("--tile", type=int, default=0)
   parser.add_argument("--output", default=None, help="also write the results as JSON")
   args = parser.parse_args()
   model = minr_jax.load(args.workdir)
-  files = inpaint.list_images(args.folder)[:args.max_images]
+  files = inpaint.list_images(args.folder)[: args.max_images]
   sizes = {inpaint.read_image(p).shape[:2] for p, _ in files[:50]}
-  print(f"{len(files)} images from {args.folder} (sizes of the first 50, HxW: "
-        f"{', '.join(f'{h}x{w}' for h, w in sorted(sizes)[:4])}"
-        f"{', ...' if len(sizes) > 4 else ''}); {args.workdir} step {model.step}, "
-        f"{model.resolution} px; tile {args.tile}", flush=True)
-  print("| mask | hidden | images | MINR | interpolation | mean fill | MINR - interp. "
-        "(± s.e.) | MINR wins | time |")
+  print(
+    f"{len(files)} images from {args.folder} (sizes of the first 50, HxW: "
+    f"{', '.join(f'{h}x{w}' for h, w in sorted(sizes)[:4])}"
+    f"{', ...' if len(sizes) > 4 else ''}); {args.workdir} step {model.step}, "
+    f"{model.resolution} px; tile {args.tile}",
+    flush=True,
+  )
+  print(
+    "| mask | hidden | images | MINR | interpolation | mean fill | MINR - interp. "
+    "(± s.e.) | MINR wins | time |"
+  )
   print("|---|---|---|---|---|---|---|---|---|")
   out = []
   for mask in args.masks.split(";"):
@@ -82,13 +95,19 @@ def main() -> None:
     r = measure(model, files, mask, args.tile)
     r["seconds"] = time.monotonic() - start
     out.append(r)
-    print(f"| `{mask}` | {r['hidden_fraction']:.0%} | {r['num_images']} | {r['minr']:.2f} | "
-          f"{r['interpolation']:.2f} | {r['mean_fill']:.2f} | {r['lead']:+.2f} ± "
-          f"{r['lead_se']:.2f} | {r['wins']:.0%} | {r['seconds']:.0f} s |", flush=True)
+    print(
+      f"| `{mask}` | {r['hidden_fraction']:.0%} | {r['num_images']} | {r['minr']:.2f} | "
+      f"{r['interpolation']:.2f} | {r['mean_fill']:.2f} | {r['lead']:+.2f} ± "
+      f"{r['lead_se']:.2f} | {r['wins']:.0%} | {r['seconds']:.0f} s |",
+      flush=True,
+    )
   if args.output:
     with open(args.output, "w") as f:
-      json.dump({"workdir": args.workdir, "folder": args.folder, "step": model.step,
-                 "results": out}, f, indent=1)
+      json.dump(
+        {"workdir": args.workdir, "folder": args.folder, "step": model.step, "results": out},
+        f,
+        indent=1,
+      )
 
 
 if __name__ == "__main__":

@@ -33,22 +33,31 @@ STEPS, SAVE, EVAL = 40, 4, 8
 
 def _args(data_dir: str) -> list[str]:
   # The tiny config's own data (crops of scikit-image's photos): nothing to generate.
-  return ["--config=configs/transinr.py:tiny", f"--config.dataset.data_dir={data_dir}",
-          "--config.batch_size=8", "--config.eval_batch_size=8",
-          f"--config.num_train_steps={STEPS}", f"--config.checkpoint_every_steps={SAVE}",
-          f"--config.eval_every_steps={EVAL}", "--config.log_every_steps=1",
-          "--config.checkpoint_every_secs=0"]
+  return [
+    "--config=configs/transinr.py:tiny",
+    f"--config.dataset.data_dir={data_dir}",
+    "--config.batch_size=8",
+    "--config.eval_batch_size=8",
+    f"--config.num_train_steps={STEPS}",
+    f"--config.checkpoint_every_steps={SAVE}",
+    f"--config.eval_every_steps={EVAL}",
+    "--config.log_every_steps=1",
+    "--config.checkpoint_every_secs=0",
+  ]
 
 
-def run(workdir: str, args: list[str], kill_at: tuple[int, float] | None = None
-        ) -> int | None:
+def run(workdir: str, args: list[str], kill_at: tuple[int, float] | None = None) -> int | None:
   """Runs the training command to the end, or SIGKILLs it `delay` seconds after the
   train record of step `step` appears (kill_at = (step, delay)); None if killed."""
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             JAX_PLATFORMS="cpu")
-  proc = subprocess.Popen([sys.executable, "-m", "minr_jax.main", f"--workdir={workdir}",
-                           *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "minr_jax.main", f"--workdir={workdir}", *args],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   if kill_at is not None:
     step, delay = kill_at
     path = os.path.join(workdir, "metrics.jsonl")
@@ -78,7 +87,8 @@ def records(workdir: str) -> tuple[dict[int, float], dict[int, float]]:
       except json.JSONDecodeError:
         continue  # a line cut by the kill
       (train if r["split"] == "train" else evals)[r["step"]] = (
-          r["loss"] if r["split"] == "train" else r["psnr_full"])
+        r["loss"] if r["split"] == "train" else r["psnr_full"]
+      )
   return train, evals
 
 
@@ -119,14 +129,20 @@ def main() -> None:
     if run(workdir, args, kill_at=kill_at) is not None:
       print(f"trial {i}: the run ended before its kill; not counted")
       continue
-    ckpts = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
-                   if d.isdigit()) if os.path.isdir(os.path.join(workdir, "checkpoints")) else []
+    ckpts = (
+      sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+      if os.path.isdir(os.path.join(workdir, "checkpoints"))
+      else []
+    )
     run(workdir, args)
     problem = trial_ok(straight, records(workdir))
     passed, failed = passed + (problem is None), failed + (problem is not None)
-    print(f"trial {i}: killed {kill_at[1]:.2f} s after step {kill_at[0]} was logged "
-          f"(checkpoints then: {ckpts}); "
-          f"{'ok' if problem is None else 'FAILED: ' + problem}", flush=True)
+    print(
+      f"trial {i}: killed {kill_at[1]:.2f} s after step {kill_at[0]} was logged "
+      f"(checkpoints then: {ckpts}); "
+      f"{'ok' if problem is None else 'FAILED: ' + problem}",
+      flush=True,
+    )
   print(f"{passed} passed, {failed} failed", flush=True)
   sys.exit(1 if failed else 0)
 

@@ -76,9 +76,11 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
   flags = fields.get("flags", "").split()
   avx512 = "avx512f" in flags
-  return (f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, "
-          f"model {fields.get('model', '?')}, AVX-512 {'yes' if avx512 else 'no'}"
-          f"{', AVX512-BF16' if 'avx512_bf16' in flags else ''})")
+  return (
+    f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, "
+    f"model {fields.get('model', '?')}, AVX-512 {'yes' if avx512 else 'no'}"
+    f"{', AVX512-BF16' if 'avx512_bf16' in flags else ''})"
+  )
 
 
 def official_worker(args: argparse.Namespace) -> None:
@@ -96,8 +98,10 @@ def official_worker(args: argparse.Namespace) -> None:
   # The released models/__init__.py imports its submodules before it defines `register`, which
   # they import from it; so load the registry first, then the package (no file is edited).
   spec = importlib.util.spec_from_file_location(
-      "models", os.path.join(code, "models", "__init__.py"),
-      submodule_search_locations=[os.path.join(code, "models")])
+    "models",
+    os.path.join(code, "models", "__init__.py"),
+    submodule_search_locations=[os.path.join(code, "models")],
+  )
   models = importlib.util.module_from_spec(spec)
   sys.modules["models"] = models
   registry = importlib.import_module("models.models")
@@ -112,8 +116,10 @@ def official_worker(args: argparse.Namespace) -> None:
   model.train()
   num_parameters = sum(p.numel() for p in model.parameters())
   if num_parameters != PAPER_NUM_PARAMETERS:
-    sys.exit(f"error: the official model has {num_parameters:,} parameters, "
-             f"expected {PAPER_NUM_PARAMETERS:,}")
+    sys.exit(
+      f"error: the official model has {num_parameters:,} parameters, "
+      f"expected {PAPER_NUM_PARAMETERS:,}"
+    )
   optimizer = utils.make_optimizer(model.parameters(), cfg["optimizer"])
   res = cfg["model"]["args"]["tokenizer"]["args"]["input_size"]  # 182
   batch = cfg["train_dataset"]["loader"]["batch_size"]  # 16
@@ -140,11 +146,23 @@ def official_worker(args: argparse.Namespace) -> None:
     elapsed = time.perf_counter() - start
     if i >= args.warmup:
       times.append(elapsed)
-    print(f"  official step {i} ({'timed' if i >= args.warmup else 'warm-up'}): "
-          f"{elapsed:.2f} s, loss {loss:.5f}", file=sys.stderr, flush=True)
-  print(json.dumps(dict(train_step_s=dict(median=statistics.median(times), all=times),
-                        num_parameters=num_parameters, torch_version=torch.__version__,
-                        num_threads=torch.get_num_threads())), flush=True)
+    print(
+      f"  official step {i} ({'timed' if i >= args.warmup else 'warm-up'}): "
+      f"{elapsed:.2f} s, loss {loss:.5f}",
+      file=sys.stderr,
+      flush=True,
+    )
+  print(
+    json.dumps(
+      dict(
+        train_step_s=dict(median=statistics.median(times), all=times),
+        num_parameters=num_parameters,
+        torch_version=torch.__version__,
+        num_threads=torch.get_num_threads(),
+      )
+    ),
+    flush=True,
+  )
 
 
 def _last_json(stdout: str) -> dict:
@@ -167,11 +185,16 @@ def _run(cmd: list[str], name: str) -> tuple[dict, float]:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--official", required=True,
-                      help="A checkout of https://github.com/heosuab/MINR (holds trans-MINR/).")
-  parser.add_argument("--torch_python", default=None,
-                      help="The Python of a virtual environment with torch, numpy, einops, "
-                           "tensorboardX and pyyaml.")
+  parser.add_argument(
+    "--official",
+    required=True,
+    help="A checkout of https://github.com/heosuab/MINR (holds trans-MINR/).",
+  )
+  parser.add_argument(
+    "--torch_python",
+    default=None,
+    help="The Python of a virtual environment with torch, numpy, einops, tensorboardX and pyyaml.",
+  )
   parser.add_argument("--rounds", type=int, default=2, help="official, minr_jax pairs to run.")
   parser.add_argument("--steps", type=int, default=3, help="Timed steps per run.")
   parser.add_argument("--warmup", type=int, default=1, help="Untimed steps per run first.")
@@ -190,12 +213,25 @@ def main() -> None:
   if not os.path.isdir(os.path.join(os.path.expanduser(args.official), "trans-MINR")):
     sys.exit(f"error: --official: no trans-MINR/ in {args.official}")
 
-  official_cmd = [os.path.expanduser(args.torch_python), os.path.abspath(__file__), "--worker",
-                  f"--official={args.official}", f"--steps={args.steps}",
-                  f"--warmup={args.warmup}", f"--seed={args.seed}"]
-  jax_cmd = [sys.executable, "-m", "minr_jax.bench", "--config=configs/transinr.py",
-             f"--steps={args.steps}", f"--warmup={args.warmup}", "--eval_steps=1",
-             *bench_args]
+  official_cmd = [
+    os.path.expanduser(args.torch_python),
+    os.path.abspath(__file__),
+    "--worker",
+    f"--official={args.official}",
+    f"--steps={args.steps}",
+    f"--warmup={args.warmup}",
+    f"--seed={args.seed}",
+  ]
+  jax_cmd = [
+    sys.executable,
+    "-m",
+    "minr_jax.bench",
+    "--config=configs/transinr.py",
+    f"--steps={args.steps}",
+    f"--warmup={args.warmup}",
+    "--eval_steps=1",
+    *bench_args,
+  ]
   rounds = []
   for r in range(args.rounds):
     print(f"round {r + 1}/{args.rounds}: official", file=sys.stderr, flush=True)
@@ -203,32 +239,45 @@ def main() -> None:
     print(f"  official median {official['train_step_s']['median']:.2f} s", file=sys.stderr)
     print(f"round {r + 1}/{args.rounds}: minr_jax", file=sys.stderr, flush=True)
     jax_out, jax_wall = _run(jax_cmd, "minr_jax")
-    print(f"  minr_jax median {jax_out['train_step_s']['median']:.2f} s "
-          f"(steps {jax_out['train_step_s']['all']})", file=sys.stderr, flush=True)
-    rounds.append(dict(
+    print(
+      f"  minr_jax median {jax_out['train_step_s']['median']:.2f} s "
+      f"(steps {jax_out['train_step_s']['all']})",
+      file=sys.stderr,
+      flush=True,
+    )
+    rounds.append(
+      dict(
         official_step_s=official["train_step_s"],
-        minr_jax_step_s=dict(median=jax_out["train_step_s"]["median"],
-                             all=jax_out["train_step_s"]["all"]),
+        minr_jax_step_s=dict(
+          median=jax_out["train_step_s"]["median"], all=jax_out["train_step_s"]["all"]
+        ),
         ratio=official["train_step_s"]["median"] / jax_out["train_step_s"]["median"],
-        official_wall_s=round(official_wall, 1), minr_jax_wall_s=round(jax_wall, 1),
+        official_wall_s=round(official_wall, 1),
+        minr_jax_wall_s=round(jax_wall, 1),
         minr_jax_compile_s=jax_out.get("compile_s"),
         minr_jax_dtype=jax_out.get("dtype"),
-        minr_jax_num_parameters=jax_out.get("num_parameters")))
+        minr_jax_num_parameters=jax_out.get("num_parameters"),
+      )
+    )
 
   all_official = [t for r in rounds for t in r["official_step_s"]["all"]]
   all_jax = [t for r in rounds for t in r["minr_jax_step_s"]["all"]]
   import jax  # only here: the official worker above runs without jax
 
   summary = dict(
-      rounds=rounds,
-      official_median_s=statistics.median(all_official),
-      minr_jax_median_s=statistics.median(all_jax),
-      ratio=statistics.median(all_official) / statistics.median(all_jax),
-      torch_version=official["torch_version"], torch_threads=official["num_threads"],
-      jax_version=jax.__version__, bench_args=bench_args,
-      steps=args.steps, warmup=args.warmup,
-      cpu=_cpu_name(), cpu_count=os.cpu_count(),
-      load_average=[round(x, 2) for x in os.getloadavg()],
+    rounds=rounds,
+    official_median_s=statistics.median(all_official),
+    minr_jax_median_s=statistics.median(all_jax),
+    ratio=statistics.median(all_official) / statistics.median(all_jax),
+    torch_version=official["torch_version"],
+    torch_threads=official["num_threads"],
+    jax_version=jax.__version__,
+    bench_args=bench_args,
+    steps=args.steps,
+    warmup=args.warmup,
+    cpu=_cpu_name(),
+    cpu_count=os.cpu_count(),
+    load_average=[round(x, 2) for x in os.getloadavg()],
   )
   if args.output:
     with open(args.output, "w") as f:

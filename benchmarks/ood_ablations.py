@@ -35,22 +35,27 @@ from absl import app, flags
 from minr_jax import bench
 
 _spec = importlib.util.spec_from_file_location(
-    "ood_study", os.path.join(os.path.dirname(os.path.abspath(__file__)), "ood_study.py"))
+  "ood_study", os.path.join(os.path.dirname(os.path.abspath(__file__)), "ood_study.py")
+)
 ood_study = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ood_study)
 
 # name -> (what changes, {config field: value}); one factor at a time.
 ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
-    "narrow": ("hypernetwork width 64 (from 128)",
-               {"model.dim": 64, "model.head_dim": 32, "model.mlp_dim": 256}),
-    "wide": ("hypernetwork width 256", {"model.dim": 256, "model.num_heads": 4,
-                                        "model.mlp_dim": 1024}),
-    "shallow": ("hypernetwork depth 2 (from 4)", {"model.depth": 2}),
-    "deep": ("hypernetwork depth 8", {"model.depth": 8}),
-    "inr_wide": ("INR width 128 (from 64)", {"model.inr_hidden_dim": 128}),
-    "inr_freq16": ("INR highest Fourier frequency 16 (from 8)", {"model.ff_sigma": 16.0}),
-    "patch4": ("4-px patches, 256 tokens (from 8 px, 64)", {"model.patch_size": 4}),
-    "patch16": ("16-px patches, 16 tokens", {"model.patch_size": 16}),
+  "narrow": (
+    "hypernetwork width 64 (from 128)",
+    {"model.dim": 64, "model.head_dim": 32, "model.mlp_dim": 256},
+  ),
+  "wide": (
+    "hypernetwork width 256",
+    {"model.dim": 256, "model.num_heads": 4, "model.mlp_dim": 1024},
+  ),
+  "shallow": ("hypernetwork depth 2 (from 4)", {"model.depth": 2}),
+  "deep": ("hypernetwork depth 8", {"model.depth": 8}),
+  "inr_wide": ("INR width 128 (from 64)", {"model.inr_hidden_dim": 128}),
+  "inr_freq16": ("INR highest Fourier frequency 16 (from 8)", {"model.ff_sigma": 16.0}),
+  "patch4": ("4-px patches, 256 tokens (from 8 px, 64)", {"model.patch_size": 4}),
+  "patch16": ("16-px patches, 16 tokens", {"model.patch_size": 16}),
 }
 
 
@@ -62,8 +67,16 @@ def _set(config, dotted: str, value) -> None:
   node[leaf] = value
 
 
-def ablation_config(name: str, train_folder: str, eval_folders: list[str], seed: int,
-                    steps: int, eval_every: int, data_dir: str, variant: str = "demo"):
+def ablation_config(
+  name: str,
+  train_folder: str,
+  eval_folders: list[str],
+  seed: int,
+  steps: int,
+  eval_every: int,
+  data_dir: str,
+  variant: str = "demo",
+):
   """The study's TransINR config with ablation `name` applied ('' = the baseline)."""
   c = ood_study.base_config("transinr", variant, train_folder, eval_folders, seed, data_dir)
   for field, value in (ABLATIONS[name][1] if name else {}).items():
@@ -75,9 +88,19 @@ def ablation_config(name: str, train_folder: str, eval_folders: list[str], seed:
   return c
 
 
-def run(workdir: str, train_name: str, train_folder: str, domains: dict[str, str],
-        names: list[str], seeds: list[int], steps: int, num_evals: int, data_dir: str,
-        max_minutes: float = 0.0, variant: str = "demo") -> dict[str, Any]:
+def run(
+  workdir: str,
+  train_name: str,
+  train_folder: str,
+  domains: dict[str, str],
+  names: list[str],
+  seeds: list[int],
+  steps: int,
+  num_evals: int,
+  data_dir: str,
+  max_minutes: float = 0.0,
+  variant: str = "demo",
+) -> dict[str, Any]:
   """Trains the missing runs within max_minutes, then writes the report."""
   eval_every = max(steps // num_evals, 1)
   deadline = time.time() + 60 * max_minutes if max_minutes > 0 else None
@@ -89,44 +112,56 @@ def run(workdir: str, train_name: str, train_folder: str, domains: dict[str, str
   for name in [""] + names:
     if name not in flops:
       flops[name] = bench.train_step_flops(
-          ablation_config(name, train_folder, folders, 0, steps, eval_every, data_dir, variant))
+        ablation_config(name, train_folder, folders, 0, steps, eval_every, data_dir, variant)
+      )
   stopped = False
   for seed in seeds:
     for name in [""] + names:
-      run_dir = os.path.join(workdir, f"transinr_{train_name}_seed{seed}" if not name
-                             else f"ablation_{name}_seed{seed}")
+      run_dir = os.path.join(
+        workdir, f"transinr_{train_name}_seed{seed}" if not name else f"ablation_{name}_seed{seed}"
+      )
       if stopped or ood_study._finished(run_dir, steps):
         continue
       print(f"== ablation {name or 'baseline'}, seed {seed}: {steps} steps", flush=True)
-      config = ablation_config(name, train_folder, folders, seed, steps, eval_every, data_dir,
-                               variant)
+      config = ablation_config(
+        name, train_folder, folders, seed, steps, eval_every, data_dir, variant
+      )
       start = time.time()
       done = ood_study._train_piece(config, run_dir, deadline)
       state.setdefault("wall_seconds", {})[run_dir] = (
-          state.get("wall_seconds", {}).get(run_dir, 0.0) + time.time() - start)
+        state.get("wall_seconds", {}).get(run_dir, 0.0) + time.time() - start
+      )
       with open(state_path, "w") as f:
         json.dump(state, f, indent=1)
       if not done:
         print("time bound reached: run the same command again to continue", flush=True)
         stopped = True
-  labels = {f"image_folder:{os.path.basename(os.path.normpath(p))}": d
-            for d, p in domains.items()}
+  labels = {f"image_folder:{os.path.basename(os.path.normpath(p))}": d for d, p in domains.items()}
   rows = {}
   for name in [""] + names:
     per_seed = {}
     for seed in seeds:
-      run_dir = os.path.join(workdir, f"transinr_{train_name}_seed{seed}" if not name
-                             else f"ablation_{name}_seed{seed}")
+      run_dir = os.path.join(
+        workdir, f"transinr_{train_name}_seed{seed}" if not name else f"ablation_{name}_seed{seed}"
+      )
       curves = ood_study.read_curves(run_dir, labels)
       final = {d: c.get(steps) for d, c in curves.items()}
       if all(final.values()):
-        per_seed[str(seed)] = {d: v["psnr_pasted"] - v["psnr_full_interpolation"]
-                               for d, v in final.items()}
+        per_seed[str(seed)] = {
+          d: v["psnr_pasted"] - v["psnr_full_interpolation"] for d, v in final.items()
+        }
     rows[name or "baseline"] = {
-        "what": ABLATIONS[name][0] if name else "the study's TransINR-MINR (:demo model)",
-        "gflop_per_step": flops[name] / 1e9, "seeds": per_seed}
-  results = {"train": train_name, "steps": steps, "domains": list(domains), "rows": rows,
-             "command": "python " + " ".join(sys.argv)}
+      "what": ABLATIONS[name][0] if name else "the study's TransINR-MINR (:demo model)",
+      "gflop_per_step": flops[name] / 1e9,
+      "seeds": per_seed,
+    }
+  results = {
+    "train": train_name,
+    "steps": steps,
+    "domains": list(domains),
+    "rows": rows,
+    "command": "python " + " ".join(sys.argv),
+  }
   write_report(results, os.path.join(workdir, "study"))
   return results
 
@@ -137,12 +172,15 @@ def write_report(results: dict[str, Any], out_dir: str) -> None:
     json.dump(results, f, indent=1)
   domains = results["domains"]
   base = results["rows"]["baseline"]["seeds"]
-  lines = [f"Trained on {results['train']} for {results['steps']} steps of 16 images; "
-           "psnr_pasted minus Gaussian interpolation (dB) at the last step, mean "
-           "[min, max] over seeds; in brackets after it, the change from the baseline of the "
-           "same seeds.", "",
-           "| ablation | GFLOP/step | seeds | " + " | ".join(domains) + " |",
-           "|---|---|---|" + "---|" * len(domains)]
+  lines = [
+    f"Trained on {results['train']} for {results['steps']} steps of 16 images; "
+    "psnr_pasted minus Gaussian interpolation (dB) at the last step, mean "
+    "[min, max] over seeds; in brackets after it, the change from the baseline of the "
+    "same seeds.",
+    "",
+    "| ablation | GFLOP/step | seeds | " + " | ".join(domains) + " |",
+    "|---|---|---|" + "---|" * len(domains),
+  ]
   for name, row in results["rows"].items():
     seeds = sorted(row["seeds"])
     cells = []
@@ -156,8 +194,11 @@ def write_report(results: dict[str, Any], out_dir: str) -> None:
       if name != "baseline" and paired:
         cell += f" ({np.mean(paired):+.2f})"
       cells.append(cell)
-    lines.append(f"| {name}: {row['what']} | {row['gflop_per_step']:.1f} | {len(seeds)} | "
-                 + " | ".join(cells) + " |")
+    lines.append(
+      f"| {name}: {row['what']} | {row['gflop_per_step']:.1f} | {len(seeds)} | "
+      + " | ".join(cells)
+      + " |"
+    )
   with open(os.path.join(out_dir, "ablations.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   print("\n".join(lines), flush=True)
@@ -175,16 +216,28 @@ def main(argv: list[str]) -> None:
     domains = ood_study.parse_named(f.eval, "--eval")
   except ValueError as e:
     sys.exit(f"error: {e}")
-  run(f.workdir, train_name, os.path.abspath(os.path.expanduser(folder)), domains, names,
-      [int(s) for s in f.seeds.split(",") if s], f.steps, f.num_evals, f.data_dir,
-      f.max_minutes, f.variant)
+  run(
+    f.workdir,
+    train_name,
+    os.path.abspath(os.path.expanduser(folder)),
+    domains,
+    names,
+    [int(s) for s in f.seeds.split(",") if s],
+    f.steps,
+    f.num_evals,
+    f.data_dir,
+    f.max_minutes,
+    f.variant,
+  )
 
 
 def _define_flags() -> None:
-  flags.DEFINE_string("workdir", None, "The study's workdir (baselines are its runs).",
-                      required=True)
-  flags.DEFINE_string("train", None, "Training folder, [name:]folder (name as in the study).",
-                      required=True)
+  flags.DEFINE_string(
+    "workdir", None, "The study's workdir (baselines are its runs).", required=True
+  )
+  flags.DEFINE_string(
+    "train", None, "Training folder, [name:]folder (name as in the study).", required=True
+  )
   flags.DEFINE_string("eval", None, "Evaluation domains, 'name:folder,...'.", required=True)
   flags.DEFINE_string("ablations", ",".join(ABLATIONS), "Ablations, comma-separated.")
   flags.DEFINE_string("seeds", "0,1", "Seeds, comma-separated.")

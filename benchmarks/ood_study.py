@@ -74,8 +74,9 @@ def parse_named(spec: str, flag: str) -> dict[str, str]:
   return out
 
 
-def base_config(model: str, variant: str, train_folder: str, eval_folders: Sequence[str],
-                seed: int, data_dir: str) -> ml_collections.ConfigDict:
+def base_config(
+  model: str, variant: str, train_folder: str, eval_folders: Sequence[str], seed: int, data_dir: str
+) -> ml_collections.ConfigDict:
   """`configs/<model>.py:<variant>` on a training folder used whole, scored elsewhere."""
   c = load_file(os.path.join(CONFIG_DIR, f"{model}.py") + f":{variant}")
   c.seed = seed
@@ -96,8 +97,9 @@ def base_config(model: str, variant: str, train_folder: str, eval_folders: Seque
   return c
 
 
-def plan(models: Sequence[str], flops: dict[str, float], budget: int,
-         num_evals: int) -> dict[str, dict[str, int]]:
+def plan(
+  models: Sequence[str], flops: dict[str, float], budget: int, num_evals: int
+) -> dict[str, dict[str, int]]:
   """Steps and evaluation cadence of each model at the reference's compute.
 
   Returns {model: {'steps', 'eval_every'}}: steps = the reference's FLOPs
@@ -118,8 +120,14 @@ def plan(models: Sequence[str], flops: dict[str, float], budget: int,
 
 
 def _run_config(model, train_name, seed, schedule, args) -> ml_collections.ConfigDict:
-  c = base_config(model, args["variant"], args["train"][train_name],
-                  list(args["eval"].values()), seed, args["data_dir"])
+  c = base_config(
+    model,
+    args["variant"],
+    args["train"][train_name],
+    list(args["eval"].values()),
+    seed,
+    args["data_dir"],
+  )
   c.num_train_steps = schedule["steps"]
   if model != "mae":
     c.warmup_steps = min(100, c.num_train_steps // 10)
@@ -131,7 +139,8 @@ def _run_config(model, train_name, seed, schedule, args) -> ml_collections.Confi
 
 def _finished(workdir: str, steps: int) -> bool:
   return os.path.exists(os.path.join(workdir, "final_eval.json")) and os.path.isdir(
-      os.path.join(workdir, "checkpoints", str(steps)))
+    os.path.join(workdir, "checkpoints", str(steps))
+  )
 
 
 def _train_piece(config, workdir: str, deadline: float | None) -> bool:
@@ -173,8 +182,11 @@ def _train_rate(workdir: str) -> float | None:
   if not os.path.exists(path):
     return None
   with open(path) as f:
-    rates = [r["images_per_sec"] for r in map(json.loads, f)
-             if r.get("split") == "train" and "images_per_sec" in r]
+    rates = [
+      r["images_per_sec"]
+      for r in map(json.loads, f)
+      if r.get("split") == "train" and "images_per_sec" in r
+    ]
   return float(np.median(rates)) if rates else None
 
 
@@ -203,14 +215,24 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
       for name, rows in (("final", finals), ("equal_images", at_ref)):
         if rows:
           cell[name] = {m: _stats([r[m] for r in rows]) for m in METRICS}
-          cell[name]["gain"] = _stats([r["psnr_pasted"] - r["psnr_full_interpolation"]
-                                       for r in rows])
+          cell[name]["gain"] = _stats(
+            [r["psnr_pasted"] - r["psnr_full_interpolation"] for r in rows]
+          )
       steps = sorted({int(s) for c in curves for s in c}, key=int)
       cell["curve"] = [
-          {"step": s, "tflop": s * results["flops_per_step"][model] / 1e12,
-           "gain": _stats([c[str(s)]["psnr_pasted"] - c[str(s)]["psnr_full_interpolation"]
-                           for c in curves if str(s) in c])}
-          for s in steps]
+        {
+          "step": s,
+          "tflop": s * results["flops_per_step"][model] / 1e12,
+          "gain": _stats(
+            [
+              c[str(s)]["psnr_pasted"] - c[str(s)]["psnr_full_interpolation"]
+              for c in curves
+              if str(s) in c
+            ]
+          ),
+        }
+        for s in steps
+      ]
       out[f"{train_name}/{domain}/{model}"] = cell
   return out
 
@@ -229,28 +251,52 @@ def write_report(results: dict[str, Any], out_dir: str) -> str:
   summary = summarize(results)
   results["summary"] = summary
   lines = [
-      "# Out-of-domain study (written by benchmarks/ood_study.py)", "",
-      f"Command: `{results['command']}`", "",
-      f"Machine: {results['machine']}. Budget: {results['budget_steps']} steps of "
-      f"TransINR-MINR = {results['budget_tflop']:.1f} TFLOP of training per run.", "",
-      "| model | GFLOP / step | steps at the budget | wall minutes per run (seeds) | "
-      "train images/s |", "|---|---|---|---|---|"]
+    "# Out-of-domain study (written by benchmarks/ood_study.py)",
+    "",
+    f"Command: `{results['command']}`",
+    "",
+    f"Machine: {results['machine']}. Budget: {results['budget_steps']} steps of "
+    f"TransINR-MINR = {results['budget_tflop']:.1f} TFLOP of training per run.",
+    "",
+    "| model | GFLOP / step | steps at the budget | wall minutes per run (seeds) | "
+    "train images/s |",
+    "|---|---|---|---|---|",
+  ]
   for model in results["models"]:
-    walls = [r["wall_minutes"] for k, runs in results["runs"].items()
-             if k.startswith(model + "/") for r in runs.values() if r["finished"]]
-    rates = [r["images_per_sec"] for k, runs in results["runs"].items()
-             if k.startswith(model + "/") for r in runs.values() if r["images_per_sec"]]
+    walls = [
+      r["wall_minutes"]
+      for k, runs in results["runs"].items()
+      if k.startswith(model + "/")
+      for r in runs.values()
+      if r["finished"]
+    ]
+    rates = [
+      r["images_per_sec"]
+      for k, runs in results["runs"].items()
+      if k.startswith(model + "/")
+      for r in runs.values()
+      if r["images_per_sec"]
+    ]
     rate = f"{np.median(rates):.1f}" if rates else "-"
-    lines.append(f"| {NAMES[model]} | {results['flops_per_step'][model] / 1e9:.3f} | "
-                 f"{results['plan'][model]['steps']} | "
-                 f"{', '.join(f'{w:.1f}' for w in walls) or '-'} | {rate} |")
-  for title, which in (("equal training compute (each model's final step)", "final"),
-                       (f"equal images seen ({results['budget_steps']} steps of 16)",
-                        "equal_images")):
-    lines += ["", f"## At {title}", "",
-              "psnr in dB, mean [min, max] over seeds; gain = psnr_pasted - interpolation.",
-              "", "| trained on | evaluated on | model | psnr_pasted | psnr_masked | gain | "
-              "interpolation | mean fill |", "|---|---|---|---|---|---|---|---|"]
+    lines.append(
+      f"| {NAMES[model]} | {results['flops_per_step'][model] / 1e9:.3f} | "
+      f"{results['plan'][model]['steps']} | "
+      f"{', '.join(f'{w:.1f}' for w in walls) or '-'} | {rate} |"
+    )
+  for title, which in (
+    ("equal training compute (each model's final step)", "final"),
+    (f"equal images seen ({results['budget_steps']} steps of 16)", "equal_images"),
+  ):
+    lines += [
+      "",
+      f"## At {title}",
+      "",
+      "psnr in dB, mean [min, max] over seeds; gain = psnr_pasted - interpolation.",
+      "",
+      "| trained on | evaluated on | model | psnr_pasted | psnr_masked | gain | "
+      "interpolation | mean fill |",
+      "|---|---|---|---|---|---|---|---|",
+    ]
     for train_name in results["train_sets"]:
       for domain in results["domains"]:
         for model in results["models"]:
@@ -258,10 +304,11 @@ def write_report(results: dict[str, Any], out_dir: str) -> str:
           if not cell:
             continue
           lines.append(
-              f"| {train_name} | {domain} | {NAMES[model]} | {_fmt(cell['psnr_pasted'])} | "
-              f"{_fmt(cell['psnr_masked'])} | {_fmt(cell['gain'], signed=True)} | "
-              f"{cell['psnr_full_interpolation']['mean']:.2f} | "
-              f"{cell['psnr_full_mean_fill']['mean']:.2f} |")
+            f"| {train_name} | {domain} | {NAMES[model]} | {_fmt(cell['psnr_pasted'])} | "
+            f"{_fmt(cell['psnr_masked'])} | {_fmt(cell['gain'], signed=True)} | "
+            f"{cell['psnr_full_interpolation']['mean']:.2f} | "
+            f"{cell['psnr_full_mean_fill']['mean']:.2f} |"
+          )
   text = "\n".join(lines) + "\n"
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "ood.md"), "w") as f:
@@ -276,8 +323,9 @@ def plot(results: dict[str, Any], summary: dict[str, Any], path: str) -> None:
   """psnr_pasted - interpolation against training TFLOP: rows = training sets,
   columns = evaluation domains, a line per model (seed mean) and its seed range."""
   rows, cols = results["train_sets"], results["domains"]
-  fig, axes = plt.subplots(len(rows), len(cols), figsize=(4 * len(cols), 3.2 * len(rows)),
-                           squeeze=False, sharex=True)
+  fig, axes = plt.subplots(
+    len(rows), len(cols), figsize=(4 * len(cols), 3.2 * len(rows)), squeeze=False, sharex=True
+  )
   for i, train_name in enumerate(rows):
     for j, domain in enumerate(cols):
       ax = axes[i][j]
@@ -288,8 +336,9 @@ def plot(results: dict[str, Any], summary: dict[str, Any], path: str) -> None:
           continue
         x = [p["tflop"] for p in curve]
         ax.plot(x, [p["gain"]["mean"] for p in curve], marker="o", ms=3, label=NAMES[model])
-        ax.fill_between(x, [p["gain"]["min"] for p in curve],
-                        [p["gain"]["max"] for p in curve], alpha=0.2)
+        ax.fill_between(
+          x, [p["gain"]["min"] for p in curve], [p["gain"]["max"] for p in curve], alpha=0.2
+        )
       ax.set_title(f"trained on {train_name}, scored on {domain}", fontsize=9)
       if i == len(rows) - 1:
         ax.set_xlabel("training compute (TFLOP)")
@@ -302,11 +351,20 @@ def plot(results: dict[str, Any], summary: dict[str, Any], path: str) -> None:
   plt.close(fig)
 
 
-def run_study(workdir: str, train_sets: dict[str, str], domains: dict[str, str],
-              models: Sequence[str], seeds: Sequence[int], budget: int, num_evals: int,
-              variant: str = "demo", data_dir: str = "~/tensorflow_datasets",
-              max_minutes: float = 0.0, report_only: bool = False,
-              command: str = "") -> dict[str, Any]:
+def run_study(
+  workdir: str,
+  train_sets: dict[str, str],
+  domains: dict[str, str],
+  models: Sequence[str],
+  seeds: Sequence[int],
+  budget: int,
+  num_evals: int,
+  variant: str = "demo",
+  data_dir: str = "~/tensorflow_datasets",
+  max_minutes: float = 0.0,
+  report_only: bool = False,
+  command: str = "",
+) -> dict[str, Any]:
   """Trains what is missing (within max_minutes), then writes the report."""
   if REFERENCE not in models:
     raise ValueError(f"--models must include {REFERENCE} (its steps set the budget)")
@@ -334,20 +392,26 @@ def run_study(workdir: str, train_sets: dict[str, str], domains: dict[str, str],
         run_dir = os.path.join(workdir, f"{model}_{train_name}_seed{seed}")
         if stopped or _finished(run_dir, schedule[model]["steps"]):
           continue
-        print(f"== {NAMES[model]} on {train_name}, seed {seed}: "
-              f"{schedule[model]['steps']} steps", flush=True)
+        print(
+          f"== {NAMES[model]} on {train_name}, seed {seed}: {schedule[model]['steps']} steps",
+          flush=True,
+        )
         start = time.time()
-        done = _train_piece(_run_config(model, train_name, seed, schedule[model], args),
-                            run_dir, deadline)
+        done = _train_piece(
+          _run_config(model, train_name, seed, schedule[model], args), run_dir, deadline
+        )
         walls[run_dir] = walls.get(run_dir, 0.0) + time.time() - start
         with open(state_path, "w") as f:
           json.dump(state, f, indent=1)
         if not done:
-          print("time bound reached: the run saved its step; run the same command "
-                "again to continue", flush=True)
+          print(
+            "time bound reached: the run saved its step; run the same command again to continue",
+            flush=True,
+          )
           stopped = True
-  labels = {f"image_folder:{os.path.basename(os.path.normpath(p))}": name
-            for name, p in domains.items()}
+  labels = {
+    f"image_folder:{os.path.basename(os.path.normpath(p))}": name for name, p in domains.items()
+  }
   runs: dict[str, dict] = {}
   for model in models:
     for train_name in train_sets:
@@ -355,17 +419,26 @@ def run_study(workdir: str, train_sets: dict[str, str], domains: dict[str, str],
         run_dir = os.path.join(workdir, f"{model}_{train_name}_seed{seed}")
         curves = read_curves(run_dir, labels)
         runs.setdefault(f"{model}/{train_name}", {})[str(seed)] = {
-            "finished": _finished(run_dir, schedule[model]["steps"]),
-            "wall_minutes": walls.get(run_dir, 0.0) / 60,
-            "images_per_sec": _train_rate(run_dir),
-            "curves": {d: {str(s): v for s, v in c.items()} for d, c in curves.items()}}
+          "finished": _finished(run_dir, schedule[model]["steps"]),
+          "wall_minutes": walls.get(run_dir, 0.0) / 60,
+          "images_per_sec": _train_rate(run_dir),
+          "curves": {d: {str(s): v for s, v in c.items()} for d, c in curves.items()},
+        }
   results = {
-      "command": command, "budget_steps": budget,
-      "budget_tflop": flops[REFERENCE] * budget / 1e12, "num_evals": num_evals,
-      "models": list(models), "train_sets": list(train_sets), "domains": list(domains),
-      "seeds": list(seeds), "plan": schedule, "flops_per_step": flops, "runs": runs,
-      "machine": f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
-                 f"Python {platform.python_version()}"}
+    "command": command,
+    "budget_steps": budget,
+    "budget_tflop": flops[REFERENCE] * budget / 1e12,
+    "num_evals": num_evals,
+    "models": list(models),
+    "train_sets": list(train_sets),
+    "domains": list(domains),
+    "seeds": list(seeds),
+    "plan": schedule,
+    "flops_per_step": flops,
+    "runs": runs,
+    "machine": f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
+    f"Python {platform.python_version()}",
+  }
   write_report(results, os.path.join(workdir, "study"))
   return results
 
@@ -383,12 +456,26 @@ def main(argv: list[str]) -> None:
       raise ValueError("--budget_steps and --num_evals must be >= 1")
   except ValueError as e:
     sys.exit(f"error: {e}")
-  results = run_study(_WORKDIR.value, train_sets, domains, models, seeds, _BUDGET.value,
-                      _NUM_EVALS.value, _VARIANT.value, _DATA_DIR.value, _MAX_MINUTES.value,
-                      _REPORT_ONLY.value, "python " + " ".join(sys.argv))
-  print(f"wrote {os.path.join(_WORKDIR.value, 'study')}/ood.md, ood.json, ood.png "
-        f"({sum(r['finished'] for runs in results['runs'].values() for r in runs.values())} "
-        "runs finished)", flush=True)
+  results = run_study(
+    _WORKDIR.value,
+    train_sets,
+    domains,
+    models,
+    seeds,
+    _BUDGET.value,
+    _NUM_EVALS.value,
+    _VARIANT.value,
+    _DATA_DIR.value,
+    _MAX_MINUTES.value,
+    _REPORT_ONLY.value,
+    "python " + " ".join(sys.argv),
+  )
+  print(
+    f"wrote {os.path.join(_WORKDIR.value, 'study')}/ood.md, ood.json, ood.png "
+    f"({sum(r['finished'] for runs in results['runs'].values() for r in runs.values())} "
+    "runs finished)",
+    flush=True,
+  )
 
 
 def _define_flags() -> None:
@@ -397,18 +484,28 @@ def _define_flags() -> None:
   global _VARIANT, _DATA_DIR, _REPORT_ONLY
   _WORKDIR = flags.DEFINE_string("workdir", None, "Root of the study's runs and results.")
   _TRAIN = flags.DEFINE_string("train", None, "Training sets, 'name:folder,...' (used whole).")
-  _EVAL = flags.DEFINE_string("eval", None, "Evaluation domains, 'name:folder,...' "
-                              "(each folder's val/ split, or its hash split).")
+  _EVAL = flags.DEFINE_string(
+    "eval",
+    None,
+    "Evaluation domains, 'name:folder,...' (each folder's val/ split, or its hash split).",
+  )
   _MODELS = flags.DEFINE_string("models", "transinr,ginr,mae", "Models, comma-separated.")
   _SEEDS = flags.DEFINE_string("seeds", "0,1", "Seeds, comma-separated.")
-  _BUDGET = flags.DEFINE_integer("budget_steps", 3000, "TransINR-MINR's steps of 16 images; "
-                                 "the other models get the same training FLOPs.")
+  _BUDGET = flags.DEFINE_integer(
+    "budget_steps",
+    3000,
+    "TransINR-MINR's steps of 16 images; the other models get the same training FLOPs.",
+  )
   _NUM_EVALS = flags.DEFINE_integer("num_evals", 8, "Evaluations per run over the budget.")
-  _MAX_MINUTES = flags.DEFINE_float("max_minutes", 55.0, "Wall-time bound of this piece "
-                                    "(0 = none); the run in progress saves and stops.")
+  _MAX_MINUTES = flags.DEFINE_float(
+    "max_minutes",
+    55.0,
+    "Wall-time bound of this piece (0 = none); the run in progress saves and stops.",
+  )
   _VARIANT = flags.DEFINE_string("variant", "demo", "Config variant of every model (tiny: tests).")
-  _DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets",
-                                  "Where the folders are prepared as TFDS datasets.")
+  _DATA_DIR = flags.DEFINE_string(
+    "data_dir", "~/tensorflow_datasets", "Where the folders are prepared as TFDS datasets."
+  )
   _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only write the report from what exists.")
 
 

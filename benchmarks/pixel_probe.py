@@ -39,8 +39,10 @@ def main() -> None:
   root, sizes = sys.argv[1], [int(s) for s in sys.argv[2:]] or [8]
   for size in sizes:
     r = probe.probe(load(root, "train", size), load(root, "val", size))
-    print(f"raw pixels {size}x{size}x3 (dim {3 * size * size}): test accuracy "
-          f"{r['accuracy']:.3f}, majority class {r['majority_baseline']:.3f}")
+    print(
+      f"raw pixels {size}x{size}x3 (dim {3 * size * size}): test accuracy "
+      f"{r['accuracy']:.3f}, majority class {r['majority_baseline']:.3f}"
+    )
 
 
 if __name__ == "__main__":

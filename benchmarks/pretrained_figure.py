@@ -35,24 +35,40 @@ def main() -> None:
   args = p.parse_args()
   model = minr_jax.load(args.workdir, devices=1)
   r = model.config.resolution
-  files = sorted(f for f in os.listdir(args.folder)
-                 if f.lower().endswith((".jpg", ".jpeg", ".png")))[:args.count]
-  images = np.stack([
-      preprocess.center_crop(preprocess.resize_short_side(
-          np.asarray(Image.open(os.path.join(args.folder, f)).convert("RGB")), r), r)
-      for f in files]).astype(np.float32) / 255
+  files = sorted(
+    f for f in os.listdir(args.folder) if f.lower().endswith((".jpg", ".jpeg", ".png"))
+  )[: args.count]
+  images = (
+    np.stack(
+      [
+        preprocess.center_crop(
+          preprocess.resize_short_side(
+            np.asarray(Image.open(os.path.join(args.folder, f)).convert("RGB")), r
+          ),
+          r,
+        )
+        for f in files
+      ]
+    ).astype(np.float32)
+    / 255
+  )
   pred, mask = model.reconstruct(images, indices=np.arange(len(files)))
   target, hidden = jnp.asarray(images), jnp.asarray(mask)
-  interp = np.asarray(metrics.interpolation_fill(
-      target, hidden, metrics.interpolation_sigma(r, model.config.mask_grid)))
+  interp = np.asarray(
+    metrics.interpolation_fill(
+      target, hidden, metrics.interpolation_sigma(r, model.config.mask_grid)
+    )
+  )
   pasted = np.asarray(metrics.paste_visible(jnp.asarray(pred), target, hidden))
-  psnr = lambda x: np.asarray(metrics.psnr_from_mse(metrics.per_image_mse(jnp.asarray(x),
-                                                                          target)))
+  psnr = lambda x: np.asarray(metrics.psnr_from_mse(metrics.per_image_mse(jnp.asarray(x), target)))
   for f, a, b in zip(files, psnr(interp), psnr(pasted), strict=True):
     print(f"{f}: interpolation {a:.2f} dB, MINR pasted {b:.2f} dB")
-  metrics.save_image_grid(args.output, [images * ~mask[..., None], interp, pred, pasted, images],
-                          ["masked input", "interpolation", "MINR", "MINR, pasted",
-                           "ground truth"], max_rows=args.count)
+  metrics.save_image_grid(
+    args.output,
+    [images * ~mask[..., None], interp, pred, pasted, images],
+    ["masked input", "interpolation", "MINR", "MINR, pasted", "ground truth"],
+    max_rows=args.count,
+  )
   print(f"wrote {args.output}")
 
 

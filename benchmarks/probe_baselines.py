@@ -50,13 +50,22 @@ def random_twin(model: api.Model, seed: int) -> api.Model:
   """`model` with freshly initialised parameters (same config, mesh and batch size)."""
   family = families.get(model.config)
   params = family.init(model.model, jax.random.key(seed))
-  return api.Model(config=model.config, family=family, model=model.model,
-                   params=params, step=0, mesh=model.mesh, batch_size=model.batch_size)
+  return api.Model(
+    config=model.config,
+    family=family,
+    model=model.model,
+    params=params,
+    step=0,
+    mesh=model.mesh,
+    batch_size=model.batch_size,
+  )
 
 
 def embed_splits(model: api.Model, folder: str, kind: str) -> tuple[dict, dict]:
-  sets = [embed.embed_dataset(model, f"image_folder:{folder}", split=s, kind=kind,
-                              progress=False) for s in ("train", "eval")]
+  sets = [
+    embed.embed_dataset(model, f"image_folder:{folder}", split=s, kind=kind, progress=False)
+    for s in ("train", "eval")
+  ]
   return sets[0], sets[1]
 
 
@@ -79,21 +88,42 @@ def main() -> None:
     for seed in seeds:
       rtrain, rtest = embed_splits(random_twin(model, seed), args.folder, kind)
       rand.append(probe.probe(rtrain, rtest)["accuracy"])
-    rows.append((f"`{kind}`", trained["dim"], f"{trained['accuracy']:.3f}",
-                 f"{np.mean(rand):.3f} ± {np.std(rand):.3f}",
-                 f"{trained['majority_baseline']:.3f}"))
-    print(f"{kind}: trained {trained['accuracy']:.3f}, random init {np.mean(rand):.3f} "
-          f"(seeds {seeds}: {', '.join(f'{a:.3f}' for a in rand)})", flush=True)
+    rows.append(
+      (
+        f"`{kind}`",
+        trained["dim"],
+        f"{trained['accuracy']:.3f}",
+        f"{np.mean(rand):.3f} ± {np.std(rand):.3f}",
+        f"{trained['majority_baseline']:.3f}",
+      )
+    )
+    print(
+      f"{kind}: trained {trained['accuracy']:.3f}, random init {np.mean(rand):.3f} "
+      f"(seeds {seeds}: {', '.join(f'{a:.3f}' for a in rand)})",
+      flush=True,
+    )
   for size in (8, 16):
-    r = probe.probe(pixel_probe.load(args.folder, "train", size),
-                    pixel_probe.load(args.folder, "val", size))
-    rows.append((f"raw pixels {size}x{size}x3", 3 * size * size, f"{r['accuracy']:.3f}", "-",
-                 f"{r['majority_baseline']:.3f}"))
-  header = ("| input | dim | test accuracy | same model, random init (mean ± sd over "
-            f"{len(seeds)} seeds) | majority class |\n|---|---|---|---|---|\n")
+    r = probe.probe(
+      pixel_probe.load(args.folder, "train", size), pixel_probe.load(args.folder, "val", size)
+    )
+    rows.append(
+      (
+        f"raw pixels {size}x{size}x3",
+        3 * size * size,
+        f"{r['accuracy']:.3f}",
+        "-",
+        f"{r['majority_baseline']:.3f}",
+      )
+    )
+  header = (
+    "| input | dim | test accuracy | same model, random init (mean ± sd over "
+    f"{len(seeds)} seeds) | majority class |\n|---|---|---|---|---|\n"
+  )
   table = header + "\n".join("| " + " | ".join(str(c) for c in row) + " |" for row in rows)
-  note = (f"\n\n{args.workdir} (step {model.step}), {args.folder}; jax {jax.__version__}, "
-          f"{jax.devices()[0].device_kind}; {time.time() - t0:.0f} s\n")
+  note = (
+    f"\n\n{args.workdir} (step {model.step}), {args.folder}; jax {jax.__version__}, "
+    f"{jax.devices()[0].device_kind}; {time.time() - t0:.0f} s\n"
+  )
   print(table + note)
   if args.output:
     with open(args.output, "w") as f:

@@ -27,15 +27,17 @@ from absl import app, flags
 from minr_jax import evaluate, train
 from minr_jax.config import load_file
 
-TRANSINR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "configs", "transinr.py")
+TRANSINR = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "transinr.py"
+)
 
 _TRAIN = flags.DEFINE_string("train", None, "Image folder to train on.")
 _EVAL = flags.DEFINE_string("eval", "", "Comma-separated other image folders to evaluate on.")
 _STEPS = flags.DEFINE_integer("steps", 4000, "Training steps (batch 16).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
-_DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets",
-                                "Where the folders are prepared as TFDS datasets.")
+_DATA_DIR = flags.DEFINE_string(
+  "data_dir", "~/tensorflow_datasets", "Where the folders are prepared as TFDS datasets."
+)
 
 
 def make_config(train_folder: str, steps: int, data_dir: str):
@@ -62,19 +64,25 @@ def main(argv: list[str]) -> None:
   train_seconds = time.time() - start
   folders = [config.dataset.path] + [os.path.abspath(f) for f in _EVAL.value.split(",") if f]
   step, results = evaluate.evaluate_workdir(
-      _WORKDIR.value, ",".join(f"image_folder:{f}" for f in folders))
+    _WORKDIR.value, ",".join(f"image_folder:{f}" for f in folders)
+  )
   lines = [
-      f"Trained on `{_TRAIN.value}` for {step} steps of 16 images ({config.resolution} px, "
-      f"{config.mask_grid}x{config.mask_grid} mask grid, ratio {config.mask_ratio}).",
-      f"Wall time of this invocation's training + evaluation: {train_seconds / 60:.1f} min "
-      f"on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}).",
-      "Command: `python " + " ".join(sys.argv) + "`", "",
-      "| eval dataset | images | psnr_full | psnr_masked | psnr_pasted | mean-colour fill "
-      "| masked input |", "|---|---|---|---|---|---|---|"]
+    f"Trained on `{_TRAIN.value}` for {step} steps of 16 images ({config.resolution} px, "
+    f"{config.mask_grid}x{config.mask_grid} mask grid, ratio {config.mask_ratio}).",
+    f"Wall time of this invocation's training + evaluation: {train_seconds / 60:.1f} min "
+    f"on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}).",
+    "Command: `python " + " ".join(sys.argv) + "`",
+    "",
+    "| eval dataset | images | psnr_full | psnr_masked | psnr_pasted | mean-colour fill "
+    "| masked input |",
+    "|---|---|---|---|---|---|---|",
+  ]
   for label, r in results.items():
-    lines.append(f"| {label} | {int(r['num_images'])} | {r['psnr_full']:.2f} | "
-                 f"{r['psnr_masked']:.2f} | {r['psnr_pasted']:.2f} | "
-                 f"{r['psnr_full_mean_fill']:.2f} | {r['psnr_full_masked_input']:.2f} |")
+    lines.append(
+      f"| {label} | {int(r['num_images'])} | {r['psnr_full']:.2f} | "
+      f"{r['psnr_masked']:.2f} | {r['psnr_pasted']:.2f} | "
+      f"{r['psnr_full_mean_fill']:.2f} | {r['psnr_full_masked_input']:.2f} |"
+    )
   text = "\n".join(lines) + "\n"
   with open(os.path.join(_WORKDIR.value, "quality.md"), "w") as f:
     f.write(text)

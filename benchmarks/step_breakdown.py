@@ -62,14 +62,17 @@ def main(argv):
   def inr_loss(ws, config):
     chunk = families.inr_chunk(config)
     if chunk:
-      return jnp.mean(inr.pixel_mse(ws, images, coords, model.freqs(), model.output_bias,
-                                    dtype, chunk))
+      return jnp.mean(
+        inr.pixel_mse(ws, images, coords, model.freqs(), model.output_bias, dtype, chunk)
+      )
     pred = inr.render(ws, coords, model.freqs(), model.output_bias, dtype)
     return jnp.mean((pred - images) ** 2)
 
-  parts = {"hypernetwork_fwd_bwd": (jax.grad(hyper_loss), params),
-           "inr_fwd_bwd": (jax.grad(inr_loss), weights),
-           "inr_fwd": (inr_loss, weights)}
+  parts = {
+    "hypernetwork_fwd_bwd": (jax.grad(hyper_loss), params),
+    "inr_fwd_bwd": (jax.grad(inr_loss), weights),
+    "inr_fwd": (inr_loss, weights),
+  }
   result = {}
   for name, (fn, arg) in parts.items():
     compiled = jax.jit(functools.partial(fn, config=c)).lower(arg).compile()
@@ -81,13 +84,21 @@ def main(argv):
       jax.block_until_ready(compiled(arg))
       times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
-    result[name] = dict(seconds=round(seconds, 2), tflop=round(flops / 1e12, 3),
-                        gflops_per_s=round(flops / seconds / 1e9, 1))
-  result.update(batch_size=c.batch_size, resolution=size, dtype=c.model.get("dtype"),
-                attention_impl=c.model.attention_impl,
-                inr_chunk=families.inr_chunk(c),
-                cpu_count=os.cpu_count(), machine=platform.processor() or platform.machine(),
-                load_average=[round(x, 2) for x in os.getloadavg()])
+    result[name] = dict(
+      seconds=round(seconds, 2),
+      tflop=round(flops / 1e12, 3),
+      gflops_per_s=round(flops / seconds / 1e9, 1),
+    )
+  result.update(
+    batch_size=c.batch_size,
+    resolution=size,
+    dtype=c.model.get("dtype"),
+    attention_impl=c.model.attention_impl,
+    inr_chunk=families.inr_chunk(c),
+    cpu_count=os.cpu_count(),
+    machine=platform.processor() or platform.machine(),
+    load_average=[round(x, 2) for x in os.getloadavg()],
+  )
   print(json.dumps(result, indent=2))
 
 

@@ -83,7 +83,8 @@ class Block(nn.Module):
     self.attn = Attention(width, heads, sdpa)
     self.ln2 = nn.LayerNorm(width, eps=1e-5)
     self.mlp = nn.Sequential(
-        nn.Linear(width, 4 * width), nn.GELU(approximate="none"), nn.Linear(4 * width, width))
+      nn.Linear(width, 4 * width), nn.GELU(approximate="none"), nn.Linear(4 * width, width)
+    )
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     x = x + self.attn(self.ln1(x))
@@ -114,10 +115,12 @@ class TransINR(nn.Module):
     self.groups = [min(MAX_GROUPS, fan_out) for _, fan_out in self.layer_shapes]
     self.weight_tokens = nn.Parameter(torch.randn(sum(self.groups), width))
     self.blocks = nn.ModuleList([Block(width, heads, sdpa) for _ in range(depth)])
-    self.heads = nn.ModuleList([
+    self.heads = nn.ModuleList(
+      [
         nn.Sequential(nn.LayerNorm(width, eps=1e-5), nn.Linear(width, fan_in))
         for fan_in, _ in self.layer_shapes
-    ])
+      ]
+    )
     self.bases = nn.ParameterList()
     for fan_in, fan_out in self.layer_shapes:
       bound = 1 / math.sqrt(fan_in)
@@ -135,8 +138,9 @@ class TransINR(nn.Module):
       x = block(x)
     weights, start = [], self.num_data_tokens
     for (fan_in, fan_out), g, head, base in zip(
-        self.layer_shapes, self.groups, self.heads, self.bases):
-      mod = head(x[:, start:start + g]).transpose(1, 2)  # [B, fan_in, g]
+      self.layer_shapes, self.groups, self.heads, self.bases
+    ):
+      mod = head(x[:, start : start + g]).transpose(1, 2)  # [B, fan_in, g]
       start += g
       mod = mod.repeat(1, 1, fan_out // g)  # output column j uses group j mod g
       w = mod * base[:fan_in]
@@ -170,13 +174,20 @@ def main():
   parser.add_argument("--warmup", type=int, default=1, help="Untimed steps before timing.")
   parser.add_argument("--batch_size", type=int, default=16)
   parser.add_argument("--resolution", type=int, default=182, help="Image side in pixels.")
-  parser.add_argument("--threads", type=int, default=None,
-                      help="torch.set_num_threads; default: leave torch's default.")
+  parser.add_argument(
+    "--threads",
+    type=int,
+    default=None,
+    help="torch.set_num_threads; default: leave torch's default.",
+  )
   parser.add_argument("--width", type=int, default=768, help="Transformer width (checks only).")
   parser.add_argument("--depth", type=int, default=6, help="Transformer blocks (checks only).")
   parser.add_argument("--heads", type=int, default=12, help="Attention heads (checks only).")
-  parser.add_argument("--sdpa", action="store_true",
-                      help="Use F.scaled_dot_product_attention instead of matmul + softmax.")
+  parser.add_argument(
+    "--sdpa",
+    action="store_true",
+    help="Use F.scaled_dot_product_attention instead of matmul + softmax.",
+  )
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
 
@@ -211,31 +222,32 @@ def main():
     timed = i >= args.warmup
     if timed:
       times.append(elapsed)
-    print(f"step {i} ({'timed' if timed else 'warm-up'}): {elapsed:.3f} s, loss {loss:.5f}",
-          flush=True)
+    print(
+      f"step {i} ({'timed' if timed else 'warm-up'}): {elapsed:.3f} s, loss {loss:.5f}", flush=True
+    )
 
   result = dict(
-      train_step_s=dict(
-          median=statistics.median(times) if times else None,
-          min=min(times, default=None),
-          max=max(times, default=None),
-          all=times,
-      ),
-      images_per_s=args.batch_size / statistics.median(times) if times else None,
-      num_parameters=num_parameters,
-      paper_config=paper,
-      torch_version=torch.__version__,
-      num_threads=torch.get_num_threads(),
-      batch_size=args.batch_size,
-      resolution=res,
-      width=args.width,
-      depth=args.depth,
-      heads=args.heads,
-      attention="sdpa" if args.sdpa else "matmul_softmax",
-      final_loss=loss if args.warmup + args.steps else None,
-      cpu_count=os.cpu_count(),
-      machine=platform.processor() or platform.machine(),
-      load_average=[round(x, 2) for x in os.getloadavg()],
+    train_step_s=dict(
+      median=statistics.median(times) if times else None,
+      min=min(times, default=None),
+      max=max(times, default=None),
+      all=times,
+    ),
+    images_per_s=args.batch_size / statistics.median(times) if times else None,
+    num_parameters=num_parameters,
+    paper_config=paper,
+    torch_version=torch.__version__,
+    num_threads=torch.get_num_threads(),
+    batch_size=args.batch_size,
+    resolution=res,
+    width=args.width,
+    depth=args.depth,
+    heads=args.heads,
+    attention="sdpa" if args.sdpa else "matmul_softmax",
+    final_loss=loss if args.warmup + args.steps else None,
+    cpu_count=os.cpu_count(),
+    machine=platform.processor() or platform.machine(),
+    load_average=[round(x, 2) for x in os.getloadavg()],
   )
   print(json.dumps(result))
 

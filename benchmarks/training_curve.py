@@ -66,8 +66,11 @@ def main() -> None:
   for label, run in zip(labels, runs):
     print(f"\n{label}\n\n| step | " + " | ".join(datasets) + " |")
     for step in sorted({s for c in run.values() for s in c}):
-      print(f"| {step:,} | " + " | ".join(f"{run[d].get(step, float('nan')):+.2f}"
-                                           for d in datasets) + " |")
+      print(
+        f"| {step:,} | "
+        + " | ".join(f"{run[d].get(step, float('nan')):+.2f}" for d in datasets)
+        + " |"
+      )
 
 
 if __name__ == "__main__":

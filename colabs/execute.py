@@ -37,15 +37,18 @@ def execute(name: str) -> str:
   nb = nbformat.read(os.path.join(HERE, f"{name}.ipynb"), as_version=4)
   for key in [k for k in os.environ if k.startswith("MINR_")]:  # the notebooks' defaults
     del os.environ[key]
-  NotebookClient(nb, timeout=3600, kernel_name="python3",
-                 resources={"metadata": {"path": HERE}}).execute()
+  NotebookClient(
+    nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": HERE}}
+  ).execute()
   import jax  # noqa: PLC0415 (the machine's description only)
+
   when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
   stamp = nbformat.v4.new_markdown_cell(
-      f"*Executed copy of `colabs/{name}.ipynb`, run in full by `python colabs/execute.py` on "
-      f"{when}: {cpu_name()}, {os.cpu_count()} CPU cores, "
-      f"JAX {jax.__version__} on {jax.default_backend()}. Outputs are as printed then; "
-      "open the notebook itself to run it.*")
+    f"*Executed copy of `colabs/{name}.ipynb`, run in full by `python colabs/execute.py` on "
+    f"{when}: {cpu_name()}, {os.cpu_count()} CPU cores, "
+    f"JAX {jax.__version__} on {jax.default_backend()}. Outputs are as printed then; "
+    "open the notebook itself to run it.*"
+  )
   nb.cells.insert(0, stamp)
   os.makedirs(OUT, exist_ok=True)
   path = os.path.join(OUT, f"{name}.ipynb")

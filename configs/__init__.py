@@ -1,1 +1,4 @@
-"""The run configs: `get_config(arg)` per file (python -m minr_jax.main --config=configs/X.py:ARG)."""
+"""The run configs: `get_config(arg)` per file.
+
+Used as `python -m minr_jax.main --config=configs/X.py:ARG`.
+"""

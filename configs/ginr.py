@@ -41,9 +41,9 @@ transinr = _sibling("transinr")  # configs/transinr.py
 
 # variant: (Fourier sigma, coord_noise). Epochs and image counts: transinr.PAPER_DATASETS.
 PAPER_GINR = {
-    "celeba": (64.0, 0.0),
-    "imagenette": (128.0, 0.5),
-    "indoor": (128.0, 0.5),
+  "celeba": (64.0, 0.0),
+  "imagenette": (128.0, 0.5),
+  "indoor": (128.0, 0.5),
 }
 
 
@@ -51,8 +51,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The paper's GINR config, changed by the variant named in `arg`."""
   variant = arg or ""
   if variant and variant not in PAPER_GINR and variant not in ("demo", "tiny"):
-    raise ValueError(f"unknown variant {variant!r} of configs/ginr.py: use '', "
-                     f"{', '.join(PAPER_GINR)}, 'demo' or 'tiny'")
+    raise ValueError(
+      f"unknown variant {variant!r} of configs/ginr.py: use '', "
+      f"{', '.join(PAPER_GINR)}, 'demo' or 'tiny'"
+    )
   c = transinr.get_config(arg)
   m = c.model
   m.family = "ginr"  # str: transinr | ginr | mae (minr_jax/families.py).

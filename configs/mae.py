@@ -64,9 +64,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
   unknown = [p for p in parts if p not in MODEL_SIZES + DATA_PARTS]
   if unknown:
-    raise ValueError(f"unknown variant {unknown[0]!r} of configs/mae.py: use a size "
-                     f"({', '.join(MODEL_SIZES)}) and/or a data part "
-                     f"({', '.join(DATA_PARTS)}), comma-separated")
+    raise ValueError(
+      f"unknown variant {unknown[0]!r} of configs/mae.py: use a size "
+      f"({', '.join(MODEL_SIZES)}) and/or a data part "
+      f"({', '.join(DATA_PARTS)}), comma-separated"
+    )
   sizes = [p for p in parts if p in MODEL_SIZES]
   datas = [p for p in parts if p in DATA_PARTS]
   if len(sizes) > 1 or len(datas) > 1:

@@ -144,7 +144,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # int.
   c.mesh.fsdp = 1  # int: 1 = plain data parallelism (everything replicated).
-  c.fsdp_min_size = 2 ** 18  # int: smaller arrays stay replicated.
+  c.fsdp_min_size = 2**18  # int: smaller arrays stay replicated.
 
   variant = arg or ""
   if variant in PAPER_DATASETS:
@@ -161,8 +161,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     _demo(c)
     _tiny(c)
   elif variant:
-    raise ValueError(f"unknown variant {variant!r} of configs/transinr.py: use '', "
-                     f"{', '.join(PAPER_DATASETS)}, 'demo', 'celeba64', 'photos64' or 'tiny'")
+    raise ValueError(
+      f"unknown variant {variant!r} of configs/transinr.py: use '', "
+      f"{', '.join(PAPER_DATASETS)}, 'demo', 'celeba64', 'photos64' or 'tiny'"
+    )
   return c
 
 
@@ -170,9 +172,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 # the pipeline repeats and shuffles without epoch boundaries, so a step count is
 # what is set; the learning rate drops x0.1 after 80% of it, as in the reference.
 PAPER_DATASETS = {
-    "celeba": ("celeb_a", 162_770, 30),       # 10,174 x 30 = 305,220 steps
-    "imagenette": ("imagenette", 9_469, 400),  # 592 x 400 = 236,800 steps
-    "indoor": ("mit_indoor67", 5_360, 400),    # 335 x 400 = 134,000 steps
+  "celeba": ("celeb_a", 162_770, 30),  # 10,174 x 30 = 305,220 steps
+  "imagenette": ("imagenette", 9_469, 400),  # 592 x 400 = 236,800 steps
+  "indoor": ("mit_indoor67", 5_360, 400),  # 335 x 400 = 134,000 steps
 }
 
 

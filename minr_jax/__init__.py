@@ -8,5 +8,6 @@ def __getattr__(name: str):
   # `import minr_jax` stays light.
   if name in ("load", "Model"):
     from minr_jax import api  # noqa: PLC0415
+
     return getattr(api, name)
   raise AttributeError(f"module 'minr_jax' has no attribute {name!r}")

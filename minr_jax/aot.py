@@ -53,6 +53,7 @@ from minr_jax.config import ConfigError
 @dataclasses.dataclass(frozen=True)
 class Slice:
   """How libtpu describes one Cloud TPU accelerator type as its TPU VMs run it."""
+
   topology: str  # libtpu topology name, e.g. 'v4:2x2x1'.
   chip_config: str | None = None  # libtpu chip_config_name (None: libtpu's default).
   chips_per_host: tuple[int, int, int] | None = None  # None: libtpu's default (2x2x1).
@@ -64,23 +65,24 @@ class Slice:
 # and v6e use 'megachip_tccontrol'; v5e and v6e hosts hold 8 chips (2x4).
 _V4, _V5P, _V6E = "megacore", "megachip_tccontrol", "megachip_tccontrol"
 SLICES: dict[str, Slice] = {
-    "v4-8": Slice("v4:2x2x1", _V4),
-    "v4-16": Slice("v4:2x2x2", _V4),
-    "v4-32": Slice("v4:2x2x4", _V4),
-    "v5litepod-1": Slice("v5e:1x1", None, (1, 1, 1)),
-    "v5litepod-4": Slice("v5e:2x2", None, (2, 2, 1)),
-    "v5litepod-8": Slice("v5e:2x4", None, (2, 4, 1)),
-    "v5litepod-16": Slice("v5e:4x4", None, (2, 2, 1)),
-    "v5p-8": Slice("v5p:2x2x1", _V5P),
-    "v5p-16": Slice("v5p:2x2x2", _V5P),
-    "v5p-32": Slice("v5p:2x2x4", _V5P),
-    "v6e-1": Slice("v6e:1x1", _V6E, (1, 1, 1)),
-    "v6e-4": Slice("v6e:2x2", _V6E, (2, 2, 1)),
-    "v6e-8": Slice("v6e:2x4", _V6E, (2, 4, 1)),
-    "v6e-16": Slice("v6e:4x4", _V6E, (2, 2, 1)),
+  "v4-8": Slice("v4:2x2x1", _V4),
+  "v4-16": Slice("v4:2x2x2", _V4),
+  "v4-32": Slice("v4:2x2x4", _V4),
+  "v5litepod-1": Slice("v5e:1x1", None, (1, 1, 1)),
+  "v5litepod-4": Slice("v5e:2x2", None, (2, 2, 1)),
+  "v5litepod-8": Slice("v5e:2x4", None, (2, 4, 1)),
+  "v5litepod-16": Slice("v5e:4x4", None, (2, 2, 1)),
+  "v5p-8": Slice("v5p:2x2x1", _V5P),
+  "v5p-16": Slice("v5p:2x2x2", _V5P),
+  "v5p-32": Slice("v5p:2x2x4", _V5P),
+  "v6e-1": Slice("v6e:1x1", _V6E, (1, 1, 1)),
+  "v6e-4": Slice("v6e:2x2", _V6E, (2, 2, 1)),
+  "v6e-8": Slice("v6e:2x4", _V6E, (2, 4, 1)),
+  "v6e-16": Slice("v6e:4x4", _V6E, (2, 2, 1)),
 }
-SLICES.update({f"v5e-{k.split('-')[1]}": v for k, v in list(SLICES.items())
-               if k.startswith("v5litepod-")})
+SLICES.update(
+  {f"v5e-{k.split('-')[1]}": v for k, v in list(SLICES.items()) if k.startswith("v5litepod-")}
+)
 
 # HBM per chip, by jax's device_kind: (as Google Cloud's TPU pages state it,
 # what libtpu's compiler lets one program use). Stated (units as printed there):
@@ -89,18 +91,19 @@ SLICES.update({f"v5e-{k.split('-')[1]}": v for k, v in list(SLICES.items())
 # "available HBM" libtpu 0.0.42 names when a program is too big (rounded to
 # 0.01 GiB by its message); the runtime keeps the rest. Compile-only devices
 # have no memory_stats(), hence the table.
-_GIB = 2 ** 30
+_GIB = 2**30
 HBM_BYTES: dict[str, tuple[int, int]] = {
-    "TPU v4": (32 * _GIB, int(30.75 * _GIB)),
-    "TPU v5 lite": (16 * 10 ** 9, int(15.75 * _GIB)),
-    "TPU v5": (95 * 10 ** 9, int(95.74 * _GIB)),
-    "TPU v6 lite": (32 * 10 ** 9, int(31.25 * _GIB)),
+  "TPU v4": (32 * _GIB, int(30.75 * _GIB)),
+  "TPU v5 lite": (16 * 10**9, int(15.75 * _GIB)),
+  "TPU v5": (95 * 10**9, int(95.74 * _GIB)),
+  "TPU v6 lite": (32 * 10**9, int(31.25 * _GIB)),
 }
 
 _LIBTPU_NAME = re.compile(r"^[a-z][a-z0-9]*:\d+x\d+(x\d+)?$")
 
 
 # ----------------------------------------------------------------- topology ---
+
 
 def parse_topology(name: str) -> tuple[str, Slice]:
   """--topology -> (its name, the Slice to ask libtpu for); ConfigError if neither form."""
@@ -111,9 +114,11 @@ def parse_topology(name: str) -> tuple[str, Slice]:
     # v4 as megacore, as on every v4 TPU VM: jax.make_mesh (sharding.make_mesh)
     # needs one device per chip on TPUs newer than v3.
     return name, Slice(name, _V4 if name.startswith("v4:") else None)
-  raise ConfigError(f"--topology={name!r} is neither an accelerator type ("
-                    f"{', '.join(k for k in SLICES if not k.startswith('v5e-'))}) nor a "
-                    f"libtpu topology name such as v4:2x2x1, v5e:2x4, v5p:2x2x1, v6e:2x4")
+  raise ConfigError(
+    f"--topology={name!r} is neither an accelerator type ("
+    f"{', '.join(k for k in SLICES if not k.startswith('v5e-'))}) nor a "
+    f"libtpu topology name such as v4:2x2x1, v5e:2x4, v5p:2x2x1, v6e:2x4"
+  )
 
 
 def libtpu_path() -> str | None:
@@ -132,8 +137,10 @@ def libtpu_path() -> str | None:
 def check_libtpu() -> None:
   """ConfigError unless libtpu (jax's TPU compiler and runtime) is installed."""
   if libtpu_path() is None:
-    raise ConfigError("libtpu is not installed, and it is what compiles for TPUs (also on a "
-                      "CPU host): pip install -e '.[tpu]' (or pip install 'jax[tpu]')")
+    raise ConfigError(
+      "libtpu is not installed, and it is what compiles for TPUs (also on a "
+      "CPU host): pip install -e '.[tpu]' (or pip install 'jax[tpu]')"
+    )
 
 
 def topology_devices(name: str) -> tuple[str, Slice, list]:
@@ -148,12 +155,14 @@ def topology_devices(name: str) -> tuple[str, Slice, list]:
   if spec.chips_per_host:
     kwargs["chips_per_host_bounds"] = spec.chips_per_host
   try:
-    devices = topologies.get_topology_desc(topology_name=spec.topology, platform="tpu",
-                                           **kwargs).devices
+    devices = topologies.get_topology_desc(
+      topology_name=spec.topology, platform="tpu", **kwargs
+    ).devices
   except Exception as e:  # noqa: BLE001 (libtpu raises JaxRuntimeError / ValueError)
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise ConfigError(f"--topology={name!r}: libtpu does not know the topology "
-                      f"{spec.topology!r} ({first})") from None
+    raise ConfigError(
+      f"--topology={name!r}: libtpu does not know the topology {spec.topology!r} ({first})"
+    ) from None
   return name, spec, list(devices)
 
 
@@ -186,15 +195,19 @@ def make_mesh(config, devices: Sequence[Any]):
   data, fsdp = sharding.mesh_shape(config, len(devices))
   processes = len({d.process_index for d in devices})
   if data * fsdp != len(devices) and processes > 1:
-    raise ConfigError(f"config.mesh.data={data} x config.mesh.fsdp={fsdp} = {data * fsdp} "
-                      f"devices, but this {processes}-host slice has {len(devices)}; a "
-                      f"multi-host run must use all of them")
+    raise ConfigError(
+      f"config.mesh.data={data} x config.mesh.fsdp={fsdp} = {data * fsdp} "
+      f"devices, but this {processes}-host slice has {len(devices)}; a "
+      f"multi-host run must use all of them"
+    )
   auto = jax.sharding.AxisType.Auto
-  return jax.make_mesh((data, fsdp), sharding.BATCH_AXES, axis_types=(auto, auto),
-                       devices=devices[:data * fsdp])
+  return jax.make_mesh(
+    (data, fsdp), sharding.BATCH_AXES, axis_types=(auto, auto), devices=devices[: data * fsdp]
+  )
 
 
 # -------------------------------------------------------------------- steps ---
+
 
 def abstract_inputs(config, mesh, steps) -> tuple[tuple, tuple]:
   """(train_step's, eval_step's) arguments as ShapeDtypeStructs carrying their shardings.
@@ -215,17 +228,25 @@ def abstract_inputs(config, mesh, steps) -> tuple[tuple, tuple]:
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh)
 
   def batch(n: int, **fields):
-    return {k: sharded(jax.ShapeDtypeStruct((n, *shape), dtype))
-            for k, (shape, dtype) in fields.items()}
+    return {
+      k: sharded(jax.ShapeDtypeStruct((n, *shape), dtype)) for k, (shape, dtype) in fields.items()
+    }
 
   key = jax.eval_shape(lambda: jax.random.split(jax.random.key(0))[1])
   train_batch = batch(config.batch_size, image=((r, r, 3), jnp.float32))
-  eval_batch = batch(config.eval_batch_size, image=((r, r, 3), jnp.float32),
-                     index=((), jnp.int32), valid=((), jnp.bool_))
-  grid_masks = jax.eval_shape(lambda index: masking.eval_masks(steps.config, index),
-                              eval_batch["index"])
-  return ((steps.abstract_state, train_batch, sharded(key, sharding.replicated(mesh))),
-          (steps.abstract_state.params, eval_batch, sharded(grid_masks)))
+  eval_batch = batch(
+    config.eval_batch_size,
+    image=((r, r, 3), jnp.float32),
+    index=((), jnp.int32),
+    valid=((), jnp.bool_),
+  )
+  grid_masks = jax.eval_shape(
+    lambda index: masking.eval_masks(steps.config, index), eval_batch["index"]
+  )
+  return (
+    (steps.abstract_state, train_batch, sharded(key, sharding.replicated(mesh))),
+    (steps.abstract_state.params, eval_batch, sharded(grid_masks)),
+  )
 
 
 def step_report(compiled, memory: int | None, compile_s: float) -> dict[str, Any]:
@@ -234,17 +255,22 @@ def step_report(compiled, memory: int | None, compile_s: float) -> dict[str, Any
   if isinstance(cost, (list, tuple)):  # older jax: one dict per program
     cost = cost[0] if cost else {}
   mem = compiled.memory_analysis()
-  total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
-           - mem.alias_size_in_bytes)
+  total = (
+    mem.argument_size_in_bytes
+    + mem.output_size_in_bytes
+    + mem.temp_size_in_bytes
+    - mem.alias_size_in_bytes
+  )
   return dict(
-      flops_per_device=float(cost.get("flops", 0.0)) if cost else None,
-      argument_bytes=int(mem.argument_size_in_bytes),
-      output_bytes=int(mem.output_size_in_bytes),
-      alias_bytes=int(mem.alias_size_in_bytes),
-      temp_bytes=int(mem.temp_size_in_bytes),
-      total_bytes=int(total),
-      fits=None if memory is None else bool(total <= memory),
-      compile_s=round(compile_s, 1))
+    flops_per_device=float(cost.get("flops", 0.0)) if cost else None,
+    argument_bytes=int(mem.argument_size_in_bytes),
+    output_bytes=int(mem.output_size_in_bytes),
+    alias_bytes=int(mem.alias_size_in_bytes),
+    temp_bytes=int(mem.temp_size_in_bytes),
+    total_bytes=int(total),
+    fits=None if memory is None else bool(total <= memory),
+    compile_s=round(compile_s, 1),
+  )
 
 
 def compile_step(fn, args: Sequence[Any], memory: int | None) -> dict[str, Any]:
@@ -259,13 +285,18 @@ def compile_step(fn, args: Sequence[Any], memory: int | None) -> dict[str, Any]:
   except Exception as e:  # noqa: BLE001 (JaxRuntimeError; only out-of-memory is an answer)
     if "RESOURCE_EXHAUSTED" not in str(e):
       raise
-    return dict(fits=False, error=" ".join(str(e).split())[:300],
-                compile_s=round(time.perf_counter() - t0, 1))
+    return dict(
+      fits=False, error=" ".join(str(e).split())[:300], compile_s=round(time.perf_counter() - t0, 1)
+    )
   return step_report(compiled, memory, time.perf_counter() - t0)
 
 
-def compile_report(config, topology: str, log: Callable[[str], None] = print,
-                   which: Sequence[str] = ("train_step", "eval_step")) -> dict[str, Any]:
+def compile_report(
+  config,
+  topology: str,
+  log: Callable[[str], None] = print,
+  which: Sequence[str] = ("train_step", "eval_step"),
+) -> dict[str, Any]:
   """Compiles the steps named in `which` for `topology`; the report (module docstring).
 
   Every check that can fail on bad input (ConfigError) runs before the first compile.
@@ -286,17 +317,29 @@ def compile_report(config, topology: str, log: Callable[[str], None] = print,
   # devices, here TPU devices (not this CPU host): the batched forms.
   steps = train.make_steps(config, mesh)
   report: dict[str, Any] = dict(
-      topology=name, libtpu_topology=spec.topology, devices=len(devices), device_kind=kind,
-      processes=processes, mesh=dict(mesh.shape), batch_size=config.batch_size,
-      eval_batch_size=config.eval_batch_size, resolved=steps.resolved,
-      hbm_per_chip=HBM_BYTES.get(kind, (None,))[0], memory_per_device=memory)
-  log(f"{name}: {len(devices)} x {kind} ({spec.topology}, {processes} host(s)), "
-      f"mesh {dict(mesh.shape)}, {memory / _GIB if memory else float('nan'):.2f} GiB "
-      f"usable per device; batch {config.batch_size}, eval batch {config.eval_batch_size}")
+    topology=name,
+    libtpu_topology=spec.topology,
+    devices=len(devices),
+    device_kind=kind,
+    processes=processes,
+    mesh=dict(mesh.shape),
+    batch_size=config.batch_size,
+    eval_batch_size=config.eval_batch_size,
+    resolved=steps.resolved,
+    hbm_per_chip=HBM_BYTES.get(kind, (None,))[0],
+    memory_per_device=memory,
+  )
+  log(
+    f"{name}: {len(devices)} x {kind} ({spec.topology}, {processes} host(s)), "
+    f"mesh {dict(mesh.shape)}, {memory / _GIB if memory else float('nan'):.2f} GiB "
+    f"usable per device; batch {config.batch_size}, eval batch {config.eval_batch_size}"
+  )
 
   train_args, eval_args = abstract_inputs(steps.config, mesh, steps)
-  for step, fn, args in (("train_step", steps.train_step, train_args),
-                         ("eval_step", steps.eval_step, eval_args)):
+  for step, fn, args in (
+    ("train_step", steps.train_step, train_args),
+    ("eval_step", steps.eval_step, eval_args),
+  ):
     if step not in which:
       continue
     log(f"compiling {step} for {name}...")
@@ -304,8 +347,10 @@ def compile_report(config, topology: str, log: Callable[[str], None] = print,
     if "error" in r:
       log(f"{step} does not fit ({r['compile_s']:.1f} s): {r['error']}")
     else:
-      log(f"compiled {step} in {r['compile_s']:.1f} s: {r['flops_per_device']:.3g} flops, "
-          f"{r['total_bytes'] / _GIB:.2f} GiB per device, fits: {r['fits']}")
+      log(
+        f"compiled {step} in {r['compile_s']:.1f} s: {r['flops_per_device']:.3g} flops, "
+        f"{r['total_bytes'] / _GIB:.2f} GiB per device, fits: {r['fits']}"
+      )
   return report
 
 
@@ -340,11 +385,16 @@ if __name__ == "__main__":
 
   from minr_jax import cli
 
-  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/transinr.py.",
-                                  lock_config=True)
-  flags.DEFINE_string("topology", None, "A Cloud TPU accelerator type (v4-8, v5litepod-8, "
-                      "v5p-8, v6e-8, ...) or a libtpu topology name (v4:2x2x1, v5e:2x4).",
-                      required=True)
+  config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/transinr.py.", lock_config=True
+  )
+  flags.DEFINE_string(
+    "topology",
+    None,
+    "A Cloud TPU accelerator type (v4-8, v5litepod-8, "
+    "v5p-8, v6e-8, ...) or a libtpu topology name (v4:2x2x1, v5e:2x4).",
+    required=True,
+  )
   flags.DEFINE_list("steps", list(STEP_NAMES), "Steps to compile: train_step, eval_step.")
   flags.mark_flag_as_required("config")
   f = flags.FLAGS

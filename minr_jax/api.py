@@ -58,8 +58,8 @@ DEFAULT_RENDER_CHUNK = 4096
 
 # ------------------------------------------------------------------ paths ---
 
-def resolve_path(workdir_or_checkpoint: str, step: int | None = None
-                 ) -> tuple[str, int | None]:
+
+def resolve_path(workdir_or_checkpoint: str, step: int | None = None) -> tuple[str, int | None]:
   """(workdir, step) from a workdir, its `checkpoints/` or a `checkpoints/<step>`.
 
   A local path comes back absolute; a URL (gs://...) as given, without a
@@ -88,6 +88,7 @@ def resolve_path(workdir_or_checkpoint: str, step: int | None = None
 class Restored:
   """A checkpoint's parameters on a mesh, with what they need: the one read-only
   loader of evaluate, robustness, compare, embed and `load`."""
+
   workdir: str
   step: int
   config: ml_collections.ConfigDict  # config.json, 'auto' fields resolved for the mesh
@@ -102,8 +103,9 @@ def inference_mesh(config: ml_collections.ConfigDict, devices: int | None = None
   """A pure data-parallel mesh over `devices` devices (None: every device present)."""
   n = jax.device_count() if devices is None else devices
   if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= jax.device_count():
-    raise ConfigError(f"devices={devices!r} must be in [1, {jax.device_count()}] "
-                      "(the devices present)")
+    raise ConfigError(
+      f"devices={devices!r} must be in [1, {jax.device_count()}] (the devices present)"
+    )
   c = ml_collections.ConfigDict(config.to_dict())
   c.mesh.data = n
   if "fsdp" in c.mesh:  # inference replicates the parameters: pure data parallel
@@ -132,8 +134,10 @@ def restore(path: str, step: int | None = None, *, devices: int | None = None) -
   try:
     steps = manager.all_steps()
     if step is not None and step not in steps:
-      raise ConfigError(f"no checkpoint {step} in {os.path.join(workdir, 'checkpoints')}"
-                        + (f" (steps: {sorted(steps)})" if steps else ""))
+      raise ConfigError(
+        f"no checkpoint {step} in {os.path.join(workdir, 'checkpoints')}"
+        + (f" (steps: {sorted(steps)})" if steps else "")
+      )
     if not steps:
       raise ConfigError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
     for candidate in [step] if step is not None else sorted(steps, reverse=True):
@@ -149,10 +153,13 @@ def restore(path: str, step: int | None = None, *, devices: int | None = None) -
       where = checkpoint.step_dir(manager, candidate)
       if step is not None:
         raise ConfigError(f"checkpoint {where} is corrupt ({reason}); pass another step")
-      print(f"warning: checkpoint {where} is corrupt ({reason}); using the previous one",
-            flush=True)
-    raise ConfigError(f"no intact checkpoint in {os.path.join(workdir, 'checkpoints')} "
-                      f"(steps: {sorted(steps)}, all corrupt)")
+      print(
+        f"warning: checkpoint {where} is corrupt ({reason}); using the previous one", flush=True
+      )
+    raise ConfigError(
+      f"no intact checkpoint in {os.path.join(workdir, 'checkpoints')} "
+      f"(steps: {sorted(steps)}, all corrupt)"
+    )
   finally:
     manager.close()
 
@@ -174,12 +181,25 @@ def _restore_step(manager, workdir: str, step: int, workdir_config, devices) -> 
   abstract = sharding.with_shardings(abstract, params_sharding)
   checkpoint.check_compatible(manager, step, abstract)
   params = checkpoint.restore_params(manager, step, abstract)
-  return Restored(workdir=workdir, step=int(step), config=config, family=family, model=model,
-                  params=params, params_sharding=params_sharding, mesh=mesh)
+  return Restored(
+    workdir=workdir,
+    step=int(step),
+    config=config,
+    family=family,
+    model=model,
+    params=params,
+    params_sharding=params_sharding,
+    mesh=mesh,
+  )
 
 
-def load(workdir_or_checkpoint: str, step: int | None = None, *,
-         devices: int | None = None, batch_size: int | None = None) -> Model:
+def load(
+  workdir_or_checkpoint: str,
+  step: int | None = None,
+  *,
+  devices: int | None = None,
+  batch_size: int | None = None,
+) -> Model:
   """Loads a run's parameters for inference (any family).
 
   Args:
@@ -196,8 +216,16 @@ def load(workdir_or_checkpoint: str, step: int | None = None, *,
       parameter shapes differ from what config.json describes.
   """
   r = restore(workdir_or_checkpoint, step, devices=devices)
-  return Model(config=r.config, family=r.family, model=r.model, params=r.params,
-               step=r.step, mesh=r.mesh, workdir=r.workdir, batch_size=batch_size)
+  return Model(
+    config=r.config,
+    family=r.family,
+    model=r.model,
+    params=r.params,
+    step=r.step,
+    mesh=r.mesh,
+    workdir=r.workdir,
+    batch_size=batch_size,
+  )
 
 
 def check_pixels(images: np.ndarray) -> None:
@@ -206,8 +234,7 @@ def check_pixels(images: np.ndarray) -> None:
     return
   bad = int(np.size(images) - np.count_nonzero(np.isfinite(images)))
   if bad:
-    raise ConfigError(f"images hold {bad} NaN or infinite values; pixels must be finite, "
-                      "in [0, 1]")
+    raise ConfigError(f"images hold {bad} NaN or infinite values; pixels must be finite, in [0, 1]")
   lo, hi = float(images.min()), float(images.max())
   if lo < 0.0 or hi > 1.0:
     hint = "; did you forget / 255?" if hi > 1.0 and hi <= 255.0 and lo >= 0.0 else ""
@@ -232,8 +259,10 @@ def available_memory() -> int | None:
 
 # -------------------------------------------------------- pure functions ---
 
-def _forward(params: PyTree, images: jax.Array, masks: jax.Array, *, model, family,
-             what: str) -> Any:
+
+def _forward(
+  params: PyTree, images: jax.Array, masks: jax.Array, *, model, family, what: str
+) -> Any:
   """Images [B, H, W, 3] + pixel masks [B, H, W] -> one output of a MINR model.
 
   what: an embedding kind ([B, D], `family.features`), "pred" (the INRs
@@ -248,9 +277,16 @@ def _forward(params: PyTree, images: jax.Array, masks: jax.Array, *, model, fami
   return family.features(model, params, images, masks, None, what)
 
 
-def _forward_patches(params: PyTree, images: jax.Array, grid_masks: jax.Array, *,
-                     model, family, config: ml_collections.ConfigDict,
-                     what: str) -> jax.Array:
+def _forward_patches(
+  params: PyTree,
+  images: jax.Array,
+  grid_masks: jax.Array,
+  *,
+  model,
+  family,
+  config: ml_collections.ConfigDict,
+  what: str,
+) -> jax.Array:
   """A patch-token model (MAE) on images [B, H, W, 3] with patch masks [B, g, g].
 
   what: "pred" (`family.predict` in evaluation) or an embedding kind.
@@ -262,6 +298,7 @@ def _forward_patches(params: PyTree, images: jax.Array, grid_masks: jax.Array, *
 
 # -------------------------------------------------------------- the class ---
 
+
 class Model:
   """A restored checkpoint (any family) with batched, jitted inference methods.
 
@@ -269,9 +306,18 @@ class Model:
   `model`, `family`, `kinds`, `num_params`, `mesh`, `workdir`, `batch_size`.
   """
 
-  def __init__(self, *, config: ml_collections.ConfigDict, family, model, params: PyTree,
-               step: int, mesh, workdir: str | None = None,
-               batch_size: int | None = None):
+  def __init__(
+    self,
+    *,
+    config: ml_collections.ConfigDict,
+    family,
+    model,
+    params: PyTree,
+    step: int,
+    mesh,
+    workdir: str | None = None,
+    batch_size: int | None = None,
+  ):
     self._config = config
     self._family = family
     self._model = model
@@ -286,8 +332,9 @@ class Model:
     self.batch_size = -(-bs // n) * n
     self._batch_sharding = sharding.batch_sharding(mesh)
     self._replicated = sharding.replicated(mesh)
-    self._forward = jax.jit(functools.partial(_forward, model=model, family=family),
-                            static_argnames=("what",))
+    self._forward = jax.jit(
+      functools.partial(_forward, model=model, family=family), static_argnames=("what",)
+    )
     self._render_chunk = jax.jit(functools.partial(families.render_inrs, model))
     self._patch_fns: dict[int, Any] = {}  # MAE: one jitted forward per hidden count
 
@@ -328,13 +375,21 @@ class Model:
     return self._family.embedding_kinds
 
   def __repr__(self) -> str:
-    return (f"Model(family={self.family!r}, workdir={self.workdir!r}, step={self._step}, "
-            f"params={self.num_params:,}, devices={self.mesh.devices.size})")
+    return (
+      f"Model(family={self.family!r}, workdir={self.workdir!r}, step={self._step}, "
+      f"params={self.num_params:,}, devices={self.mesh.devices.size})"
+    )
 
   # ------------------------------------------------------------- methods ---
 
-  def embed(self, images, kind: str = "data_mean", mask: MaskArg = None,
-            seed: int | None = None, indices=None) -> np.ndarray:
+  def embed(
+    self,
+    images,
+    kind: str = "data_mean",
+    mask: MaskArg = None,
+    seed: int | None = None,
+    indices=None,
+  ) -> np.ndarray:
     """Embeddings float32 [B, D] of images [B, H, W, 3] (see `KINDS`).
 
     data_mean and weight_mean: D = model.dim; weight_tokens: D = G * dim
@@ -345,12 +400,12 @@ class Model:
     if kind not in KINDS:
       raise ConfigError(f"kind={kind!r} is not one of {', '.join(KINDS)}")
     if kind not in self.kinds:
-      raise ConfigError(f"kind={kind!r}: a {self.family} model gives "
-                        f"{', '.join(self.kinds)}")
+      raise ConfigError(f"kind={kind!r}: a {self.family} model gives {', '.join(self.kinds)}")
     return self._run(images, mask, seed, indices, kind)
 
-  def reconstruct(self, images, mask: MaskArg = "random", seed: int | None = None,
-                  indices=None) -> tuple[np.ndarray, np.ndarray]:
+  def reconstruct(
+    self, images, mask: MaskArg = "random", seed: int | None = None, indices=None
+  ) -> tuple[np.ndarray, np.ndarray]:
     """(pred float32 [B, H, W, 3], pixel_mask bool [B, H, W]).
 
     The INRs predicted from the masked images, rendered at the training
@@ -360,9 +415,16 @@ class Model:
     images, masks = self._prepare(images, mask, seed, indices)
     return self._map_chunks(images, masks, "pred"), masks
 
-  def render(self, images, height: int, width: int, mask: MaskArg = None,
-             seed: int | None = None, indices=None,
-             chunk: int = DEFAULT_RENDER_CHUNK) -> np.ndarray:
+  def render(
+    self,
+    images,
+    height: int,
+    width: int,
+    mask: MaskArg = None,
+    seed: int | None = None,
+    indices=None,
+    chunk: int = DEFAULT_RENDER_CHUNK,
+  ) -> np.ndarray:
     """The INRs at a height x width pixel-centre grid -> float32 [B, height, width, 3].
 
     The INR weights are predicted from the (masked) images, then evaluated on
@@ -383,9 +445,11 @@ class Model:
     b, num = images.shape[0], height * width
     need, free = b * num * 3 * 4, available_memory()
     if free is not None and need > free:
-      raise ConfigError(f"render: the output float32 [{b}, {height}, {width}, 3] needs "
-                        f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB of "
-                        "memory available; render fewer images or a smaller size")
+      raise ConfigError(
+        f"render: the output float32 [{b}, {height}, {width}, 3] needs "
+        f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB of "
+        "memory available; render fewer images or a smaller size"
+      )
     chunk = min(chunk, num)
     rows_c, cols_c = inr.pixel_centres(height), inr.pixel_centres(width)
     out = np.zeros((b, height, width, 3), np.float32)
@@ -398,7 +462,7 @@ class Model:
         coords = np.stack([rows_c[index // width], cols_c[index % width]], axis=-1)
         values = self._render_chunk(weights, jax.device_put(coords, self._replicated))
         n = min(chunk, num - i)
-        flat[start:start + rows, i:i + n] = np.asarray(values)[:rows, :n]
+        flat[start : start + rows, i : i + n] = np.asarray(values)[:rows, :n]
     return out
 
   def render_each(self, images, masks, sizes, chunk: int = 8192) -> list[np.ndarray]:
@@ -420,13 +484,18 @@ class Model:
       weights = jax.device_get(self._forward(self._params, x, m, what="weights"))
       for row in range(min(self.batch_size, images.shape[0] - start)):
         height, width = sizes[start + row]
-        one = [w[row:row + 1] for w in weights]
+        one = [w[row : row + 1] for w in weights]
         coords = np.asarray(inr.coord_grid(height, width)).reshape(-1, 2)
         num = coords.shape[0]
         padded = np.zeros((-(-num // chunk) * chunk, 2), np.float32)
         padded[:num] = coords
-        values = np.concatenate([np.asarray(self._render_chunk(one, padded[i:i + chunk]))
-                                 for i in range(0, len(padded), chunk)], axis=1)
+        values = np.concatenate(
+          [
+            np.asarray(self._render_chunk(one, padded[i : i + chunk]))
+            for i in range(0, len(padded), chunk)
+          ],
+          axis=1,
+        )
         out.append(values[0, :num].reshape(height, width, -1).astype(np.float32))
     return out
 
@@ -442,17 +511,20 @@ class Model:
     the baselines and PSNRs.
     """
     from minr_jax import inpaint as inpaint_lib  # noqa: PLC0415
+
     return inpaint_lib.inpaint(self, image, mask, tile=tile, with_baselines=False).filled
 
-  def masks(self, images, mask: MaskArg = "random", seed: int | None = None,
-            indices=None) -> np.ndarray:
+  def masks(
+    self, images, mask: MaskArg = "random", seed: int | None = None, indices=None
+  ) -> np.ndarray:
     """The pixel masks bool [B, H, W] a method would use for these arguments."""
     return self._prepare(images, mask, seed, indices)[1]
 
   # ------------------------------------------------------------ internals ---
 
-  def _prepare(self, images, mask: MaskArg, seed: int | None,
-               indices) -> tuple[np.ndarray, np.ndarray]:
+  def _prepare(
+    self, images, mask: MaskArg, seed: int | None, indices
+  ) -> tuple[np.ndarray, np.ndarray]:
     """Checked float32 images [B, R, R, 3] and bool pixel masks [B, R, R]."""
     images = np.asarray(images)
     if images.dtype == np.uint8:
@@ -463,8 +535,9 @@ class Model:
     check_pixels(images)
     r = self.resolution
     if images.ndim != 4 or images.shape[1:] != (r, r, 3):
-      raise ConfigError(f"images must be [B, {r}, {r}, 3] (the run's resolution), "
-                        f"got {list(images.shape)}")
+      raise ConfigError(
+        f"images must be [B, {r}, {r}, 3] (the run's resolution), got {list(images.shape)}"
+      )
     b = images.shape[0]
     if b == 0:
       raise ConfigError("images holds no image")
@@ -489,8 +562,9 @@ class Model:
     if idx.shape != (b,) or not np.issubdtype(idx.dtype, np.integer):
       raise ConfigError(f"indices must be {b} integers, got {idx.dtype} {list(idx.shape)}")
     try:
-      spec = dataclasses.replace(masking.mask_spec_from_config(config),
-                                 strategy=config.eval_mask_strategy)
+      spec = dataclasses.replace(
+        masking.mask_spec_from_config(config), strategy=config.eval_mask_strategy
+      )
     except ValueError as e:
       raise ConfigError(str(e)) from None
     r, n = self.resolution, self.batch_size
@@ -498,30 +572,35 @@ class Model:
     for start in range(0, b, n):  # fixed-size calls: one compile
       part = np.full((n,), -1, np.int32)
       rows = min(n, b - start)
-      part[:rows] = idx[start:start + rows]
+      part[:rows] = idx[start : start + rows]
       grid = masking.draw_indexed(spec, int(seed), part, config.mask_ratio)
-      out[start:start + rows] = np.asarray(masking.to_pixels(grid, r, r))[:rows]
+      out[start : start + rows] = np.asarray(masking.to_pixels(grid, r, r))[:rows]
     return out
 
   def _chunks(self, images: np.ndarray, masks: np.ndarray):
     """(start, images [n, R, R, 3], masks [n, R, R]) on the mesh, zero-padded to n."""
     n = self.batch_size
     for start in range(0, images.shape[0], n):
-      x, m = images[start:start + n], masks[start:start + n]
+      x, m = images[start : start + n], masks[start : start + n]
       if x.shape[0] < n:
         pad = n - x.shape[0]
         x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
         m = np.concatenate([m, np.zeros((pad, *m.shape[1:]), m.dtype)])
-      yield (start, jax.device_put(x, self._batch_sharding),
-             jax.device_put(m, self._batch_sharding))
+      yield (
+        start,
+        jax.device_put(x, self._batch_sharding),
+        jax.device_put(m, self._batch_sharding),
+      )
 
   def _map_chunks(self, images: np.ndarray, masks: np.ndarray, what: str) -> np.ndarray:
     """Concatenated `_forward(what)` over all chunks, padding removed."""
     if self._family.patch_masks_only:
       return self._map_patch_chunks(images, masks, what)
-    parts = [np.asarray(self._forward(self._params, x, m, what=what))
-             for _, x, m in self._chunks(images, masks)]
-    return np.concatenate(parts)[:images.shape[0]].astype(np.float32, copy=False)
+    parts = [
+      np.asarray(self._forward(self._params, x, m, what=what))
+      for _, x, m in self._chunks(images, masks)
+    ]
+    return np.concatenate(parts)[: images.shape[0]].astype(np.float32, copy=False)
 
   def _patch_masks(self, masks: np.ndarray) -> np.ndarray:
     """Pixel masks [B, R, R] -> MAE patch masks [B, g, g]; ConfigError if not aligned."""
@@ -531,12 +610,15 @@ class Model:
     blocks = masks.reshape(b, g, p, g, p)
     grid = blocks[:, :, 0, :, 0]
     if not np.array_equal(blocks, np.broadcast_to(grid[:, :, None, :, None], blocks.shape)):
-      raise ConfigError(f"mask: an MAE needs masks aligned with its {g}x{g} grid of "
-                        f"{p}-pixel patches")
+      raise ConfigError(
+        f"mask: an MAE needs masks aligned with its {g}x{g} grid of {p}-pixel patches"
+      )
     counts = grid.reshape(b, -1).sum(axis=1)
     if np.any(counts != counts[0]):
-      raise ConfigError(f"mask: an MAE needs the same number of hidden patches in every "
-                        f"image of a call, got {counts.min()} to {counts.max()}")
+      raise ConfigError(
+        f"mask: an MAE needs the same number of hidden patches in every "
+        f"image of a call, got {counts.min()} to {counts.max()}"
+      )
     if counts[0] >= g * g:
       raise ConfigError("mask: an MAE needs at least one visible patch per image")
     return grid
@@ -548,25 +630,33 @@ class Model:
       model = self._family.for_ratio(self._model, hidden / n)  # parameters do not change
       if model.num_hidden != hidden:
         raise AssertionError(f"exact_count({hidden}/{n}) != {hidden}")
-      self._patch_fns[hidden] = jax.jit(functools.partial(
-          _forward_patches, model=model, family=self._family, config=self._config),
-          static_argnames=("what",))
+      self._patch_fns[hidden] = jax.jit(
+        functools.partial(_forward_patches, model=model, family=self._family, config=self._config),
+        static_argnames=("what",),
+      )
     return self._patch_fns[hidden]
 
-  def _map_patch_chunks(self, images: np.ndarray, masks: np.ndarray,
-                        what: str) -> np.ndarray:
+  def _map_patch_chunks(self, images: np.ndarray, masks: np.ndarray, what: str) -> np.ndarray:
     grid = self._patch_masks(masks)
     fn = self._patch_fn(int(grid[0].sum()))
     n, parts = self.batch_size, []
     for start in range(0, images.shape[0], n):
-      x, m = images[start:start + n], grid[start:start + n]
+      x, m = images[start : start + n], grid[start : start + n]
       if x.shape[0] < n:  # pad with copies of the first row: the same hidden count
         pad = n - x.shape[0]
         x = np.concatenate([x, np.repeat(x[:1], pad, axis=0)])
         m = np.concatenate([m, np.repeat(m[:1], pad, axis=0)])
-      parts.append(np.asarray(fn(self._params, jax.device_put(x, self._batch_sharding),
-                                 jax.device_put(m, self._batch_sharding), what=what)))
-    return np.concatenate(parts)[:images.shape[0]].astype(np.float32, copy=False)
+      parts.append(
+        np.asarray(
+          fn(
+            self._params,
+            jax.device_put(x, self._batch_sharding),
+            jax.device_put(m, self._batch_sharding),
+            what=what,
+          )
+        )
+      )
+    return np.concatenate(parts)[: images.shape[0]].astype(np.float32, copy=False)
 
   def _run(self, images, mask: MaskArg, seed: int | None, indices, what: str) -> np.ndarray:
     images, masks = self._prepare(images, mask, seed, indices)

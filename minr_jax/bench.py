@@ -59,9 +59,14 @@ from minr_jax.config import ConfigError
 
 def _stats(times: list[float]) -> dict[str, Any]:
   t = np.asarray(times, np.float64)
-  return dict(median=float(np.median(t)), min=float(t.min()), max=float(t.max()),
-              p25=float(np.percentile(t, 25)), p75=float(np.percentile(t, 75)),
-              all=[round(float(x), 6) for x in t])
+  return dict(
+    median=float(np.median(t)),
+    min=float(t.min()),
+    max=float(t.max()),
+    p25=float(np.percentile(t, 25)),
+    p75=float(np.percentile(t, 75)),
+    all=[round(float(x), 6) for x in t],
+  )
 
 
 def _flops(compiled) -> float | None:
@@ -76,8 +81,7 @@ def _flops(compiled) -> float | None:
   return float(flops) if flops is not None and flops >= 0 else None
 
 
-def _counted_flops(config: ml_collections.ConfigDict, compiled, make_step,
-                   args) -> float | None:
+def _counted_flops(config: ml_collections.ConfigDict, compiled, make_step, args) -> float | None:
   """XLA's flop count of a step, with the looped forms counted in their batched forms.
 
   XLA's cost analysis counts the body of a loop once, so the 'per_head'
@@ -87,7 +91,7 @@ def _counted_flops(config: ml_collections.ConfigDict, compiled, make_step,
   `make_step(config with attention_impl='batched', inr_chunk=0)` (the same
   maths, no loops) and that is counted. `config` is resolved (`Steps.config`).
   """
-  looped = (config.model.attention_impl == "per_head" or families.inr_chunk(config) > 0)
+  looped = config.model.attention_impl == "per_head" or families.inr_chunk(config) > 0
   if not looped:
     return _flops(compiled)
   counted = config.copy_and_resolve_references()
@@ -105,10 +109,16 @@ def _xla_memory(compiled) -> dict[str, int] | None:
     return None
   if m is None:
     return None
-  fields = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
-            "temp_size_in_bytes", "generated_code_size_in_bytes")
-  return {f.replace("_size_in_bytes", "_bytes"): int(getattr(m, f)) for f in fields
-          if hasattr(m, f)}
+  fields = (
+    "argument_size_in_bytes",
+    "output_size_in_bytes",
+    "alias_size_in_bytes",
+    "temp_size_in_bytes",
+    "generated_code_size_in_bytes",
+  )
+  return {
+    f.replace("_size_in_bytes", "_bytes"): int(getattr(m, f)) for f in fields if hasattr(m, f)
+  }
 
 
 def _peak_memory() -> tuple[int, str]:
@@ -134,15 +144,24 @@ def _time(fn, args_fn, steps: int, warmup: int) -> list[float]:
   return times
 
 
-def _pipeline(compiled, state, mesh, config: ml_collections.ConfigDict, step_key,
-              num_steps: int, median_step: float) -> tuple[dict[str, Any], Any]:
+def _pipeline(
+  compiled,
+  state,
+  mesh,
+  config: ml_collections.ConfigDict,
+  step_key,
+  num_steps: int,
+  median_step: float,
+) -> tuple[dict[str, Any], Any]:
   """`num_steps` steps as the training loop runs them, on the config's real data.
 
   Returns (the `pipeline` results, the final state).
   """
   from minr_jax import data  # noqa: PLC0415
-  it = data.make_train_iterator(config, process_index=jax.process_index(),
-                                process_count=jax.process_count())
+
+  it = data.make_train_iterator(
+    config, process_index=jax.process_index(), process_count=jax.process_count()
+  )
   local = next(it)  # the pipeline's start-up (workers, first batch) is not timed
   jax.block_until_ready(sharding.global_batch(mesh, {"image": local["image"]}))
   pending, waited = [], 0.0
@@ -156,9 +175,14 @@ def _pipeline(compiled, state, mesh, config: ml_collections.ConfigDict, step_key
     pending.append(out)
   jax.block_until_ready((state, pending))
   wall = (time.perf_counter() - start) / num_steps
-  return dict(steps=num_steps, step_s=wall, host_data_wait_s=waited / num_steps,
-              images_per_s=config.batch_size / wall, overhead=wall / median_step - 1.0,
-              dataset=config.dataset.name), state
+  return dict(
+    steps=num_steps,
+    step_s=wall,
+    host_data_wait_s=waited / num_steps,
+    images_per_s=config.batch_size / wall,
+    overhead=wall / median_step - 1.0,
+    dataset=config.dataset.name,
+  ), state
 
 
 def train_step_flops(config: ml_collections.ConfigDict) -> float | None:
@@ -178,19 +202,29 @@ def train_step_flops(config: ml_collections.ConfigDict) -> float | None:
   images = np.random.default_rng(0).uniform(size=(local, res, res, 3)).astype(np.float32)
   batch = sharding.global_batch(mesh, {"image": images})
   compiled = built.train_step.lower(state, batch, step_key).compile()
-  flops = _counted_flops(built.config, compiled,
-                         lambda c: train.make_steps(c, mesh, family).train_step,
-                         (state, batch, step_key))
+  flops = _counted_flops(
+    built.config,
+    compiled,
+    lambda c: train.make_steps(c, mesh, family).train_step,
+    (state, batch, step_key),
+  )
   return flops * mesh.size if flops is not None else None
 
 
-def run_benchmark(config: ml_collections.ConfigDict, steps: int = 5, warmup: int = 1,
-                  peak_flops: float | None = None, eval_steps: int | None = None,
-                  pipeline_steps: int = 0) -> dict[str, Any]:
+def run_benchmark(
+  config: ml_collections.ConfigDict,
+  steps: int = 5,
+  warmup: int = 1,
+  peak_flops: float | None = None,
+  eval_steps: int | None = None,
+  pipeline_steps: int = 0,
+) -> dict[str, Any]:
   """Compiles and times the train and eval steps; returns the JSON-able results."""
   if steps < 1 or warmup < 0 or pipeline_steps < 0:
-    raise ConfigError(f"--steps must be >= 1 and --warmup, --pipeline_steps >= 0, got "
-                      f"{steps}, {warmup}, {pipeline_steps}")
+    raise ConfigError(
+      f"--steps must be >= 1 and --warmup, --pipeline_steps >= 0, got "
+      f"{steps}, {warmup}, {pipeline_steps}"
+    )
   family = families.check(config)
   dtype, inr_dtype = families.model_dtypes(config)
   mesh = sharding.make_mesh(config)
@@ -207,10 +241,14 @@ def run_benchmark(config: ml_collections.ConfigDict, steps: int = 5, warmup: int
   images = rng.uniform(size=(local, res, res, 3)).astype(np.float32)
   batch = sharding.global_batch(mesh, {"image": images})
   local_eval = config.eval_batch_size // jax.process_count()
-  eval_batch = sharding.global_batch(mesh, {
+  eval_batch = sharding.global_batch(
+    mesh,
+    {
       "image": rng.uniform(size=(local_eval, res, res, 3)).astype(np.float32),
       "index": (np.arange(local_eval) + jax.process_index() * local_eval).astype(np.int32),
-      "valid": np.ones((local_eval,), bool)})
+      "valid": np.ones((local_eval,), bool),
+    },
+  )
   eval_masks = masking.eval_masks(config, eval_batch["index"])
 
   def make_train(c):  # only lowered and compiled here, never called: donation is harmless
@@ -238,39 +276,56 @@ def run_benchmark(config: ml_collections.ConfigDict, steps: int = 5, warmup: int
   eval_compiled = built.eval_step.lower(*eval_args).compile()
   eval_compile_s = time.perf_counter() - t0
   eval_flops = _counted_flops(config, eval_compiled, make_eval, eval_args)
-  eval_times = _time(eval_compiled, lambda: (holder[0].params, eval_batch, eval_masks),
-                     steps if eval_steps is None else eval_steps, warmup)
+  eval_times = _time(
+    eval_compiled,
+    lambda: (holder[0].params, eval_batch, eval_masks),
+    steps if eval_steps is None else eval_steps,
+    warmup,
+  )
 
   train_stats = _stats(train_times)
   pipeline = None
   if pipeline_steps:
-    pipeline, holder[0] = _pipeline(compiled, holder[0], mesh, config, step_key,
-                                    pipeline_steps, train_stats["median"])
+    pipeline, holder[0] = _pipeline(
+      compiled, holder[0], mesh, config, step_key, pipeline_steps, train_stats["median"]
+    )
   memory, memory_source = _peak_memory()
   num_devices = mesh.size
   total_flops = flops * num_devices if flops is not None else None
   achieved = total_flops / train_stats["median"] if total_flops else None
   return dict(
-      compile_s=compile_s, eval_compile_s=eval_compile_s,
-      train_step_s=train_stats, eval_step_s=_stats(eval_times),
-      images_per_s=config.batch_size / train_stats["median"],
-      flops_per_step_per_device=flops, flops_per_step=total_flops,
-      eval_flops_per_step=eval_flops * num_devices if eval_flops is not None else None,
-      achieved_flops_per_s=achieved, peak_flops=peak_flops,
-      mfu=achieved / peak_flops if achieved and peak_flops else None,
-      peak_memory_bytes=memory, memory_source=memory_source,
-      xla_train_memory=_xla_memory(compiled),
-      dtype=jnp.dtype(dtype or jnp.float32).name,
-      inr_dtype=jnp.dtype(inr_dtype or jnp.float32).name,
-      remat=bool(config.model.remat), batch_size=config.batch_size,
-      eval_batch_size=config.eval_batch_size, resolution=config.resolution,
-      mesh=dict(mesh.shape), fsdp_min_size=config.get("fsdp_min_size"),
-      num_parameters=train.count_params(abstract.params),
-      device_kind=jax.devices()[0].device_kind, platform=jax.devices()[0].platform,
-      num_devices=num_devices, process_count=jax.process_count(),
-      steps=steps, warmup=warmup, pipeline=pipeline,
-      final_loss_finite=bool(np.isfinite(float(train_call(holder[0], batch,
-                                                         step_key)["loss"]))))
+    compile_s=compile_s,
+    eval_compile_s=eval_compile_s,
+    train_step_s=train_stats,
+    eval_step_s=_stats(eval_times),
+    images_per_s=config.batch_size / train_stats["median"],
+    flops_per_step_per_device=flops,
+    flops_per_step=total_flops,
+    eval_flops_per_step=eval_flops * num_devices if eval_flops is not None else None,
+    achieved_flops_per_s=achieved,
+    peak_flops=peak_flops,
+    mfu=achieved / peak_flops if achieved and peak_flops else None,
+    peak_memory_bytes=memory,
+    memory_source=memory_source,
+    xla_train_memory=_xla_memory(compiled),
+    dtype=jnp.dtype(dtype or jnp.float32).name,
+    inr_dtype=jnp.dtype(inr_dtype or jnp.float32).name,
+    remat=bool(config.model.remat),
+    batch_size=config.batch_size,
+    eval_batch_size=config.eval_batch_size,
+    resolution=config.resolution,
+    mesh=dict(mesh.shape),
+    fsdp_min_size=config.get("fsdp_min_size"),
+    num_parameters=train.count_params(abstract.params),
+    device_kind=jax.devices()[0].device_kind,
+    platform=jax.devices()[0].platform,
+    num_devices=num_devices,
+    process_count=jax.process_count(),
+    steps=steps,
+    warmup=warmup,
+    pipeline=pipeline,
+    final_loss_finite=bool(np.isfinite(float(train_call(holder[0], batch, step_key)["loss"]))),
+  )
 
 
 if __name__ == "__main__":
@@ -280,19 +335,28 @@ if __name__ == "__main__":
   from minr_jax import cli  # noqa: PLC0415
 
   _CONFIG = config_flags.DEFINE_config_file(
-      "config", None, "Config file, e.g. configs/transinr.py.", lock_config=True)
+    "config", None, "Config file, e.g. configs/transinr.py.", lock_config=True
+  )
   _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (after the warm-up).")
   _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps after compiling.")
   _EVAL_STEPS = flags.DEFINE_integer("eval_steps", None, "Timed eval steps (default --steps).")
-  _PEAK = flags.DEFINE_float("peak_flops", None, "Peak FLOP/s of all devices together, "
-                             "for the MFU (e.g. 190e9 for a 2-core AVX-512 CPU in fp32).")
-  _PIPELINE = flags.DEFINE_integer("pipeline_steps", 0, "Also run this many steps on the "
-                                   "config's real data, as the training loop does.")
+  _PEAK = flags.DEFINE_float(
+    "peak_flops",
+    None,
+    "Peak FLOP/s of all devices together, "
+    "for the MFU (e.g. 190e9 for a 2-core AVX-512 CPU in fp32).",
+  )
+  _PIPELINE = flags.DEFINE_integer(
+    "pipeline_steps",
+    0,
+    "Also run this many steps on the config's real data, as the training loop does.",
+  )
 
   def _main(args: list[str]) -> None:
     del args
-    out = run_benchmark(_CONFIG.value, _STEPS.value, _WARMUP.value, _PEAK.value,
-                        _EVAL_STEPS.value, _PIPELINE.value)
+    out = run_benchmark(
+      _CONFIG.value, _STEPS.value, _WARMUP.value, _PEAK.value, _EVAL_STEPS.value, _PIPELINE.value
+    )
     print(json.dumps(out), flush=True)
 
   flags.mark_flag_as_required("config")

@@ -47,19 +47,26 @@ def as_path(path: str | os.PathLike) -> epath.Path:
 
 
 def _handlers() -> dict[str, Any]:
-  return dict(state=ocp.PyTreeCheckpointHandler(), data=grain.checkpoint.CheckpointHandler(),
-              config=ocp.JsonCheckpointHandler())
+  return dict(
+    state=ocp.PyTreeCheckpointHandler(),
+    data=grain.checkpoint.CheckpointHandler(),
+    config=ocp.JsonCheckpointHandler(),
+  )
 
 
-def make_manager(workdir: str, keep: int, keep_period: int | None = None
-                 ) -> ocp.CheckpointManager:
+def make_manager(workdir: str, keep: int, keep_period: int | None = None) -> ocp.CheckpointManager:
   """A manager of `<workdir>/checkpoints` keeping the newest `keep` steps, and every
   step that is a multiple of `keep_period` (if set) for good."""
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep, keep_period=keep_period or None, create=True,
-      enable_async_checkpointing=False, cleanup_tmp_directories=True)
-  return ocp.CheckpointManager(as_path(workdir) / "checkpoints", options=options,
-                               item_handlers=_handlers())
+    max_to_keep=keep,
+    keep_period=keep_period or None,
+    create=True,
+    enable_async_checkpointing=False,
+    cleanup_tmp_directories=True,
+  )
+  return ocp.CheckpointManager(
+    as_path(workdir) / "checkpoints", options=options, item_handlers=_handlers()
+  )
 
 
 def open_read_only(workdir: str) -> ocp.CheckpointManager:
@@ -79,7 +86,8 @@ def open_read_only(workdir: str) -> ocp.CheckpointManager:
   logging.set_verbosity(logging.ERROR)  # orbax warns that read_only is read only
   try:
     options = ocp.CheckpointManagerOptions(
-        read_only=True, create=False, enable_async_checkpointing=False)
+      read_only=True, create=False, enable_async_checkpointing=False
+    )
     return ocp.CheckpointManager(directory, options=options, item_handlers=_handlers())
   finally:
     logging.set_verbosity(verbosity)
@@ -111,8 +119,13 @@ def _digests(directory: epath.Path) -> dict[str, str]:
   return out
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: PyTree,
-         data_iter: grain.DatasetIterator | None, config: dict | None = None) -> None:
+def save(
+  manager: ocp.CheckpointManager,
+  step: int,
+  state: PyTree,
+  data_iter: grain.DatasetIterator | None,
+  config: dict | None = None,
+) -> None:
   """Saves state (and the data iterator and config, if given) as checkpoint `step`,
   then (process 0) its checksum manifest.
 
@@ -140,10 +153,12 @@ def save(manager: ocp.CheckpointManager, step: int, state: PyTree,
       quiet.remove()
       raise
     _remove_partial(manager, step)
-    raise ConfigError(f"no space left on the device of {manager.directory} while saving "
-                      f"step {step} (the state is {_size(_nbytes(state))}, "
-                      f"{_size(free_bytes(manager.directory))} free); the earlier "
-                      "checkpoints there are intact") from None
+    raise ConfigError(
+      f"no space left on the device of {manager.directory} while saving "
+      f"step {step} (the state is {_size(_nbytes(state))}, "
+      f"{_size(free_bytes(manager.directory))} free); the earlier "
+      "checkpoints there are intact"
+    ) from None
   quiet.remove()
 
 
@@ -154,15 +169,17 @@ class QuietOrbax:
   from callbacks into orbax's finished event loop). Left installed after a
   failure: they keep coming after the one line that says it all."""
 
-  def __init__(self, noise=("RESOURCE_EXHAUSTED", "No space left on device",
-                            "Event loop is closed")):
+  def __init__(
+    self, noise=("RESOURCE_EXHAUSTED", "No space left on device", "Event loop is closed")
+  ):
     self.NOISE = tuple(noise)
     self.loggers = [std_logging.getLogger("absl"), std_logging.getLogger("asyncio")]
     for logger in self.loggers:
       logger.addFilter(self._keep)
     self.hooks = sys.excepthook, sys.unraisablehook, threading.excepthook
-    sys.excepthook = lambda kind, value, tb: self._keep_error(value) and self.hooks[0](
-        kind, value, tb)
+    sys.excepthook = lambda kind, value, tb: (
+      self._keep_error(value) and self.hooks[0](kind, value, tb)
+    )
     sys.unraisablehook = lambda u: self._keep_error(u.exc_value) and self.hooks[1](u)
     threading.excepthook = lambda a: self._keep_error(a.exc_value) and self.hooks[2](a)
 
@@ -269,8 +286,12 @@ def verify(manager: ocp.CheckpointManager, step: int) -> str | None:
   return None
 
 
-def restore(manager: ocp.CheckpointManager, step: int, abstract_state: PyTree,
-            data_iter: grain.DatasetIterator | None) -> PyTree:
+def restore(
+  manager: ocp.CheckpointManager,
+  step: int,
+  abstract_state: PyTree,
+  data_iter: grain.DatasetIterator | None,
+) -> PyTree:
   """Restores checkpoint `step` into the shapes and shardings of abstract_state.
 
   The data iterator, if given, is moved to the saved position in place.
@@ -307,8 +328,7 @@ def intact_steps(manager: ocp.CheckpointManager, warn=print) -> list[int]:
     if reason is None:
       out.append(step)
     else:
-      warn(f"warning: checkpoint {step_dir(manager, step)} is corrupt ({reason}); "
-           "skipping it")
+      warn(f"warning: checkpoint {step_dir(manager, step)} is corrupt ({reason}); skipping it")
   return out
 
 
@@ -325,19 +345,19 @@ def saved_config(manager: ocp.CheckpointManager, step: int) -> dict | None:
   """The config checkpoint `step` was trained with, or None (saved before configs were)."""
   if not (step_dir(manager, step) / "config").exists():
     return None
-  return manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))[
-      "config"]
+  return manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
 
 
 def _restore_args(abstract: PyTree, partial: bool = False) -> ocp.args.PyTreeRestore:
   """Restore into the shapes, dtypes and shardings of `abstract`'s leaves."""
   return ocp.args.PyTreeRestore(
-      item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-      partial_restore=partial)
+    item=abstract,
+    restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+    partial_restore=partial,
+  )
 
 
-def restore_params(manager: ocp.CheckpointManager, step: int,
-                   abstract_params: PyTree) -> PyTree:
+def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: PyTree) -> PyTree:
   """Restores only the parameters of checkpoint `step` (no optimizer state).
 
   abstract_params: ShapeDtypeStructs carrying the shardings wanted here, so a
@@ -349,12 +369,10 @@ def restore_params(manager: ocp.CheckpointManager, step: int,
 
 def _leaf_shapes(tree: PyTree) -> dict[str, tuple[int, ...]]:
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {jax.tree_util.keystr(path): tuple(getattr(leaf, "shape", ()))
-          for path, leaf in flat}
+  return {jax.tree_util.keystr(path): tuple(getattr(leaf, "shape", ())) for path, leaf in flat}
 
 
-def check_compatible(manager: ocp.CheckpointManager, step: int,
-                     abstract_params: PyTree) -> None:
+def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_params: PyTree) -> None:
   """Raises ConfigError if checkpoint `step` holds a model of another shape.
 
   Reads only the checkpoint's metadata, so this runs before any compile.
@@ -366,9 +384,10 @@ def check_compatible(manager: ocp.CheckpointManager, step: int,
     a, b = saved_shapes.get(name), want_shapes.get(name)
     if a != b:
       raise ConfigError(
-          f"{where} holds a different model: parameter {name} is "
-          f"{'absent' if a is None else a} there but {'absent' if b is None else b} "
-          "in this config; use another --workdir or the config it was trained with")
+        f"{where} holds a different model: parameter {name} is "
+        f"{'absent' if a is None else a} there but {'absent' if b is None else b} "
+        "in this config; use another --workdir or the config it was trained with"
+      )
 
 
 def latest_step(manager: ocp.CheckpointManager) -> int | None:
@@ -377,6 +396,7 @@ def latest_step(manager: ocp.CheckpointManager) -> int | None:
 
 
 # -------------------------------------------------------------- the lock ---
+
 
 class WorkdirLock:
   """One training run per workdir: `<workdir>/.minr_lock` names the holder.
@@ -421,8 +441,11 @@ class WorkdirLock:
         pass
 
   def acquire(self) -> None:
-    me = dict(host=socket.gethostname(), pid=os.getpid(),
-              since=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+    me = dict(
+      host=socket.gethostname(),
+      pid=os.getpid(),
+      since=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    )
     for _ in range(3):
       try:
         self._create(json.dumps(me))
@@ -435,22 +458,28 @@ class WorkdirLock:
         if problem:
           print(f"warning: {self.path} {problem}; taking it over as stale", flush=True)
         elif holder["host"] == me["host"] and not _alive(holder["pid"]):
-          print(f"warning: taking over {self.path}, left by process {holder['pid']} "
-                "that no longer runs", flush=True)
+          print(
+            f"warning: taking over {self.path}, left by process {holder['pid']} "
+            "that no longer runs",
+            flush=True,
+          )
         else:
           raise ConfigError(
-              f"{self.path.parent} is in use by another training run (process "
-              f"{holder['pid']} on {holder['host']} since {holder.get('since')}); "
-              f"use another --workdir, or delete {self.path} if that run is gone") from None
+            f"{self.path.parent} is in use by another training run (process "
+            f"{holder['pid']} on {holder['host']} since {holder.get('since')}); "
+            f"use another --workdir, or delete {self.path} if that run is gone"
+          ) from None
         try:
           self.path.unlink()
         except FileNotFoundError:  # another run took it over first
           pass
         except OSError as e:
-          raise ConfigError(f"cannot remove the stale lock {self.path}: "
-                            f"{e.strerror or e}; delete it by hand") from None
-    raise ConfigError(f"cannot take {self.path}: other runs keep taking it; "
-                      "start one run per --workdir")
+          raise ConfigError(
+            f"cannot remove the stale lock {self.path}: {e.strerror or e}; delete it by hand"
+          ) from None
+    raise ConfigError(
+      f"cannot take {self.path}: other runs keep taking it; start one run per --workdir"
+    )
 
   def _holder(self) -> tuple[dict | None, str]:
     """(holder {host, pid, since}, ''), ({}, what is wrong with the lock file), or
@@ -465,11 +494,14 @@ class WorkdirLock:
       holder = json.loads(text)
     except ValueError:
       holder = None
-    if (not isinstance(holder, dict) or not isinstance(holder.get("host"), str)
-        or isinstance(holder.get("pid"), bool) or not isinstance(holder.get("pid"), int)):
+    if (
+      not isinstance(holder, dict)
+      or not isinstance(holder.get("host"), str)
+      or isinstance(holder.get("pid"), bool)
+      or not isinstance(holder.get("pid"), int)
+    ):
       shown = " ".join(text.split())[:40]
-      return {}, ("is empty" if not shown else
-                  f"does not name a training run (it holds {shown!r})")
+      return {}, ("is empty" if not shown else f"does not name a training run (it holds {shown!r})")
     return holder, ""
 
   def release(self) -> None:

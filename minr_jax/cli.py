@@ -46,8 +46,14 @@ def flag_error(error: Exception, argv: list[str]) -> str:
   lines = [l.strip() for l in text.splitlines() if l.strip()]
   head = lines[0] if lines else type(error).__name__
   flag = re.match(r"(flag )?(--\w+)", head)
-  detail = next((l for l in reversed(lines[1:]) if not l.startswith("Pass --help")
-                 and not l.startswith("Attempted")), "")
+  detail = next(
+    (
+      l
+      for l in reversed(lines[1:])
+      if not l.startswith("Pass --help") and not l.startswith("Attempted")
+    ),
+    "",
+  )
   name = flag.group(2) if flag else ""
   detail = re.sub(r"^\w+Error: ", "", detail)
   return f"{name}: {detail}" if name and detail else head
@@ -68,15 +74,17 @@ def config_file_error(error: Exception, argv: list[str]) -> str | None:
     given[m.group(1)] = value.split(":", 1)[0]
   if not given:
     return None
-  lines = {os.path.abspath(f.filename): f.lineno
-           for f in traceback.extract_tb(error.__traceback__)}
+  lines = {os.path.abspath(f.filename): f.lineno for f in traceback.extract_tb(error.__traceback__)}
   if isinstance(error, SyntaxError) and error.filename:
     lines[os.path.abspath(error.filename)] = error.lineno
   for name, path in given.items():
     line = lines.get(os.path.abspath(path))
     if line is not None or len(given) == 1:
-      reason = (error.msg if isinstance(error, SyntaxError)
-                else f"{type(error).__name__}: {' '.join(str(error).split())}")
+      reason = (
+        error.msg
+        if isinstance(error, SyntaxError)
+        else f"{type(error).__name__}: {' '.join(str(error).split())}"
+      )
       where = f" (line {line})" if line else ""
       return f"--{name}: {path} does not load: {reason}{where}"
   return None
@@ -88,8 +96,9 @@ def _names_override(error: Exception, argv: list[str]) -> bool:
   if not isinstance(error, AttributeError | KeyError):
     return False
   field = str(error).strip().strip("'\"")
-  return any((m := re.match(r"--config(?:\.\w+)*\.(\w+)=", arg)) and m.group(1) == field
-             for arg in argv)
+  return any(
+    (m := re.match(r"--config(?:\.\w+)*\.(\w+)=", arg)) and m.group(1) == field for arg in argv
+  )
 
 
 def _parse(argv: list[str]) -> list[str]:
@@ -118,8 +127,10 @@ def run(body: Callable[[list[str]], object], *, positional: bool = False) -> Non
   def main(argv: list[str]) -> None:
     if not positional and len(argv) > 1:
       stray = " ".join(repr(a) for a in argv[1:])
-      sys.exit(f"error: unexpected argument{'s' * (len(argv) > 2)} {stray}: this command "
-               "takes flags only, as --name=value (see --help)")
+      sys.exit(
+        f"error: unexpected argument{'s' * (len(argv) > 2)} {stray}: this command "
+        "takes flags only, as --name=value (see --help)"
+      )
     logging.set_verbosity(logging.WARNING)
     try:
       body(argv[1:])

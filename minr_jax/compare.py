@@ -45,8 +45,12 @@ from minr_jax.config import ConfigError, load_saved
 
 METRICS = ("psnr_full", "psnr_masked", "psnr_pasted")
 BASELINES = ("psnr_full_interpolation", "psnr_full_mean_fill", "psnr_full_masked_input")
-CSV_COLUMNS = ("dataset", "model", "family", "num_params", "step") + METRICS + BASELINES + (
-    "num_images", "workdir")
+CSV_COLUMNS = (
+  ("dataset", "model", "family", "num_params", "step")
+  + METRICS
+  + BASELINES
+  + ("num_images", "workdir")
+)
 # The baselines depend on images and masks only: equal across models up to float noise.
 BASELINE_TOLERANCE_DB = 1e-3
 FIGURE_KINDS = ("pasted", "pred")
@@ -61,8 +65,9 @@ def model_names(workdirs: Sequence[str]) -> list[str]:
   return full
 
 
-def comparison_config(config: ml_collections.ConfigDict, mask_ratio: float, seed: int,
-                      max_images: int | None) -> ml_collections.ConfigDict:
+def comparison_config(
+  config: ml_collections.ConfigDict, mask_ratio: float, seed: int, max_images: int | None
+) -> ml_collections.ConfigDict:
   """A copy of a run's config evaluating under the comparison's masks."""
   c = ml_collections.ConfigDict(config.to_dict())
   c.eval_mask_strategy = "random_exact"
@@ -73,8 +78,9 @@ def comparison_config(config: ml_collections.ConfigDict, mask_ratio: float, seed
   return c
 
 
-def load_configs(workdirs: Sequence[str], mask_ratio: float | None, seed: int | None,
-                 max_images: int | None) -> tuple[list[ml_collections.ConfigDict], float, int]:
+def load_configs(
+  workdirs: Sequence[str], mask_ratio: float | None, seed: int | None, max_images: int | None
+) -> tuple[list[ml_collections.ConfigDict], float, int]:
   """Every workdir's comparison config, the common mask ratio and seed.
 
   ConfigError (before anything is restored or compiled) for a missing
@@ -91,8 +97,10 @@ def load_configs(workdirs: Sequence[str], mask_ratio: float | None, seed: int | 
   for w, c in zip(workdirs, raw, strict=True):
     for field in ("resolution", "mask_grid"):
       if c[field] != first[field]:
-        raise ConfigError(f"{w}: config.{field}={c[field]} differs from {workdirs[0]}'s "
-                          f"{first[field]}; compared models must share the images and masks")
+        raise ConfigError(
+          f"{w}: config.{field}={c[field]} differs from {workdirs[0]}'s "
+          f"{first[field]}; compared models must share the images and masks"
+        )
   configs = [comparison_config(c, mask_ratio, seed, max_images) for c in raw]
   for w, c in zip(workdirs, configs, strict=True):
     try:
@@ -107,16 +115,21 @@ def masking_text(config: ml_collections.ConfigDict) -> str:
   grid = config.mask_grid
   n = grid * grid
   k = masking.exact_count(config.mask_ratio, n)
-  return (f"exact-count random masks: exactly {k} of the {n} patches of the "
-          f"{grid}x{grid} mask grid hidden in every image (ratio {config.mask_ratio}), "
-          f"drawn from seed {config.eval_mask_seed} and each image's index, identical "
-          f"for every model")
+  return (
+    f"exact-count random masks: exactly {k} of the {n} patches of the "
+    f"{grid}x{grid} mask grid hidden in every image (ratio {config.mask_ratio}), "
+    f"drawn from seed {config.eval_mask_seed} and each image's index, identical "
+    f"for every model"
+  )
 
 
-def _evaluate_model(workdir: str, config: ml_collections.ConfigDict,
-                    entries: list[evaluation.EvalDataset], num_images: int,
-                    step: int | None = None
-                    ) -> tuple[int, int, dict[str, tuple[dict[str, float], list[np.ndarray]]]]:
+def _evaluate_model(
+  workdir: str,
+  config: ml_collections.ConfigDict,
+  entries: list[evaluation.EvalDataset],
+  num_images: int,
+  step: int | None = None,
+) -> tuple[int, int, dict[str, tuple[dict[str, float], list[np.ndarray]]]]:
   """(step, parameters, {label: (means, grid columns)}) of one workdir's checkpoint."""
   r = api.restore(workdir, step)
   config = ml_collections.ConfigDict(dict(config.to_dict(), model=r.config.model.to_dict()))
@@ -132,11 +145,19 @@ def _evaluate_model(workdir: str, config: ml_collections.ConfigDict,
   return r.step, train.count_params(r.params), out
 
 
-def compare_workdirs(workdirs: Sequence[str], datasets: str | None = None,
-                     out_dir: str = "compare", *, max_images: int | None = None,
-                     mask_ratio: float | None = None, seed: int | None = None,
-                     num_images: int = 6, figure: str = "pasted",
-                     note: str = "", step: int | None = None) -> list[dict[str, Any]]:
+def compare_workdirs(
+  workdirs: Sequence[str],
+  datasets: str | None = None,
+  out_dir: str = "compare",
+  *,
+  max_images: int | None = None,
+  mask_ratio: float | None = None,
+  seed: int | None = None,
+  num_images: int = 6,
+  figure: str = "pasted",
+  note: str = "",
+  step: int | None = None,
+) -> list[dict[str, Any]]:
   """Evaluates every workdir on every dataset under the same masks; writes the report.
 
   Returns the rows (one per dataset x model, in dataset then workdir order)
@@ -149,8 +170,11 @@ def compare_workdirs(workdirs: Sequence[str], datasets: str | None = None,
     raise ConfigError(f"--figure={figure!r}: use {' or '.join(FIGURE_KINDS)}")
   paths.check_reachable(out_dir, "--out")  # a URL's scheme and bucket, before any compile
   configs, mask_ratio, seed = load_configs(workdirs, mask_ratio, seed, max_images)
-  entries = (evaluation.parse_datasets(datasets) if datasets is not None
-             else evaluation.eval_datasets(configs[0]))
+  entries = (
+    evaluation.parse_datasets(datasets)
+    if datasets is not None
+    else evaluation.eval_datasets(configs[0])
+  )
   for c in configs:
     evaluation.check_datasets(c, entries, "--datasets")
   names = model_names(workdirs)
@@ -162,8 +186,10 @@ def compare_workdirs(workdirs: Sequence[str], datasets: str | None = None,
   for workdir, name, config in zip(workdirs, names, configs, strict=True):
     step_, num_params, results = _evaluate_model(workdir, config, entries, num_images, step)
     per_model.append((workdir, name, config, step_, num_params, results))
-    print(f"compare: {name} ({families.get(config).describe(config, num_params)}, "
-          f"step {step_})", flush=True)
+    print(
+      f"compare: {name} ({families.get(config).describe(config, num_params)}, step {step_})",
+      flush=True,
+    )
   for label in (evaluation.dataset_label(*e) for e in entries):
     ref_baselines = None
     for workdir, name, config, step_, num_params, results in per_model:
@@ -174,21 +200,30 @@ def compare_workdirs(workdirs: Sequence[str], datasets: str | None = None,
           inputs[label] = masked
           figures[label] = [masked]
         elif not np.array_equal(inputs[label], masked):
-          raise AssertionError(f"{name} saw other masked inputs than the first model on "
-                               f"{label}: the comparison's masks are not shared")
+          raise AssertionError(
+            f"{name} saw other masked inputs than the first model on "
+            f"{label}: the comparison's masks are not shared"
+          )
         figures[label].append(pasted if figure == "pasted" else pred)
       baselines = tuple(means[b] for b in BASELINES)
       if ref_baselines is None:
         ref_baselines = baselines
       elif max(abs(a - b) for a, b in zip(baselines, ref_baselines, strict=True)) > (
-          BASELINE_TOLERANCE_DB):
-        raise AssertionError(f"{name}: baselines {baselines} differ from the first "
-                             f"model's {ref_baselines} on {label}")
-      row = dict(dataset=label, model=name,
-                 family=families.get(config).name,
-                 num_params=num_params, step=step_,
-                 **{m: float(means[m]) for m in METRICS + BASELINES},
-                 num_images=int(means["num_images"]), workdir=paths.abspath(workdir))
+        BASELINE_TOLERANCE_DB
+      ):
+        raise AssertionError(
+          f"{name}: baselines {baselines} differ from the first model's {ref_baselines} on {label}"
+        )
+      row = dict(
+        dataset=label,
+        model=name,
+        family=families.get(config).name,
+        num_params=num_params,
+        step=step_,
+        **{m: float(means[m]) for m in METRICS + BASELINES},
+        num_images=int(means["num_images"]),
+        workdir=paths.abspath(workdir),
+      )
       rows.append(row)
     if label in figures:
       figures[label].append(truth)
@@ -198,29 +233,51 @@ def compare_workdirs(workdirs: Sequence[str], datasets: str | None = None,
   return rows
 
 
-def write_report(out_dir: str, rows: list[dict[str, Any]],
-                 figures: dict[str, list[np.ndarray]], names: list[str], protocol: str,
-                 note: str = "", figure: str = "pasted") -> None:
+def write_report(
+  out_dir: str,
+  rows: list[dict[str, Any]],
+  figures: dict[str, list[np.ndarray]],
+  names: list[str],
+  protocol: str,
+  note: str = "",
+  figure: str = "pasted",
+) -> None:
   """compare.{md,csv,json} (`evaluation.write_results`) and compare_<dataset>.png."""
-  header = ["# Model comparison", ""] + ([note, ""] if note else []) + [
+  header = (
+    ["# Model comparison", ""]
+    + ([note, ""] if note else [])
+    + [
       f"Masks: {protocol}. PSNR in dB, averaged over images; psnr_full over the "
       "whole image, psnr_masked over the hidden pixels, psnr_pasted with the "
       "visible pixels pasted back. The baselines use the same images and masks: "
       "Gaussian interpolation of the visible pixels, mean-colour fill (hidden "
       "pixels set to the visible pixels' mean colour) and the masked input itself "
-      "(hidden pixels black)."]
+      "(hidden pixels black)."
+    ]
+  )
   images = [f"compare_{evaluation.safe_label(label)}.png" for label in figures]
   if images:
-    shown = ("the prediction in the hidden patches, visible pixels pasted back"
-             if figure == "pasted" else "the raw prediction")
-    header += ["", f"Figures (masked input, each model's output: {shown}; ground truth): "
-               + ", ".join(images) + "."]
-  evaluation.write_results(out_dir, rows, CSV_COLUMNS, header,
-                           dict(masking=protocol, note=note), stem="compare")
+    shown = (
+      "the prediction in the hidden patches, visible pixels pasted back"
+      if figure == "pasted"
+      else "the raw prediction"
+    )
+    header += [
+      "",
+      f"Figures (masked input, each model's output: {shown}; ground truth): "
+      + ", ".join(images)
+      + ".",
+    ]
+  evaluation.write_results(
+    out_dir, rows, CSV_COLUMNS, header, dict(masking=protocol, note=note), stem="compare"
+  )
   for label, columns in figures.items():
     metrics.save_image_grid(
-        os.path.join(out_dir, f"compare_{evaluation.safe_label(label)}.png"), columns,
-        ["masked input", *names, "ground truth"], max_rows=columns[0].shape[0])
+      os.path.join(out_dir, f"compare_{evaluation.safe_label(label)}.png"),
+      columns,
+      ["masked input", *names, "ground truth"],
+      max_rows=columns[0].shape[0],
+    )
   print(f"wrote {out_dir}/compare.{{md,csv,json}} and {len(figures)} figure(s)", flush=True)
 
 
@@ -229,21 +286,45 @@ if __name__ == "__main__":
 
   from minr_jax import cli
 
-  flags.DEFINE_string("datasets", None, "Comma-separated name[:path] entries (default: the "
-                      "first workdir's evaluation datasets).")
+  flags.DEFINE_string(
+    "datasets",
+    None,
+    "Comma-separated name[:path] entries (default: the first workdir's evaluation datasets).",
+  )
   flags.DEFINE_string("out", "compare", "Output directory.")
-  flags.DEFINE_integer("step", None, "Checkpoint step of every workdir (default: each one's "
-                       "newest; or give <workdir>/checkpoints/<step> directories).")
+  flags.DEFINE_integer(
+    "step",
+    None,
+    "Checkpoint step of every workdir (default: each one's "
+    "newest; or give <workdir>/checkpoints/<step> directories).",
+  )
   flags.DEFINE_integer("max_images", None, "At most this many images per dataset.")
-  flags.DEFINE_float("mask_ratio", None, "Share of patches hidden (default: the first "
-                     "workdir's mask_ratio).")
-  flags.DEFINE_integer("mask_seed", None, "Mask seed (default: the first workdir's "
-                       "eval_mask_seed).")
+  flags.DEFINE_float(
+    "mask_ratio", None, "Share of patches hidden (default: the first workdir's mask_ratio)."
+  )
+  flags.DEFINE_integer(
+    "mask_seed", None, "Mask seed (default: the first workdir's eval_mask_seed)."
+  )
   flags.DEFINE_integer("num_images", 6, "Images per dataset in the figures.")
-  flags.DEFINE_enum("figure", "pasted", list(FIGURE_KINDS), "What the figures show of "
-                    "each model: its prediction with the visible pixels pasted back, or raw.")
+  flags.DEFINE_enum(
+    "figure",
+    "pasted",
+    list(FIGURE_KINDS),
+    "What the figures show of "
+    "each model: its prediction with the visible pixels pasted back, or raw.",
+  )
   f = flags.FLAGS
-  cli.run(lambda workdirs: compare_workdirs(
-      workdirs, f.datasets, f.out, max_images=f.max_images, mask_ratio=f.mask_ratio,
-      seed=f.mask_seed, num_images=f.num_images, figure=f.figure, step=f.step),
-      positional=True)
+  cli.run(
+    lambda workdirs: compare_workdirs(
+      workdirs,
+      f.datasets,
+      f.out,
+      max_images=f.max_images,
+      mask_ratio=f.mask_ratio,
+      seed=f.mask_seed,
+      num_images=f.num_images,
+      figure=f.figure,
+      step=f.step,
+    ),
+    positional=True,
+  )

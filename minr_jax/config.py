@@ -45,8 +45,14 @@ def non_negative_int(config, field: str) -> int:
 
 # Fields that must be True or False where present (on the command line: absl's
 # rules, true/false/t/f/1/0 in any case; in Python: a bool, not 0 or 1).
-BOOL_FIELDS = ("tensorboard", "model.qkv_bias", "model.exact_gelu", "model.remat",
-               "model.norm_pix", "model.ginr_normalize_shared")
+BOOL_FIELDS = (
+  "tensorboard",
+  "model.qkv_bias",
+  "model.exact_gelu",
+  "model.remat",
+  "model.norm_pix",
+  "model.ginr_normalize_shared",
+)
 
 
 def validate(config, num_devices: int | None = None) -> None:
@@ -56,11 +62,23 @@ def validate(config, num_devices: int | None = None) -> None:
   own checks, `minr_jax.data.check_dataset` the dataset's name and paths, and
   `minr_jax.checkpoint` a workdir's checkpoint.
   """
-  for field in ("batch_size", "eval_batch_size", "num_train_steps", "resolution",
-                "mask_grid", "log_every_steps", "eval_every_steps",
-                "checkpoint_every_steps", "keep_checkpoints",
-                "model.patch_size", "model.dim", "model.depth", "model.num_heads",
-                "model.head_dim", "model.mlp_dim"):
+  for field in (
+    "batch_size",
+    "eval_batch_size",
+    "num_train_steps",
+    "resolution",
+    "mask_grid",
+    "log_every_steps",
+    "eval_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "model.patch_size",
+    "model.dim",
+    "model.depth",
+    "model.num_heads",
+    "model.head_dim",
+    "model.mlp_dim",
+  ):
     positive_int(config, field)
   for field in ("keep_period", "num_grid_images", "seed", "eval_mask_seed"):
     if field in config:
@@ -71,29 +89,38 @@ def validate(config, num_devices: int | None = None) -> None:
     if name in holder and not isinstance(holder[name], bool):
       raise ConfigError(f"config.{field} must be true or false, got {holder[name]!r}")
   secs = config.get("checkpoint_every_secs", 0.0)
-  if isinstance(secs, bool) or not (isinstance(secs, (int, float)) and math.isfinite(secs)
-                                    and secs >= 0):
-    raise ConfigError(f"config.checkpoint_every_secs must be a finite number >= 0 "
-                      f"(0 = off), got {secs!r}")
+  if isinstance(secs, bool) or not (
+    isinstance(secs, (int, float)) and math.isfinite(secs) and secs >= 0
+  ):
+    raise ConfigError(
+      f"config.checkpoint_every_secs must be a finite number >= 0 (0 = off), got {secs!r}"
+    )
   if config.model.get("attention_impl", "auto") not in ATTENTION_IMPLS:
-    raise ConfigError(f"config.model.attention_impl={config.model.attention_impl!r} is "
-                      f"not one of {', '.join(ATTENTION_IMPLS)}")
+    raise ConfigError(
+      f"config.model.attention_impl={config.model.attention_impl!r} is "
+      f"not one of {', '.join(ATTENTION_IMPLS)}"
+    )
   chunk = config.model.get("inr_chunk", -1)
   if not isinstance(chunk, int) or chunk < -1:
-    raise ConfigError(f"config.model.inr_chunk must be -1 (auto), 0 (off) or a pixel "
-                      f"count > 0, got {chunk!r}")
+    raise ConfigError(
+      f"config.model.inr_chunk must be -1 (auto), 0 (off) or a pixel count > 0, got {chunk!r}"
+    )
   if not 0.0 <= config.mask_ratio < 1.0:
     raise ConfigError(f"config.mask_ratio must be in [0, 1), got {config.mask_ratio}")
   if config.resolution % config.mask_grid:
-    raise ConfigError(f"config.resolution={config.resolution} is not divisible by "
-                      f"config.mask_grid={config.mask_grid}")
+    raise ConfigError(
+      f"config.resolution={config.resolution} is not divisible by "
+      f"config.mask_grid={config.mask_grid}"
+    )
   try:
     from minr_jax import masking  # noqa: PLC0415 (masking imports jax only)
+
     masking.mask_spec_from_config(config)
     for field in ("eval_mask_strategy",):
       if config[field] not in masking.STRATEGIES:
-        raise ConfigError(f"config.{field}={config[field]!r} is not one of "
-                          f"{', '.join(masking.STRATEGIES)}")
+        raise ConfigError(
+          f"config.{field}={config[field]!r} is not one of {', '.join(masking.STRATEGIES)}"
+        )
   except ValueError as e:
     raise ConfigError(str(e)) from None
   lo, hi = config.mask.get("ratio_min"), config.mask.get("ratio_max")
@@ -110,28 +137,37 @@ def validate(config, num_devices: int | None = None) -> None:
   if num_devices is not None:
     for field in ("batch_size", "eval_batch_size"):
       if config[field] % num_devices:
-        raise ConfigError(f"config.{field}={config[field]} is not divisible by the "
-                          f"{num_devices} devices of the mesh's data axis")
+        raise ConfigError(
+          f"config.{field}={config[field]} is not divisible by the "
+          f"{num_devices} devices of the mesh's data axis"
+        )
 
 
 # Fields added after the first releases, with the values that reproduce what
 # runs saved without them did. `complete_saved` fills them into an older
 # config.json so that its checkpoints still evaluate, embed and compare.
 _ADDED_FIELDS = {
-    "eval_datasets": "",
-    "eval_train_dataset": True,
-    "profile": "",
-    "eval_mask_strategy": "random",
-    "warmup_steps": 0,
-    "fsdp_min_size": 2 ** 18,
-    "checkpoint_every_secs": 0.0,
-    "keep_period": 0,
-    "compilation_cache_dir": "",
-    "mesh": {"data": -1, "fsdp": 1},
-    "mask": {"strategy": "random", "ratio_min": None, "ratio_max": None,
-             "block_min_patches": 4, "block_aspect_min": 0.3, "filter": "lowpass",
-             "cutoff_low": None, "cutoff_high": None},
-    "model": {"dtype": "float32", "inr_dtype": "", "remat": False},
+  "eval_datasets": "",
+  "eval_train_dataset": True,
+  "profile": "",
+  "eval_mask_strategy": "random",
+  "warmup_steps": 0,
+  "fsdp_min_size": 2**18,
+  "checkpoint_every_secs": 0.0,
+  "keep_period": 0,
+  "compilation_cache_dir": "",
+  "mesh": {"data": -1, "fsdp": 1},
+  "mask": {
+    "strategy": "random",
+    "ratio_min": None,
+    "ratio_max": None,
+    "block_min_patches": 4,
+    "block_aspect_min": 0.3,
+    "filter": "lowpass",
+    "cutoff_low": None,
+    "cutoff_high": None,
+  },
+  "model": {"dtype": "float32", "inr_dtype": "", "remat": False},
 }
 # Added fields that only some families have ("" in model.family = the legacy
 # TransINR config.json, written before model.family existed).
@@ -185,8 +221,7 @@ def load_saved(workdir: str):
     raise ConfigError(f"{path} is not valid JSON: {e}") from None
   added = complete_saved(config)
   if added:
-    logging.warning("%s predates config fields %s; using their defaults", path,
-                    ", ".join(added))
+    logging.warning("%s predates config fields %s; using their defaults", path, ", ".join(added))
   return config
 
 

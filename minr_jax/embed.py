@@ -49,6 +49,7 @@ FORMATS = (".npz", ".array_record")
 
 # ----------------------------------------------------------------- images ---
 
+
 def _text(value: Any) -> str:
   value = value.item() if isinstance(value, np.ndarray) else value
   return value.decode() if isinstance(value, bytes) else str(value)
@@ -66,15 +67,17 @@ def _image_element(position: int, *, source, transform) -> dict[str, Any]:
     label = np.asarray(label)
     label = int(label) if np.issubdtype(label.dtype, np.integer) else None
   image_id = example.get("id")
-  return {"image": np.asarray(transform(example)["image"], np.float32),
-          "index": position,
-          "id": None if image_id is None else _text(image_id),
-          "label": label}
+  return {
+    "image": np.asarray(transform(example)["image"], np.float32),
+    "index": position,
+    "id": None if image_id is None else _text(image_id),
+    "label": label,
+  }
 
 
-def iterate_images(config, name: str, path: str | None, split: str,
-                   batch_size: int, max_images: int | None = None
-                   ) -> tuple[int, Iterator[dict[str, Any]]]:
+def iterate_images(
+  config, name: str, path: str | None, split: str, batch_size: int, max_images: int | None = None
+) -> tuple[int, Iterator[dict[str, Any]]]:
   """(N, batches) of a dataset split in its fixed order.
 
   Each batch: {'image': float32 [n, R, R, 3], 'index': int64 [n], 'id': list
@@ -102,9 +105,11 @@ def iterate_images(config, name: str, path: str | None, split: str,
   if count == 0:
     raise ConfigError(f"the {split} split of {name} holds no images")
   elements = grain.MapDataset.range(count).map(
-      lambda i: _image_element(i, source=source, transform=dataset.eval_transform))
-  read = grain.ReadOptions(num_threads=max(1, min(8, os.cpu_count() or 1)),
-                           prefetch_buffer_size=2 * batch_size)
+    lambda i: _image_element(i, source=source, transform=dataset.eval_transform)
+  )
+  read = grain.ReadOptions(
+    num_threads=max(1, min(8, os.cpu_count() or 1)), prefetch_buffer_size=2 * batch_size
+  )
 
   def batches() -> Iterator[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
@@ -120,12 +125,16 @@ def iterate_images(config, name: str, path: str | None, split: str,
 
 
 def _stack(rows: list[dict[str, Any]]) -> dict[str, Any]:
-  return {"image": np.stack([r["image"] for r in rows]),
-          "index": np.asarray([r["index"] for r in rows], np.int64),
-          "id": [r["id"] for r in rows], "label": [r["label"] for r in rows]}
+  return {
+    "image": np.stack([r["image"] for r in rows]),
+    "index": np.asarray([r["index"] for r in rows], np.int64),
+    "id": [r["id"] for r in rows],
+    "label": [r["label"] for r in rows],
+  }
 
 
 # ---------------------------------------------------------------- writers ---
+
 
 def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
   """np.savez, but byte-for-byte deterministic (fixed zip timestamps), written whole.
@@ -137,17 +146,25 @@ def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
     for key, value in arrays.items():
       buf = io.BytesIO()
       np.lib.format.write_array(buf, np.asarray(value), allow_pickle=False)
-      z.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)),
-                 buf.getvalue())
+      z.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
   paths.write_bytes(path, out.getvalue())
 
 
-def _record(embedding: np.ndarray, index: int, image_id: str | None,
-            label: int | None, kind: str) -> bytes:
+def _record(
+  embedding: np.ndarray, index: int, image_id: str | None, label: int | None, kind: str
+) -> bytes:
   import msgpack  # noqa: PLC0415
-  return msgpack.packb({"embedding": np.asarray(embedding, "<f4").tobytes(),
-                        "dim": int(embedding.shape[0]), "index": int(index),
-                        "id": image_id, "label": label, "kind": kind})
+
+  return msgpack.packb(
+    {
+      "embedding": np.asarray(embedding, "<f4").tobytes(),
+      "dim": int(embedding.shape[0]),
+      "index": int(index),
+      "id": image_id,
+      "label": label,
+      "kind": kind,
+    }
+  )
 
 
 class _ArrayRecordSink:
@@ -160,6 +177,7 @@ class _ArrayRecordSink:
 
   def __init__(self, path: str):
     from array_record.python.array_record_module import ArrayRecordWriter  # noqa: PLC0415
+
     self.path = path
     if paths.is_url(path):
       fd, self.tmp = tempfile.mkstemp(prefix="minr_jax_embed_", suffix=".array_record")
@@ -184,6 +202,7 @@ class _ArrayRecordSink:
 
 # ---------------------------------------------------------------- readers ---
 
+
 def read_embeddings(path: str) -> dict[str, Any]:
   """Reads an embedding file (.npz or .array_record) written here.
 
@@ -206,17 +225,22 @@ def read_embeddings(path: str) -> dict[str, Any]:
     except (OSError, ValueError, zipfile.BadZipFile) as e:
       raise ConfigError(f"{path} is not an .npz embedding file ({e})") from None
     if "embeddings" not in files:
-      raise ConfigError(f"{path} holds no 'embeddings' array (keys: "
-                        f"{', '.join(sorted(files)) or 'none'})")
+      raise ConfigError(
+        f"{path} holds no 'embeddings' array (keys: {', '.join(sorted(files)) or 'none'})"
+      )
     emb = files["embeddings"]
-    out = {"embeddings": emb,
-           "indices": files.get("indices", np.arange(len(emb), dtype=np.int64)),
-           "ids": files.get("ids"), "labels": files.get("labels"),
-           "kind": str(files["kind"]) if "kind" in files else None}
+    out = {
+      "embeddings": emb,
+      "indices": files.get("indices", np.arange(len(emb), dtype=np.int64)),
+      "ids": files.get("ids"),
+      "labels": files.get("labels"),
+      "kind": str(files["kind"]) if "kind" in files else None,
+    }
   emb = np.asarray(out["embeddings"], np.float32)
   if emb.ndim != 2 or emb.shape[0] == 0:
-    raise ConfigError(f"{path}: embeddings must be a non-empty [N, D] array, "
-                      f"got shape {list(emb.shape)}")
+    raise ConfigError(
+      f"{path}: embeddings must be a non-empty [N, D] array, got shape {list(emb.shape)}"
+    )
   out["embeddings"] = emb
   labels = out["labels"]
   if labels is not None:
@@ -232,6 +256,7 @@ def read_embeddings(path: str) -> dict[str, Any]:
 def _read_array_record(path: str) -> dict[str, Any]:
   import msgpack  # noqa: PLC0415
   from array_record.python.array_record_module import ArrayRecordReader  # noqa: PLC0415
+
   local = path
   if paths.is_url(path):  # ArrayRecordReader reads local files only
     fd, local = tempfile.mkstemp(prefix="minr_jax_embed_", suffix=".array_record")
@@ -254,21 +279,32 @@ def _read_array_record(path: str) -> dict[str, Any]:
     raise ConfigError(f"{path}: records of different dims {sorted(dims)}")
   labels = [r.get("label") for r in records]
   ids = [r.get("id") for r in records]
-  return {"embeddings": np.stack([np.frombuffer(r["embedding"], "<f4") for r in records]),
-          "indices": np.asarray([r["index"] for r in records], np.int64),
-          "ids": None if all(i is None for i in ids) else np.asarray(
-              ["" if i is None else i for i in ids]),
-          "labels": None if all(l is None for l in labels) else np.asarray(
-              [-1 if l is None else l for l in labels], np.int64),
-          "kind": records[0].get("kind")}
+  return {
+    "embeddings": np.stack([np.frombuffer(r["embedding"], "<f4") for r in records]),
+    "indices": np.asarray([r["index"] for r in records], np.int64),
+    "ids": None
+    if all(i is None for i in ids)
+    else np.asarray(["" if i is None else i for i in ids]),
+    "labels": None
+    if all(l is None for l in labels)
+    else np.asarray([-1 if l is None else l for l in labels], np.int64),
+    "kind": records[0].get("kind"),
+  }
 
 
 # ----------------------------------------------------------------- driver ---
 
-def embed_dataset(minr, dataset: str, split: str = "eval", kind: str = "data_mean",
-                  output: str | None = None, masked: bool = False,
-                  max_images: int | None = None, progress: bool = True
-                  ) -> dict[str, Any]:
+
+def embed_dataset(
+  minr,
+  dataset: str,
+  split: str = "eval",
+  kind: str = "data_mean",
+  output: str | None = None,
+  masked: bool = False,
+  max_images: int | None = None,
+  progress: bool = True,
+) -> dict[str, Any]:
   """Embeds a dataset split with a loaded `api.Model` and writes `output`.
 
   dataset: 'name' or 'name:path'. Returns the summary {'num_images', 'dim',
@@ -276,6 +312,7 @@ def embed_dataset(minr, dataset: str, split: str = "eval", kind: str = "data_mea
   and the summary also holds the arrays (as `read_embeddings` returns them).
   """
   from minr_jax import api  # noqa: PLC0415
+
   if kind not in api.KINDS:
     raise ConfigError(f"--kind={kind!r} is not one of {', '.join(api.KINDS)}")
   fmt = None
@@ -285,8 +322,9 @@ def embed_dataset(minr, dataset: str, split: str = "eval", kind: str = "data_mea
       raise ConfigError(f"--output={output} must end in {' or '.join(FORMATS)}")
     paths.check_reachable(output, "--output")
   name, _, path = dataset.partition(":")
-  count, batches = iterate_images(minr.config, name, path or None, split,
-                                  minr.batch_size, max_images)
+  count, batches = iterate_images(
+    minr.config, name, path or None, split, minr.batch_size, max_images
+  )
   sink = None
   if fmt == ".array_record":
     paths.makedirs(os.path.dirname(paths.abspath(output)))
@@ -295,12 +333,12 @@ def embed_dataset(minr, dataset: str, split: str = "eval", kind: str = "data_mea
   bar = _progress(count, f"embedding {dataset} {split}", progress)
   try:
     for batch in batches:
-      emb = minr.embed(batch["image"], kind=kind, mask="random" if masked else None,
-                       indices=batch["index"])
+      emb = minr.embed(
+        batch["image"], kind=kind, mask="random" if masked else None, indices=batch["index"]
+      )
       dim = emb.shape[1]
       if sink is not None:
-        for row, index, image_id, label in zip(emb, batch["index"], batch["id"],
-                                               batch["label"]):
+        for row, index, image_id, label in zip(emb, batch["index"], batch["id"], batch["label"]):
           sink.write(_record(row, index, image_id, label, kind))
       else:
         parts.append(emb)
@@ -314,19 +352,30 @@ def embed_dataset(minr, dataset: str, split: str = "eval", kind: str = "data_mea
     sink.close()
   has_ids = any(i is not None for i in ids)
   has_labels = any(l is not None and l >= 0 for l in labels)
-  summary = {"num_images": count, "dim": int(dim), "output": output,
-             "has_labels": has_labels, "has_ids": has_ids}
+  summary = {
+    "num_images": count,
+    "dim": int(dim),
+    "output": output,
+    "has_labels": has_labels,
+    "has_ids": has_ids,
+  }
   if fmt == ".array_record":
     return summary
-  arrays: dict[str, Any] = {"embeddings": np.concatenate(parts).astype(np.float32),
-                            "indices": np.concatenate(indices).astype(np.int64)}
+  arrays: dict[str, Any] = {
+    "embeddings": np.concatenate(parts).astype(np.float32),
+    "indices": np.concatenate(indices).astype(np.int64),
+  }
   if has_ids:
     arrays["ids"] = np.asarray(["" if i is None else i for i in ids])
   if has_labels:
     arrays["labels"] = np.asarray([-1 if l is None else l for l in labels], np.int64)
-  arrays.update(kind=np.asarray(kind), dataset=np.asarray(dataset),
-                split=np.asarray(split), step=np.asarray(minr.step, np.int64),
-                masked=np.asarray(masked))
+  arrays.update(
+    kind=np.asarray(kind),
+    dataset=np.asarray(dataset),
+    split=np.asarray(split),
+    step=np.asarray(minr.step, np.int64),
+    masked=np.asarray(masked),
+  )
   if output is None:
     summary.update(arrays)
     return summary
@@ -353,12 +402,22 @@ def _progress(total: int, desc: str, enabled: bool):
   return tqdm(total=total, desc=desc, unit="img", file=sys.stderr)
 
 
-def run(workdir: str, dataset: str, output: str, split: str = "eval",
-        kind: str = "data_mean", masked: bool = False, max_images: int | None = None,
-        batch_size: int | None = None, step: int | None = None,
-        devices: int | None = None, progress: bool = True) -> dict[str, Any]:
+def run(
+  workdir: str,
+  dataset: str,
+  output: str,
+  split: str = "eval",
+  kind: str = "data_mean",
+  masked: bool = False,
+  max_images: int | None = None,
+  batch_size: int | None = None,
+  step: int | None = None,
+  devices: int | None = None,
+  progress: bool = True,
+) -> dict[str, Any]:
   """The command: load the workdir's checkpoint, embed, write; returns the summary."""
   from minr_jax import api  # noqa: PLC0415
+
   if not dataset:
     raise ConfigError("--dataset is empty: give NAME or NAME:PATH")
   if kind not in api.KINDS:  # before anything is loaded
@@ -368,14 +427,18 @@ def run(workdir: str, dataset: str, output: str, split: str = "eval",
   paths.check_reachable(output, "--output")  # a URL's scheme and bucket
   from minr_jax import data  # noqa: PLC0415
   from minr_jax.config import load_saved  # noqa: PLC0415
+
   name, _, path = dataset.partition(":")
   config = load_saved(api.resolve_path(workdir, step)[0])
   data.check_dataset(config, name, path or None, origin="--dataset")  # before loading
   minr = api.load(workdir, step, devices=devices, batch_size=batch_size)
   summary = embed_dataset(minr, dataset, split, kind, output, masked, max_images, progress)
-  print(f"wrote {summary['num_images']} embeddings of dim {summary['dim']} ({kind}, "
-        f"step {minr.step}{', masked' if masked else ''}"
-        f"{', with labels' if summary['has_labels'] else ''}) to {output}", flush=True)
+  print(
+    f"wrote {summary['num_images']} embeddings of dim {summary['dim']} ({kind}, "
+    f"step {minr.step}{', masked' if masked else ''}"
+    f"{', with labels' if summary['has_labels'] else ''}) to {output}",
+    flush=True,
+  )
   return summary
 
 
@@ -384,19 +447,28 @@ if __name__ == "__main__":
 
   from minr_jax import cli
 
-  flags.DEFINE_string("workdir", None, "A training workdir (or <workdir>/checkpoints/<step>).",
-                      required=True)
-  flags.DEFINE_string("dataset", None, "NAME or NAME:PATH, e.g. demo or image_folder:/data/x.",
-                      required=True)
+  flags.DEFINE_string(
+    "workdir", None, "A training workdir (or <workdir>/checkpoints/<step>).", required=True
+  )
+  flags.DEFINE_string(
+    "dataset", None, "NAME or NAME:PATH, e.g. demo or image_folder:/data/x.", required=True
+  )
   flags.DEFINE_enum("split", "eval", list(SPLITS), "Which split to embed.")
-  flags.DEFINE_string("kind", "data_mean", "data_mean | weight_tokens | weight_mean | "
-                      "modulations (MINR); data_mean | cls (MAE).")
+  flags.DEFINE_string(
+    "kind",
+    "data_mean",
+    "data_mean | weight_tokens | weight_mean | modulations (MINR); data_mean | cls (MAE).",
+  )
   flags.DEFINE_string("output", None, "FILE.npz or FILE.array_record.", required=True)
   flags.DEFINE_bool("masked", False, "Hide patches with the run's fixed evaluation masks.")
   flags.DEFINE_integer("max_images", None, "Embed at most this many images.")
-  flags.DEFINE_integer("batch_size", None, "Images per device call (default: the run's "
-                       "eval_batch_size).")
+  flags.DEFINE_integer(
+    "batch_size", None, "Images per device call (default: the run's eval_batch_size)."
+  )
   flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
   f = flags.FLAGS
-  cli.run(lambda args: run(f.workdir, f.dataset, f.output, f.split, f.kind, f.masked,
-                           f.max_images, f.batch_size, f.step))
+  cli.run(
+    lambda args: run(
+      f.workdir, f.dataset, f.output, f.split, f.kind, f.masked, f.max_images, f.batch_size, f.step
+    )
+  )

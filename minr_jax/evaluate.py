@@ -25,22 +25,36 @@ import jax
 from minr_jax import api, evaluation, families, metrics, paths
 from minr_jax.config import ConfigError
 
-COLUMNS = ("psnr_full", "psnr_masked", "psnr_pasted", "psnr_full_interpolation",
-           "psnr_full_mean_fill", "psnr_full_masked_input", "num_images")
+COLUMNS = (
+  "psnr_full",
+  "psnr_masked",
+  "psnr_pasted",
+  "psnr_full_interpolation",
+  "psnr_full_mean_fill",
+  "psnr_full_masked_input",
+  "num_images",
+)
 
 
 def masking_text(config) -> str:
   """The evaluation masks in words, for result files."""
-  kind = {"random": "independent (Bernoulli) per-patch",
-          "random_exact": "exact-count random"}.get(config.eval_mask_strategy,
-                                                    config.eval_mask_strategy)
-  return (f"{kind} masks, ratio {config.mask_ratio}, {config.mask_grid}x"
-          f"{config.mask_grid} patch grid, seed {config.eval_mask_seed}")
+  kind = {"random": "independent (Bernoulli) per-patch", "random_exact": "exact-count random"}.get(
+    config.eval_mask_strategy, config.eval_mask_strategy
+  )
+  return (
+    f"{kind} masks, ratio {config.mask_ratio}, {config.mask_grid}x"
+    f"{config.mask_grid} patch grid, seed {config.eval_mask_seed}"
+  )
 
 
-def evaluate_workdir(workdir: str, datasets: str | None = None, step: int | None = None,
-                     max_images: int | None = None, mask_strategy: str | None = None,
-                     output: str | None = None) -> tuple[int, dict[str, dict[str, float]]]:
+def evaluate_workdir(
+  workdir: str,
+  datasets: str | None = None,
+  step: int | None = None,
+  max_images: int | None = None,
+  mask_strategy: str | None = None,
+  output: str | None = None,
+) -> tuple[int, dict[str, dict[str, float]]]:
   """Evaluates a workdir's checkpoint; returns (step, {dataset label: metrics}).
 
   Results go to `output` if given, else `<workdir>/eval/<step>/`, or, if the
@@ -58,24 +72,31 @@ def evaluate_workdir(workdir: str, datasets: str | None = None, step: int | None
   if mask_strategy is not None:
     config.eval_mask_strategy = mask_strategy
   families.check(config, num_devices=r.mesh.size)
-  entries = (evaluation.parse_datasets(datasets) if datasets is not None
-             else evaluation.eval_datasets(config))
-  evaluation.check_datasets(config, entries,
-                            "--datasets" if datasets is not None else "config.eval_datasets")
+  entries = (
+    evaluation.parse_datasets(datasets)
+    if datasets is not None
+    else evaluation.eval_datasets(config)
+  )
+  evaluation.check_datasets(
+    config, entries, "--datasets" if datasets is not None else "config.eval_datasets"
+  )
   score = evaluation.make_score_fn(r.model, r.family, config, r.mesh, r.params_sharding)
   grid = evaluation.make_grid_fn(r.model, r.family, config, r.mesh, r.params_sharding)
   out_dir = paths.results_dir(r.workdir, "eval", r.step, output)
-  with metrics.MetricWriter(out_dir, tensorboard=False,
-                            enabled=jax.process_index() == 0) as writer:
-    results = evaluation.evaluate_datasets(score, grid, r.params, config, r.mesh, entries,
-                                           r.step, writer, out_dir)
+  with metrics.MetricWriter(out_dir, tensorboard=False, enabled=jax.process_index() == 0) as writer:
+    results = evaluation.evaluate_datasets(
+      score, grid, r.params, config, r.mesh, entries, r.step, writer, out_dir
+    )
   if jax.process_index() == 0:
     rows = [dict(dataset=label, **means) for label, means in results.items()]
     text = masking_text(config)
-    evaluation.write_results(out_dir, rows, ("dataset",) + COLUMNS,
-                             [f"Checkpoint step {r.step}; {text}."],
-                             dict(step=r.step, masking=text,
-                                  results=results))
+    evaluation.write_results(
+      out_dir,
+      rows,
+      ("dataset",) + COLUMNS,
+      [f"Checkpoint step {r.step}; {text}."],
+      dict(step=r.step, masking=text, results=results),
+    )
     print(f"wrote {out_dir}/results.{{json,csv,md}}")
   return r.step, results
 
@@ -85,16 +106,31 @@ if __name__ == "__main__":
 
   from minr_jax import cli
 
-  flags.DEFINE_string("workdir", None, "A training workdir (or <workdir>/checkpoints/<step>).",
-                      required=True)
-  flags.DEFINE_string("datasets", None, "Comma-separated name[:path] entries, e.g. "
-                      "'celeb_a,image_folder:/data/x'. Default: the run's evaluation datasets.")
+  flags.DEFINE_string(
+    "workdir", None, "A training workdir (or <workdir>/checkpoints/<step>).", required=True
+  )
+  flags.DEFINE_string(
+    "datasets",
+    None,
+    "Comma-separated name[:path] entries, e.g. "
+    "'celeb_a,image_folder:/data/x'. Default: the run's evaluation datasets.",
+  )
   flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
   flags.DEFINE_integer("max_images", None, "Evaluate at most this many images per dataset.")
-  flags.DEFINE_string("mask_strategy", None, "Evaluation mask strategy, e.g. random_exact "
-                      "(default: the run's config.eval_mask_strategy).")
-  flags.DEFINE_string("output", None, "Folder for the results (default: <workdir>/eval/"
-                      "<step>, or ~/.cache/minr_jax/results/... if the workdir is read-only).")
+  flags.DEFINE_string(
+    "mask_strategy",
+    None,
+    "Evaluation mask strategy, e.g. random_exact (default: the run's config.eval_mask_strategy).",
+  )
+  flags.DEFINE_string(
+    "output",
+    None,
+    "Folder for the results (default: <workdir>/eval/"
+    "<step>, or ~/.cache/minr_jax/results/... if the workdir is read-only).",
+  )
   f = flags.FLAGS
-  cli.run(lambda args: evaluate_workdir(f.workdir, f.datasets, f.step, f.max_images,
-                                        f.mask_strategy, f.output))
+  cli.run(
+    lambda args: evaluate_workdir(
+      f.workdir, f.datasets, f.step, f.max_images, f.mask_strategy, f.output
+    )
+  )

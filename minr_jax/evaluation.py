@@ -37,12 +37,20 @@ PyTree = Any
 EvalDataset = tuple[str, str | None]  # (dataset.name, dataset.path)
 
 # Per-image metrics averaged over the valid images (reconstruction_metrics' keys).
-METRICS = ("psnr_full", "psnr_masked", "psnr_pasted", "psnr_full_mean_fill",
-           "psnr_full_interpolation", "psnr_full_masked_input", "mask_fraction")
+METRICS = (
+  "psnr_full",
+  "psnr_masked",
+  "psnr_pasted",
+  "psnr_full_mean_fill",
+  "psnr_full_interpolation",
+  "psnr_full_masked_input",
+  "mask_fraction",
+)
 GRID_TITLES = ("masked input", "prediction", "pasted", "ground truth")
 
 
 # ---------------------------------------------------------------- datasets ---
+
 
 def parse_datasets(spec: str, flag: str = "--datasets") -> list[EvalDataset]:
   """'demo,image_folder:/data/x' -> [('demo', None), ('image_folder', '/data/x')].
@@ -72,8 +80,10 @@ def eval_datasets(config: ml_collections.ConfigDict) -> list[EvalDataset]:
   out = [(config.dataset.name, config.dataset.path)] if train_too else []
   extra = config.get("eval_datasets", "") or ""
   if not train_too and not extra.strip():
-    raise ConfigError("config.eval_train_dataset=False needs held-out datasets in "
-                      "config.eval_datasets (e.g. image_folder:/data/val_photos)")
+    raise ConfigError(
+      "config.eval_train_dataset=False needs held-out datasets in "
+      "config.eval_datasets (e.g. image_folder:/data/val_photos)"
+    )
   for entry in parse_datasets(extra, "config.eval_datasets") if extra.strip() else []:
     if entry not in out:
       out.append(entry)
@@ -87,16 +97,21 @@ def dataset_label(name: str, path: str | None) -> str:
   return f"{name}:{os.path.basename(os.path.normpath(path))}"
 
 
-def dataset_config(config: ml_collections.ConfigDict, name: str,
-                   path: str | None) -> ml_collections.ConfigDict:
+def dataset_config(
+  config: ml_collections.ConfigDict, name: str, path: str | None
+) -> ml_collections.ConfigDict:
   """A copy of config whose dataset is (name, path)."""
   c = ml_collections.ConfigDict(config.to_dict())
   c.dataset.name, c.dataset.path = name, path
   return c
 
 
-def check_datasets(config: ml_collections.ConfigDict, datasets: Sequence[EvalDataset],
-                   where: str = "config.eval_datasets", workdir: str | None = None) -> None:
+def check_datasets(
+  config: ml_collections.ConfigDict,
+  datasets: Sequence[EvalDataset],
+  where: str = "config.eval_datasets",
+  workdir: str | None = None,
+) -> None:
   """data.check_dataset for each dataset (ConfigError on the first bad one; the
   message names `where`, the flag or field that listed it, or config.dataset.*).
   With a training `workdir`, also refuses one inside an image folder the run reads."""
@@ -107,12 +122,10 @@ def check_datasets(config: ml_collections.ConfigDict, datasets: Sequence[EvalDat
     else:
       data.check_dataset(config, name, path, origin=where)
     if workdir is not None:
-      data.check_workdir_outside(config, workdir, *(() if own else (name, path)),
-                                 origin=where)
+      data.check_workdir_outside(config, workdir, *(() if own else (name, path)), origin=where)
 
 
-def prepare_datasets(config: ml_collections.ConfigDict,
-                     datasets: Sequence[EvalDataset]) -> None:
+def prepare_datasets(config: ml_collections.ConfigDict, datasets: Sequence[EvalDataset]) -> None:
   """Prepares every dataset and refuses an empty eval split, before anything compiles.
 
   With several processes, process 0 prepares every dataset first while the
@@ -123,6 +136,7 @@ def prepare_datasets(config: ml_collections.ConfigDict,
   """
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # noqa: PLC0415
+
     if jax.process_index() == 0:
       for name, path in datasets:
         data.num_eval_images(config, name, path)  # loads = prepares
@@ -133,8 +147,16 @@ def prepare_datasets(config: ml_collections.ConfigDict,
 
 # ----------------------------------------------------------------- scoring ---
 
-def score_batch(params: PyTree, batch: dict[str, Array], grid_masks: Array, *, model,
-                family, config: ml_collections.ConfigDict) -> dict[str, Array]:
+
+def score_batch(
+  params: PyTree,
+  batch: dict[str, Array],
+  grid_masks: Array,
+  *,
+  model,
+  family,
+  config: ml_collections.ConfigDict,
+) -> dict[str, Array]:
   """Sums over the batch's valid images of each metric in METRICS, and their `count`.
 
   batch: {'image' [B, H, W, 3], 'valid' bool [B]}; grid_masks [B, g, g]. The
@@ -146,35 +168,45 @@ def score_batch(params: PyTree, batch: dict[str, Array], grid_masks: Array, *, m
   pixel_masks = masking.to_pixels(grid_masks, images.shape[1], images.shape[2])
   pred, _ = family.predict(model, params, images, grid_masks, config=config)
   sigma = metrics.interpolation_sigma(config.resolution, config.mask_grid)
-  per_image = metrics.reconstruction_metrics(pred, images, pixel_masks,
-                                             interpolation_sigma=sigma)
+  per_image = metrics.reconstruction_metrics(pred, images, pixel_masks, interpolation_sigma=sigma)
   valid = batch["valid"]
   sums = {name: jnp.sum(jnp.where(valid, per_image[name], 0.0)) for name in METRICS}
   sums["count"] = jnp.sum(valid.astype(jnp.int32))
   return sums
 
 
-def make_score_fn(model, family, config: ml_collections.ConfigDict, mesh,
-                  params_sharding) -> Callable:
+def make_score_fn(
+  model, family, config: ml_collections.ConfigDict, mesh, params_sharding
+) -> Callable:
   """`score_batch` jitted: (params, batch, grid_masks) -> replicated sums."""
   batch_sh = sharding.batch_sharding(mesh)
-  return jax.jit(functools.partial(score_batch, model=model, family=family, config=config),
-                 in_shardings=(params_sharding, batch_sh, batch_sh),
-                 out_shardings=sharding.replicated(mesh))
+  return jax.jit(
+    functools.partial(score_batch, model=model, family=family, config=config),
+    in_shardings=(params_sharding, batch_sh, batch_sh),
+    out_shardings=sharding.replicated(mesh),
+  )
 
 
 def _global_batches(config: ml_collections.ConfigDict, mesh, dataset: EvalDataset):
   """The eval split of `dataset` as global batches {'image', 'index', 'valid'} on mesh."""
   name, path = dataset
-  for batch in data.make_eval_batches(config, name, path, process_index=jax.process_index(),
-                                      process_count=jax.process_count()):
-    yield sharding.global_batch(mesh, {"image": batch["image"], "index": batch["index"],
-                                       "valid": np.asarray(batch["valid"], bool)})
+  for batch in data.make_eval_batches(
+    config, name, path, process_index=jax.process_index(), process_count=jax.process_count()
+  ):
+    yield sharding.global_batch(
+      mesh,
+      {"image": batch["image"], "index": batch["index"], "valid": np.asarray(batch["valid"], bool)},
+    )
 
 
-def evaluate(score_fn: Callable, params: PyTree, config: ml_collections.ConfigDict, mesh,
-             dataset: EvalDataset, masks_fns: Sequence[Callable] | None = None
-             ) -> list[dict[str, float]]:
+def evaluate(
+  score_fn: Callable,
+  params: PyTree,
+  config: ml_collections.ConfigDict,
+  mesh,
+  dataset: EvalDataset,
+  masks_fns: Sequence[Callable] | None = None,
+) -> list[dict[str, float]]:
   """Metric means over one pass of `dataset`'s eval split, one dict per mask function.
 
   masks_fns: functions of the global batch's `index` [B] -> grid masks [B, g,
@@ -196,30 +228,51 @@ def evaluate(score_fn: Callable, params: PyTree, config: ml_collections.ConfigDi
   return [{**{k: v / count for k, v in s.items()}, "num_images": count} for s in sums]
 
 
-def _grid_predict(params: PyTree, batch: dict[str, Array], grid_masks: Array, *, model,
-                  family, config: ml_collections.ConfigDict) -> tuple[Array, ...]:
+def _grid_predict(
+  params: PyTree,
+  batch: dict[str, Array],
+  grid_masks: Array,
+  *,
+  model,
+  family,
+  config: ml_collections.ConfigDict,
+) -> tuple[Array, ...]:
   """(masked inputs, predictions, pasted predictions, images) [B, H, W, 3] and valid [B]
   for a grid; returned replicated, so every process can read them."""
   images = batch["image"]
   pixel_masks = masking.to_pixels(grid_masks, images.shape[1], images.shape[2])
   pred, _ = family.predict(model, params, images, grid_masks, config=config)
-  return (masking.apply_mask(images, pixel_masks), pred,
-          metrics.paste_visible(pred, images, pixel_masks), images, batch["valid"])
+  return (
+    masking.apply_mask(images, pixel_masks),
+    pred,
+    metrics.paste_visible(pred, images, pixel_masks),
+    images,
+    batch["valid"],
+  )
 
 
-def make_grid_fn(model, family, config: ml_collections.ConfigDict, mesh,
-                 params_sharding) -> Callable:
+def make_grid_fn(
+  model, family, config: ml_collections.ConfigDict, mesh, params_sharding
+) -> Callable:
   """`_grid_predict` jitted: (params, batch, grid_masks), outputs replicated (a grid
   is one batch of images)."""
   batch_sh = sharding.batch_sharding(mesh)
-  return jax.jit(functools.partial(_grid_predict, model=model, family=family, config=config),
-                 in_shardings=(params_sharding, batch_sh, batch_sh),
-                 out_shardings=sharding.replicated(mesh))
+  return jax.jit(
+    functools.partial(_grid_predict, model=model, family=family, config=config),
+    in_shardings=(params_sharding, batch_sh, batch_sh),
+    out_shardings=sharding.replicated(mesh),
+  )
 
 
-def grid_images(grid_fn: Callable, params: PyTree, config: ml_collections.ConfigDict, mesh,
-                dataset: EvalDataset, num_images: int,
-                masks_fn: Callable | None = None) -> list[np.ndarray]:
+def grid_images(
+  grid_fn: Callable,
+  params: PyTree,
+  config: ml_collections.ConfigDict,
+  mesh,
+  dataset: EvalDataset,
+  num_images: int,
+  masks_fn: Callable | None = None,
+) -> list[np.ndarray]:
   """Columns (masked input, prediction, pasted, ground truth) of up to num_images
   images of the eval split, from its first batches, under the evaluation masks.
 
@@ -232,7 +285,7 @@ def grid_images(grid_fn: Callable, params: PyTree, config: ml_collections.Config
   taken = 0
   for batch in _global_batches(config, mesh, dataset):
     *outs, valid = jax.device_get(grid_fn(params, batch, masks_fn(batch["index"])))
-    rows = np.flatnonzero(np.asarray(valid, bool))[:num_images - taken]
+    rows = np.flatnonzero(np.asarray(valid, bool))[: num_images - taken]
     for col, values in zip(columns, outs, strict=True):
       col.append(np.asarray(values)[rows])
     taken += len(rows)
@@ -243,10 +296,12 @@ def grid_images(grid_fn: Callable, params: PyTree, config: ml_collections.Config
 
 def summary_line(prefix: str, means: dict[str, float]) -> str:
   """One console line: the model's three PSNRs beside the two trivial inpainters."""
-  return (f"{prefix}: psnr_full {means['psnr_full']:.2f} dB  psnr_masked "
-          f"{means['psnr_masked']:.2f}  psnr_pasted {means['psnr_pasted']:.2f}  | "
-          f"interpolation {means['psnr_full_interpolation']:.2f}, mean-colour fill "
-          f"{means['psnr_full_mean_fill']:.2f}  ({means['num_images']} images)")
+  return (
+    f"{prefix}: psnr_full {means['psnr_full']:.2f} dB  psnr_masked "
+    f"{means['psnr_masked']:.2f}  psnr_pasted {means['psnr_pasted']:.2f}  | "
+    f"interpolation {means['psnr_full_interpolation']:.2f}, mean-colour fill "
+    f"{means['psnr_full_mean_fill']:.2f}  ({means['num_images']} images)"
+  )
 
 
 def safe_label(label: str) -> str:
@@ -254,10 +309,17 @@ def safe_label(label: str) -> str:
   return label.replace(":", "_").replace("/", "_")
 
 
-def evaluate_datasets(score_fn: Callable, grid_fn: Callable | None, params: PyTree,
-                      config: ml_collections.ConfigDict, mesh,
-                      datasets: Sequence[EvalDataset], step: int, writer,
-                      image_dir: str | None) -> dict[str, dict[str, float]]:
+def evaluate_datasets(
+  score_fn: Callable,
+  grid_fn: Callable | None,
+  params: PyTree,
+  config: ml_collections.ConfigDict,
+  mesh,
+  datasets: Sequence[EvalDataset],
+  step: int,
+  writer,
+  image_dir: str | None,
+) -> dict[str, dict[str, float]]:
   """Evaluates every dataset under the run's fixed masks: logs, prints, PNG grids.
 
   Returns {label: metric means}. Writes an eval record per dataset to
@@ -276,8 +338,7 @@ def evaluate_datasets(score_fn: Callable, grid_fn: Callable | None, params: PyTr
       continue
     if columns:
       path = os.path.join(image_dir, f"eval_{step:07d}_{safe_label(label)}.png")
-      metrics.save_image_grid(path, columns, list(GRID_TITLES),
-                              max_rows=config.num_grid_images)
+      metrics.save_image_grid(path, columns, list(GRID_TITLES), max_rows=config.num_grid_images)
       writer.write_images(step, f"eval/{label}", path)
     print(summary_line(f"eval step {step} [{label}]", means), flush=True)
   return results
@@ -285,8 +346,15 @@ def evaluate_datasets(score_fn: Callable, grid_fn: Callable | None, params: PyTr
 
 # ----------------------------------------------------------------- results ---
 
-def write_results(out_dir: str, rows: Sequence[dict[str, Any]], columns: Sequence[str],
-                  header: Sequence[str], meta: dict[str, Any], stem: str = "results") -> None:
+
+def write_results(
+  out_dir: str,
+  rows: Sequence[dict[str, Any]],
+  columns: Sequence[str],
+  header: Sequence[str],
+  meta: dict[str, Any],
+  stem: str = "results",
+) -> None:
   """`<stem>.json` (meta + rows), `<stem>.csv` (columns) and `<stem>.md` in out_dir.
 
   out_dir is a local path or a URL; each file is written whole (`paths.write_text`).
@@ -311,10 +379,12 @@ def write_results(out_dir: str, rows: Sequence[dict[str, Any]], columns: Sequenc
   paths.write_text(out / f"{stem}.md", "\n".join(lines) + "\n")
 
 
-READING_RULE = ("How to read it: psnr_full_interpolation (normalised Gaussian convolution of "
-                "the visible pixels, sigma = patch side / 4) and psnr_full_mean_fill (hidden "
-                "pixels set to the mean visible colour) need no model; a model has learned "
-                "structure only where its psnr_pasted beats interpolation.")
+READING_RULE = (
+  "How to read it: psnr_full_interpolation (normalised Gaussian convolution of "
+  "the visible pixels, sigma = patch side / 4) and psnr_full_mean_fill (hidden "
+  "pixels set to the mean visible colour) need no model; a model has learned "
+  "structure only where its psnr_pasted beats interpolation."
+)
 
 
 def _cell(value: Any) -> str:

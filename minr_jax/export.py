@@ -32,8 +32,9 @@ from minr_jax.config import ConfigError
 PLACEHOLDER_PATH = "/path/to/your/images"
 
 
-def export(workdir: str, output: str, step: int | None = None,
-           dataset_path: str | None = None) -> int:
+def export(
+  workdir: str, output: str, step: int | None = None, dataset_path: str | None = None
+) -> int:
   """Writes `output` (config.json + a params-only checkpoint); returns the step exported.
 
   `output` may be a local folder or a URL (gs://...), like every path of a run.
@@ -44,10 +45,12 @@ def export(workdir: str, output: str, step: int | None = None,
   from minr_jax.config import load_saved  # noqa: PLC0415
 
   paths.check_reachable(output, "--output")
-  if not paths.is_url(output) and os.path.lexists(paths.abspath(output)) and not os.path.isdir(
-      paths.abspath(output)):
-    raise ConfigError(f"--output={output} is a file, not a folder; export into an empty "
-                      "folder")
+  if (
+    not paths.is_url(output)
+    and os.path.lexists(paths.abspath(output))
+    and not os.path.isdir(paths.abspath(output))
+  ):
+    raise ConfigError(f"--output={output} is a file, not a folder; export into an empty folder")
   target = paths.as_path(output, "--output") / "checkpoints"
   if target.exists() and any(target.iterdir()):
     raise ConfigError(f"{target} already holds checkpoints; export into an empty folder")
@@ -59,12 +62,14 @@ def export(workdir: str, output: str, step: int | None = None,
   config.eval_datasets = ""
   config.eval_train_dataset = True
   paths.makedirs(output)
-  paths.write_text(os.path.join(paths.abspath(output), "config.json"),
-                   config.to_json_best_effort(indent=2) + "\n")
+  paths.write_text(
+    os.path.join(paths.abspath(output), "config.json"), config.to_json_best_effort(indent=2) + "\n"
+  )
   manager = checkpoint.make_manager(output, keep=1)
   try:
-    checkpoint.save(manager, restored.step, {"params": params}, None,
-                    json.loads(config.to_json_best_effort()))
+    checkpoint.save(
+      manager, restored.step, {"params": params}, None, json.loads(config.to_json_best_effort())
+    )
   finally:
     manager.close()
   return restored.step
@@ -75,12 +80,14 @@ if __name__ == "__main__":
 
   from minr_jax import cli
 
-  flags.DEFINE_string("workdir", None, "A training workdir (or one of its step directories).",
-                      required=True)
+  flags.DEFINE_string(
+    "workdir", None, "A training workdir (or one of its step directories).", required=True
+  )
   flags.DEFINE_string("output", None, "The folder to write.", required=True)
   flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
-  flags.DEFINE_string("dataset_path", None,
-                      f"dataset.path written into config.json (default {PLACEHOLDER_PATH!r}).")
+  flags.DEFINE_string(
+    "dataset_path", None, f"dataset.path written into config.json (default {PLACEHOLDER_PATH!r})."
+  )
   f = flags.FLAGS
 
   def _main(args: list[str]) -> None:

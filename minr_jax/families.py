@@ -39,8 +39,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from minr_jax import masking, metrics
 from minr_jax import config as config_lib
+from minr_jax import masking, metrics
 from minr_jax.config import ConfigError
 from minr_jax.models import ginr, inr, mae, transinr
 
@@ -57,6 +57,7 @@ INR_CHUNK_CPU = 4096  # pixels per chunk of the chunked INR loss on one CPU devi
 @dataclasses.dataclass(frozen=True)
 class Family:
   """A model family: plain functions and capability flags (module docstring)."""
+
   name: str
   build: Callable[[ml_collections.ConfigDict], Any]
   init: Callable[[Any, PRNGKey], PyTree]
@@ -75,6 +76,7 @@ class Family:
 
 
 # ------------------------------------------------------------ shared parts ---
+
 
 def model_dtypes(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
   """(transformer dtype, INR dtype) from config.model.dtype / inr_dtype; None = float32.
@@ -101,16 +103,32 @@ def _hypernetwork_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
   m = config.model
   dtype, inr_dtype = model_dtypes(config)
   return dict(
-      image_size=config.resolution, patch_size=m.patch_size, padding=m.padding,
-      dim=m.dim, depth=m.depth, num_heads=m.num_heads, head_dim=m.head_dim,
-      mlp_dim=m.mlp_dim, qkv_bias=m.qkv_bias, ln_epsilon=m.ln_epsilon,
-      exact_gelu=m.exact_gelu, dropout=m.dropout, remat=m.get("remat", False),
-      inr_hidden_dim=m.inr_hidden_dim, inr_num_layers=m.inr_num_layers,
-      ff_num_freqs=m.ff_num_freqs, ff_sigma=m.ff_sigma, output_bias=m.output_bias,
-      dtype=dtype, inr_dtype=inr_dtype, attention_impl=_attention_impl(config))
+    image_size=config.resolution,
+    patch_size=m.patch_size,
+    padding=m.padding,
+    dim=m.dim,
+    depth=m.depth,
+    num_heads=m.num_heads,
+    head_dim=m.head_dim,
+    mlp_dim=m.mlp_dim,
+    qkv_bias=m.qkv_bias,
+    ln_epsilon=m.ln_epsilon,
+    exact_gelu=m.exact_gelu,
+    dropout=m.dropout,
+    remat=m.get("remat", False),
+    inr_hidden_dim=m.inr_hidden_dim,
+    inr_num_layers=m.inr_num_layers,
+    ff_num_freqs=m.ff_num_freqs,
+    ff_sigma=m.ff_sigma,
+    output_bias=m.output_bias,
+    dtype=dtype,
+    inr_dtype=inr_dtype,
+    attention_impl=_attention_impl(config),
+  )
 
 
 # -------------------------------------------------------------------- MINR ---
+
 
 def _build_transinr(config: ml_collections.ConfigDict) -> transinr.TransINR:
   return transinr.TransINR(num_groups=config.model.num_groups, **_hypernetwork_fields(config))
@@ -118,9 +136,12 @@ def _build_transinr(config: ml_collections.ConfigDict) -> transinr.TransINR:
 
 def _build_ginr(config: ml_collections.ConfigDict) -> ginr.GINR:
   m = config.model
-  return ginr.GINR(rank=m.ginr_rank, modulated_layer=m.ginr_layer,
-                   normalize_shared=m.get("ginr_normalize_shared", True),
-                   **_hypernetwork_fields(config))
+  return ginr.GINR(
+    rank=m.ginr_rank,
+    modulated_layer=m.ginr_layer,
+    normalize_shared=m.get("ginr_normalize_shared", True),
+    **_hypernetwork_fields(config),
+  )
 
 
 def _init_minr(model, key: PRNGKey) -> PyTree:
@@ -133,9 +154,16 @@ def _coord_noise(config: ml_collections.ConfigDict, train: bool) -> float:
   return float(config.model.get("coord_noise", 0.0) or 0.0) if train else 0.0
 
 
-def inr_weights_and_coords(model, params: PyTree, inputs: Array, *, train: bool = False,
-                           dropout_key: PRNGKey | None = None, coord_noise: float = 0.0,
-                           coord_key: PRNGKey | None = None) -> tuple[list[Array], Array]:
+def inr_weights_and_coords(
+  model,
+  params: PyTree,
+  inputs: Array,
+  *,
+  train: bool = False,
+  dropout_key: PRNGKey | None = None,
+  coord_noise: float = 0.0,
+  coord_key: PRNGKey | None = None,
+) -> tuple[list[Array], Array]:
   """(per-image INR weights, coordinates) for masked inputs [B, H, W, 3].
 
   The coordinates are the pixel grid [H, W, 2], or with coord_noise > 0 (needs
@@ -151,9 +179,16 @@ def inr_weights_and_coords(model, params: PyTree, inputs: Array, *, train: bool 
   return out["weights"], coords
 
 
-def reconstruct(model, params: PyTree, inputs: Array, *, train: bool = False,
-                dropout_key: PRNGKey | None = None, coord_noise: float = 0.0,
-                coord_key: PRNGKey | None = None) -> Array:
+def reconstruct(
+  model,
+  params: PyTree,
+  inputs: Array,
+  *,
+  train: bool = False,
+  dropout_key: PRNGKey | None = None,
+  coord_noise: float = 0.0,
+  coord_key: PRNGKey | None = None,
+) -> Array:
   """Masked inputs [B, H, W, 3] -> the INRs' images [B, H, W, 3] (float32).
 
   The Fourier features of the pixel grid are computed once per call and
@@ -162,9 +197,15 @@ def reconstruct(model, params: PyTree, inputs: Array, *, train: bool = False,
   image is rendered at its own jittered coordinates (`inr.jitter_coords`)
   while the targets stay the grid's pixels.
   """
-  weights, coords = inr_weights_and_coords(model, params, inputs, train=train,
-                                           dropout_key=dropout_key, coord_noise=coord_noise,
-                                           coord_key=coord_key)
+  weights, coords = inr_weights_and_coords(
+    model,
+    params,
+    inputs,
+    train=train,
+    dropout_key=dropout_key,
+    coord_noise=coord_noise,
+    coord_key=coord_key,
+  )
   render = inr.render_per_image if coords.ndim == 4 else inr.render
   return render(weights, coords, model.freqs(), model.output_bias, model.inr_dtype)
 
@@ -174,13 +215,27 @@ def render_inrs(model, weights: list[Array], coords: Array) -> Array:
   return inr.render(weights, coords, model.freqs(), model.output_bias, model.inr_dtype)
 
 
-def _minr_predict(model, params: PyTree, images: Array, grid_masks: Array, *,
-                  config: ml_collections.ConfigDict, train: bool = False,
-                  dropout_key: PRNGKey | None = None,
-                  coord_key: PRNGKey | None = None) -> tuple[Array, Array]:
+def _minr_predict(
+  model,
+  params: PyTree,
+  images: Array,
+  grid_masks: Array,
+  *,
+  config: ml_collections.ConfigDict,
+  train: bool = False,
+  dropout_key: PRNGKey | None = None,
+  coord_key: PRNGKey | None = None,
+) -> tuple[Array, Array]:
   inputs = masking.apply_mask(images, masking.to_pixels(grid_masks, *images.shape[1:3]))
-  pred = reconstruct(model, params, inputs, train=train, dropout_key=dropout_key,
-                     coord_noise=_coord_noise(config, train), coord_key=coord_key)
+  pred = reconstruct(
+    model,
+    params,
+    inputs,
+    train=train,
+    dropout_key=dropout_key,
+    coord_noise=_coord_noise(config, train),
+    coord_key=coord_key,
+  )
   return pred, jnp.mean(metrics.per_image_mse(pred, images))
 
 
@@ -192,29 +247,51 @@ def inr_chunk(config: ml_collections.ConfigDict) -> int:
   return max(int(config.model.get("inr_chunk", -1)), 0)
 
 
-def _minr_train_loss(model, params: PyTree, images: Array, grid_masks: Array, *,
-                     config: ml_collections.ConfigDict, dropout_key: PRNGKey | None = None,
-                     coord_key: PRNGKey | None = None) -> tuple[Array, Array]:
+def _minr_train_loss(
+  model,
+  params: PyTree,
+  images: Array,
+  grid_masks: Array,
+  *,
+  config: ml_collections.ConfigDict,
+  dropout_key: PRNGKey | None = None,
+  coord_key: PRNGKey | None = None,
+) -> tuple[Array, Array]:
   """(loss, per-image MSE [B]): `predict(train=True)`'s, scored in pixel chunks if
   model.inr_chunk > 0 (`inr.pixel_mse`: the INRs never render [B, H, W, 3]; same maths).
   """
   chunk = inr_chunk(config)
   if not chunk:
-    pred, loss = _minr_predict(model, params, images, grid_masks, config=config, train=True,
-                               dropout_key=dropout_key, coord_key=coord_key)
+    pred, loss = _minr_predict(
+      model,
+      params,
+      images,
+      grid_masks,
+      config=config,
+      train=True,
+      dropout_key=dropout_key,
+      coord_key=coord_key,
+    )
     return loss, metrics.per_image_mse(pred, images)
   inputs = masking.apply_mask(images, masking.to_pixels(grid_masks, *images.shape[1:3]))
-  weights, coords = inr_weights_and_coords(model, params, inputs, train=True,
-                                           dropout_key=dropout_key,
-                                           coord_noise=_coord_noise(config, True),
-                                           coord_key=coord_key)
-  mse = inr.pixel_mse(weights, images, coords, model.freqs(), model.output_bias,
-                      model.inr_dtype, chunk)
+  weights, coords = inr_weights_and_coords(
+    model,
+    params,
+    inputs,
+    train=True,
+    dropout_key=dropout_key,
+    coord_noise=_coord_noise(config, True),
+    coord_key=coord_key,
+  )
+  mse = inr.pixel_mse(
+    weights, images, coords, model.freqs(), model.output_bias, model.inr_dtype, chunk
+  )
   return jnp.mean(mse), mse
 
 
-def _minr_features(model, params: PyTree, images: Array, pixel_masks: Array,
-                   grid_masks: Array | None, kind: str) -> Array:
+def _minr_features(
+  model, params: PyTree, images: Array, pixel_masks: Array, grid_masks: Array | None, kind: str
+) -> Array:
   """The `kind` embedding [B, D] of masked images (MINR_KINDS).
 
   data_mean: data-token outputs [B, T, dim] averaged over T -> [B, dim];
@@ -233,8 +310,9 @@ def _minr_features(model, params: PyTree, images: Array, pixel_masks: Array,
   if kind == "weight_mean":
     return jnp.mean(out["weight_tokens"].astype(jnp.float32), axis=1)
   if kind == "modulations":
-    return jnp.concatenate([m.reshape(m.shape[0], -1).astype(jnp.float32)
-                            for m in out["modulations"]], axis=1)
+    return jnp.concatenate(
+      [m.reshape(m.shape[0], -1).astype(jnp.float32) for m in out["modulations"]], axis=1
+    )
   raise ConfigError(f"kind={kind!r} is not one of {', '.join(MINR_KINDS)}")
 
 
@@ -246,8 +324,9 @@ def _minr_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   default, is the paper's recipe: no warm-up).
   """
   boundary = int(config.lr_decay_at * config.num_train_steps)
-  schedule = optax.piecewise_constant_schedule(config.learning_rate,
-                                               {boundary: config.lr_decay_factor})
+  schedule = optax.piecewise_constant_schedule(
+    config.learning_rate, {boundary: config.lr_decay_factor}
+  )
   warmup = int(config.get("warmup_steps", 0) or 0)
   if not warmup:
     return schedule
@@ -261,67 +340,102 @@ def _minr_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfor
 
 def _validate_minr(config: ml_collections.ConfigDict) -> None:
   """The TransINR / GINR fields: tokenizer, INR, groups, schedule."""
-  for field in ("model.inr_hidden_dim", "model.inr_num_layers", "model.ff_num_freqs",
-                "model.num_groups"):
+  for field in (
+    "model.inr_hidden_dim",
+    "model.inr_num_layers",
+    "model.ff_num_freqs",
+    "model.num_groups",
+  ):
     config_lib.positive_int(config, field)
   m = config.model
   if m.padding < 0:
     raise ConfigError(f"config.model.padding must be >= 0, got {m.padding}")
   if (config.resolution + 2 * m.padding) // m.patch_size < 1:
-    raise ConfigError(f"config.model.patch_size={m.patch_size} is larger than the "
-                      f"padded image ({config.resolution} + 2 x {m.padding})")
+    raise ConfigError(
+      f"config.model.patch_size={m.patch_size} is larger than the "
+      f"padded image ({config.resolution} + 2 x {m.padding})"
+    )
   widths = [m.inr_hidden_dim] * (m.inr_num_layers - 1) + [3]
   for layer, width in enumerate(widths):
     groups = min(m.num_groups, width)
     if width % groups:
-      raise ConfigError(f"config.model.num_groups={m.num_groups} does not divide the "
-                        f"width {width} of INR layer {layer}")
+      raise ConfigError(
+        f"config.model.num_groups={m.num_groups} does not divide the "
+        f"width {width} of INR layer {layer}"
+      )
   if m.ff_sigma < 1.0:
     raise ConfigError(f"config.model.ff_sigma must be >= 1, got {m.ff_sigma}")
   if not 0.0 <= m.dropout < 1.0:
     raise ConfigError(f"config.model.dropout must be in [0, 1), got {m.dropout}")
   noise = m.get("coord_noise", 0.0) or 0.0
   if not 0.0 <= noise <= 1.0:
-    raise ConfigError(f"config.model.coord_noise must be in [0, 1] pixel spacings, "
-                      f"got {noise}")
+    raise ConfigError(f"config.model.coord_noise must be in [0, 1] pixel spacings, got {noise}")
   if not 0.0 < config.lr_decay_at <= 1.0:
     raise ConfigError(f"config.lr_decay_at must be in (0, 1], got {config.lr_decay_at}")
   warmup = config.get("warmup_steps", 0)
   boundary = int(config.lr_decay_at * config.num_train_steps)
   if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= boundary:
-    raise ConfigError(f"config.warmup_steps must be an integer in [0, lr_decay_at x "
-                      f"num_train_steps = {boundary}], got {warmup!r}")
+    raise ConfigError(
+      f"config.warmup_steps must be an integer in [0, lr_decay_at x "
+      f"num_train_steps = {boundary}], got {warmup!r}"
+    )
   model_dtypes(config)
 
 
 def _describe_minr(name: str):
   def describe(config: ml_collections.ConfigDict, num_params: int) -> str:
     m = config.model
-    return (f"{name}: {num_params:,} parameters, {config.resolution} px, "
-            f"patch {m.patch_size}, dim {m.dim}, depth {m.depth}, "
-            f"INR {m.inr_num_layers} layers x {m.inr_hidden_dim}")
+    return (
+      f"{name}: {num_params:,} parameters, {config.resolution} px, "
+      f"patch {m.patch_size}, dim {m.dim}, depth {m.depth}, "
+      f"INR {m.inr_num_layers} layers x {m.inr_hidden_dim}"
+    )
+
   return describe
 
 
 # --------------------------------------------------------------------- MAE ---
 
+
 def _build_mae(config: ml_collections.ConfigDict) -> mae.MAE:
   m = config.model
   dtype, _ = model_dtypes(config)
   return mae.MAE(
-      image_size=config.resolution, patch_size=m.patch_size, mask_ratio=config.mask_ratio,
-      dim=m.dim, depth=m.depth, num_heads=m.num_heads, head_dim=m.head_dim,
-      mlp_dim=m.mlp_dim, decoder_dim=m.decoder_dim, decoder_depth=m.decoder_depth,
-      decoder_num_heads=m.decoder_num_heads, decoder_head_dim=m.decoder_head_dim,
-      decoder_mlp_dim=m.decoder_mlp_dim, qkv_bias=m.qkv_bias, ln_epsilon=m.ln_epsilon,
-      exact_gelu=m.exact_gelu, dropout=m.dropout, remat=m.remat, norm_pix=m.norm_pix,
-      attention_impl=_attention_impl(config), dtype=dtype)
+    image_size=config.resolution,
+    patch_size=m.patch_size,
+    mask_ratio=config.mask_ratio,
+    dim=m.dim,
+    depth=m.depth,
+    num_heads=m.num_heads,
+    head_dim=m.head_dim,
+    mlp_dim=m.mlp_dim,
+    decoder_dim=m.decoder_dim,
+    decoder_depth=m.decoder_depth,
+    decoder_num_heads=m.decoder_num_heads,
+    decoder_head_dim=m.decoder_head_dim,
+    decoder_mlp_dim=m.decoder_mlp_dim,
+    qkv_bias=m.qkv_bias,
+    ln_epsilon=m.ln_epsilon,
+    exact_gelu=m.exact_gelu,
+    dropout=m.dropout,
+    remat=m.remat,
+    norm_pix=m.norm_pix,
+    attention_impl=_attention_impl(config),
+    dtype=dtype,
+  )
 
 
-def _mae_predict(model, params: PyTree, images: Array, grid_masks: Array, *,
-                 config: ml_collections.ConfigDict, train: bool = False,
-                 dropout_key: PRNGKey | None = None,
-                 coord_key: PRNGKey | None = None) -> tuple[Array, Array]:
+def _mae_predict(
+  model,
+  params: PyTree,
+  images: Array,
+  grid_masks: Array,
+  *,
+  config: ml_collections.ConfigDict,
+  train: bool = False,
+  dropout_key: PRNGKey | None = None,
+  coord_key: PRNGKey | None = None,
+) -> tuple[Array, Array]:
   del coord_key
   rngs = {"dropout": dropout_key} if dropout_key is not None else {}
   out = model.apply({"params": params}, images, grid_masks, train=train, rngs=rngs)
@@ -330,16 +444,32 @@ def _mae_predict(model, params: PyTree, images: Array, grid_masks: Array, *,
   return mae.to_pixels(out["pred_patches"], images, grid_masks, norm_pix), loss
 
 
-def _mae_train_loss(model, params: PyTree, images: Array, grid_masks: Array, *,
-                    config: ml_collections.ConfigDict, dropout_key: PRNGKey | None = None,
-                    coord_key: PRNGKey | None = None) -> tuple[Array, Array]:
-  pred, loss = _mae_predict(model, params, images, grid_masks, config=config, train=True,
-                            dropout_key=dropout_key, coord_key=coord_key)
+def _mae_train_loss(
+  model,
+  params: PyTree,
+  images: Array,
+  grid_masks: Array,
+  *,
+  config: ml_collections.ConfigDict,
+  dropout_key: PRNGKey | None = None,
+  coord_key: PRNGKey | None = None,
+) -> tuple[Array, Array]:
+  pred, loss = _mae_predict(
+    model,
+    params,
+    images,
+    grid_masks,
+    config=config,
+    train=True,
+    dropout_key=dropout_key,
+    coord_key=coord_key,
+  )
   return loss, metrics.per_image_mse(pred, images)
 
 
-def _mae_features(model, params: PyTree, images: Array, pixel_masks: Array,
-                  grid_masks: Array, kind: str) -> Array:
+def _mae_features(
+  model, params: PyTree, images: Array, pixel_masks: Array, grid_masks: Array, kind: str
+) -> Array:
   """data_mean: the encoder's visible-patch outputs averaged; cls: its class token."""
   del pixel_masks
   latent = model.apply({"params": params}, images, grid_masks, train=False)["latent"]
@@ -354,72 +484,112 @@ def _mae_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   """Linear warmup to config.learning_rate over config.warmup_steps, then cosine decay
   to config.end_learning_rate at config.num_train_steps."""
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=float(config.learning_rate),
-      warmup_steps=int(config.warmup_steps), decay_steps=max(int(config.num_train_steps), 1),
-      end_value=float(config.end_learning_rate))
+    init_value=0.0,
+    peak_value=float(config.learning_rate),
+    warmup_steps=int(config.warmup_steps),
+    decay_steps=max(int(config.num_train_steps), 1),
+    end_value=float(config.end_learning_rate),
+  )
 
 
 def _mae_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """MAE's AdamW on `_mae_schedule`, decoupled weight decay config.weight_decay on
   `mae.weight_decay_mask`'s parameters (ndim >= 2)."""
-  return optax.adamw(_mae_schedule(config), b1=config.adam_b1, b2=config.adam_b2,
-                     weight_decay=config.weight_decay, mask=mae.weight_decay_mask)
+  return optax.adamw(
+    _mae_schedule(config),
+    b1=config.adam_b1,
+    b2=config.adam_b2,
+    weight_decay=config.weight_decay,
+    mask=mae.weight_decay_mask,
+  )
 
 
 def _validate_mae(config: ml_collections.ConfigDict) -> None:
   """MAE keeps a static number of visible tokens: exact-count masks, one ratio."""
-  for field, value in (("mask.strategy", config.mask.strategy),
-                       ("eval_mask_strategy", config.eval_mask_strategy)):
+  for field, value in (
+    ("mask.strategy", config.mask.strategy),
+    ("eval_mask_strategy", config.eval_mask_strategy),
+  ):
     if value == "random":
-      raise ConfigError(f"config.{field}=random varies the hidden count per image; MAE "
-                        "needs an exact-count strategy (e.g. random_exact)")
+      raise ConfigError(
+        f"config.{field}=random varies the hidden count per image; MAE "
+        "needs an exact-count strategy (e.g. random_exact)"
+      )
   if config.mask.get("ratio_min") is not None:
-    raise ConfigError("config.mask.ratio_min/ratio_max must be unset for MAE (a static "
-                      "number of visible patches)")
+    raise ConfigError(
+      "config.mask.ratio_min/ratio_max must be unset for MAE (a static number of visible patches)"
+    )
   size, patch, grid = config.resolution, config.model.patch_size, config.mask_grid
   if size % patch or size // patch != grid:
-    raise ConfigError(f"config.model.patch_size={patch} gives a {size / patch:g}-patch grid "
-                      f"at {size} px; MAE's patch grid must equal config.mask_grid={grid} "
-                      f"(e.g. patch {size // grid} when {size} is a multiple of {grid})")
+    raise ConfigError(
+      f"config.model.patch_size={patch} gives a {size / patch:g}-patch grid "
+      f"at {size} px; MAE's patch grid must equal config.mask_grid={grid} "
+      f"(e.g. patch {size // grid} when {size} is a multiple of {grid})"
+    )
   hidden = masking.exact_count(config.mask_ratio, grid * grid)
   if hidden >= grid * grid:
-    raise ConfigError(f"config.mask_ratio={config.mask_ratio} leaves no visible patch "
-                      f"of {grid * grid}")
+    raise ConfigError(
+      f"config.mask_ratio={config.mask_ratio} leaves no visible patch of {grid * grid}"
+    )
   if config.get("optimizer", "adamw") != "adamw":
     raise ConfigError(f"config.optimizer={config.optimizer!r}: MAE trains with 'adamw'")
   if config.get("lr_schedule", "warmup_cosine") != "warmup_cosine":
     raise ConfigError(f"config.lr_schedule={config.lr_schedule!r}: only 'warmup_cosine'")
   if not 0 <= int(config.warmup_steps) <= int(config.num_train_steps):
-    raise ConfigError(f"config.warmup_steps={config.warmup_steps} must be in [0, "
-                      f"config.num_train_steps={config.num_train_steps}]")
+    raise ConfigError(
+      f"config.warmup_steps={config.warmup_steps} must be in [0, "
+      f"config.num_train_steps={config.num_train_steps}]"
+    )
   model_dtypes(config)
 
 
 def _describe_mae(config: ml_collections.ConfigDict, num_params: int) -> str:
   m = config.model
-  return (f"mae: {num_params:,} parameters, {config.resolution} px, patch {m.patch_size}, "
-          f"dim {m.dim}, depth {m.depth}, decoder {m.decoder_depth} x {m.decoder_dim}")
+  return (
+    f"mae: {num_params:,} parameters, {config.resolution} px, patch {m.patch_size}, "
+    f"dim {m.dim}, depth {m.depth}, decoder {m.decoder_depth} x {m.decoder_dim}"
+  )
 
 
 # ------------------------------------------------------------------- table ---
 
-_MINR = dict(init=_init_minr, predict=_minr_predict, train_loss=_minr_train_loss,
-             features=_minr_features, make_optimizer=_minr_optimizer, schedule=_minr_schedule,
-             validate=_validate_minr, for_ratio=lambda model, ratio: model, has_inr=True, patch_masks_only=False,
-             embedding_kinds=MINR_KINDS, plot_metric="psnr_full")
+_MINR = dict(
+  init=_init_minr,
+  predict=_minr_predict,
+  train_loss=_minr_train_loss,
+  features=_minr_features,
+  make_optimizer=_minr_optimizer,
+  schedule=_minr_schedule,
+  validate=_validate_minr,
+  for_ratio=lambda model, ratio: model,
+  has_inr=True,
+  patch_masks_only=False,
+  embedding_kinds=MINR_KINDS,
+  plot_metric="psnr_full",
+)
 
 FAMILIES: dict[str, Family] = {
-    "transinr": Family(name="transinr", build=_build_transinr,
-                       describe=_describe_minr("transinr"), **_MINR),
-    "ginr": Family(name="ginr", build=_build_ginr, describe=_describe_minr("ginr"), **_MINR),
-    "mae": Family(name="mae", build=_build_mae, init=mae.init_params, predict=_mae_predict,
-                  train_loss=_mae_train_loss, features=_mae_features,
-                  make_optimizer=_mae_optimizer, schedule=_mae_schedule,
-                  validate=_validate_mae,
-                  describe=_describe_mae,
-                  for_ratio=lambda model, ratio: model.clone(mask_ratio=float(ratio)),
-                  has_inr=False, patch_masks_only=True,
-                  embedding_kinds=MAE_KINDS, plot_metric="psnr_pasted"),
+  "transinr": Family(
+    name="transinr", build=_build_transinr, describe=_describe_minr("transinr"), **_MINR
+  ),
+  "ginr": Family(name="ginr", build=_build_ginr, describe=_describe_minr("ginr"), **_MINR),
+  "mae": Family(
+    name="mae",
+    build=_build_mae,
+    init=mae.init_params,
+    predict=_mae_predict,
+    train_loss=_mae_train_loss,
+    features=_mae_features,
+    make_optimizer=_mae_optimizer,
+    schedule=_mae_schedule,
+    validate=_validate_mae,
+    describe=_describe_mae,
+    for_ratio=lambda model, ratio: model.clone(mask_ratio=float(ratio)),
+    has_inr=False,
+    patch_masks_only=True,
+    embedding_kinds=MAE_KINDS,
+    plot_metric="psnr_pasted",
+  ),
 }
 # config.json files written before model.family existed hold TransINR runs.
 LEGACY_FAMILY = "transinr"
@@ -445,8 +615,9 @@ def check(config: ml_collections.ConfigDict, num_devices: int | None = None) -> 
   return family
 
 
-def resolve_auto(config: ml_collections.ConfigDict, devices) -> tuple[
-    ml_collections.ConfigDict, dict[str, Any]]:
+def resolve_auto(
+  config: ml_collections.ConfigDict, devices
+) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
   """A copy of config with model.attention_impl 'auto' and model.inr_chunk -1 resolved.
 
   Resolved once where a run starts, for the devices it will run on (a mesh's

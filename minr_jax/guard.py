@@ -24,16 +24,35 @@ import numpy as np
 from minr_jax import checkpoint, evaluation, metrics, paths
 from minr_jax.config import ConfigError
 
-
 # Fields that may change between a checkpoint and the run resuming it: step count,
 # cadences, logging, evaluation-only and placement fields (the same maths).
 RESUMABLE_CHANGES = (
-    "num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
-    "checkpoint_every_secs", "keep_checkpoints", "keep_period", "tensorboard", "profile",
-    "num_grid_images", "eval_datasets", "eval_train_dataset", "eval_batch_size", "eval_mask_strategy",
-    "eval_mask_seed", "compilation_cache_dir", "dataset.eval_max_images",
-    "dataset.num_workers", "dataset.prefetch_buffer", "dataset.data_dir", "mesh.",
-    "fsdp_min_size", "model.attention_impl", "model.inr_chunk", "model.remat")
+  "num_train_steps",
+  "log_every_steps",
+  "eval_every_steps",
+  "checkpoint_every_steps",
+  "checkpoint_every_secs",
+  "keep_checkpoints",
+  "keep_period",
+  "tensorboard",
+  "profile",
+  "num_grid_images",
+  "eval_datasets",
+  "eval_train_dataset",
+  "eval_batch_size",
+  "eval_mask_strategy",
+  "eval_mask_seed",
+  "compilation_cache_dir",
+  "dataset.eval_max_images",
+  "dataset.num_workers",
+  "dataset.prefetch_buffer",
+  "dataset.data_dir",
+  "mesh.",
+  "fsdp_min_size",
+  "model.attention_impl",
+  "model.inr_chunk",
+  "model.remat",
+)
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -43,8 +62,9 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def check_config_change(config: ml_collections.ConfigDict, saved: dict | None, where: str,
-                        workdir: str, allow: bool) -> None:
+def check_config_change(
+  config: ml_collections.ConfigDict, saved: dict | None, where: str, workdir: str, allow: bool
+) -> None:
   """Refuses (ConfigError, one line listing the fields) to resume checkpoint `where` with a
   config that differs from the one it was trained with, except in RESUMABLE_CHANGES;
   with `allow`, accepts and appends the change to <workdir>/config_changes.jsonl."""
@@ -55,18 +75,24 @@ def check_config_change(config: ml_collections.ConfigDict, saved: dict | None, w
   risky = [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]
   if risky and not allow:
     shown = ", ".join(f"{k} ({then.get(k)!r} -> {now.get(k)!r})" for k in risky[:6])
-    raise ConfigError(f"{where} was trained with another config: {shown}"
-                      f"{' ...' if len(risky) > 6 else ''}; resume with the same config, "
-                      "use another --workdir, or pass --allow_config_change (logged in "
-                      "config_changes.jsonl)")
+    raise ConfigError(
+      f"{where} was trained with another config: {shown}"
+      f"{' ...' if len(risky) > 6 else ''}; resume with the same config, "
+      "use another --workdir, or pass --allow_config_change (logged in "
+      "config_changes.jsonl)"
+    )
   if risky and jax.process_index() == 0:
     path = checkpoint.as_path(workdir) / "config_changes.jsonl"
     old = path.read_text() if path.exists() else ""
-    record = dict(time=time.time(), checkpoint=where,
-                  changes={k: [then.get(k), now.get(k)] for k in risky})
+    record = dict(
+      time=time.time(), checkpoint=where, changes={k: [then.get(k), now.get(k)] for k in risky}
+    )
     path.write_text(old + json.dumps(record) + "\n")
-    print(f"warning: resuming {where} with changed {', '.join(risky)} "
-          "(--allow_config_change; logged in config_changes.jsonl)", flush=True)
+    print(
+      f"warning: resuming {where} with changed {', '.join(risky)} "
+      "(--allow_config_change; logged in config_changes.jsonl)",
+      flush=True,
+    )
 
 
 class StopRequest:
@@ -95,6 +121,7 @@ class StopRequest:
   def reached(self, step: int) -> bool:
     if self._multi:
       from jax.experimental import multihost_utils  # noqa: PLC0415
+
       try:
         if multihost_utils.reached_preemption_sync_point(step):
           self.signal = signal.SIGTERM
@@ -113,6 +140,7 @@ def broadcast(value: float) -> float:
   if jax.process_count() == 1:
     return value
   from jax.experimental import multihost_utils  # noqa: PLC0415
+
   return float(multihost_utils.broadcast_one_to_all(np.float32(value)))
 
 
@@ -123,8 +151,11 @@ def eval_missing(workdir: str, step: int, labels: list[str], num_grid_images: in
   path = root / metrics.METRICS_FILENAME
   records = metrics.read_metrics(os.fspath(path)) if path.exists() else []
   done = {r.get("dataset") for r in records if r["split"] == "eval" and r["step"] == step}
-  pngs = [root / "images" / f"eval_{step:07d}_{evaluation.safe_label(label)}.png"
-          for label in labels] if num_grid_images else []
+  pngs = (
+    [root / "images" / f"eval_{step:07d}_{evaluation.safe_label(label)}.png" for label in labels]
+    if num_grid_images
+    else []
+  )
   return bool(set(labels) - done) or not all(p.exists() for p in pngs)
 
 
@@ -149,5 +180,7 @@ def enable_compilation_cache(config: ml_collections.ConfigDict) -> None:
   """config.compilation_cache_dir ('' = off): XLA programs persist, restarts skip compiling."""
   directory = config.get("compilation_cache_dir", "")
   if directory and not jax.config.jax_compilation_cache_dir:
-    jax.config.update("jax_compilation_cache_dir",
-                      directory if "://" in directory else os.path.expanduser(directory))
+    jax.config.update(
+      "jax_compilation_cache_dir",
+      directory if "://" in directory else os.path.expanduser(directory),
+    )

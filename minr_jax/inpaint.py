@@ -63,15 +63,19 @@ from minr_jax.config import ConfigError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 RENDER_CHUNK = 8192  # coordinates per jitted INR call (one compile for every size)
-MASK_FORMS = ("FILE.png (white = hidden), a box x0,y0,x1,y1 (pixels, or fractions "
-              "with a decimal point), or STRATEGY:RATIO[:seed=N][:grid=N]")
+MASK_FORMS = (
+  "FILE.png (white = hidden), a box x0,y0,x1,y1 (pixels, or fractions "
+  "with a decimal point), or STRATEGY:RATIO[:seed=N][:grid=N]"
+)
 
 
 # ------------------------------------------------------------------ masks ---
 
+
 @dataclasses.dataclass(frozen=True)
 class MaskArg:
   """A parsed --mask: kind 'file' (path), 'box' (box) or 'strategy' (its other fields)."""
+
   text: str
   kind: str
   path: str | None = None
@@ -89,13 +93,14 @@ def parse_mask(text: str) -> MaskArg:
   if not text:
     raise ConfigError(f"--mask is empty: give {MASK_FORMS}")
   body = text[4:] if text.startswith("box:") else text
-  if re.fullmatch(r"[^:]*,[^:]*,[^:]*,[^:]*", body) and not text.lower().endswith(
-      IMAGE_EXTENSIONS):
+  if re.fullmatch(r"[^:]*,[^:]*,[^:]*,[^:]*", body) and not text.lower().endswith(IMAGE_EXTENSIONS):
     values = tuple(v.strip() for v in body.split(","))
     for v in values:
       if not re.fullmatch(r"\d+|\d*\.\d*", v) or v == ".":
-        raise ConfigError(f"--mask={text!r}: box value {v!r} is not a non-negative integer "
-                          "(pixels) or a fraction like 0.25")
+        raise ConfigError(
+          f"--mask={text!r}: box value {v!r} is not a non-negative integer "
+          "(pixels) or a fraction like 0.25"
+        )
       if "." in v and float(v) > 1:
         raise ConfigError(f"--mask={text!r}: fraction {v} is above 1")
     return MaskArg(text, "box", box=values)
@@ -130,15 +135,18 @@ def _box_mask(arg: MaskArg, height: int, width: int) -> np.ndarray:
     bounds.append(int(round(float(value) * size)) if "." in value else int(value))
   x0, y0, x1, y1 = bounds
   if x1 > width or y1 > height:
-    raise ConfigError(f"--mask={arg.text}: the box ({x0},{y0})-({x1},{y1}) reaches outside "
-                      f"the {width}x{height} image")
+    raise ConfigError(
+      f"--mask={arg.text}: the box ({x0},{y0})-({x1},{y1}) reaches outside "
+      f"the {width}x{height} image"
+    )
   mask = np.zeros((height, width), bool)
   mask[y0:y1, x0:x1] = True
   return mask
 
 
-def _strategy_mask(arg: MaskArg, height: int, width: int, index: int,
-                   default_grid: int) -> np.ndarray:
+def _strategy_mask(
+  arg: MaskArg, height: int, width: int, index: int, default_grid: int
+) -> np.ndarray:
   """The strategy's [g, g] mask of (seed, index), each cell i covering rows floor(i H / g)..."""
   grid = arg.grid or default_grid
   spec = masking.MaskSpec(strategy=arg.strategy, grid=grid)
@@ -154,8 +162,14 @@ def read_mask_file(path: str) -> np.ndarray:
     return np.asarray(img.convert("L")) > 127
 
 
-def photo_mask(arg: MaskArg | str, height: int, width: int, index: int = 0,
-               default_grid: int = 8, file_mask: np.ndarray | None = None) -> np.ndarray:
+def photo_mask(
+  arg: MaskArg | str,
+  height: int,
+  width: int,
+  index: int = 0,
+  default_grid: int = 8,
+  file_mask: np.ndarray | None = None,
+) -> np.ndarray:
   """The bool mask [height, width] (True = hidden) a --mask value gives an image."""
   if isinstance(arg, str):
     arg = parse_mask(arg)
@@ -182,6 +196,7 @@ def check_mask(mask: np.ndarray, height: int, width: int, name: str = "the image
 
 # ----------------------------------------------------------------- images ---
 
+
 def _open_image(path: str, what: str = "--images"):
   try:
     data = paths.as_path(path, what).read_bytes()
@@ -207,8 +222,9 @@ def read_image(path: str) -> np.ndarray:
     if img.mode in ("1", "L", "I", "I;16", "F"):
       img = img.convert("L")
     elif img.mode not in ("LA", "RGB", "RGBA"):
-      img = img.convert("RGBA" if "transparency" in img.info or img.mode in ("PA", "RGBa")
-                        else "RGB")
+      img = img.convert(
+        "RGBA" if "transparency" in img.info or img.mode in ("PA", "RGBa") else "RGB"
+      )
     x = np.asarray(img)
   return x[..., None] if x.ndim == 2 else x
 
@@ -222,11 +238,15 @@ def list_images(path: str) -> list[tuple[str, str]]:
     return [(text, posixpath.basename(text.rstrip("/")))]
   if not p.is_dir():
     raise ConfigError(f"--images={text}: no such file or folder")
-  found = [(f"{text.rstrip('/')}/{rel}", rel) for rel in paths.files_under(text)
-           if rel.lower().endswith(IMAGE_EXTENSIONS)]
+  found = [
+    (f"{text.rstrip('/')}/{rel}", rel)
+    for rel in paths.files_under(text)
+    if rel.lower().endswith(IMAGE_EXTENSIONS)
+  ]
   if not found:
-    raise ConfigError(f"--images={text}: the folder holds no image file "
-                      f"({', '.join(IMAGE_EXTENSIONS)})")
+    raise ConfigError(
+      f"--images={text}: the folder holds no image file ({', '.join(IMAGE_EXTENSIONS)})"
+    )
   return found
 
 
@@ -241,9 +261,11 @@ def _split_channels(image) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | 
   else:
     raise ConfigError(f"image must be uint8 or float in [0, 1], got {x.dtype}")
   if not np.isfinite(x).all() or x.min(initial=0) < 0 or x.max(initial=0) > 1:
-    raise ConfigError("image values must be finite and in [0, 1] (or uint8 0..255), got "
-                      f"{'non-finite values' if not np.isfinite(x).all() else 'values in '}"
-                      f"{'' if not np.isfinite(x).all() else f'[{x.min():g}, {x.max():g}]'}")
+    raise ConfigError(
+      "image values must be finite and in [0, 1] (or uint8 0..255), got "
+      f"{'non-finite values' if not np.isfinite(x).all() else 'values in '}"
+      f"{'' if not np.isfinite(x).all() else f'[{x.min():g}, {x.max():g}]'}"
+    )
   if x.ndim == 2:
     x = x[..., None]
   if x.ndim != 3 or x.shape[-1] not in (1, 2, 3, 4) or min(x.shape[:2]) < 1:
@@ -256,6 +278,7 @@ def _split_channels(image) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | 
 
 
 # ------------------------------------------------------------ resampling ---
+
 
 def area_matrix(src: int, dst: int) -> np.ndarray:
   """[dst, src] float64 weights of area resampling: target pixel j averages source pixels
@@ -270,8 +293,9 @@ def area_matrix(src: int, dst: int) -> np.ndarray:
   return np.maximum(hi - lo, 0) / float(src)
 
 
-def to_model_grid(rgb: np.ndarray, mask: np.ndarray, resolution: int, grid: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def to_model_grid(
+  rgb: np.ndarray, mask: np.ndarray, resolution: int, grid: int
+) -> tuple[np.ndarray, np.ndarray]:
   """(image float32 [R, R, 3], mask bool [R, R]) of a photo rgb [H, W, 3] with mask [H, W].
 
   1. Area resampling restricted to the visible pixels: each model pixel's
@@ -287,6 +311,7 @@ def to_model_grid(rgb: np.ndarray, mask: np.ndarray, resolution: int, grid: int
   The mask returned is the patch mask at pixel level (hidden = zeroed).
   """
   from minr_jax import metrics  # noqa: PLC0415
+
   rows, cols = area_matrix(rgb.shape[0], resolution), area_matrix(rgb.shape[1], resolution)
   visible = (~mask.astype(bool)).astype(np.float64)
   weight = rows @ visible @ cols.T  # visible fraction of each footprint
@@ -300,8 +325,11 @@ def to_model_grid(rgb: np.ndarray, mask: np.ndarray, resolution: int, grid: int
   hidden = pixel_mask.reshape(grid, p, grid, p).mean(axis=(1, 3)) >= 0.5
   model_mask = np.repeat(np.repeat(hidden, p, axis=0), p, axis=1)
   if (pixel_mask & ~model_mask).any():
-    image = np.array(metrics.interpolation_fill(
-        image[None], pixel_mask[None], metrics.interpolation_sigma(resolution, grid))[0])
+    image = np.array(
+      metrics.interpolation_fill(
+        image[None], pixel_mask[None], metrics.interpolation_sigma(resolution, grid)
+      )[0]
+    )
   image[model_mask] = 0.0
   return image, model_mask
 
@@ -322,6 +350,7 @@ def _tent(n: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- inpaint ---
 
+
 @dataclasses.dataclass
 class InpaintResult:
   """One photo's fill. Arrays float32 in [0, 1] at the photo's size [H, W, ...].
@@ -333,6 +362,7 @@ class InpaintResult:
   model saw (resize); psnr: hidden-region PSNR in dB of each fill against
   the input.
   """
+
   filled: np.ndarray
   photo: np.ndarray
   minr: np.ndarray
@@ -353,6 +383,7 @@ def interpolation_sigma(model_config, height: int, width: int) -> tuple[float, f
 def hidden_psnr(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
   """PSNR (dB, peak 1) over the hidden pixels [H, W] of pred vs truth [H, W, C]."""
   from minr_jax import metrics  # noqa: PLC0415
+
   mse = metrics.masked_mse(pred[None], truth[None], mask[None])
   return float(metrics.psnr_from_mse(mse)[0])
 
@@ -360,6 +391,7 @@ def hidden_psnr(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
 def baselines(rgb: np.ndarray, mask: np.ndarray, sigma) -> tuple[np.ndarray, np.ndarray]:
   """(interpolation, mean-colour fill) of rgb [H, W, 3] under mask [H, W], at full size."""
   from minr_jax import metrics  # noqa: PLC0415
+
   interp = metrics.interpolation_fill_multiscale(rgb[None], mask[None], sigma)
   fill = metrics.mean_colour_fill(rgb[None], mask[None])
   return np.asarray(interp[0], np.float32), np.asarray(fill[0], np.float32)
@@ -372,9 +404,15 @@ def _predict(model, jobs: list[tuple[np.ndarray, np.ndarray, int, int]]) -> list
   return model.render_each(images, masks, [(h, w) for *_, h, w in jobs])
 
 
-def inpaint_many(model, images: list, masks: list, *, tile: int = 0,
-                 with_baselines: bool = True,
-                 names: list[str] | None = None) -> list[InpaintResult]:
+def inpaint_many(
+  model,
+  images: list,
+  masks: list,
+  *,
+  tile: int = 0,
+  with_baselines: bool = True,
+  names: list[str] | None = None,
+) -> list[InpaintResult]:
   """Inpaints photos of any sizes (each [H, W] or [H, W, C]) under masks bool [H, W].
 
   The model calls are batched over all photos (and tiles). ConfigError for a
@@ -397,10 +435,10 @@ def inpaint_many(model, images: list, masks: list, *, tile: int = 0,
       for y in tile_starts(h, tile):
         for x in tile_starts(w, tile):
           th, tw = min(tile, h), min(tile, w)
-          sub = mask[y:y + th, x:x + tw]
+          sub = mask[y : y + th, x : x + tw]
           if not sub.any():
             continue
-          x_tile, seen = to_model_grid(rgb[y:y + th, x:x + tw], sub, model.resolution, grid)
+          x_tile, seen = to_model_grid(rgb[y : y + th, x : x + tw], sub, model.resolution, grid)
           if seen.all():
             continue
           tiles.append((i, y, x, len(jobs)))
@@ -418,16 +456,17 @@ def inpaint_many(model, images: list, masks: list, *, tile: int = 0,
         p = preds[tile_job]
         th, tw = p.shape[:2]
         win = (_tent(th)[:, None] * _tent(tw)[None, :])[..., None]
-        total[y:y + th, x:x + tw] += win * p
-        weight[y:y + th, x:x + tw] += win
+        total[y : y + th, x : x + tw] += win * p
+        weight[y : y + th, x : x + tw] += win
       pred = np.where(weight > 0, total / np.maximum(weight, 1e-12), pred)
     pred = np.clip(pred, 0.0, 1.0)
     if colour.shape[-1] == 1:  # greyscale: the prediction's luma (ITU-R 601, as PIL)
-      pred = np.repeat((pred @ np.asarray([0.299, 0.587, 0.114], np.float32))[..., None],
-                       3, axis=-1)
+      pred = np.repeat(
+        (pred @ np.asarray([0.299, 0.587, 0.114], np.float32))[..., None], 3, axis=-1
+      )
     hidden = mask[..., None]
     minr = np.where(hidden, pred, rgb)
-    filled = np.where(hidden, pred[..., :colour.shape[-1]], colour)
+    filled = np.where(hidden, pred[..., : colour.shape[-1]], colour)
     if alpha is not None:
       filled = np.concatenate([filled, alpha], axis=-1)
     if c == 1 and np.asarray(images[i]).ndim == 2:
@@ -438,24 +477,36 @@ def inpaint_many(model, images: list, masks: list, *, tile: int = 0,
       interp, mean = baselines(rgb, mask, interpolation_sigma(model.config, *rgb.shape[:2]))
       psnr["interpolation"] = hidden_psnr(interp, rgb, mask)
       psnr["mean_fill"] = hidden_psnr(mean, rgb, mask)
-    results.append(InpaintResult(filled=filled.astype(np.float32), photo=rgb, minr=minr,
-                                 interpolation=interp, mean_fill=mean, mask=mask,
-                                 model_mask=jobs[job][1], psnr=psnr))
+    results.append(
+      InpaintResult(
+        filled=filled.astype(np.float32),
+        photo=rgb,
+        minr=minr,
+        interpolation=interp,
+        mean_fill=mean,
+        mask=mask,
+        model_mask=jobs[job][1],
+        psnr=psnr,
+      )
+    )
   return results
 
 
-def inpaint(model, image, mask, *, tile: int = 0, index: int = 0,
-            with_baselines: bool = True) -> InpaintResult:
+def inpaint(
+  model, image, mask, *, tile: int = 0, index: int = 0, with_baselines: bool = True
+) -> InpaintResult:
   """One photo [H, W] or [H, W, C] (uint8, or float in [0, 1]) and a mask: bool [H, W]
   (True = hidden) or a --mask string (box, strategy with seed `index`, PNG path)."""
   if isinstance(mask, str):
     rgb = _split_channels(image)[0]
-    mask = photo_mask(parse_mask(mask), rgb.shape[0], rgb.shape[1], index,
-                      int(model.config.mask_grid))
+    mask = photo_mask(
+      parse_mask(mask), rgb.shape[0], rgb.shape[1], index, int(model.config.mask_grid)
+    )
   return inpaint_many(model, [image], [mask], tile=tile, with_baselines=with_baselines)[0]
 
 
 # ----------------------------------------------------------------- output ---
+
 
 def _png(array: np.ndarray) -> bytes:
   x = np.round(np.clip(np.asarray(array, np.float32), 0, 1) * 255).astype(np.uint8)
@@ -469,6 +520,7 @@ def _png(array: np.ndarray) -> bytes:
 def save_result(result: InpaintResult, output: str, name: str) -> tuple[str, str]:
   """Writes OUTPUT/<name>_filled.png and <name>_compare.png; returns their paths."""
   from minr_jax import metrics  # noqa: PLC0415
+
   stem = os.path.splitext(name)[0]
   filled_path = f"{output.rstrip('/')}/{stem}_filled.png"
   compare_path = f"{output.rstrip('/')}/{stem}_compare.png"
@@ -487,10 +539,18 @@ def save_result(result: InpaintResult, output: str, name: str) -> tuple[str, str
   return filled_path, compare_path
 
 
-def run(workdir: str, images: str, mask: str, output: str, tile: int = 0,
-        step: int | None = None, batch_size: int | None = None,
-        devices: int | None = None, max_images: int | None = None,
-        progress: bool = True) -> dict[str, Any]:
+def run(
+  workdir: str,
+  images: str,
+  mask: str,
+  output: str,
+  tile: int = 0,
+  step: int | None = None,
+  batch_size: int | None = None,
+  devices: int | None = None,
+  max_images: int | None = None,
+  progress: bool = True,
+) -> dict[str, Any]:
   """The command: inpaint every image, write its PNGs and results.json; returns the summary."""
   arg = parse_mask(mask)  # a bad --mask fails before anything is loaded
   if isinstance(tile, bool) or not isinstance(tile, int) or tile < 0:
@@ -504,16 +564,18 @@ def run(workdir: str, images: str, mask: str, output: str, tile: int = 0,
   file_mask = read_mask_file(arg.path) if arg.kind == "file" else None
   from minr_jax import api  # noqa: PLC0415
   from minr_jax.config import load_saved  # noqa: PLC0415
+
   grid = int(load_saved(api.resolve_path(workdir, step)[0]).mask_grid)
   first_photo = read_image(found[0][0])  # the first image's mask, before loading anything
-  check_mask(photo_mask(arg, *first_photo.shape[:2], 0, grid, file_mask),
-             *first_photo.shape[:2], found[0][0])
+  check_mask(
+    photo_mask(arg, *first_photo.shape[:2], 0, grid, file_mask), *first_photo.shape[:2], found[0][0]
+  )
   model = api.load(workdir, step, devices=devices, batch_size=batch_size)
   paths.makedirs(output)
   rows, start = [], time.monotonic()
   group = max(1, model.batch_size)
   for first in range(0, len(found), group):
-    batch = found[first:first + group]
+    batch = found[first : first + group]
     photos, masks = [], []
     for k, (path, _) in enumerate(batch):
       photo = read_image(path)
@@ -524,26 +586,42 @@ def run(workdir: str, images: str, mask: str, output: str, tile: int = 0,
     for k, ((_, rel), result) in enumerate(zip(batch, results)):
       filled_path, _ = save_result(result, output, rel)
       h, w = result.mask.shape
-      row = {"image": rel, "width": w, "height": h,
-             "hidden_fraction": float(result.mask.mean()),
-             **{f"psnr_{key}": value for key, value in result.psnr.items()}}
+      row = {
+        "image": rel,
+        "width": w,
+        "height": h,
+        "hidden_fraction": float(result.mask.mean()),
+        **{f"psnr_{key}": value for key, value in result.psnr.items()},
+      }
       rows.append(row)
       if progress:
-        print(f"[{first + k + 1}/{len(found)}] {rel} ({w}x{h}, "
-              f"{row['hidden_fraction']:.0%} hidden): MINR {result.psnr['minr']:.2f} dB | "
-              f"interpolation {result.psnr['interpolation']:.2f} dB | mean fill "
-              f"{result.psnr['mean_fill']:.2f} dB -> {filled_path}", flush=True)
+        print(
+          f"[{first + k + 1}/{len(found)}] {rel} ({w}x{h}, "
+          f"{row['hidden_fraction']:.0%} hidden): MINR {result.psnr['minr']:.2f} dB | "
+          f"interpolation {result.psnr['interpolation']:.2f} dB | mean fill "
+          f"{result.psnr['mean_fill']:.2f} dB -> {filled_path}",
+          flush=True,
+        )
   keys = [k for k in rows[0] if k.startswith("psnr_")]
   means = {k: float(np.mean([r[k] for r in rows])) for k in keys}
-  summary = {"workdir": model.workdir, "step": model.step, "mask": arg.text, "tile": tile,
-             "num_images": len(rows), "mean": means, "images": rows,
-             "seconds": round(time.monotonic() - start, 1)}
+  summary = {
+    "workdir": model.workdir,
+    "step": model.step,
+    "mask": arg.text,
+    "tile": tile,
+    "num_images": len(rows),
+    "mean": means,
+    "images": rows,
+    "seconds": round(time.monotonic() - start, 1),
+  }
   paths.write_text(f"{output.rstrip('/')}/results.json", json.dumps(summary, indent=1) + "\n")
-  print(f"inpainted {len(rows)} image(s) with step {model.step} in "
-        f"{summary['seconds']:.0f}s; mean PSNR on the hidden pixels: MINR "
-        f"{means['psnr_minr']:.2f} dB, interpolation {means['psnr_interpolation']:.2f} dB, "
-        f"mean fill {means['psnr_mean_fill']:.2f} dB; wrote {output.rstrip('/')}/results.json",
-        flush=True)
+  print(
+    f"inpainted {len(rows)} image(s) with step {model.step} in "
+    f"{summary['seconds']:.0f}s; mean PSNR on the hidden pixels: MINR "
+    f"{means['psnr_minr']:.2f} dB, interpolation {means['psnr_interpolation']:.2f} dB, "
+    f"mean fill {means['psnr_mean_fill']:.2f} dB; wrote {output.rstrip('/')}/results.json",
+    flush=True,
+  )
   return summary
 
 
@@ -552,20 +630,38 @@ if __name__ == "__main__":
 
   from minr_jax import cli
 
-  flags.DEFINE_string("workdir", None, "A training workdir (or <workdir>/checkpoints/<step>), "
-                      "e.g. pretrained/celeba64.", required=True)
-  flags.DEFINE_string("images", None, "An image file or a folder of images (searched "
-                      "recursively).", required=True)
-  flags.DEFINE_string("mask", None, "FILE.png (white = hidden), a box x0,y0,x1,y1 (pixels, "
-                      "or fractions like 0.25), or STRATEGY:RATIO[:seed=N][:grid=N], e.g. "
-                      "random:0.75:seed=0.", required=True)
+  flags.DEFINE_string(
+    "workdir",
+    None,
+    "A training workdir (or <workdir>/checkpoints/<step>), e.g. pretrained/celeba64.",
+    required=True,
+  )
+  flags.DEFINE_string(
+    "images", None, "An image file or a folder of images (searched recursively).", required=True
+  )
+  flags.DEFINE_string(
+    "mask",
+    None,
+    "FILE.png (white = hidden), a box x0,y0,x1,y1 (pixels, "
+    "or fractions like 0.25), or STRATEGY:RATIO[:seed=N][:grid=N], e.g. "
+    "random:0.75:seed=0.",
+    required=True,
+  )
   flags.DEFINE_string("output", None, "Folder for the PNGs and results.json.", required=True)
-  flags.DEFINE_integer("tile", 0, "0: resize the whole photo to the model's resolution; N: "
-                       "also fill from overlapping N x N-pixel windows.")
+  flags.DEFINE_integer(
+    "tile",
+    0,
+    "0: resize the whole photo to the model's resolution; N: "
+    "also fill from overlapping N x N-pixel windows.",
+  )
   flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
-  flags.DEFINE_integer("batch_size", None, "Images per device call (default: the run's "
-                       "eval_batch_size).")
+  flags.DEFINE_integer(
+    "batch_size", None, "Images per device call (default: the run's eval_batch_size)."
+  )
   flags.DEFINE_integer("max_images", None, "Inpaint at most this many images of a folder.")
   f = flags.FLAGS
-  cli.run(lambda args: run(f.workdir, f.images, f.mask, f.output, f.tile, f.step,
-                           f.batch_size, max_images=f.max_images))
+  cli.run(
+    lambda args: run(
+      f.workdir, f.images, f.mask, f.output, f.tile, f.step, f.batch_size, max_images=f.max_images
+    )
+  )

@@ -38,24 +38,37 @@ from minr_jax import cli
 from minr_jax.config import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/transinr.py:demo.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, "
-                               "metrics.jsonl, TensorBoard files and PNG grids.")
+  "config", None, "Config file, e.g. configs/transinr.py:demo.", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string(
+  "workdir", None, "Directory for checkpoints, metrics.jsonl, TensorBoard files and PNG grids."
+)
 _SUMMARY = flags.DEFINE_bool("summary", False, "Print the parameter table and exit.")
 _ALLOW_CHANGE = flags.DEFINE_bool(
-    "allow_config_change", False, "Resume a checkpoint with a config that differs in fields "
-    "beyond step counts, cadences, logging and evaluation (logged in config_changes.jsonl).")
+  "allow_config_change",
+  False,
+  "Resume a checkpoint with a config that differs in fields "
+  "beyond step counts, cadences, logging and evaluation (logged in config_changes.jsonl).",
+)
 _DISTRIBUTED = flags.DEFINE_enum(
-    "distributed", "auto", ["auto", "on", "off"],
-    "Multi-process start-up (jax.distributed.initialize): auto = when "
-    "--coordinator_address is set or the environment shows a multi-host job.")
+  "distributed",
+  "auto",
+  ["auto", "on", "off"],
+  "Multi-process start-up (jax.distributed.initialize): auto = when "
+  "--coordinator_address is set or the environment shows a multi-host job.",
+)
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0's coordinator service, for "
-    "multi-process runs outside TPU pods (with --num_processes and --process_id).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
-                                      "Number of processes of a multi-process run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None,
-                                   "This process's index in [0, --num_processes).")
+  "coordinator_address",
+  None,
+  "host:port of process 0's coordinator service, for "
+  "multi-process runs outside TPU pods (with --num_processes and --process_id).",
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+  "num_processes", None, "Number of processes of a multi-process run."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+  "process_id", None, "This process's index in [0, --num_processes)."
+)
 
 
 def multihost_environment(env: dict[str, str] | None = None) -> bool:
@@ -73,9 +86,12 @@ def multihost_environment(env: dict[str, str] | None = None) -> bool:
   return False
 
 
-def init_distributed(mode: str = "auto", coordinator_address: str | None = None,
-                     num_processes: int | None = None,
-                     process_id: int | None = None) -> bool:
+def init_distributed(
+  mode: str = "auto",
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+) -> bool:
   """Joins a multi-process JAX runtime if asked to; returns whether it did.
 
   Must run before any JAX computation. CPU processes exchange collectives
@@ -88,15 +104,16 @@ def init_distributed(mode: str = "auto", coordinator_address: str | None = None,
   if not explicit and (num_processes is not None or process_id is not None):
     raise ConfigError("--num_processes and --process_id need --coordinator_address")
   if explicit and not 0 <= process_id < num_processes:
-    raise ConfigError(f"--process_id={process_id} is not in [0, --num_processes="
-                      f"{num_processes})")
+    raise ConfigError(f"--process_id={process_id} is not in [0, --num_processes={num_processes})")
   if mode == "off" or (mode == "auto" and not explicit and not multihost_environment()):
     return False
   import jax  # noqa: PLC0415 (kept out of `--help`)
+
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if explicit:
-    jax.distributed.initialize(coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
+    jax.distributed.initialize(
+      coordinator_address, num_processes=num_processes, process_id=process_id
+    )
   else:
     jax.distributed.initialize()
   return True
@@ -104,8 +121,7 @@ def init_distributed(mode: str = "auto", coordinator_address: str | None = None,
 
 def main(args: list[str]) -> None:
   del args
-  init_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
-                   _PROCESS_ID.value)
+  init_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   # Imported here so that `--help` and flag errors don't wait for JAX.
   from minr_jax import train  # noqa: PLC0415
 

@@ -54,11 +54,16 @@ STRATEGIES = ("random", "random_exact", "block", "center", "outpaint", "noise_fi
 FILTERS = ("lowpass", "highpass", "bandpass", "bandstop")
 
 # Default cutoffs (fractions of the Nyquist radius) when a spec leaves them None.
-_DEFAULT_CUTOFFS = {"lowpass": (0.0, 0.5), "highpass": (0.75, math.sqrt(2.0)),
-                    "bandpass": (0.25, 0.75), "bandstop": (0.25, 0.75)}
+_DEFAULT_CUTOFFS = {
+  "lowpass": (0.0, 0.5),
+  "highpass": (0.75, math.sqrt(2.0)),
+  "bandpass": (0.25, 0.75),
+  "bandstop": (0.25, 0.75),
+}
 
 
 # ------------------------------------------------------------------ counts ---
+
 
 def _half_tolerance(num_patches: int) -> float:
   """Slack added before flooring so float32 and float64 agree on halves.
@@ -67,7 +72,7 @@ def _half_tolerance(num_patches: int) -> float:
   slack of 2**-22 * (N + 1) (0.00024 for N = 1024) absorbs that, so values
   meant to be exact halves (0.58 * 25 = 14.5) round up in both precisions.
   """
-  return (num_patches + 1) * 2.0 ** -22
+  return (num_patches + 1) * 2.0**-22
 
 
 def exact_count(ratio: float, num_patches: int) -> int:
@@ -100,6 +105,7 @@ def _ranks(priority: Array) -> Array:
 
 # -------------------------------------------------------------------- spec ---
 
+
 @dataclasses.dataclass(frozen=True)
 class MaskSpec:
   """Static, hashable description of a mask distribution (the ratio is not in it).
@@ -120,6 +126,7 @@ class MaskSpec:
       keeps >= 0.75 (most bins lie at large radii, so a 0.5 highpass is close
       to white noise); bandpass keeps and bandstop removes [0.25, 0.75].
   """
+
   strategy: str = "random"
   grid: int = 14
   block_min_patches: int = 4
@@ -155,14 +162,20 @@ def _check_fields(values: dict[str, Any], name: Callable[[str], str]) -> None:
   if not isinstance(spec.grid, int) or isinstance(spec.grid, bool) or spec.grid <= 0:
     raise ValueError(f"{name('grid')} must be a positive integer, got {spec.grid!r}")
   n = spec.grid * spec.grid
-  if (not isinstance(spec.block_min_patches, int) or isinstance(spec.block_min_patches, bool)
-      or not 1 <= spec.block_min_patches <= n):
-    raise ValueError(f"{name('block_min_patches')} must be an integer in [1, {n}], "
-                     f"got {spec.block_min_patches!r}")
-  if (not isinstance(spec.block_aspect_min, (int, float)) or isinstance(spec.block_aspect_min, bool)
-      or not 0.0 < spec.block_aspect_min <= 1.0):
-    raise ValueError(f"{name('block_aspect_min')} must be in (0, 1], "
-                     f"got {spec.block_aspect_min!r}")
+  if (
+    not isinstance(spec.block_min_patches, int)
+    or isinstance(spec.block_min_patches, bool)
+    or not 1 <= spec.block_min_patches <= n
+  ):
+    raise ValueError(
+      f"{name('block_min_patches')} must be an integer in [1, {n}], got {spec.block_min_patches!r}"
+    )
+  if (
+    not isinstance(spec.block_aspect_min, (int, float))
+    or isinstance(spec.block_aspect_min, bool)
+    or not 0.0 < spec.block_aspect_min <= 1.0
+  ):
+    raise ValueError(f"{name('block_aspect_min')} must be in (0, 1], got {spec.block_aspect_min!r}")
   if spec.filter not in FILTERS:
     raise ValueError(f"{name('filter')} must be one of {FILTERS}, got {spec.filter!r}")
   for field in ("cutoff_low", "cutoff_high"):
@@ -170,16 +183,19 @@ def _check_fields(values: dict[str, Any], name: Callable[[str], str]) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
       raise ValueError(f"{name(field)} must be a number >= 0, got {value!r}")
   if spec.filter in ("bandpass", "bandstop") and not spec.cutoff_low < spec.cutoff_high:
-    raise ValueError(f"{name('cutoff_low')}={spec.cutoff_low} must be below "
-                     f"{name('cutoff_high')}={spec.cutoff_high} for a {spec.filter} filter")
+    raise ValueError(
+      f"{name('cutoff_low')}={spec.cutoff_low} must be below "
+      f"{name('cutoff_high')}={spec.cutoff_high} for a {spec.filter} filter"
+    )
   if spec.strategy == "noise_filtered":
     passed = _passband(spec.grid, spec.filter, spec.cutoff_low, spec.cutoff_high)
     if not passed.reshape(-1)[1:].any():  # index 0 is the constant (DC) term
       field = "cutoff_low" if spec.filter == "highpass" else "cutoff_high"
       raise ValueError(
-          f"{name(field)}: the {spec.filter} band [{spec.cutoff_low}, {spec.cutoff_high}] "
-          f"keeps no non-constant frequency of a {spec.grid}x{spec.grid} grid "
-          f"(radii there are multiples of {2 / spec.grid:.3g} of Nyquist)")
+        f"{name(field)}: the {spec.filter} band [{spec.cutoff_low}, {spec.cutoff_high}] "
+        f"keeps no non-constant frequency of a {spec.grid}x{spec.grid} grid "
+        f"(radii there are multiples of {2 / spec.grid:.3g} of Nyquist)"
+      )
 
 
 def mask_spec_from_config(config) -> MaskSpec:
@@ -194,18 +210,21 @@ def mask_spec_from_config(config) -> MaskSpec:
   `sample_ratios`) to `draw_batch`. For evaluation masks with another
   strategy use `dataclasses.replace(spec, strategy=...)`.
   """
+
   def get(obj, field, default):
     value = getattr(obj, field, None) if obj is not None else None
     return default if value is None else value
 
   sub = getattr(config, "mask", None)
-  values = dict(strategy=get(sub, "strategy", "random"),
-                grid=get(config, "mask_grid", 14),
-                block_min_patches=get(sub, "block_min_patches", 4),
-                block_aspect_min=get(sub, "block_aspect_min", 0.3),
-                filter=get(sub, "filter", "lowpass"),
-                cutoff_low=get(sub, "cutoff_low", None),
-                cutoff_high=get(sub, "cutoff_high", None))
+  values = dict(
+    strategy=get(sub, "strategy", "random"),
+    grid=get(config, "mask_grid", 14),
+    block_min_patches=get(sub, "block_min_patches", 4),
+    block_aspect_min=get(sub, "block_aspect_min", 0.3),
+    filter=get(sub, "filter", "lowpass"),
+    cutoff_low=get(sub, "cutoff_low", None),
+    cutoff_high=get(sub, "cutoff_high", None),
+  )
   name = lambda field: "config.mask_grid" if field == "grid" else f"config.mask.{field}"
   if values["filter"] in FILTERS:
     low, high = _DEFAULT_CUTOFFS[values["filter"]]
@@ -216,6 +235,7 @@ def mask_spec_from_config(config) -> MaskSpec:
 
 
 # -------------------------------------------------------------- strategies ---
+
 
 def _random(spec: MaskSpec, key: PRNGKey, ratio: Ratio) -> Array:
   """Each patch hidden independently with probability ratio."""
@@ -261,7 +281,7 @@ def _block(spec: MaskSpec, key: PRNGKey, k: int | Array) -> Array:
   g, lo = spec.grid, spec.block_min_patches
   num = _num_block_proposals(spec)
   uniform = jax.random.uniform(key, (num * 4 + g * g,))  # one draw: compiles faster
-  draws = uniform[:num * 4].reshape(num, 4)
+  draws = uniform[: num * 4].reshape(num, 4)
   log_aspect_min = math.log(spec.block_aspect_min)
   rows = jnp.arange(g)[:, None]
   cols = jnp.arange(g)[None, :]
@@ -288,11 +308,11 @@ def _block(spec: MaskSpec, key: PRNGKey, k: int | Array) -> Array:
   order, _ = jax.lax.fori_loop(0, num, propose, init)
   covered = order < num
   padded = jnp.pad(covered, 1).astype(jnp.int32)
-  neighbours = (padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2]
-                + padded[1:-1, 2:])
-  noise = uniform[num * 4:].reshape(g, g)
-  priority = jnp.where(covered, order.astype(jnp.float32),
-                       num + (4 - neighbours).astype(jnp.float32) + noise)
+  neighbours = padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:]
+  noise = uniform[num * 4 :].reshape(g, g)
+  priority = jnp.where(
+    covered, order.astype(jnp.float32), num + (4 - neighbours).astype(jnp.float32) + noise
+  )
   return _ranks(priority) < k
 
 
@@ -315,17 +335,21 @@ def _centre_ranks(grid: int) -> np.ndarray:
   while len(order) < grid * grid:
     best = None
     for index, (dr0, dr1, dc0, dc1) in enumerate(
-        ((0, 1, 0, 0), (0, 0, 0, 1), (-1, 0, 0, 0), (0, 0, -1, 0))):
+      ((0, 1, 0, 0), (0, 0, 0, 1), (-1, 0, 0, 0), (0, 0, -1, 0))
+    ):
       a0, a1, b0, b1 = r0 + dr0, r1 + dr1, c0 + dc0, c1 + dc1
       if a0 < 0 or b0 < 0 or a1 >= grid or b1 >= grid:
         continue
-      key = (max(a1 - a0, b1 - b0) + 1,
-             ((a0 + a1) / 2 - c) ** 2 + ((b0 + b1) / 2 - c) ** 2, index)
+      key = (max(a1 - a0, b1 - b0) + 1, ((a0 + a1) / 2 - c) ** 2 + ((b0 + b1) / 2 - c) ** 2, index)
       if best is None or key < best[0]:
         best = (key, (a0, a1, b0, b1))
     a0, a1, b0, b1 = best[1]
-    strip = [(i, j) for i in range(a0, a1 + 1) for j in range(b0, b1 + 1)
-             if not (r0 <= i <= r1 and c0 <= j <= c1)]
+    strip = [
+      (i, j)
+      for i in range(a0, a1 + 1)
+      for j in range(b0, b1 + 1)
+      if not (r0 <= i <= r1 and c0 <= j <= c1)
+    ]
     strip.sort(key=lambda p: ((p[0] - c) ** 2 + (p[1] - c) ** 2, p))
     order.extend(strip)
     r0, r1, c0, c1 = a0, a1, b0, b1
@@ -380,6 +404,7 @@ def _noise_filtered(spec: MaskSpec, key: PRNGKey, k: int | Array) -> Array:
 
 
 # -------------------------------------------------------------------- draw ---
+
 
 def draw(spec: MaskSpec, key: PRNGKey, ratio: Ratio) -> Array:
   """One image's mask [grid, grid] (bool, True = hidden).
@@ -444,6 +469,7 @@ def sample_ratios(key: PRNGKey, batch: int, ratio_min: Ratio, ratio_max: Ratio) 
 
 # -------------------------------------------------- a run's two mask kinds ---
 
+
 def train_masks(config, key: PRNGKey, batch: int) -> Array:
   """Training patch masks [batch, g, g] of a run config: config.mask's strategy at
   config.mask_ratio, or per-image ratios from [mask.ratio_min, mask.ratio_max]."""
@@ -458,8 +484,7 @@ def train_masks(config, key: PRNGKey, batch: int) -> Array:
 def eval_masks(config, indices: Array) -> Array:
   """Fixed evaluation patch masks [B, g, g] for image indices [B]: a function of
   (config.eval_mask_seed, index, config.eval_mask_strategy, config.mask_ratio) only."""
-  spec = dataclasses.replace(mask_spec_from_config(config),
-                             strategy=config.eval_mask_strategy)
+  spec = dataclasses.replace(mask_spec_from_config(config), strategy=config.eval_mask_strategy)
   return draw_indexed(spec, config.eval_mask_seed, indices, config.mask_ratio)
 
 

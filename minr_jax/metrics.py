@@ -47,8 +47,7 @@ def _check_image_and_mask(images: Array, mask: Array) -> None:
   if images.ndim != 4:
     raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}")
   if mask.shape != images.shape[:3]:
-    raise ValueError(
-        f"mask must be [B, H, W] = {images.shape[:3]}, got shape {mask.shape}")
+    raise ValueError(f"mask must be [B, H, W] = {images.shape[:3]}, got shape {mask.shape}")
 
 
 def per_image_mse(pred: Array, target: Array) -> Array:
@@ -128,8 +127,7 @@ def _sigma_pair(sigma) -> tuple[float, float]:
   return float(pair[0]), float(pair[1])
 
 
-def _normalised_convolution(x: Array, mask: Array, sigma, truncate: float
-                            ) -> tuple[Array, Array]:
+def _normalised_convolution(x: Array, mask: Array, sigma, truncate: float) -> tuple[Array, Array]:
   """(G*(v x) / G*v [B, H, W, C], has_weight [B, H, W, 1]) for visible indicator v = ~mask."""
   sigma_rows, sigma_cols = _sigma_pair(sigma)
   visible = (~mask)[..., None].astype(jnp.float32)  # [B, H, W, 1]
@@ -145,8 +143,9 @@ def _normalised_convolution(x: Array, mask: Array, sigma, truncate: float
   return numerator / jnp.where(has_weight, weight, 1.0), has_weight
 
 
-def interpolation_fill(target: Array, mask: Array, sigma,
-                       truncate: float = INTERPOLATION_TRUNCATE) -> Array:
+def interpolation_fill(
+  target: Array, mask: Array, sigma, truncate: float = INTERPOLATION_TRUNCATE
+) -> Array:
   """[B, H, W, C], [B, H, W] -> [B, H, W, C]: hidden pixels from nearby visible ones.
 
   Normalised convolution, the classical inpainting baseline: each hidden
@@ -169,8 +168,9 @@ def interpolation_fill(target: Array, mask: Array, sigma,
   return jnp.where(mask[..., None], hidden, x).astype(target.dtype)
 
 
-def interpolation_fill_multiscale(target: Array, mask: Array, sigma,
-                                  truncate: float = INTERPOLATION_TRUNCATE) -> Array:
+def interpolation_fill_multiscale(
+  target: Array, mask: Array, sigma, truncate: float = INTERPOLATION_TRUNCATE
+) -> Array:
   """`interpolation_fill` for holes of any size: hidden pixels beyond the window widen it.
 
   Each hidden pixel takes the normalised convolution at `sigma` (a number or
@@ -191,7 +191,8 @@ def interpolation_fill_multiscale(target: Array, mask: Array, sigma,
   scale = 1.0
   while True:
     interpolated, has_weight = _normalised_convolution(
-        x, mask, (sigma_rows * scale, sigma_cols * scale), truncate)
+      x, mask, (sigma_rows * scale, sigma_cols * scale), truncate
+    )
     take = todo & has_weight
     filled = jnp.where(take, interpolated, filled)
     todo = todo & ~has_weight
@@ -212,8 +213,9 @@ def masked_mse(pred: Array, target: Array, mask: Array) -> Array:
   return total / jnp.maximum(count, 1.0)
 
 
-def reconstruction_metrics(pred: Array, target: Array, mask: Array, *,
-                           interpolation_sigma: float | None = None) -> dict[str, Array]:
+def reconstruction_metrics(
+  pred: Array, target: Array, mask: Array, *, interpolation_sigma: float | None = None
+) -> dict[str, Array]:
   """[B, H, W, C] pred, target, [B, H, W] mask -> dict of per-image [B] float32 metrics.
 
   Keys:
@@ -238,17 +240,16 @@ def reconstruction_metrics(pred: Array, target: Array, mask: Array, *,
   mask = mask.astype(bool)
   masked_input = jnp.where(mask[..., None], jnp.zeros_like(target), target)
   out = {
-      "psnr_full": psnr_from_mse(per_image_mse(pred, target)),
-      "psnr_masked": psnr_from_mse(masked_mse(pred, target, mask)),
-      "psnr_pasted": psnr_from_mse(
-          per_image_mse(paste_visible(pred, target, mask), target)),
-      "psnr_full_mean_fill": psnr_from_mse(
-          per_image_mse(mean_colour_fill(target, mask), target)),
-      "psnr_full_masked_input": psnr_from_mse(per_image_mse(masked_input, target)),
+    "psnr_full": psnr_from_mse(per_image_mse(pred, target)),
+    "psnr_masked": psnr_from_mse(masked_mse(pred, target, mask)),
+    "psnr_pasted": psnr_from_mse(per_image_mse(paste_visible(pred, target, mask), target)),
+    "psnr_full_mean_fill": psnr_from_mse(per_image_mse(mean_colour_fill(target, mask), target)),
+    "psnr_full_masked_input": psnr_from_mse(per_image_mse(masked_input, target)),
   }
   if interpolation_sigma is not None:
     out["psnr_full_interpolation"] = psnr_from_mse(
-        per_image_mse(interpolation_fill(target, mask, interpolation_sigma), target))
+      per_image_mse(interpolation_fill(target, mask, interpolation_sigma), target)
+    )
   out["mask_fraction"] = jnp.mean(mask.astype(jnp.float32), axis=(1, 2))
   return out
 
@@ -296,8 +297,14 @@ class MetricWriter:
   checkpoint so that no logged step is lost).
   """
 
-  def __init__(self, workdir: str, *, tensorboard: bool = True,
-               enabled: bool = True, flush_every_secs: float = URL_FLUSH_EVERY_SECS):
+  def __init__(
+    self,
+    workdir: str,
+    *,
+    tensorboard: bool = True,
+    enabled: bool = True,
+    flush_every_secs: float = URL_FLUSH_EVERY_SECS,
+  ):
     self.workdir = os.fspath(workdir)
     self.enabled = enabled
     self.tensorboard = tensorboard
@@ -327,6 +334,7 @@ class MetricWriter:
     """Returns (creating on first use) the tensorboardX writer for `split`."""
     if split not in self._tb_writers:
       import tensorboardX  # pylint: disable=g-import-not-at-top
+
       if self.remote:
         if self._tb_local is None:
           self._tb_local = tempfile.mkdtemp(prefix="minr_jax_tensorboard_")
@@ -336,8 +344,7 @@ class MetricWriter:
       self._tb_writers[split] = tensorboardX.SummaryWriter(logdir=logdir)
     return self._tb_writers[split]
 
-  def write(self, step: int, split: str, scalars: Mapping[str, Any],
-            **extra: Any) -> None:
+  def write(self, step: int, split: str, scalars: Mapping[str, Any], **extra: Any) -> None:
     """Writes one jsonl line {step, split, **extra, **scalars} and the TensorBoard scalars."""
     if not self.enabled:
       return
@@ -473,8 +480,9 @@ def _to_uint8_rgb(images: Any) -> np.ndarray:
   return np.round(x * 255.0).astype(np.uint8)
 
 
-def image_grid_size(num_rows: int, num_columns: int, height: int, width: int,
-                    with_titles: bool) -> tuple[int, int]:
+def image_grid_size(
+  num_rows: int, num_columns: int, height: int, width: int, with_titles: bool
+) -> tuple[int, int]:
   """Returns the (width, height) in pixels of the PNG `save_image_grid` writes."""
   scale = max(1, math.ceil(GRID_MIN_CELL_HEIGHT / height))
   grid_w = num_columns * width * scale + (num_columns - 1) * GRID_GAP
@@ -484,9 +492,12 @@ def image_grid_size(num_rows: int, num_columns: int, height: int, width: int,
   return grid_w, grid_h
 
 
-def save_image_grid(path: str, columns: Sequence[np.ndarray],
-                    column_titles: Sequence[str] | None = None,
-                    max_rows: int = 8) -> None:
+def save_image_grid(
+  path: str,
+  columns: Sequence[np.ndarray],
+  column_titles: Sequence[str] | None = None,
+  max_rows: int = 8,
+) -> None:
   """Writes columns of [N, H, W, 3] images in [0, 1] as one PNG (rows = images), atomically."""
   if not columns:
     raise ValueError("save_image_grid needs at least one column")
@@ -494,18 +505,15 @@ def save_image_grid(path: str, columns: Sequence[np.ndarray],
   n, h, w, _ = cols[0].shape
   for c in cols[1:]:
     if c.shape != cols[0].shape:
-      raise ValueError(
-          f"all grid columns must share [N, H, W, 3]; got {[c.shape for c in cols]}")
+      raise ValueError(f"all grid columns must share [N, H, W, 3]; got {[c.shape for c in cols]}")
   if column_titles is not None and len(column_titles) != len(cols):
-    raise ValueError(
-        f"{len(column_titles)} column titles for {len(cols)} columns")
+    raise ValueError(f"{len(column_titles)} column titles for {len(cols)} columns")
   rows = min(n, max_rows)
   if rows < 1 or h < 1 or w < 1:
     raise ValueError(f"nothing to draw: columns have shape {cols[0].shape}")
   scale = max(1, math.ceil(GRID_MIN_CELL_HEIGHT / h))
   cell_h, cell_w = h * scale, w * scale
-  grid_w, grid_h = image_grid_size(rows, len(cols), h, w,
-                                   column_titles is not None)
+  grid_w, grid_h = image_grid_size(rows, len(cols), h, w, column_titles is not None)
   top = GRID_TITLE_HEIGHT if column_titles is not None else 0
 
   canvas = np.full((grid_h, grid_w, 3), 255, dtype=np.uint8)
@@ -514,15 +522,14 @@ def save_image_grid(path: str, columns: Sequence[np.ndarray],
     for i in range(rows):
       y0 = top + i * (cell_h + GRID_GAP)
       cell = col[i].repeat(scale, axis=0).repeat(scale, axis=1)
-      canvas[y0:y0 + cell_h, x0:x0 + cell_w] = cell
+      canvas[y0 : y0 + cell_h, x0 : x0 + cell_w] = cell
 
   img = Image.fromarray(canvas)
   if column_titles is not None:
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default()
     for j, title in enumerate(column_titles):
-      draw.text((j * (cell_w + GRID_GAP) + 2, 2), str(title), fill=(0, 0, 0),
-                font=font)
+      draw.text((j * (cell_w + GRID_GAP) + 2, 2), str(title), fill=(0, 0, 0), font=font)
 
   buf = io.BytesIO()
   img.save(buf, format="PNG")
@@ -543,9 +550,15 @@ def format_duration(seconds: float) -> str:
   return f"{s}s"
 
 
-def format_progress(step: int, num_steps: int, loss: float | None,
-                    psnr: float | None, images_per_sec: float | None,
-                    elapsed_sec: float, eta_sec: float | None = None) -> str:
+def format_progress(
+  step: int,
+  num_steps: int,
+  loss: float | None,
+  psnr: float | None,
+  images_per_sec: float | None,
+  elapsed_sec: float,
+  eta_sec: float | None = None,
+) -> str:
   """One progress line; None fields are omitted.
 
   The ETA is `eta_sec` when given (the training loop passes one from the

@@ -53,13 +53,16 @@ def check_scheme(path: str | os.PathLike, what: str = "path") -> None:
   if s is None:
     return
   if s not in SCHEMES:
-    raise ConfigError(f"{what}={os.fspath(path)}: no file system serves {s}:// URLs "
-                      f"(use a local path, {' or '.join(f'{k}://' for k in SCHEMES)})")
+    raise ConfigError(
+      f"{what}={os.fspath(path)}: no file system serves {s}:// URLs "
+      f"(use a local path, {' or '.join(f'{k}://' for k in SCHEMES)})"
+    )
   package = SCHEMES[s]
   tf_serves = s == "gs" and importlib.util.find_spec("tensorflow") is not None
   if not tf_serves and importlib.util.find_spec(package) is None:
-    raise ConfigError(f"{what}={os.fspath(path)}: {s}:// paths need the {package} package "
-                      f"(pip install {package})")
+    raise ConfigError(
+      f"{what}={os.fspath(path)}: {s}:// paths need the {package} package (pip install {package})"
+    )
 
 
 def as_path(path: str | os.PathLike, what: str = "path") -> epath.Path:
@@ -100,8 +103,9 @@ def check_reachable(path: str | os.PathLike, what: str = "path") -> None:
     reason = " ".join(str(e).split())[:200] or type(e).__name__
     raise ConfigError(f"{what}={os.fspath(path)}: cannot reach {root}: {reason}") from None
   if not found:
-    raise ConfigError(f"{what}={os.fspath(path)}: bucket {root} does not exist or these "
-                      "credentials cannot see it")
+    raise ConfigError(
+      f"{what}={os.fspath(path)}: bucket {root} does not exist or these credentials cannot see it"
+    )
 
 
 def _listable(root: str) -> bool:
@@ -174,9 +178,10 @@ def url_files(root: str) -> dict[str, tuple[int, int]]:
     if info.get("type", "file") != "file" or not name.startswith(key + "/"):
       continue
     mtime = info.get("mtime")
-    mtime_ns = int(mtime.timestamp() * 1e9) if hasattr(mtime, "timestamp") else int(
-        float(mtime or 0) * 1e9)
-    out[name[len(key) + 1:]] = (int(info.get("size") or 0), mtime_ns)
+    mtime_ns = (
+      int(mtime.timestamp() * 1e9) if hasattr(mtime, "timestamp") else int(float(mtime or 0) * 1e9)
+    )
+    out[name[len(key) + 1 :]] = (int(info.get("size") or 0), mtime_ns)
   return out
 
 
@@ -193,8 +198,7 @@ def files_under(root: str | os.PathLike) -> list[str]:
   return sorted(found)
 
 
-def copy_tree(src: str | os.PathLike, dst: str | os.PathLike,
-              last: tuple[str, ...] = ()) -> int:
+def copy_tree(src: str | os.PathLike, dst: str | os.PathLike, last: tuple[str, ...] = ()) -> int:
   """Copies every file below src to the same relative path below dst; returns the count.
 
   Files named in `last` (relative paths) are copied after all the others, so a
@@ -237,8 +241,10 @@ def results_dir(workdir: str, kind: str, step: int, output: str | None = None) -
   if writable(default):
     return default
   fallback = os.path.join(read_only_results(workdir, kind), str(step))
-  print(f"note: {workdir} is read-only; writing the results to {fallback} "
-        "(--output chooses where)", flush=True)
+  print(
+    f"note: {workdir} is read-only; writing the results to {fallback} (--output chooses where)",
+    flush=True,
+  )
   return fallback
 
 

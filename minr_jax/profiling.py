@@ -33,8 +33,10 @@ def parse(spec: str | None) -> tuple[int, int] | None:
   except ValueError:
     first = last = -1
   if not sep or not 0 <= first < last:
-    raise ConfigError(f"config.profile={spec!r}: give 'START:STOP' steps with "
-                      "0 <= START < STOP (e.g. '10:15'), or '' for no trace")
+    raise ConfigError(
+      f"config.profile={spec!r}: give 'START:STOP' steps with "
+      "0 <= START < STOP (e.g. '10:15'), or '' for no trace"
+    )
   return first, last
 
 
@@ -53,8 +55,11 @@ class StepProfiler:
       return contextlib.nullcontext()
     if step == self.window[0] + 1 and self._local is None:
       remote = paths.is_url(self.workdir)
-      self._local = (tempfile.mkdtemp(prefix="minr_jax_profile_") if remote
-                     else os.path.join(self.workdir, metrics.TENSORBOARD_DIRNAME))
+      self._local = (
+        tempfile.mkdtemp(prefix="minr_jax_profile_")
+        if remote
+        else os.path.join(self.workdir, metrics.TENSORBOARD_DIRNAME)
+      )
       jax.profiler.start_trace(self._local)
     return jax.profiler.StepTraceAnnotation("train", step_num=step)
 
@@ -71,10 +76,11 @@ class StepProfiler:
     jax.profiler.stop_trace()
     if paths.is_url(self.workdir):
       paths.copy_tree(self._local, os.path.join(self.workdir, metrics.TENSORBOARD_DIRNAME))
-    self.trace_dir = os.path.join(self.workdir, metrics.TENSORBOARD_DIRNAME, "plugins",
-                                  "profile")
+    self.trace_dir = os.path.join(self.workdir, metrics.TENSORBOARD_DIRNAME, "plugins", "profile")
     if jax.process_index() == 0:
-      print(f"profile of steps {self.window[0] + 1}-{self.window[1]} written to "
-            f"{self.trace_dir}", flush=True)
+      print(
+        f"profile of steps {self.window[0] + 1}-{self.window[1]} written to {self.trace_dir}",
+        flush=True,
+      )
     self._local = None
     self.window = None

@@ -72,6 +72,7 @@ KEYS = ("dataset", "strategy", "ratio")
 
 # ------------------------------------------------------------------ inputs ---
 
+
 def parse_strategies(spec: str | Sequence[str] | None) -> list[str]:
   """'random,block' (or a list) -> ['random', 'block']; None = every strategy.
 
@@ -83,8 +84,9 @@ def parse_strategies(spec: str | Sequence[str] | None) -> list[str]:
   out: list[str] = []
   for name in filter(None, (str(n).strip() for n in names)):
     if name not in masking.STRATEGIES:
-      raise ConfigError(f"--strategies: unknown strategy {name!r}; choose from "
-                        f"{','.join(masking.STRATEGIES)}")
+      raise ConfigError(
+        f"--strategies: unknown strategy {name!r}; choose from {','.join(masking.STRATEGIES)}"
+      )
     if name not in out:
       out.append(name)
   if not out:
@@ -145,18 +147,21 @@ def check_supported(config: ml_collections.ConfigDict, strategies: Sequence[str]
   supported = supported_strategies(config)
   name = families.get(config).name
   if not strategies:
-    raise ConfigError(f"--strategies: a {name} checkpoint with this patch "
-                      "grid supports no mask strategy")
+    raise ConfigError(
+      f"--strategies: a {name} checkpoint with this patch grid supports no mask strategy"
+    )
   for strategy in strategies:
     if strategy not in supported:
       raise ConfigError(
-          f"--strategies: {strategy!r} is not supported by a {name} checkpoint (it needs "
-          f"patch-aligned masks: patch grid {config.resolution}/{config.model.patch_size} "
-          f"vs mask grid {config.mask_grid}); supported: {','.join(supported) or 'none'}")
+        f"--strategies: {strategy!r} is not supported by a {name} checkpoint (it needs "
+        f"patch-aligned masks: patch grid {config.resolution}/{config.model.patch_size} "
+        f"vs mask grid {config.mask_grid}); supported: {','.join(supported) or 'none'}"
+      )
 
 
-def sweep_config(config: ml_collections.ConfigDict, strategy: str,
-                 ratio: float) -> ml_collections.ConfigDict:
+def sweep_config(
+  config: ml_collections.ConfigDict, strategy: str, ratio: float
+) -> ml_collections.ConfigDict:
   """A copy of config whose evaluation masks are (strategy, ratio)."""
   c = ml_collections.ConfigDict(config.to_dict())
   c.eval_mask_strategy = strategy
@@ -165,6 +170,7 @@ def sweep_config(config: ml_collections.ConfigDict, strategy: str,
 
 
 # -------------------------------------------------------------------- sweep ---
+
 
 def scoring_functions(r: api.Restored, config: ml_collections.ConfigDict):
   """ratio -> the jitted `evaluation.score_batch` for masks of that ratio (cached).
@@ -180,18 +186,21 @@ def scoring_functions(r: api.Restored, config: ml_collections.ConfigDict):
     key = float(ratio) if per_ratio else None
     if key not in cache:
       model = r.family.for_ratio(r.model, key) if per_ratio else r.model
-      cache[key] = evaluation.make_score_fn(model, r.family, config, r.mesh,
-                                            r.params_sharding)
+      cache[key] = evaluation.make_score_fn(model, r.family, config, r.mesh, r.params_sharding)
     return cache[key]
 
   return get
 
 
-def run_sweep(workdir: str, datasets: str | None = None,
-              strategies: str | Sequence[str] | None = None,
-              ratios: str | Sequence[float] | None = None, step: int | None = None,
-              max_images: int | None = None, output: str | None = None
-              ) -> tuple[int, list[dict[str, Any]]]:
+def run_sweep(
+  workdir: str,
+  datasets: str | None = None,
+  strategies: str | Sequence[str] | None = None,
+  ratios: str | Sequence[float] | None = None,
+  step: int | None = None,
+  max_images: int | None = None,
+  output: str | None = None,
+) -> tuple[int, list[dict[str, Any]]]:
   """Sweeps a workdir's checkpoint; returns (step, rows) and writes the result files.
 
   Each row is {dataset, strategy, ratio, *COLUMNS}, in dataset, strategy,
@@ -235,18 +244,26 @@ def run_sweep(workdir: str, datasets: str | None = None,
     for idx in by_fn.values():
       fn = step_fn(cells[idx[0]][1])
       found = evaluation.evaluate(
-          fn, r.params, config, r.mesh, dataset,
-          [functools.partial(masking.eval_masks, mask_configs[i]) for i in idx])
+        fn,
+        r.params,
+        config,
+        r.mesh,
+        dataset,
+        [functools.partial(masking.eval_masks, mask_configs[i]) for i in idx],
+      )
       for i, m in zip(idx, found, strict=True):
         means[i] = m
     for (strategy, ratio), m in zip(cells, means, strict=True):
       rows.append(dict(dataset=label, strategy=strategy, ratio=ratio, **m))
       if jax.process_index() == 0:
-        print(f"robustness step {r.step} [{label}] {strategy:>14} ratio {ratio:g}: "
-              f"psnr_pasted {m['psnr_pasted']:.2f} dB (interpolation "
-              f"{m['psnr_full_interpolation']:.2f}, mean-colour fill "
-              f"{m['psnr_full_mean_fill']:.2f})  psnr_full {m['psnr_full']:.2f}  "
-              f"hidden {m['mask_fraction']:.3f}  ({m['num_images']} images)", flush=True)
+        print(
+          f"robustness step {r.step} [{label}] {strategy:>14} ratio {ratio:g}: "
+          f"psnr_pasted {m['psnr_pasted']:.2f} dB (interpolation "
+          f"{m['psnr_full_interpolation']:.2f}, mean-colour fill "
+          f"{m['psnr_full_mean_fill']:.2f})  psnr_full {m['psnr_full']:.2f}  "
+          f"hidden {m['mask_fraction']:.3f}  ({m['num_images']} images)",
+          flush=True,
+        )
 
   if jax.process_index() == 0:
     out_dir = paths.results_dir(r.workdir, "robustness", r.step, output)
@@ -254,36 +271,53 @@ def run_sweep(workdir: str, datasets: str | None = None,
     write_results(out_dir, r.step, rows, info)
     plot_psnr(os.path.join(out_dir, "robustness.png"), rows, r.step, r.family.plot_metric)
     plot_mask_gallery(os.path.join(out_dir, "mask_gallery.png"), config, strategies, ratios)
-    print(f"wrote {out_dir}/results.{{json,csv,md}}, robustness.png, mask_gallery.png "
-          f"({time.perf_counter() - t_start:.1f} s)")
+    print(
+      f"wrote {out_dir}/results.{{json,csv,md}}, robustness.png, mask_gallery.png "
+      f"({time.perf_counter() - t_start:.1f} s)"
+    )
   return r.step, rows
 
 
 # ------------------------------------------------------------------ output ---
 
-def describe(workdir: str, step: int, config: ml_collections.ConfigDict,
-             num_params: int, family) -> dict[str, Any]:
+
+def describe(
+  workdir: str, step: int, config: ml_collections.ConfigDict, num_params: int, family
+) -> dict[str, Any]:
   """What was swept: checkpoint, masking protocol and model, for the result files."""
   grid = config.mask_grid
-  masking_text = (f"fixed evaluation masks, seed {config.eval_mask_seed}, {grid}x{grid} "
-                  f"mask grid; 'random' hides each patch independently with probability "
-                  f"ratio, every other strategy exactly round(ratio x {grid * grid}) patches")
-  return dict(checkpoint=os.path.join(workdir, "checkpoints", str(step)),
-              step=step, model=family.describe(config, num_params), model_family=family.name,
-              eval_mask_seed=config.eval_mask_seed, mask_grid=grid,
-              run_mask_config=config.mask.to_dict(), masking=masking_text)
+  masking_text = (
+    f"fixed evaluation masks, seed {config.eval_mask_seed}, {grid}x{grid} "
+    f"mask grid; 'random' hides each patch independently with probability "
+    f"ratio, every other strategy exactly round(ratio x {grid * grid}) patches"
+  )
+  return dict(
+    checkpoint=os.path.join(workdir, "checkpoints", str(step)),
+    step=step,
+    model=family.describe(config, num_params),
+    model_family=family.name,
+    eval_mask_seed=config.eval_mask_seed,
+    mask_grid=grid,
+    run_mask_config=config.mask.to_dict(),
+    masking=masking_text,
+  )
 
 
-def write_results(out_dir: str, step: int, rows: list[dict[str, Any]],
-                  info: dict[str, Any]) -> None:
+def write_results(
+  out_dir: str, step: int, rows: list[dict[str, Any]], info: dict[str, Any]
+) -> None:
   """results.json, results.csv and results.md in out_dir (`evaluation.write_results`)."""
-  header = [f"Robustness sweep of checkpoint `{info['checkpoint']}` (step {step}).", "",
-            f"Model: {info['model']}.", "", f"Masks: {info['masking']}."]
+  header = [
+    f"Robustness sweep of checkpoint `{info['checkpoint']}` (step {step}).",
+    "",
+    f"Model: {info['model']}.",
+    "",
+    f"Masks: {info['masking']}.",
+  ]
   evaluation.write_results(out_dir, rows, KEYS + COLUMNS, header, info)
 
 
-def plot_psnr(path: str, rows: list[dict[str, Any]], step: int,
-              metric: str = "psnr_full") -> None:
+def plot_psnr(path: str, rows: list[dict[str, Any]], step: int, metric: str = "psnr_full") -> None:
   """`metric` against ratio: a panel per dataset, a solid line per strategy,
   its mean-colour-fill baseline dashed and its interpolation baseline dotted in
   the same colour (a model has learned structure where it is above the dots).
@@ -309,27 +343,38 @@ def plot_psnr(path: str, rows: list[dict[str, Any]], step: int,
   for ax, label in zip(axes, datasets, strict=False):
     num_images = next(r["num_images"] for r in rows if r["dataset"] == label)
     for i, strategy in enumerate(strategies):
-      sel = sorted((r for r in rows if r["dataset"] == label and r["strategy"] == strategy),
-                   key=lambda r: r["ratio"])
+      sel = sorted(
+        (r for r in rows if r["dataset"] == label and r["strategy"] == strategy),
+        key=lambda r: r["ratio"],
+      )
       x = [r["ratio"] for r in sel]
       colour = f"C{i % 10}"
       ax.plot(x, [r[metric] for r in sel], "o-", color=colour, label=strategy)
       ax.plot(x, [r["psnr_full_mean_fill"] for r in sel], "x--", color=colour, alpha=0.7)
       ax.plot(x, [r["psnr_full_interpolation"] for r in sel], "+:", color=colour, alpha=0.8)
-    _clip_perfect_scores(ax, [r[k] for r in rows if r["dataset"] == label
-                              for k in (metric, "psnr_full_mean_fill",
-                                        "psnr_full_interpolation")])
+    _clip_perfect_scores(
+      ax,
+      [
+        r[k]
+        for r in rows
+        if r["dataset"] == label
+        for k in (metric, "psnr_full_mean_fill", "psnr_full_interpolation")
+      ],
+    )
     ax.set_title(f"{label} ({num_images} images)", fontsize=10)
     ax.set_xlabel("mask ratio")
     ax.set_ylabel(f"{metric} (dB)")
     ax.grid(alpha=0.3)
-  for ax in axes[len(datasets):]:
+  for ax in axes[len(datasets) :]:
     ax.set_visible(False)
-  handles = [Line2D([], [], color=f"C{i % 10}", marker="o", label=s)
-             for i, s in enumerate(strategies)]
-  handles += [Line2D([], [], color="black", label="model"),
-              Line2D([], [], color="black", ls="--", alpha=0.7, label="mean-colour fill"),
-              Line2D([], [], color="black", ls=":", alpha=0.8, label="interpolation")]
+  handles = [
+    Line2D([], [], color=f"C{i % 10}", marker="o", label=s) for i, s in enumerate(strategies)
+  ]
+  handles += [
+    Line2D([], [], color="black", label="model"),
+    Line2D([], [], color="black", ls="--", alpha=0.7, label="mean-colour fill"),
+    Line2D([], [], color="black", ls=":", alpha=0.8, label="interpolation"),
+  ]
   fig.legend(handles=handles, loc="outside right center", fontsize=9)  # clear of the title
   fig.suptitle(f"Robustness to masking, checkpoint step {step}", fontsize=11)
   _save_figure(fig, path)
@@ -351,29 +396,36 @@ def _clip_perfect_scores(ax, values: list[float]) -> None:
     ax.set_ylim(low - 0.05 * (high - low + 1.0), high + 0.15 * (high - low + 1.0))
 
 
-def gallery_masks(config: ml_collections.ConfigDict, strategies: Sequence[str],
-                  ratios: Sequence[float], index: int = 0) -> np.ndarray:
+def gallery_masks(
+  config: ml_collections.ConfigDict,
+  strategies: Sequence[str],
+  ratios: Sequence[float],
+  index: int = 0,
+) -> np.ndarray:
   """The evaluation masks [S, R, grid, grid] (bool) image `index` gets in the sweep."""
   base = masking.mask_spec_from_config(config)
   out = []
   for strategy in strategies:
     spec = dataclasses.replace(base, strategy=strategy)
-    out.append([np.asarray(masking.draw_indexed(spec, config.eval_mask_seed,
-                                                jnp.array([index]), ratio))[0]
-                for ratio in ratios])
+    out.append(
+      [
+        np.asarray(masking.draw_indexed(spec, config.eval_mask_seed, jnp.array([index]), ratio))[0]
+        for ratio in ratios
+      ]
+    )
   return np.asarray(out, bool)
 
 
-def plot_mask_gallery(path: str, config: ml_collections.ConfigDict,
-                      strategies: Sequence[str], ratios: Sequence[float]) -> None:
+def plot_mask_gallery(
+  path: str, config: ml_collections.ConfigDict, strategies: Sequence[str], ratios: Sequence[float]
+) -> None:
   """A grid of image 0's masks: a row per strategy, a column per ratio (black = hidden)."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
   from matplotlib.figure import Figure  # noqa: PLC0415
 
   masks = gallery_masks(config, strategies, ratios)
   g = config.mask_grid
-  fig = Figure(figsize=(1.5 * len(ratios) + 1.4, 1.5 * len(strategies) + 0.8),
-               layout="constrained")
+  fig = Figure(figsize=(1.5 * len(ratios) + 1.4, 1.5 * len(strategies) + 0.8), layout="constrained")
   FigureCanvasAgg(fig)
   axes = fig.subplots(len(strategies), len(ratios), squeeze=False)
   for i, strategy in enumerate(strategies):
@@ -387,8 +439,10 @@ def plot_mask_gallery(path: str, config: ml_collections.ConfigDict,
       ax.set_title(f"ratio {ratio:g}: {int(masks[i, j].sum())}/{g * g}", fontsize=8)
       if j == 0:
         ax.set_ylabel(strategy, fontsize=9)
-  fig.suptitle(f"Evaluation mask of image 0 (seed {config.eval_mask_seed}, {g}x{g} grid; "
-               "black = hidden)", fontsize=9)
+  fig.suptitle(
+    f"Evaluation mask of image 0 (seed {config.eval_mask_seed}, {g}x{g} grid; black = hidden)",
+    fontsize=9,
+  )
   _save_figure(fig, path)
 
 
@@ -399,18 +453,35 @@ if __name__ == "__main__":
 
   from minr_jax import cli
 
-  flags.DEFINE_string("workdir", None, "A training workdir (or <workdir>/checkpoints/<step>).",
-                      required=True)
-  flags.DEFINE_string("datasets", None, "Comma-separated name[:path] entries, e.g. "
-                      "'celeb_a,image_folder:/data/x'. Default: the run's evaluation datasets.")
-  flags.DEFINE_string("strategies", None, "Comma-separated mask strategies, of "
-                      f"{','.join(masking.STRATEGIES)} (default: all the model supports).")
-  flags.DEFINE_string("ratios", ",".join(f"{r:g}" for r in DEFAULT_RATIOS),
-                      "Comma-separated mask ratios in [0, 1).")
+  flags.DEFINE_string(
+    "workdir", None, "A training workdir (or <workdir>/checkpoints/<step>).", required=True
+  )
+  flags.DEFINE_string(
+    "datasets",
+    None,
+    "Comma-separated name[:path] entries, e.g. "
+    "'celeb_a,image_folder:/data/x'. Default: the run's evaluation datasets.",
+  )
+  flags.DEFINE_string(
+    "strategies",
+    None,
+    "Comma-separated mask strategies, of "
+    f"{','.join(masking.STRATEGIES)} (default: all the model supports).",
+  )
+  flags.DEFINE_string(
+    "ratios", ",".join(f"{r:g}" for r in DEFAULT_RATIOS), "Comma-separated mask ratios in [0, 1)."
+  )
   flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
   flags.DEFINE_integer("max_images", None, "Evaluate at most this many images per dataset.")
-  flags.DEFINE_string("output", None, "Folder for the results (default: <workdir>/robustness/"
-                      "<step>, or ~/.cache/minr_jax/results/... if the workdir is read-only).")
+  flags.DEFINE_string(
+    "output",
+    None,
+    "Folder for the results (default: <workdir>/robustness/"
+    "<step>, or ~/.cache/minr_jax/results/... if the workdir is read-only).",
+  )
   f = flags.FLAGS
-  cli.run(lambda args: run_sweep(f.workdir, f.datasets, f.strategies, f.ratios, f.step,
-                                 f.max_images, f.output))
+  cli.run(
+    lambda args: run_sweep(
+      f.workdir, f.datasets, f.strategies, f.ratios, f.step, f.max_images, f.output
+    )
+  )

@@ -43,7 +43,7 @@ PyTree = Any
 # Arrays smaller than this (elements) stay replicated unless the config says
 # otherwise (`config.fsdp_min_size`): sharding them saves little memory and
 # costs one all-gather each.
-DEFAULT_FSDP_MIN_SIZE = 2 ** 18
+DEFAULT_FSDP_MIN_SIZE = 2**18
 BATCH_AXES = ("data", "fsdp")
 
 
@@ -67,11 +67,15 @@ def mesh_shape(config, num_devices: int | None = None) -> tuple[int, int]:
     fsdp = n // data
   size = data * fsdp
   if size > n or n % size:
-    raise ConfigError(f"config.mesh.data={data} x config.mesh.fsdp={fsdp} = {size} "
-                      f"devices do not fit the {n} devices here")
+    raise ConfigError(
+      f"config.mesh.data={data} x config.mesh.fsdp={fsdp} = {size} "
+      f"devices do not fit the {n} devices here"
+    )
   if size != n and jax.process_count() > 1:
-    raise ConfigError(f"config.mesh.data={data} x config.mesh.fsdp={fsdp} = {size} "
-                      f"devices, but a multi-process run must use all {n} devices")
+    raise ConfigError(
+      f"config.mesh.data={data} x config.mesh.fsdp={fsdp} = {size} "
+      f"devices, but a multi-process run must use all {n} devices"
+    )
   return data, fsdp
 
 
@@ -81,8 +85,9 @@ def make_mesh(config) -> Mesh:
   auto = jax.sharding.AxisType.Auto
   # Auto axes: XLA's partitioner propagates shardings through the model, so
   # model code needs no sharding annotations (jax 0.10's default is Explicit).
-  return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types=(auto, auto),
-                       devices=jax.devices()[:data * fsdp])
+  return jax.make_mesh(
+    (data, fsdp), BATCH_AXES, axis_types=(auto, auto), devices=jax.devices()[: data * fsdp]
+  )
 
 
 def batch_devices(mesh: Mesh) -> int:
@@ -95,9 +100,11 @@ def check_batch_sizes(config, mesh: Mesh) -> None:
   n = batch_devices(mesh)
   for field in ("batch_size", "eval_batch_size"):
     if config[field] % n:
-      raise ConfigError(f"config.{field}={config[field]} is not divisible by "
-                        f"config.mesh.data x config.mesh.fsdp = {mesh.shape['data']} x "
-                        f"{mesh.shape['fsdp']} = {n} devices")
+      raise ConfigError(
+        f"config.{field}={config[field]} is not divisible by "
+        f"config.mesh.data x config.mesh.fsdp = {mesh.shape['data']} x "
+        f"{mesh.shape['fsdp']} = {n} devices"
+      )
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -109,13 +116,11 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def fsdp_spec(shape: tuple[int, ...], fsdp_size: int,
-              min_size: int = DEFAULT_FSDP_MIN_SIZE) -> P:
+def fsdp_spec(shape: tuple[int, ...], fsdp_size: int, min_size: int = DEFAULT_FSDP_MIN_SIZE) -> P:
   """The PartitionSpec of one parameter-like array under the FSDP rule (module doc)."""
   if fsdp_size <= 1 or not shape or int(np.prod(shape)) < min_size:
     return P()
-  candidates = [(length, -axis) for axis, length in enumerate(shape)
-                if length % fsdp_size == 0]
+  candidates = [(length, -axis) for axis, length in enumerate(shape) if length % fsdp_size == 0]
   if not candidates:
     return P()
   _, neg_axis = max(candidates)
@@ -124,8 +129,7 @@ def fsdp_spec(shape: tuple[int, ...], fsdp_size: int,
   return P(*spec)
 
 
-def state_shardings(mesh: Mesh, abstract_state: PyTree,
-                    min_size: int | None = None) -> PyTree:
+def state_shardings(mesh: Mesh, abstract_state: PyTree, min_size: int | None = None) -> PyTree:
   """NamedShardings for every leaf of a state, params or optimizer-state pytree.
 
   Applies the FSDP rule of the module docstring leaf by leaf (so Adam's
@@ -153,12 +157,12 @@ def config_state_shardings(config, mesh: Mesh, abstract_state: PyTree) -> PyTree
 
 def with_shardings(abstract: PyTree, shardings: PyTree) -> PyTree:
   """ShapeDtypeStructs of `abstract` carrying `shardings` (restore targets)."""
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract, shardings)
+  return jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+  )
 
 
 def global_batch(mesh: Mesh, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
   """Assembles each process's local rows into global arrays split over data x fsdp."""
   sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, v)
-          for k, v in local_batch.items()}
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}

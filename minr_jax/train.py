@@ -55,6 +55,7 @@ DIVERGED_LOSS = 1e4
 @flax.struct.dataclass
 class TrainState:
   """Everything that changes during training: a plain pytree."""
+
   step: Array
   params: PyTree
   opt_state: PyTree
@@ -81,15 +82,22 @@ def summary(config: ml_collections.ConfigDict) -> str:
   """The parameter table of the configured model (no memory, no compile)."""
   family = families.check(config)
   model = family.build(config)
-  return param_table(jax.eval_shape(functools.partial(family.init, model),
-                                    jax.random.key(0)))
+  return param_table(jax.eval_shape(functools.partial(family.init, model), jax.random.key(0)))
 
 
 # ------------------------------------------------------------------- steps ---
 
-def train_step(state: TrainState, batch: dict[str, Array], rng: PRNGKey, *, model, family,
-               tx: optax.GradientTransformation,
-               config: ml_collections.ConfigDict) -> tuple[TrainState, dict[str, Array]]:
+
+def train_step(
+  state: TrainState,
+  batch: dict[str, Array],
+  rng: PRNGKey,
+  *,
+  model,
+  family,
+  tx: optax.GradientTransformation,
+  config: ml_collections.ConfigDict,
+) -> tuple[TrainState, dict[str, Array]]:
   """One optimizer step on the family's training loss (MINR: whole-image MSE).
 
   The metrics carry `finite`: 1 when the loss is finite and below DIVERGED_LOSS and
@@ -102,22 +110,36 @@ def train_step(state: TrainState, batch: dict[str, Array], rng: PRNGKey, *, mode
   grid_masks = masking.train_masks(config, mask_key, images.shape[0])
 
   def loss_fn(params):
-    return family.train_loss(model, params, images, grid_masks, config=config,
-                             dropout_key=dropout_key, coord_key=coord_key)
+    return family.train_loss(
+      model, params, images, grid_masks, config=config, dropout_key=dropout_key, coord_key=coord_key
+    )
 
   (loss, mse), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  finite = jnp.isfinite(loss) & (loss < DIVERGED_LOSS) & jnp.all(jnp.array(
-      [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+  finite = (
+    jnp.isfinite(loss)
+    & (loss < DIVERGED_LOSS)
+    & jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+  )
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-  return new_state, dict(loss=loss, psnr=jnp.mean(metrics.psnr_from_mse(mse)),
-                         mask_fraction=jnp.mean(grid_masks.astype(jnp.float32)),
-                         finite=finite.astype(jnp.float32))
+  return new_state, dict(
+    loss=loss,
+    psnr=jnp.mean(metrics.psnr_from_mse(mse)),
+    mask_fraction=jnp.mean(grid_masks.astype(jnp.float32)),
+    finite=finite.astype(jnp.float32),
+  )
 
 
-def probe_loss(state: TrainState, batch: dict[str, Array], rng: PRNGKey, *, model, family,
-               config: ml_collections.ConfigDict) -> Array:
+def probe_loss(
+  state: TrainState,
+  batch: dict[str, Array],
+  rng: PRNGKey,
+  *,
+  model,
+  family,
+  config: ml_collections.ConfigDict,
+) -> Array:
   """The training loss of state.params on batch under the masks of state.step: checked
   before a save, so parameters that an exploding step left finite but useless are
   never saved."""
@@ -125,9 +147,15 @@ def probe_loss(state: TrainState, batch: dict[str, Array], rng: PRNGKey, *, mode
   mask_key, dropout_key = jax.random.split(key)
   images = batch["image"]
   grid_masks = masking.train_masks(config, mask_key, images.shape[0])
-  return family.train_loss(model, state.params, images, grid_masks, config=config,
-                           dropout_key=dropout_key,
-                           coord_key=jax.random.fold_in(key, 2))[0]
+  return family.train_loss(
+    model,
+    state.params,
+    images,
+    grid_masks,
+    config=config,
+    dropout_key=dropout_key,
+    coord_key=jax.random.fold_in(key, 2),
+  )[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +169,7 @@ class Steps:
   `config` is the run's config with 'auto' fields resolved for the
   mesh (`resolved` says which).
   """
+
   config: ml_collections.ConfigDict
   resolved: dict[str, Any]
   family: Any
@@ -176,22 +205,33 @@ def make_steps(config: ml_collections.ConfigDict, mesh, family=None) -> Steps:
   state_sharding = sharding.config_state_shardings(config, mesh, abstract)
   batch_sh, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
   return Steps(
-      config=config, resolved=resolved, family=family, model=model, tx=tx,
-      init_state=jax.jit(init_state, out_shardings=state_sharding),
-      train_step=jax.jit(
-          functools.partial(train_step, model=model, family=family, tx=tx, config=config),
-          in_shardings=(state_sharding, batch_sh, repl), out_shardings=(state_sharding, repl),
-          donate_argnums=(0,)),
-      eval_step=evaluation.make_score_fn(model, family, config, mesh, state_sharding.params),
-      grid_step=evaluation.make_grid_fn(model, family, config, mesh, state_sharding.params),
-      probe_loss=jax.jit(
-          functools.partial(probe_loss, model=model, family=family, config=config),
-          in_shardings=(state_sharding, batch_sh, repl), out_shardings=repl),
-      abstract_state=sharding.with_shardings(abstract, state_sharding),
-      state_sharding=state_sharding, batch_sharding=batch_sh)
+    config=config,
+    resolved=resolved,
+    family=family,
+    model=model,
+    tx=tx,
+    init_state=jax.jit(init_state, out_shardings=state_sharding),
+    train_step=jax.jit(
+      functools.partial(train_step, model=model, family=family, tx=tx, config=config),
+      in_shardings=(state_sharding, batch_sh, repl),
+      out_shardings=(state_sharding, repl),
+      donate_argnums=(0,),
+    ),
+    eval_step=evaluation.make_score_fn(model, family, config, mesh, state_sharding.params),
+    grid_step=evaluation.make_grid_fn(model, family, config, mesh, state_sharding.params),
+    probe_loss=jax.jit(
+      functools.partial(probe_loss, model=model, family=family, config=config),
+      in_shardings=(state_sharding, batch_sh, repl),
+      out_shardings=repl,
+    ),
+    abstract_state=sharding.with_shardings(abstract, state_sharding),
+    state_sharding=state_sharding,
+    batch_sharding=batch_sh,
+  )
 
 
 # -------------------------------------------------------------------- loop ---
+
 
 def _make_train_iterator(config: ml_collections.ConfigDict):
   """data.make_train_iterator; with several processes, process 0 goes first.
@@ -199,13 +239,16 @@ def _make_train_iterator(config: ml_collections.ConfigDict):
   The first use of a dataset prepares it in dataset.data_dir, so process 0
   prepares it while the others wait at a barrier and then only read it.
   """
+
   def make():
-    return data.make_train_iterator(config, process_index=jax.process_index(),
-                                    process_count=jax.process_count())
+    return data.make_train_iterator(
+      config, process_index=jax.process_index(), process_count=jax.process_count()
+    )
 
   if jax.process_count() == 1:
     return make()
   from jax.experimental import multihost_utils  # noqa: PLC0415
+
   it = make() if jax.process_index() == 0 else None
   multihost_utils.sync_global_devices("minr_jax: training data prepared")
   return it if it is not None else make()
@@ -214,13 +257,20 @@ def _make_train_iterator(config: ml_collections.ConfigDict):
 def describe_devices(mesh) -> str:
   """One line: platform, device kind x count, processes and mesh."""
   device = mesh.devices.flat[0]
-  return (f"devices: {device.platform} {device.device_kind} x {mesh.size}; "
-          f"{jax.process_count()} process(es); mesh {dict(mesh.shape)}")
+  return (
+    f"devices: {device.platform} {device.device_kind} x {mesh.size}; "
+    f"{jax.process_count()} process(es); mesh {dict(mesh.shape)}"
+  )
 
 
 def _all_finite(tree: PyTree) -> bool:
-  return bool(jax.device_get(jax.jit(lambda t: jnp.all(jnp.array(
-      [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(t)])))(tree)))
+  return bool(
+    jax.device_get(
+      jax.jit(lambda t: jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(t)])))(
+        tree
+      )
+    )
+  )
 
 
 class DivergedError(ConfigError):
@@ -231,8 +281,9 @@ class DivergedError(ConfigError):
   """
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       allow_config_change: bool = False) -> dict[str, dict[str, float]]:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool = False
+) -> dict[str, dict[str, float]]:
   """Trains (resuming from workdir's newest intact checkpoint), evaluates, saves.
 
   Returns the final evaluation metrics, {dataset label: {metric: value}}; on
@@ -265,8 +316,7 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
   train_iter = _make_train_iterator(run_config)  # data errors before the manager exists
   evaluation.prepare_datasets(run_config, datasets)  # and empty eval splits
   root = checkpoint.as_path(workdir)
-  manager = checkpoint.make_manager(workdir, config.keep_checkpoints,
-                                    config.get("keep_period", 0))
+  manager = checkpoint.make_manager(workdir, config.keep_checkpoints, config.get("keep_period", 0))
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   state, resume_step = None, None
   for candidate in checkpoint.intact_steps(manager):
@@ -277,8 +327,10 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
     except ConfigError:
       raise
     except Exception as e:  # noqa: BLE001 (unreadable metadata: an older step)
-      print(f"warning: checkpoint {where} is corrupt ({checkpoint.restore_error(e)}); "
-            "skipping it", flush=True)
+      print(
+        f"warning: checkpoint {where} is corrupt ({checkpoint.restore_error(e)}); skipping it",
+        flush=True,
+      )
       continue
     guard.check_config_change(config, saved, str(where), workdir, allow_config_change)
     try:
@@ -287,8 +339,10 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
       break
     except Exception as e:  # noqa: BLE001 (a truncated file: fall back to an older step)
       checkpoint.QuietOrbax(("Event loop is closed",))  # tensorstore callbacks' tracebacks
-      print(f"warning: checkpoint {where} is corrupt ({checkpoint.restore_error(e)}); "
-            "skipping it", flush=True)
+      print(
+        f"warning: checkpoint {where} is corrupt ({checkpoint.restore_error(e)}); skipping it",
+        flush=True,
+      )
   for bad in sorted(s for s in manager.all_steps() if resume_step is None or s > resume_step):
     moved = checkpoint.set_aside(manager, bad, workdir) if is_main else None
     print(f"moved the unusable checkpoint {bad} to {moved}", flush=True)
@@ -313,13 +367,22 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
   labels = [evaluation.dataset_label(*d) for d in datasets]
 
   def run_eval(step: int) -> dict[str, dict[str, float]]:
-    return evaluation.evaluate_datasets(steps.eval_step, steps.grid_step, state.params,
-                                        run_config, mesh, datasets, step, writer,
-                                        os.fspath(root / "images"))
+    return evaluation.evaluate_datasets(
+      steps.eval_step,
+      steps.grid_step,
+      state.params,
+      run_config,
+      mesh,
+      datasets,
+      step,
+      writer,
+      os.fspath(root / "images"),
+    )
 
   if resume_step is not None and (step % config.eval_every_steps == 0 or step == num_steps):
-    if guard.broadcast(float(is_main and guard.eval_missing(workdir, step, labels,
-                                                  config.num_grid_images))):
+    if guard.broadcast(
+      float(is_main and guard.eval_missing(workdir, step, labels, config.num_grid_images))
+    ):
       print(f"finishing the interrupted evaluation of step {step}", flush=True)
       final = run_eval(step)
 
@@ -354,18 +417,24 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
       if time_cadence is None and cadence_secs and step - first_step >= 2:
         per_step = guard.broadcast((now - t_start) / (step - first_step))
         time_cadence = max(1, int(cadence_secs / max(per_step, 1e-9)))
-      save = (step % config.checkpoint_every_steps == 0 or step == num_steps or stopping
-              or (time_cadence is not None and step - (last_saved or 0) >= time_cadence))
-      log = step % config.log_every_steps == 0 or step == num_steps or (
-          now - t_log >= LOG_EVERY_SECS)
+      save = (
+        step % config.checkpoint_every_steps == 0
+        or step == num_steps
+        or stopping
+        or (time_cadence is not None and step - (last_saved or 0) >= time_cadence)
+      )
+      log = (
+        step % config.log_every_steps == 0 or step == num_steps or (now - t_log >= LOG_EVERY_SECS)
+      )
       evaluate = step % config.eval_every_steps == 0 or step == num_steps
       if save or log or evaluate:
         # Every step's `finite` flag is checked before anything is logged, saved or scored.
         if not all(float(f) > 0 for f in jax.device_get([m["finite"] for m in pending])):
           raise DivergedError(
-              f"training diverged (non-finite or exploding loss or gradient) by step {step};"
-              " nothing after it was saved; last good checkpoint: "
-              f"{'none' if last_saved is None else checkpoint.step_dir(manager, last_saved)}")
+            f"training diverged (non-finite or exploding loss or gradient) by step {step};"
+            " nothing after it was saved; last good checkpoint: "
+            f"{'none' if last_saved is None else checkpoint.step_dir(manager, last_saved)}"
+          )
       if log:
         host = jax.device_get(pending)
         pending = []
@@ -378,30 +447,43 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
         writer.write(step, "train", means)
         if is_main:
           eta = (num_steps - step) * config.batch_size / rate
-          print(metrics.format_progress(step, num_steps, means["loss"], means["psnr"],
-                                        rate, now - t_start, eta), flush=True)
-          if (mesh.devices.flat[0].platform == "cpu" and eta > CPU_WARN_SECS
-              and step - steps_since_log == first_step):
-            print(f"warning: at this rate the remaining {num_steps - step:,} steps take "
-                  f"{metrics.format_duration(eta)} on the CPU; JAX sees no accelerator "
-                  "(docs/install.md)", flush=True)
+          print(
+            metrics.format_progress(
+              step, num_steps, means["loss"], means["psnr"], rate, now - t_start, eta
+            ),
+            flush=True,
+          )
+          if (
+            mesh.devices.flat[0].platform == "cpu"
+            and eta > CPU_WARN_SECS
+            and step - steps_since_log == first_step
+          ):
+            print(
+              f"warning: at this rate the remaining {num_steps - step:,} steps take "
+              f"{metrics.format_duration(eta)} on the CPU; JAX sees no accelerator "
+              "(docs/install.md)",
+              flush=True,
+            )
         t_log, steps_since_log = time.perf_counter(), 0
       if save:
         loss_now = float(jax.device_get(steps.probe_loss(state, batch, step_key)))
-        if not (_all_finite(state.params) and np.isfinite(loss_now)
-                and loss_now < DIVERGED_LOSS):
+        if not (_all_finite(state.params) and np.isfinite(loss_now) and loss_now < DIVERGED_LOSS):
           raise DivergedError(
-              f"the parameters of step {step} have diverged (loss {loss_now:.3g}); not saved;"
-              " last good checkpoint: "
-              f"{'none' if last_saved is None else checkpoint.step_dir(manager, last_saved)}")
+            f"the parameters of step {step} have diverged (loss {loss_now:.3g}); not saved;"
+            " last good checkpoint: "
+            f"{'none' if last_saved is None else checkpoint.step_dir(manager, last_saved)}"
+          )
         writer.flush()  # a gs:// metrics.jsonl then holds every step this checkpoint has
         checkpoint.save(manager, step, state, train_iter, saved_config)
         last_saved = step
       if stopping:
         name = signal.Signals(stop.signal).name if stop.signal else "signal"
         if is_main:
-          print(f"{name}: stopped at step {step}; saved {checkpoint.step_dir(manager, step)}"
-                "; run the same command to resume", flush=True)
+          print(
+            f"{name}: stopped at step {step}; saved {checkpoint.step_dir(manager, step)}"
+            "; run the same command to resume",
+            flush=True,
+          )
         return {}
       if evaluate:
         final = run_eval(step)
@@ -415,10 +497,17 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
   if not final:  # Already trained: evaluate what was restored.
     writer = metrics.MetricWriter(workdir, tensorboard=config.tensorboard, enabled=is_main)
     with writer:
-      final = evaluation.evaluate_datasets(steps.eval_step, steps.grid_step, state.params,
-                                           run_config, mesh, datasets, step, writer,
-                                           os.fspath(root / "images"))
+      final = evaluation.evaluate_datasets(
+        steps.eval_step,
+        steps.grid_step,
+        state.params,
+        run_config,
+        mesh,
+        datasets,
+        step,
+        writer,
+        os.fspath(root / "images"),
+      )
   if is_main:
-    (root / "final_eval.json").write_text(json.dumps(dict(step=step, results=final),
-                                                     indent=2))
+    (root / "final_eval.json").write_text(json.dumps(dict(step=step, results=final), indent=2))
   return final

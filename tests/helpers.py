@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from configs import transinr as transinr_config
 from PIL import Image
+
+from configs import transinr as transinr_config
 
 
 def smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -17,20 +18,22 @@ def smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarra
     a, b, p = rng.uniform(-3, 3, 3)
     img[..., c] = 0.5 + 0.35 * np.sin(a * x + b * y + p)
   cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.1, 0.3)
-  blob = ((y - cy) ** 2 + (x - cx) ** 2) < r ** 2
+  blob = ((y - cy) ** 2 + (x - cx) ** 2) < r**2
   img[blob] = rng.uniform(0, 1, 3)
   return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def make_image_folder(root: str, num_train: int = 12, num_val: int = 4, size: int = 24,
-                      seed: int = 0) -> str:
+def make_image_folder(
+  root: str, num_train: int = 12, num_val: int = 4, size: int = 24, seed: int = 0
+) -> str:
   """`root/train/*.png` and `root/val/*.jpg` of smooth generated images."""
   rng = np.random.default_rng(seed)
   for split, n, ext in (("train", num_train, "png"), ("val", num_val, "jpg")):
     os.makedirs(os.path.join(root, split), exist_ok=True)
     for i in range(n):
       Image.fromarray(smooth_image(rng, size, size + 4)).save(
-          os.path.join(root, split, f"img_{i:03d}.{ext}"))
+        os.path.join(root, split, f"img_{i:03d}.{ext}")
+      )
   return root
 
 

@@ -18,8 +18,9 @@ from minr_jax import aot
 from minr_jax.config import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-needs_libtpu = pytest.mark.skipif(aot.libtpu_path() is None,
-                                  reason="libtpu is not installed (pip install 'jax[tpu]')")
+needs_libtpu = pytest.mark.skipif(
+  aot.libtpu_path() is None, reason="libtpu is not installed (pip install 'jax[tpu]')"
+)
 
 
 def _aot(*args: str, hide_libtpu: bool = False) -> subprocess.CompletedProcess:
@@ -29,8 +30,14 @@ def _aot(*args: str, hide_libtpu: bool = False) -> subprocess.CompletedProcess:
   if hide_libtpu:
     env.pop("TPU_LIBRARY_PATH", None)
   code = prelude + "import runpy; runpy.run_module('minr_jax.aot', run_name='__main__')"
-  return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
+  return subprocess.run(
+    [sys.executable, "-c", code, *args],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
 
 
 def _error_line(out: subprocess.CompletedProcess) -> str:
@@ -48,8 +55,7 @@ def test_unknown_topology_is_one_line():
 
 
 def test_missing_libtpu_is_one_line():
-  line = _error_line(_aot("--config=configs/transinr.py:tiny", "--topology=v4-8",
-                          hide_libtpu=True))
+  line = _error_line(_aot("--config=configs/transinr.py:tiny", "--topology=v4-8", hide_libtpu=True))
   assert "libtpu is not installed" in line and "pip install" in line
 
 
@@ -64,8 +70,7 @@ def test_topology_names():
 
 
 def _device(kind: str, coords: tuple[int, int, int], core: int = 0):
-  return types.SimpleNamespace(device_kind=kind, coords=coords, core_on_chip=core,
-                               process_index=0)
+  return types.SimpleNamespace(device_kind=kind, coords=coords, core_on_chip=core, process_index=0)
 
 
 def test_memory_per_device_splits_a_chip_between_its_devices():
@@ -73,10 +78,10 @@ def test_memory_per_device_splits_a_chip_between_its_devices():
   megacore = [_device("TPU v4", c) for c in chips]
   per_core = [_device("TPU v4", c, core) for c in chips for core in (0, 1)]
   usable_v4 = aot.HBM_BYTES["TPU v4"][1]
-  assert 30 * 2 ** 30 < usable_v4 <= 32 * 2 ** 30
+  assert 30 * 2**30 < usable_v4 <= 32 * 2**30
   assert aot.memory_per_device(megacore) == usable_v4
   assert aot.memory_per_device(per_core) == usable_v4 // 2
-  assert aot.memory_per_device([_device("TPU v5 lite", (0, 0, 0))]) == int(15.75 * 2 ** 30)
+  assert aot.memory_per_device([_device("TPU v5 lite", (0, 0, 0))]) == int(15.75 * 2**30)
   assert aot.memory_per_device([_device("TPU v99", (0, 0, 0))]) is None
 
 
@@ -87,8 +92,12 @@ class _Compiled:
     return {"flops": 1e9}
 
   def memory_analysis(self):
-    return types.SimpleNamespace(argument_size_in_bytes=300, output_size_in_bytes=300,
-                                 alias_size_in_bytes=250, temp_size_in_bytes=600)
+    return types.SimpleNamespace(
+      argument_size_in_bytes=300,
+      output_size_in_bytes=300,
+      alias_size_in_bytes=250,
+      temp_size_in_bytes=600,
+    )
 
 
 class _Jitted:
@@ -110,8 +119,10 @@ def test_compile_step_counts_donated_buffers_once_and_reports_out_of_memory():
   assert report["fits"] is True and report["flops_per_device"] == 1e9
   assert aot.compile_step(_Jitted(), (), memory=949)["fits"] is False
   assert aot.compile_step(_Jitted(), (), memory=None)["fits"] is None
-  oom = RuntimeError("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory\n"
-                     "required (71.53G) exceeds available HBM (15.75G).")
+  oom = RuntimeError(
+    "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory\n"
+    "required (71.53G) exceeds available HBM (15.75G)."
+  )
   report = aot.compile_step(_Jitted(oom), (), memory=950)
   assert report["fits"] is False and report["error"].startswith("RESOURCE_EXHAUSTED")
   assert "\n" not in report["error"]
@@ -127,8 +138,9 @@ def test_unknown_libtpu_topology_is_one_line():
 
 @needs_libtpu
 def test_batch_size_not_divisible_is_one_line():
-  line = _error_line(_aot("--config=configs/transinr.py:tiny", "--topology=v4:2x2x1",
-                          "--config.batch_size=6"))
+  line = _error_line(
+    _aot("--config=configs/transinr.py:tiny", "--topology=v4:2x2x1", "--config.batch_size=6")
+  )
   assert "config.batch_size=6" in line and "4 devices" in line
 
 
@@ -139,15 +151,16 @@ def test_tiny_compiles_for_tpu_v4():
   report = json.loads(out.stdout.strip().splitlines()[-1])
   assert (report["devices"], report["device_kind"]) == (4, "TPU v4")
   assert report["mesh"] == {"data": 4, "fsdp": 1}
-  assert report["hbm_per_chip"] == 32 * 2 ** 30
+  assert report["hbm_per_chip"] == 32 * 2**30
   assert report["memory_per_device"] == aot.HBM_BYTES["TPU v4"][1]
   # 'auto' resolves for the TPU devices, not for the CPU host that compiles.
   assert report["resolved"] == {"model.attention_impl": "batched", "model.inr_chunk": 0}
   train, evaluate = report["train_step"], report["eval_step"]
   for step in (train, evaluate):
     assert step["flops_per_device"] > 0 and step["argument_bytes"] > 0
-    assert step["total_bytes"] == (step["argument_bytes"] + step["output_bytes"]
-                                   + step["temp_bytes"] - step["alias_bytes"])
+    assert step["total_bytes"] == (
+      step["argument_bytes"] + step["output_bytes"] + step["temp_bytes"] - step["alias_bytes"]
+    )
     assert step["fits"] is True and step["compile_s"] > 0
   # The state is donated: the new state reuses its buffers.
   assert train["alias_bytes"] > 0 and evaluate["alias_bytes"] == 0

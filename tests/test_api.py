@@ -15,7 +15,7 @@ import pytest
 from helpers import make_image_folder, tiny_config
 
 import minr_jax
-from minr_jax import api, data, embed, evaluation, families, masking, metrics, sharding, train
+from minr_jax import data, embed, evaluation, families, masking, metrics, train
 from minr_jax.config import ConfigError
 
 pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
@@ -63,10 +63,14 @@ def test_load_restores_the_run(run):
 
 def test_reconstruct_equals_training_eval_step(run, eval_batch):
   _, config, final, m = run
-  grid_fn = jax.jit(functools.partial(evaluation._grid_predict, model=m.model,
-                                      family=families.get(m.config), config=m.config))
-  inputs, pred_eval, *_ = grid_fn(m.params, eval_batch,
-                                  masking.eval_masks(m.config, eval_batch["index"]))
+  grid_fn = jax.jit(
+    functools.partial(
+      evaluation._grid_predict, model=m.model, family=families.get(m.config), config=m.config
+    )
+  )
+  inputs, pred_eval, *_ = grid_fn(
+    m.params, eval_batch, masking.eval_masks(m.config, eval_batch["index"])
+  )
   out = {"inputs": inputs, "pred": pred_eval}
   valid = eval_batch["valid"]
   images, indices = eval_batch["image"][valid], eval_batch["index"][valid]
@@ -75,7 +79,8 @@ def test_reconstruct_equals_training_eval_step(run, eval_batch):
   assert mask.dtype == bool and 0 < mask.mean() < 1
   np.testing.assert_allclose(pred, np.asarray(out["pred"])[valid], atol=1e-5)
   np.testing.assert_array_equal(
-      np.where(mask[..., None], 0.0, images), np.asarray(out["inputs"])[valid])
+    np.where(mask[..., None], 0.0, images), np.asarray(out["inputs"])[valid]
+  )
   # The whole eval split: training's final psnr_full at this step.
   psnr = metrics.reconstruction_metrics(pred, images, mask)["psnr_full"]
   assert final["num_images"] == len(images)
@@ -103,8 +108,12 @@ def test_embedding_shapes_per_kind_and_determinism(run, eval_batch):
   model = m.model
   groups = sum(model.groups)
   mod_dim = sum(fan_in * g for (fan_in, _), g in zip(model.inr_shapes, model.groups))
-  want = {"data_mean": config.model.dim, "weight_tokens": groups * config.model.dim,
-          "weight_mean": config.model.dim, "modulations": mod_dim}
+  want = {
+    "data_mean": config.model.dim,
+    "weight_tokens": groups * config.model.dim,
+    "weight_mean": config.model.dim,
+    "modulations": mod_dim,
+  }
   for kind, dim in want.items():
     z = m.embed(images, kind=kind)
     assert z.shape == (11, dim) and z.dtype == np.float32, kind
@@ -133,13 +142,12 @@ def test_checkpoint_directory_on_one_device(run, eval_batch):
   one = minr_jax.load(os.path.join(workdir, "checkpoints", "2"), devices=1)
   assert one.step == 2 and one.workdir == workdir
   assert one.mesh.devices.size == 1
-  assert {d for leaf in jax.tree.leaves(one.params) for d in leaf.devices()} == {
-      jax.devices()[0]}
+  assert {d for leaf in jax.tree.leaves(one.params) for d in leaf.devices()} == {jax.devices()[0]}
   images = eval_batch["image"][:4]
-  np.testing.assert_allclose(one.reconstruct(images)[0], m.reconstruct(images)[0],
-                             atol=1e-5)
-  np.testing.assert_allclose(one.embed(images, kind="modulations"),
-                             m.embed(images, kind="modulations"), atol=1e-5)
+  np.testing.assert_allclose(one.reconstruct(images)[0], m.reconstruct(images)[0], atol=1e-5)
+  np.testing.assert_allclose(
+    one.embed(images, kind="modulations"), m.embed(images, kind="modulations"), atol=1e-5
+  )
   assert minr_jax.load(os.path.join(workdir, "checkpoints"), devices=1).step == 2
 
 
@@ -188,8 +196,9 @@ def test_embed_command_writes_deterministic_npz_and_array_record(run, tmp_path):
   workdir, config, _, m = run
   folder = config.dataset.path
   out = str(tmp_path / "val.npz")
-  summary = embed.run(workdir, f"image_folder:{folder}", out, split="eval",
-                      kind="weight_mean", progress=False)
+  summary = embed.run(
+    workdir, f"image_folder:{folder}", out, split="eval", kind="weight_mean", progress=False
+  )
   assert summary["num_images"] == 6 and summary["has_labels"]
   with np.load(out) as f:
     assert {"embeddings", "indices", "ids", "labels", "kind", "step"} <= set(f.files)
@@ -201,15 +210,25 @@ def test_embed_command_writes_deterministic_npz_and_array_record(run, tmp_path):
     assert str(f["kind"]) == "weight_mean" and int(f["step"]) == 2
   # The same numbers as the API on training's eval images (same order).
   batch = next(iter(data.make_eval_batches(config)))
-  np.testing.assert_allclose(emb, m.embed(batch["image"][batch["valid"]],
-                                          kind="weight_mean"), atol=1e-5)
+  np.testing.assert_allclose(
+    emb, m.embed(batch["image"][batch["valid"]], kind="weight_mean"), atol=1e-5
+  )
   again = str(tmp_path / "again.npz")
   embed.run(workdir, f"image_folder:{folder}", again, kind="weight_mean", progress=False)
   assert open(out, "rb").read() == open(again, "rb").read()
 
   records = str(tmp_path / "train.array_record")
-  embed.run(workdir, f"image_folder:{folder}", records, split="train", kind="weight_mean",
-            masked=True, max_images=5, batch_size=4, progress=False)
+  embed.run(
+    workdir,
+    f"image_folder:{folder}",
+    records,
+    split="train",
+    kind="weight_mean",
+    masked=True,
+    max_images=5,
+    batch_size=4,
+    progress=False,
+  )
   read = embed.read_embeddings(records)
   assert read["embeddings"].shape == (5, config.model.dim)
   np.testing.assert_array_equal(read["indices"], np.arange(5))
@@ -221,20 +240,32 @@ def test_embed_command_writes_deterministic_npz_and_array_record(run, tmp_path):
 def test_embed_command_line_reports_errors_in_one_line(run, tmp_path):
   workdir, _, _, _ = run
   result = subprocess.run(
-      [sys.executable, "-m", "minr_jax.embed", f"--workdir={workdir}",
-       "--dataset=demo", "--kind=pixels", f"--output={tmp_path / 'x.npz'}"],
-      capture_output=True, text=True, cwd=ROOT, timeout=120,
-      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    [
+      sys.executable,
+      "-m",
+      "minr_jax.embed",
+      f"--workdir={workdir}",
+      "--dataset=demo",
+      "--kind=pixels",
+      f"--output={tmp_path / 'x.npz'}",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    timeout=120,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
   assert result.returncode == 1, result.stderr
   assert result.stderr.strip().splitlines()[-1].startswith("error: --kind='pixels'")
   assert not os.path.exists(tmp_path / "x.npz")
 
 
 def test_import_stays_light():
-  code = ("import sys, minr_jax; assert 'jax' not in sys.modules, 'jax imported';"
-          "assert callable(minr_jax.load); assert 'jax' in sys.modules; print('ok')")
-  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+  code = (
+    "import sys, minr_jax; assert 'jax' not in sys.modules, 'jax imported';"
+    "assert callable(minr_jax.load); assert 'jax' in sys.modules; print('ok')"
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+  )
   assert result.stdout.strip() == "ok", result.stderr
-
-

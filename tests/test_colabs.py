@@ -24,11 +24,16 @@ ORDER = ["quickstart", "reconstruct_and_render", "embeddings"]
 @pytest.fixture(scope="module")
 def notebook_env(tmp_path_factory):
   root = tmp_path_factory.mktemp("colabs")
-  env = {"MINR_COLAB_TINY": "1", "MINR_DATA_DIR": str(root / "tfds"),
-         "MINR_WORKDIR": str(root / "run"), "MINR_EMBED_FOLDER": str(root / "folder"),
-         # One CPU device in the kernels, as on a Colab CPU runtime.
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu",
-         "MPLBACKEND": "Agg"}
+  env = {
+    "MINR_COLAB_TINY": "1",
+    "MINR_DATA_DIR": str(root / "tfds"),
+    "MINR_WORKDIR": str(root / "run"),
+    "MINR_EMBED_FOLDER": str(root / "folder"),
+    # One CPU device in the kernels, as on a Colab CPU runtime.
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+    "JAX_PLATFORMS": "cpu",
+    "MPLBACKEND": "Agg",
+  }
   saved = {k: os.environ.get(k) for k in env}
   os.environ.update(env)
   yield root
@@ -52,10 +57,10 @@ def test_notebook_runs(name, notebook_env, monkeypatch):
   if name != "quickstart":
     monkeypatch.delenv("MINR_WORKDIR")  # the notebooks' defaults: pretrained/
   nb = nbformat.read(os.path.join(COLABS, f"{name}.ipynb"), as_version=4)
-  NotebookClient(nb, timeout=600, kernel_name="python3",
-                 resources={"metadata": {"path": COLABS}}).execute()
-  text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
-                 for o in c.outputs)
+  NotebookClient(
+    nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": COLABS}}
+  ).execute()
+  text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
   assert "JAX devices" in text
   if name == "quickstart":
     assert "mean-colour fill" in text and "interpolation" in text

@@ -8,13 +8,13 @@ import os
 import subprocess
 import sys
 
-from configs import ginr as ginr_config
-from configs import mae as mae_config
 import numpy as np
 import pytest
 from helpers import make_image_folder, tiny_config
 from PIL import Image
 
+from configs import ginr as ginr_config
+from configs import mae as mae_config
 from minr_jax import compare, evaluate, metrics, train
 from minr_jax.config import ConfigError
 
@@ -38,24 +38,29 @@ def runs(tmp_path_factory):
   faces = make_image_folder(str(root / "faces"), num_val=5)
   scenes = make_image_folder(str(root / "scenes"), seed=1, num_val=3)
   data_dir = str(root / "tfds")
-  configs = {"transinr": tiny_config(data_dir, faces, num_train_steps=2),
-             "ginr": _on_folder(ginr_config.get_config("tiny"), faces, data_dir),
-             "mae": _on_folder(mae_config.get_config("tiny"), faces, data_dir)}
+  configs = {
+    "transinr": tiny_config(data_dir, faces, num_train_steps=2),
+    "ginr": _on_folder(ginr_config.get_config("tiny"), faces, data_dir),
+    "mae": _on_folder(mae_config.get_config("tiny"), faces, data_dir),
+  }
   workdirs = []
   for name, config in configs.items():
     workdirs.append(str(root / name))
     train.train_and_evaluate(config, workdirs[-1])
   out = str(root / "report")
-  rows = compare.compare_workdirs(workdirs, f"image_folder:{faces},image_folder:{scenes}",
-                                  out, num_images=4)
+  rows = compare.compare_workdirs(
+    workdirs, f"image_folder:{faces},image_folder:{scenes}", out, num_images=4
+  )
   return workdirs, out, rows, faces
 
 
 def test_one_row_per_dataset_and_model_with_shared_baselines(runs):
   workdirs, out, rows, _ = runs
   assert [(r["dataset"], r["model"]) for r in rows] == [
-      (d, m) for d in ("image_folder:faces", "image_folder:scenes")
-      for m in ("transinr", "ginr", "mae")]
+    (d, m)
+    for d in ("image_folder:faces", "image_folder:scenes")
+    for m in ("transinr", "ginr", "mae")
+  ]
   assert [r["family"] for r in rows[:3]] == ["transinr", "ginr", "mae"]
   for r in rows:
     assert r["step"] == 2 and r["num_params"] > 0
@@ -89,8 +94,9 @@ def test_figures_show_every_model_side_by_side(runs):
 def test_numbers_equal_evaluate_with_exact_count_masks(runs):
   workdirs, _, rows, faces = runs
   for workdir, row in zip(workdirs, rows[:3], strict=True):
-    _, results = evaluate.evaluate_workdir(workdir, f"image_folder:{faces}",
-                                           mask_strategy="random_exact")
+    _, results = evaluate.evaluate_workdir(
+      workdir, f"image_folder:{faces}", mask_strategy="random_exact"
+    )
     got = results["image_folder:faces"]
     for m in compare.METRICS:
       assert row[m] == pytest.approx(got[m], abs=1e-4), (workdir, m)
@@ -112,8 +118,19 @@ def test_bad_inputs_name_the_problem(runs, tmp_path):
   with pytest.raises(ConfigError, match="config.resolution=32 differs"):
     compare.compare_workdirs([workdirs[0], str(other)], None, str(tmp_path))
   result = subprocess.run(
-      [sys.executable, "-m", "minr_jax.compare", workdirs[0], str(tmp_path / "nothing"),
-       f"--out={tmp_path}/r"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "minr_jax.compare",
+      workdirs[0],
+      str(tmp_path / "nothing"),
+      f"--out={tmp_path}/r",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    timeout=300,
+  )
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1].startswith("error: ")
   assert "nothing/config.json does not exist" in result.stderr

@@ -12,16 +12,17 @@ from helpers import make_image_folder, tiny_config
 from minr_jax import evaluate, evaluation, train
 from minr_jax.config import ConfigError
 
-
 pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   root = tmp_path_factory.mktemp("eval")
   folder = make_image_folder(str(root / "faces"))
   other = make_image_folder(str(root / "scenes"), seed=1, num_val=3)
-  config = tiny_config(str(root / "tfds"), folder, num_train_steps=2,
-                       eval_datasets=f"image_folder:{other}")
+  config = tiny_config(
+    str(root / "tfds"), folder, num_train_steps=2, eval_datasets=f"image_folder:{other}"
+  )
   workdir = str(root / "run")
   final = train.train_and_evaluate(config, workdir)
   return workdir, folder, other, final
@@ -36,7 +37,8 @@ def test_training_logs_every_eval_dataset(trained):
 def test_evaluate_writes_all_result_files_for_several_datasets(trained):
   workdir, folder, other, final = trained
   step, results = evaluate.evaluate_workdir(
-      workdir, f"image_folder:{folder},image_folder:{other},demo")
+    workdir, f"image_folder:{folder},image_folder:{other},demo"
+  )
   assert step == 2
   assert list(results) == ["image_folder:faces", "image_folder:scenes", "demo"]
   out = os.path.join(workdir, "eval", "2")
@@ -52,7 +54,8 @@ def test_evaluate_writes_all_result_files_for_several_datasets(trained):
   assert len([f for f in os.listdir(out) if f.endswith(".png")]) == 3
   # Same checkpoint, same fixed masks: the numbers of training's final eval.
   assert results["image_folder:faces"]["psnr_full"] == pytest.approx(
-      final["image_folder:faces"]["psnr_full"], abs=1e-5)
+    final["image_folder:faces"]["psnr_full"], abs=1e-5
+  )
 
 
 def test_evaluation_masks_are_identical_across_runs(trained):
@@ -75,10 +78,14 @@ def test_evaluate_errors_name_the_problem(trained, tmp_path):
 
 def test_paper_tables_put_measured_numbers_beside_the_paper(trained, tmp_path):
   from minr_jax import paper_tables
+
   workdir, folder, _, _ = trained
-  fake = {"celeba": {"celeb_a": dict(psnr_full=20.5, psnr_full_mean_fill=13.0,
-                                     psnr_full_interpolation=15.5),
-                     "imagenette": dict(psnr_full=17.25, psnr_full_mean_fill=12.0)}}
+  fake = {
+    "celeba": {
+      "celeb_a": dict(psnr_full=20.5, psnr_full_mean_fill=13.0, psnr_full_interpolation=15.5),
+      "imagenette": dict(psnr_full=17.25, psnr_full_mean_fill=12.0),
+    }
+  }
   text = paper_tables.tables(fake, "minr-transinr")
   assert "20.50 (paper 21.865; interpolation 15.50, fill 13.00)" in text
   assert "17.25 (paper 18.058; interpolation -, fill 12.00)" in text  # CEL->IMG
@@ -112,6 +119,7 @@ def test_reading_commands_leave_an_in_flight_checkpoint_alone(trained, tmp_path)
   still in flight in the workdir (orbax's temporary directory) is never cleaned up."""
   import minr_jax
   from minr_jax import compare, embed, robustness
+
   workdir, folder, _, _ = trained
   tmp = os.path.join(workdir, "checkpoints", "3.orbax-checkpoint-tmp-1234")
   os.makedirs(os.path.join(tmp, "state"))
@@ -131,18 +139,23 @@ def test_reading_commands_leave_an_in_flight_checkpoint_alone(trained, tmp_path)
 def test_every_record_carries_the_interpolation_baseline(trained):
   workdir, _, _, final = trained
   from minr_jax import metrics
+
   for label, means in final.items():
     assert means["psnr_full_mean_fill"] < means["psnr_full_interpolation"] < 100, label
-  evals = [r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
-           if r["split"] == "eval"]
+  evals = [
+    r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "eval"
+  ]
   assert evals and all("psnr_full_interpolation" in r for r in evals)
 
 
-@pytest.mark.parametrize("train_too,extra,expected", [
+@pytest.mark.parametrize(
+  "train_too,extra,expected",
+  [
     (True, "", [("image_folder", "/a")]),
     (True, "demo,image_folder:/a", [("image_folder", "/a"), ("demo", None)]),
     (False, "demo", [("demo", None)]),
-])
+  ],
+)
 def test_eval_datasets_list(train_too, extra, expected):
   config = tiny_config("/unused", "/a", eval_train_dataset=train_too, eval_datasets=extra)
   assert evaluation.eval_datasets(config) == expected
@@ -159,10 +172,14 @@ def test_train_only_folder_with_held_out_folders(tmp_path):
   folder = make_image_folder(str(tmp_path / "trainonly"), num_train=10, num_val=0)
   os.rmdir(os.path.join(folder, "val"))
   held_out = make_image_folder(str(tmp_path / "heldout"), seed=2, num_val=3)
-  config = tiny_config(str(tmp_path / "tfds"), os.path.join(folder, "train"),
-                       num_train_steps=2, eval_train_dataset=False,
-                       eval_datasets=f"image_folder:{held_out}",
-                       dataset__eval_fraction=0.0)
+  config = tiny_config(
+    str(tmp_path / "tfds"),
+    os.path.join(folder, "train"),
+    num_train_steps=2,
+    eval_train_dataset=False,
+    eval_datasets=f"image_folder:{held_out}",
+    dataset__eval_fraction=0.0,
+  )
   final = train.train_and_evaluate(config, str(tmp_path / "run"))
   assert list(final) == ["image_folder:heldout"]
   assert final["image_folder:heldout"]["num_images"] == 3

@@ -19,8 +19,9 @@ def run(tmp_path_factory):
   """A 2-step tiny run on a generated folder: (workdir, folder)."""
   root = tmp_path_factory.mktemp("export")
   folder = make_image_folder(str(root / "images"))
-  config = tiny_config(str(root / "tfds"), folder, num_train_steps=2,
-                       eval_datasets=f"image_folder:{folder}")
+  config = tiny_config(
+    str(root / "tfds"), folder, num_train_steps=2, eval_datasets=f"image_folder:{folder}"
+  )
   workdir = str(root / "run")
   train.train_and_evaluate(config, workdir)
   return workdir, folder
@@ -41,9 +42,11 @@ def test_export_keeps_only_the_params_and_loads_like_the_run(run, tmp_path):
   pred, _ = minr_jax.load(out).reconstruct(images)
   want, _ = minr_jax.load(workdir).reconstruct(images)
   np.testing.assert_array_equal(pred, want)
+
   # The optimizer state is gone: the copy is at most half the original.
   def size(path):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
   assert size(out) < 0.6 * size(os.path.join(workdir, "checkpoints"))
   step, results = evaluate.evaluate_workdir(out, datasets=f"image_folder:{folder}")
   assert step == 2 and results["image_folder:images"]["num_images"] == 4

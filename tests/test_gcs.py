@@ -54,16 +54,16 @@ main(sys.argv[1:])
 def _emulator_env(url: str) -> dict[str, str]:
   """What points gcsfs, etils.epath and tensorstore at the emulator, with no credentials."""
   return {
-      "STORAGE_EMULATOR_HOST": url,  # gcsfs and google-cloud-storage
-      "TENSORSTORE_GCS_HTTP_URL": url,  # tensorstore (orbax's array writes)
-      # A fixed bearer token: tensorstore neither looks for credentials nor asks
-      # the metadata server; the emulator ignores it.
-      "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
-      "FSSPEC_GS_TOKEN": "anon",  # gcsfs sends no credentials
-      "NO_GCE_CHECK": "true",
-      # gcsfs's default file system first asks the Storage Control gRPC API for the
-      # bucket's layout, which the emulator does not serve (a 60 s timeout per call).
-      "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+    "STORAGE_EMULATOR_HOST": url,  # gcsfs and google-cloud-storage
+    "TENSORSTORE_GCS_HTTP_URL": url,  # tensorstore (orbax's array writes)
+    # A fixed bearer token: tensorstore neither looks for credentials nor asks
+    # the metadata server; the emulator ignores it.
+    "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
+    "FSSPEC_GS_TOKEN": "anon",  # gcsfs sends no credentials
+    "NO_GCE_CHECK": "true",
+    # gcsfs's default file system first asks the Storage Control gRPC API for the
+    # bucket's layout, which the emulator does not serve (a 60 s timeout per call).
+    "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
   }
 
 
@@ -90,9 +90,11 @@ def gcs(tmp_path_factory):
   port = portpicker.pick_unused_port()
   url = f"http://localhost:{port}"
   log = open(tmp_path_factory.mktemp("emulator") / "emulator.log", "w")  # noqa: SIM115
-  proc = subprocess.Popen([sys.executable, "-c", EMULATOR, "start", f"--port={port}",
-                           "--in-memory", "-q"],
-                          stdout=log, stderr=subprocess.STDOUT)
+  proc = subprocess.Popen(
+    [sys.executable, "-c", EMULATOR, "start", f"--port={port}", "--in-memory", "-q"],
+    stdout=log,
+    stderr=subprocess.STDOUT,
+  )
   deadline = time.time() + 60
   while True:
     try:
@@ -110,6 +112,7 @@ def gcs(tmp_path_factory):
   patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))  # data_dir mirrors
   _use_plain_gcsfs()
   import gcsfs.core
+
   gcsfs.core.GCSFileSystem(token="anon").mkdir(BUCKET)
   yield {**os.environ, **env}
   patch.undo()
@@ -121,9 +124,10 @@ def gcs(tmp_path_factory):
 def _objects(prefix: str) -> list[str]:
   """Every object name below gs://<prefix>, relative to it."""
   import gcsfs.core
+
   fs = gcsfs.core.GCSFileSystem(token="anon")
   fs.invalidate_cache()
-  return sorted(name[len(prefix) + 1:] for name in fs.find(prefix))
+  return sorted(name[len(prefix) + 1 :] for name in fs.find(prefix))
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +137,7 @@ def folder(tmp_path_factory):
 
 def _config(data_dir: str, folder: str, steps: int):
   # A constant learning rate: then 2 steps and a resume to 4 are the 4-step run.
-  return tiny_config(data_dir, folder, num_train_steps=steps, lr_decay_factor=1.0,
-                     tensorboard=True)
+  return tiny_config(data_dir, folder, num_train_steps=steps, lr_decay_factor=1.0, tensorboard=True)
 
 
 @pytest.fixture(scope="module")
@@ -156,13 +159,17 @@ def runs(gcs, folder, tmp_path_factory):
     straight = train.train_and_evaluate(_config(data_dir, folder, 4), local)
   finally:
     os.chdir(old)
-  return dict(cwd=cwd, local=local, after_two=after_two, final=final, straight=straight,
-              data_dir=data_dir)
+  return dict(
+    cwd=cwd, local=local, after_two=after_two, final=final, straight=straight, data_dir=data_dir
+  )
 
 
 def _train_records(workdir: str) -> dict[int, dict]:
-  return {r["step"]: r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
-          if r["split"] == "train"}
+  return {
+    r["step"]: r
+    for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+    if r["split"] == "train"
+  }
 
 
 @pytest.mark.slow
@@ -170,8 +177,13 @@ def test_a_gs_run_lands_in_the_bucket_and_resumes_exactly(runs):
   assert "checkpoints/2/_CHECKPOINT_METADATA" in runs["after_two"]
   assert not any(name.startswith("checkpoints/4/") for name in runs["after_two"])
   names = _objects(f"{BUCKET}/run")
-  for expected in ("config.json", "metrics.jsonl", "final_eval.json",
-                   "checkpoints/2/_CHECKPOINT_METADATA", "checkpoints/4/_CHECKPOINT_METADATA"):
+  for expected in (
+    "config.json",
+    "metrics.jsonl",
+    "final_eval.json",
+    "checkpoints/2/_CHECKPOINT_METADATA",
+    "checkpoints/4/_CHECKPOINT_METADATA",
+  ):
     assert expected in names
   assert any(n.startswith("images/eval_0000004_") and n.endswith(".png") for n in names)
   assert any(n.startswith("tensorboard/train/events.out.tfevents") for n in names)
@@ -184,7 +196,8 @@ def test_a_gs_run_lands_in_the_bucket_and_resumes_exactly(runs):
     assert remote[step]["loss"] == pytest.approx(local[step]["loss"], rel=1e-5, abs=1e-7)
   label = next(iter(runs["final"]))
   assert runs["final"][label]["psnr_full"] == pytest.approx(
-      runs["straight"][label]["psnr_full"], abs=1e-5)
+    runs["straight"][label]["psnr_full"], abs=1e-5
+  )
   # Nothing went to a local folder: not the old `<cwd>/gs:/...`, not anything.
   assert os.listdir(runs["cwd"]) == []
 
@@ -196,8 +209,9 @@ def test_evaluate_load_and_embed_read_and_write_gs(runs, folder, tmp_path, monke
   _, local_results = evaluate.evaluate_workdir(runs["local"])
   assert step == 4
   label = next(iter(results))
-  assert results[label]["psnr_pasted"] == pytest.approx(local_results[label]["psnr_pasted"],
-                                                        abs=1e-5)
+  assert results[label]["psnr_pasted"] == pytest.approx(
+    local_results[label]["psnr_pasted"], abs=1e-5
+  )
   names = _objects(f"{BUCKET}/run/eval/4")
   assert {"results.json", "results.csv", "results.md", "metrics.jsonl"} <= set(names)
   assert any(n.endswith(".png") for n in names)
@@ -229,6 +243,7 @@ def test_image_folder_and_data_dir_on_gs(gcs, runs, folder, tmp_path, monkeypatc
   import gcsfs.core
 
   from minr_jax import data
+
   fs = gcsfs.core.GCSFileSystem(token="anon")
   fs.put(folder, f"{BUCKET}/images", recursive=True)
   config = _config(f"gs://{BUCKET}/tfds", f"gs://{BUCKET}/images", 4)
@@ -254,8 +269,7 @@ def test_image_folder_and_data_dir_on_gs(gcs, runs, folder, tmp_path, monkeypatc
 @pytest.mark.slow
 def test_metric_writer_rewrites_the_object_and_a_resumed_writer_continues_it(gcs):
   path = f"gs://{BUCKET}/writer/metrics.jsonl"
-  with metrics.MetricWriter(f"gs://{BUCKET}/writer", tensorboard=False,
-                            flush_every_secs=3600) as w:
+  with metrics.MetricWriter(f"gs://{BUCKET}/writer", tensorboard=False, flush_every_secs=3600) as w:
     w.write(1, "train", {"loss": 1.0})
     assert not paths.as_path(path).exists()  # throttled: nothing uploaded yet
     w.flush()
@@ -274,8 +288,11 @@ def test_metric_writer_rewrites_the_object_and_a_resumed_writer_continues_it(gcs
 def test_an_unreachable_bucket_is_one_config_error(gcs, folder, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   config = _config(str(tmp_path / "tfds"), folder, 2)
-  with pytest.raises(ConfigError, match=r"--workdir=gs://no-such-bucket/run: bucket "
-                                        r"gs://no-such-bucket does not exist"):
+  with pytest.raises(
+    ConfigError,
+    match=r"--workdir=gs://no-such-bucket/run: bucket "
+    r"gs://no-such-bucket does not exist",
+  ):
     train.train_and_evaluate(config, "gs://no-such-bucket/run")
   with pytest.raises(ConfigError, match="no-such-bucket"):
     minr_jax.load("gs://no-such-bucket/run")
@@ -287,8 +304,11 @@ def test_an_unreachable_bucket_is_one_config_error(gcs, folder, tmp_path, monkey
 def test_a_url_scheme_nothing_serves_is_one_config_error(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   config = tiny_config(str(tmp_path / "tfds"))
-  with pytest.raises(ConfigError, match=r"--workdir=foo://x/run: no file system serves "
-                                        r"foo:// URLs"):
+  with pytest.raises(
+    ConfigError,
+    match=r"--workdir=foo://x/run: no file system serves "
+    r"foo:// URLs",
+  ):
     train.train_and_evaluate(config, "foo://x/run")
   with pytest.raises(ConfigError, match="foo://"):
     minr_jax.load("foo://x/run")
@@ -301,13 +321,25 @@ def test_a_url_scheme_nothing_serves_is_one_config_error(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_the_command_line_names_a_bad_url_in_one_line(tmp_path):
   result = subprocess.run(
-      [sys.executable, "-m", "minr_jax.main", "--config=configs/transinr.py:tiny",
-       "--config.batch_size=8", "--config.eval_batch_size=8",  # the 8 test devices
-       "--workdir=foo://x/run"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "minr_jax.main",
+      "--config=configs/transinr.py:tiny",
+      "--config.batch_size=8",
+      "--config.eval_batch_size=8",  # the 8 test devices
+      "--workdir=foo://x/run",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == (
-      "error: --workdir=foo://x/run: no file system serves foo:// URLs (use a local path, "
-      "gs:// or s3://)")
+    "error: --workdir=foo://x/run: no file system serves foo:// URLs (use a local path, "
+    "gs:// or s3://)"
+  )
   assert not os.path.exists(os.path.join(ROOT, "foo:"))
 
 
@@ -317,7 +349,10 @@ def test_local_paths_stay_local_and_urls_stay_urls(tmp_path, monkeypatch):
   assert str(paths.as_path("gs://b/run")) == "gs://b/run"
   assert paths.abspath("gs://b/x/../y") == "gs://b/x/../y"
   assert (paths.is_url("gs://b"), paths.is_url("/gs:/b"), paths.is_url("a/b")) == (
-      True, False, False)
+    True,
+    False,
+    False,
+  )
   paths.write_text("out/x.json", "{}")
   assert os.stat(tmp_path / "out" / "x.json").st_mode & 0o777 == 0o644
   assert os.listdir(tmp_path / "out") == ["x.json"]  # no temp file left
@@ -349,11 +384,21 @@ def test_inpaint_reads_and_writes_gs(gcs, tmp_path, monkeypatch):
   work = tmp_path / "cwd"
   work.mkdir()
   monkeypatch.chdir(work)
-  summary = inpaint.run(os.path.join(ROOT, "pretrained", "celeba64"), f"gs://{BUCKET}/photos",
-                        f"gs://{BUCKET}/mask.png", f"gs://{BUCKET}/inpainted", progress=False)
+  summary = inpaint.run(
+    os.path.join(ROOT, "pretrained", "celeba64"),
+    f"gs://{BUCKET}/photos",
+    f"gs://{BUCKET}/mask.png",
+    f"gs://{BUCKET}/inpainted",
+    progress=False,
+  )
   assert summary["num_images"] == 2
-  assert _objects(f"{BUCKET}/inpainted") == ["a_compare.png", "a_filled.png", "results.json",
-                                             "sub/b_compare.png", "sub/b_filled.png"]
+  assert _objects(f"{BUCKET}/inpainted") == [
+    "a_compare.png",
+    "a_filled.png",
+    "results.json",
+    "sub/b_compare.png",
+    "sub/b_filled.png",
+  ]
   with fs.open(f"{BUCKET}/inpainted/a_filled.png", "rb") as f, Image.open(f) as img:
     assert img.size == (91, 37)
     with Image.open(tmp_path / "a.png") as src:

@@ -2,13 +2,13 @@
 
 import functools
 
-from configs import ginr as ginr_config
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from configs import ginr as ginr_config
 from minr_jax import families
 from minr_jax.models import ginr, inr
 
@@ -31,7 +31,6 @@ def tiny():
   images = jax.random.uniform(jax.random.key(0), (3, 16, 16, 3))
   params = jax.jit(model.init)(jax.random.key(1), images[:1])["params"]
   return model, params, images
-
 
 
 def test_paper_config_parameter_count():
@@ -62,8 +61,11 @@ def test_paper_config_structure():
 
 def test_config_variants():
   steps = {"celeba": 5_087 * 30, "imagenette": 296 * 400, "indoor": 168 * 400}
-  for variant, sigma, noise in (("celeba", 64.0, 0.0), ("imagenette", 128.0, 0.5),
-                                ("indoor", 128.0, 0.5)):
+  for variant, sigma, noise in (
+    ("celeba", 64.0, 0.0),
+    ("imagenette", 128.0, 0.5),
+    ("indoor", 128.0, 0.5),
+  ):
     c = ginr_config.get_config(variant)
     assert c.model.family == "ginr" and c.model.qkv_bias and c.model.dropout == 0.1
     assert c.model.ff_sigma == sigma and c.model.coord_noise == noise
@@ -89,8 +91,9 @@ def test_init_of_shared_layers(tiny):
     np.testing.assert_array_equal(base[-1], 0.0)  # biases zero
     assert np.abs(base[:-1]).max() <= 1.0 / np.sqrt(fan_out)  # GINR's kaiming_uniform
   # The paper's INR shapes without a transformer (depth 0), for the statistics.
-  model = ginr.GINR(image_size=8, patch_size=4, padding=0, dim=8, depth=0, num_heads=1,
-                    head_dim=8, mlp_dim=8)
+  model = ginr.GINR(
+    image_size=8, patch_size=4, padding=0, dim=8, depth=0, num_heads=1, head_dim=8, mlp_dim=8
+  )
   p = model.init(jax.random.key(2), jnp.zeros((1, 8, 8, 3)))["params"]
   v = np.asarray(p["shared_factor"])  # N(0, 1) / sqrt(rank * fan_in)
   assert v.shape == (256, 256)
@@ -153,8 +156,7 @@ def test_dropout_only_in_training_with_a_dropout_rng(tiny):
   apply = lambda **kw: np.asarray(model.apply({"params": params}, images, **kw)["weights"][1])
   ref = apply()
   np.testing.assert_array_equal(apply(train=False), ref)
-  np.testing.assert_array_equal(
-      apply(train=False, rngs={"dropout": jax.random.key(3)}), ref)
+  np.testing.assert_array_equal(apply(train=False, rngs={"dropout": jax.random.key(3)}), ref)
   a = apply(train=True, rngs={"dropout": jax.random.key(3)})
   b = apply(train=True, rngs={"dropout": jax.random.key(4)})
   assert not np.allclose(a, ref) and not np.allclose(a, b)
@@ -169,8 +171,9 @@ def test_render_gives_images(tiny):
   coords = inr.coord_grid(16, 16)
   pred = inr.render(out["weights"], coords, model.freqs(), model.output_bias)
   assert pred.shape == (3, 16, 16, 3) and np.isfinite(np.asarray(pred)).all()
-  one = inr.render([w[2:3] for w in out["weights"]], coords, model.freqs(),
-                   model.output_bias)[0]  # image 2 alone
+  one = inr.render([w[2:3] for w in out["weights"]], coords, model.freqs(), model.output_bias)[
+    0
+  ]  # image 2 alone
   np.testing.assert_allclose(pred[2], one, rtol=1e-5, atol=1e-5)
 
 
@@ -212,19 +215,25 @@ def test_coord_noise_jitters_training_coordinates_only(tiny):
   weights = model.apply({"params": params}, images)["weights"]
   exact = inr.render(weights, coords, model.freqs(), model.output_bias)
   # render_per_image at the exact grid is render.
-  same = inr.render_per_image(weights, jnp.broadcast_to(coords, (3, 16, 16, 2)),
-                              model.freqs(), model.output_bias)
+  same = inr.render_per_image(
+    weights, jnp.broadcast_to(coords, (3, 16, 16, 2)), model.freqs(), model.output_bias
+  )
   np.testing.assert_allclose(same, exact, rtol=1e-5, atol=1e-6)
 
-  from minr_jax import families, train
+  from minr_jax import families
+
   config = ginr_config.get_config("tiny")
   config.resolution = 16
   config.model.coord_noise = 0.5
   masks = jnp.zeros((3, 4, 4), bool)
   keys = dict(dropout_key=jax.random.key(1), coord_key=jax.random.key(2))
-  noisy, _ = families.get(config).predict(model, params, images, masks, config=config, train=True, **keys)
+  noisy, _ = families.get(config).predict(
+    model, params, images, masks, config=config, train=True, **keys
+  )
   config.model.coord_noise = 0.0
-  plain, _ = families.get(config).predict(model, params, images, masks, config=config, train=True, **keys)
+  plain, _ = families.get(config).predict(
+    model, params, images, masks, config=config, train=True, **keys
+  )
   assert not np.allclose(noisy, plain)
   config.model.coord_noise = 0.5  # evaluation renders the exact grid
   evaluated, _ = families.get(config).predict(model, params, images, masks, config=config)

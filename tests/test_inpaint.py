@@ -31,7 +31,10 @@ def photo(height, width, seed=0):
 
 # ------------------------------------------------------------------ masks ---
 
-@pytest.mark.parametrize("text, message", [
+
+@pytest.mark.parametrize(
+  "text, message",
+  [
     ("", "empty"),
     ("nonsense", "is not FILE.png"),
     ("1,2,3", "is not FILE.png"),
@@ -43,7 +46,8 @@ def photo(height, width, seed=0):
     ("random:1.5", "must be in"),
     ("random:0.5:colour=3", "is not seed=N or grid=N"),
     ("random:0.5:grid=0", "grid must be positive"),
-])
+  ],
+)
 def test_bad_mask_specs_are_one_line_errors(text, message):
   with pytest.raises(ConfigError, match=message) as e:
     inpaint.parse_mask(text)
@@ -86,11 +90,14 @@ def test_png_mask_white_is_hidden(tmp_path):
   assert np.array_equal(inpaint.photo_mask(arg, 20, 30), pixels > 127)
 
 
-@pytest.mark.parametrize("mask, message", [
+@pytest.mark.parametrize(
+  "mask, message",
+  [
     (np.ones((10, 12), bool), "is 12x10 but the image is 13x10"),
     (np.zeros((10, 13), bool), "hides no pixel"),
     (np.ones((10, 13), bool), "hides every pixel"),
-])
+  ],
+)
 def test_check_mask_errors(mask, message):
   with pytest.raises(ConfigError, match=message):
     inpaint.check_mask(mask, 10, 13, "the image")
@@ -98,12 +105,13 @@ def test_check_mask_errors(mask, message):
 
 # ------------------------------------------------------------- resampling ---
 
+
 def test_area_matrix_rows_sum_to_one_and_are_exact():
   for src, dst in ((89, 64), (37, 64), (481, 64), (64, 64)):
     a = inpaint.area_matrix(src, dst)
     np.testing.assert_allclose(a.sum(axis=1), 1.0, atol=1e-12)
   np.testing.assert_array_equal(inpaint.area_matrix(64, 64), np.eye(64))
-  np.testing.assert_allclose(inpaint.area_matrix(4, 2), [[.5, .5, 0, 0], [0, 0, .5, .5]])
+  np.testing.assert_allclose(inpaint.area_matrix(4, 2), [[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]])
 
 
 def test_hidden_pixels_never_reach_the_model():
@@ -124,20 +132,21 @@ def test_at_the_model_resolution_inpaint_is_reconstruct_pasted(model):
   mask[16:40, 8:32] = True  # patch-aligned
   pred, _ = model.reconstruct(rgb[None], mask=mask)
   r = inpaint.inpaint(model, rgb, mask)
-  np.testing.assert_allclose(r.minr, np.where(mask[..., None], np.clip(pred[0], 0, 1), rgb),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    r.minr, np.where(mask[..., None], np.clip(pred[0], 0, 1), rgb), atol=1e-5
+  )
   np.testing.assert_array_equal(r.model_mask, mask)
 
 
 # ---------------------------------------------------------------- inpaint ---
 
-@pytest.mark.parametrize("shape", [(37, 91, 3), (300, 17), (300, 17, 1), (45, 60, 4),
-                                   (23, 29, 2)])
+
+@pytest.mark.parametrize("shape", [(37, 91, 3), (300, 17), (300, 17, 1), (45, 60, 4), (23, 29, 2)])
 def test_odd_sizes_and_modes_keep_visible_pixels_exactly(model, shape):
   rgb = photo(shape[0], shape[1], seed=len(shape))
-  image = rgb[..., 0] if len(shape) == 2 else rgb[..., :shape[-1]]
+  image = rgb[..., 0] if len(shape) == 2 else rgb[..., : shape[-1]]
   if len(shape) == 3 and shape[-1] in (2, 4):
-    colour = rgb[..., :shape[-1] - 1]
+    colour = rgb[..., : shape[-1] - 1]
     image = np.concatenate([colour, np.full(shape[:2] + (1,), 200, np.uint8)], -1)
   assert image.shape == shape
   mask = inpaint.photo_mask("0.2,0.25,0.6,0.8", shape[0], shape[1])
@@ -161,8 +170,7 @@ def test_result_has_baselines_and_hidden_region_psnr(model):
   for fill in (r.minr, r.interpolation, r.mean_fill):
     assert fill.shape == (50, 70, 3)
     np.testing.assert_array_equal(fill[~r.mask], rgb[~r.mask])
-  assert r.psnr["interpolation"] == pytest.approx(inpaint.hidden_psnr(r.interpolation, rgb,
-                                                                      r.mask))
+  assert r.psnr["interpolation"] == pytest.approx(inpaint.hidden_psnr(r.interpolation, rgb, r.mask))
   assert 5 < r.psnr["minr"] < 60
 
 
@@ -222,11 +230,21 @@ def test_multiscale_interpolation_fills_large_holes_from_their_border():
 
 # ---------------------------------------------------------------- command ---
 
+
 def _command(*args, cwd=ROOT):
-  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  return subprocess.run([sys.executable, "-m", "minr_jax.inpaint", *args], cwd=cwd, env=env,
-                        capture_output=True, text=True, timeout=600)
+  env = dict(
+    os.environ,
+    PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    XLA_FLAGS="--xla_force_host_platform_device_count=1",
+  )
+  return subprocess.run(
+    [sys.executable, "-m", "minr_jax.inpaint", *args],
+    cwd=cwd,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
 
 
 def test_command_on_a_folder(tmp_path):
@@ -236,8 +254,9 @@ def test_command_on_a_folder(tmp_path):
   Image.fromarray(photo(60, 45, seed=1)[..., 0]).save(folder / "sub" / "b.jpg")
   (folder / "notes.txt").write_text("not an image")
   out = tmp_path / "out"
-  p = _command(f"--workdir={PRETRAINED}", f"--images={folder}", "--mask=random:0.75:seed=0",
-               f"--output={out}")
+  p = _command(
+    f"--workdir={PRETRAINED}", f"--images={folder}", "--mask=random:0.75:seed=0", f"--output={out}"
+  )
   assert p.returncode == 0, p.stderr[-2000:]
   assert "[1/2] a.png (91x37" in p.stdout and "[2/2] sub/b.jpg (45x60" in p.stdout
   with Image.open(out / "a_filled.png") as a, Image.open(out / "sub" / "b_filled.png") as b:
@@ -252,20 +271,27 @@ def test_command_on_a_folder(tmp_path):
   assert set(results["mean"]) == {"psnr_minr", "psnr_interpolation", "psnr_mean_fill"}
 
 
-@pytest.mark.parametrize("args, message", [
+@pytest.mark.parametrize(
+  "args, message",
+  [
     (["--mask=1,2,3"], "error: --mask='1,2,3' is not FILE.png"),
     (["--mask=0,0,5,5", "--images=NOPE"], "error: --images=NOPE: no such file or folder"),
     (["--mask=0,0,500,5"], "reaches outside the 91x37 image"),
     (["--mask=0,0,91,37"], "hides every pixel of"),
     (["--mask=BAD_IMAGE"], "cannot read"),
     (["--mask=SMALL_PNG"], "the mask is 10x10 but"),
-])
+  ],
+)
 def test_command_errors_are_one_line(tmp_path, args, message):
   Image.fromarray(photo(37, 91)).save(tmp_path / "a.png")
   (tmp_path / "bad.png").write_bytes(b"not a png")
   Image.fromarray(np.full((10, 10), 255, np.uint8)).save(tmp_path / "small.png")
-  args = [a.replace("BAD_IMAGE", str(tmp_path / "bad.png"))
-          .replace("SMALL_PNG", str(tmp_path / "small.png")) for a in args]
+  args = [
+    a.replace("BAD_IMAGE", str(tmp_path / "bad.png")).replace(
+      "SMALL_PNG", str(tmp_path / "small.png")
+    )
+    for a in args
+  ]
   if not any(a.startswith("--images") for a in args):
     args.append(f"--images={tmp_path / 'a.png'}")
   p = _command(f"--workdir={PRETRAINED}", f"--output={tmp_path / 'out'}", *args)

@@ -47,8 +47,16 @@ def test_fourier_features_by_hand():
   r, c = 0.25, -0.5
   got = np.asarray(inr.fourier_features(jnp.array([[r, c]]), freqs))[0]
   pi = math.pi
-  want = [math.cos(pi * r), math.cos(2 * pi * r), math.cos(pi * c), math.cos(2 * pi * c),
-          math.sin(pi * r), math.sin(2 * pi * r), math.sin(pi * c), math.sin(2 * pi * c)]
+  want = [
+    math.cos(pi * r),
+    math.cos(2 * pi * r),
+    math.cos(pi * c),
+    math.cos(2 * pi * c),
+    math.sin(pi * r),
+    math.sin(2 * pi * r),
+    math.sin(pi * c),
+    math.sin(2 * pi * c),
+  ]
   np.testing.assert_allclose(got, want, atol=1e-6)
 
 
@@ -95,8 +103,9 @@ def test_modulate_rejects_groups_not_dividing_width():
 def test_render_vmaps_images_over_one_grid():
   key = jax.random.key(1)
   shapes = inr.layer_shapes(8, 4, 3, 3)
-  weights = [jnp.stack([inr.init_linear_weights(k, *s) for k in jax.random.split(key, 2)])
-             for s in shapes]
+  weights = [
+    jnp.stack([inr.init_linear_weights(k, *s) for k in jax.random.split(key, 2)]) for s in shapes
+  ]
   coords = inr.coord_grid(3, 5)
   freqs = inr.fourier_frequencies(2, 4.0)
   out = inr.render(weights, coords, freqs)
@@ -110,14 +119,14 @@ def test_render_vmaps_images_over_one_grid():
 def _random_inrs(key, batch, widths=(16, 8, 3)):
   shapes = inr.layer_shapes(4 * 3, widths[0], len(widths), widths[-1])
   keys = jax.random.split(key, len(shapes))
-  return [jax.random.normal(k, (batch, fi + 1, fo)) / math.sqrt(fi)
-          for k, (fi, fo) in zip(keys, shapes)]
+  return [
+    jax.random.normal(k, (batch, fi + 1, fo)) / math.sqrt(fi) for k, (fi, fo) in zip(keys, shapes)
+  ]
 
 
 @pytest.mark.parametrize("per_image_coords", [False, True])
 @pytest.mark.parametrize("max_chunk", [10, 7 * 9, 1000])
-def test_pixel_mse_equals_rendering_then_mse_in_value_and_gradient(per_image_coords,
-                                                                    max_chunk):
+def test_pixel_mse_equals_rendering_then_mse_in_value_and_gradient(per_image_coords, max_chunk):
   weights = _random_inrs(jax.random.key(0), 3)
   targets = jax.random.uniform(jax.random.key(1), (3, 7, 9, 3))
   freqs = inr.fourier_frequencies(3, 8.0)
@@ -143,9 +152,11 @@ def test_pixel_mse_equals_rendering_then_mse_in_value_and_gradient(per_image_coo
   # Padding pixels (7 * 9 = 63 is not a multiple of 10) must not count: a
   # different target in one real pixel must change the value.
   moved = targets.at[0, 6, 8, 0].add(1.0)
-  assert float(jnp.sum(inr.pixel_mse(weights, moved, coords, freqs, 0.5, None, max_chunk))
-               ) != pytest.approx(float(jnp.sum(inr.pixel_mse(weights, targets, coords, freqs,
-                                                                0.5, None, max_chunk))))
+  assert float(
+    jnp.sum(inr.pixel_mse(weights, moved, coords, freqs, 0.5, None, max_chunk))
+  ) != pytest.approx(
+    float(jnp.sum(inr.pixel_mse(weights, targets, coords, freqs, 0.5, None, max_chunk)))
+  )
 
 
 def test_pixel_mse_in_bfloat16_is_close_to_float32():

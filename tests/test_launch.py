@@ -12,20 +12,47 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 # Variables the scripts read as defaults; the tests pass everything they mean explicitly.
-_SCRIPT_ENV = ("NAME", "ZONE", "PROJECT", "ACCELERATOR", "VERSION", "PYTHON_VERSION", "CONFIG",
-               "WORKDIR", "BUCKET", "DATASET_PATH", "FSDP", "DTYPE", "GPUS", "PORT", "VENV", "CUDA")
-_IN_GIT = shutil.which("git") is not None and subprocess.run(
-    ["git", "-C", ROOT, "rev-parse", "--is-inside-work-tree"], capture_output=True).returncode == 0
+_SCRIPT_ENV = (
+  "NAME",
+  "ZONE",
+  "PROJECT",
+  "ACCELERATOR",
+  "VERSION",
+  "PYTHON_VERSION",
+  "CONFIG",
+  "WORKDIR",
+  "BUCKET",
+  "DATASET_PATH",
+  "FSDP",
+  "DTYPE",
+  "GPUS",
+  "PORT",
+  "VENV",
+  "CUDA",
+)
+_IN_GIT = (
+  shutil.which("git") is not None
+  and subprocess.run(
+    ["git", "-C", ROOT, "rev-parse", "--is-inside-work-tree"], capture_output=True
+  ).returncode
+  == 0
+)
 needs_git = pytest.mark.skipif(not _IN_GIT, reason="setup ships git archive HEAD: needs a checkout")
 # `python` as a command word (not python3, not a path ending in /python, not --python).
 _BARE_PYTHON = re.compile(r"(^|[\s'\"=;&|(])python\s")
 
 
-def _script(script: str, *args: str, env: dict[str, str] | None = None,
-            path: str | None = None) -> subprocess.CompletedProcess:
+def _script(
+  script: str, *args: str, env: dict[str, str] | None = None, path: str | None = None
+) -> subprocess.CompletedProcess:
   clean = {k: v for k, v in os.environ.items() if k not in _SCRIPT_ENV}
-  return subprocess.run(["bash", path or os.path.join(ROOT, "launch", script), *args],
-                        capture_output=True, text=True, timeout=60, env={**clean, **(env or {})})
+  return subprocess.run(
+    ["bash", path or os.path.join(ROOT, "launch", script), *args],
+    capture_output=True,
+    text=True,
+    timeout=60,
+    env={**clean, **(env or {})},
+  )
 
 
 def _dry_run(script: str, *args: str, env: dict[str, str] | None = None) -> list[str]:
@@ -60,10 +87,25 @@ def _create_version(lines: list[str]) -> str:
 
 @needs_git
 def test_tpu_pod_slice_up():
-  lines = _dry_run("tpu_vm.sh", "up", "--name", "pod", "--zone", "us-central2-b",
-                   "--accelerator", "v4-32", "--spot", "--workdir", "gs://bucket/runs/celeba",
-                   "--dataset_path", "/mnt/celeba", "--fsdp", "4", "--",
-                   "--config.batch_size=64")
+  lines = _dry_run(
+    "tpu_vm.sh",
+    "up",
+    "--name",
+    "pod",
+    "--zone",
+    "us-central2-b",
+    "--accelerator",
+    "v4-32",
+    "--spot",
+    "--workdir",
+    "gs://bucket/runs/celeba",
+    "--dataset_path",
+    "/mnt/celeba",
+    "--fsdp",
+    "4",
+    "--",
+    "--config.batch_size=64",
+  )
   create = _one(lines, "gcloud compute tpus tpu-vm create pod")
   for piece in ("--zone=us-central2-b", "--accelerator-type=v4-32", "--spot"):
     assert piece in create
@@ -78,20 +120,30 @@ def test_tpu_pod_slice_up():
   assert re.search(r"uv pip install .*--python ~/minr_venv/bin/python -e .*\.\[tpu\]", setup)
   train = _one(lines, "tpu-vm ssh pod", "--worker=all", "minr_jax.main")
   assert "JAX_PLATFORMS=tpu nohup ~/minr_venv/bin/python -m minr_jax.main" in train
-  for piece in ("--config=configs/transinr.py:celeba", "--workdir=gs://bucket/runs/celeba",
-                "--distributed=on", "--config.mesh.fsdp=4", "--config.model.dtype=bfloat16",
-                "--config.dataset.path=/mnt/celeba", "--config.batch_size=64", "minr_train.pid"):
+  for piece in (
+    "--config=configs/transinr.py:celeba",
+    "--workdir=gs://bucket/runs/celeba",
+    "--distributed=on",
+    "--config.mesh.fsdp=4",
+    "--config.model.dtype=bfloat16",
+    "--config.dataset.path=/mnt/celeba",
+    "--config.batch_size=64",
+    "minr_train.pid",
+  ):
     assert piece in train
   order = [lines.index(x) for x in (create, archive, setup, train)]
   assert order == sorted(order)
 
 
-@pytest.mark.parametrize("accelerator, version", [
+@pytest.mark.parametrize(
+  "accelerator, version",
+  [
     ("v4-8", "tpu-ubuntu2204-base"),
     ("v5litepod-8", "v2-alpha-tpuv5-lite"),
     ("v5p-8", "v2-alpha-tpuv5"),
     ("v6e-8", "v2-alpha-tpuv6e"),
-])
+  ],
+)
 def test_tpu_runtime_version_per_generation(accelerator, version):
   assert _create_version(_dry_run("tpu_vm.sh", "create", "--accelerator", accelerator)) == version
   # --version still overrides the generation's default.
@@ -99,10 +151,19 @@ def test_tpu_runtime_version_per_generation(accelerator, version):
   assert _create_version(lines) == "mine"
 
 
-@pytest.mark.parametrize("accelerator, distributed", [
-    ("v4-8", "off"), ("v4-16", "on"), ("v5p-8", "off"), ("v5p-16", "on"),
-    ("v5litepod-8", "off"), ("v5litepod-16", "on"), ("v6e-8", "off"), ("v6e-16", "on"),
-])
+@pytest.mark.parametrize(
+  "accelerator, distributed",
+  [
+    ("v4-8", "off"),
+    ("v4-16", "on"),
+    ("v5p-8", "off"),
+    ("v5p-16", "on"),
+    ("v5litepod-8", "off"),
+    ("v5litepod-16", "on"),
+    ("v6e-8", "off"),
+    ("v6e-16", "on"),
+  ],
+)
 def test_tpu_multi_host_slices_run_distributed(accelerator, distributed):
   lines = _dry_run("tpu_vm.sh", "train", "--accelerator", accelerator, "--workdir", "gs://b/r")
   assert f"--distributed={distributed}" in _one(lines, "minr_jax.main")
@@ -115,8 +176,17 @@ def test_tpu_unknown_generation_and_old_python_are_refused():
 
 @needs_git
 def test_tpu_restart_resumes_from_the_bucket():
-  args = ("--accelerator", "v5litepod-8", "--name", "one", "--spot", "--workdir", "gs://b/one",
-          "--config", "configs/transinr.py:imagenette")
+  args = (
+    "--accelerator",
+    "v5litepod-8",
+    "--name",
+    "one",
+    "--spot",
+    "--workdir",
+    "gs://b/one",
+    "--config",
+    "configs/transinr.py:imagenette",
+  )
   lines = _dry_run("tpu_vm.sh", "restart", *args)
   _one(lines, "tpu-vm describe one", "value(state)")
   _one(lines, "tpu-vm delete one", "--quiet")
@@ -152,15 +222,30 @@ def test_tpu_pod_slice_needs_a_shared_workdir():
 def test_tpu_setup_refuses_a_tree_outside_git(tmp_path):
   (tmp_path / "launch").mkdir()
   script = shutil.copy(os.path.join(ROOT, "launch", "tpu_vm.sh"), tmp_path / "launch")
-  out = _script("tpu_vm.sh", "--dry-run", "setup", path=str(script),
-                env={"GIT_CEILING_DIRECTORIES": str(tmp_path.parent)})
+  out = _script(
+    "tpu_vm.sh",
+    "--dry-run",
+    "setup",
+    path=str(script),
+    env={"GIT_CEILING_DIRECTORIES": str(tmp_path.parent)},
+  )
   assert out.returncode == 2 and "not a git checkout" in out.stderr
   assert "archive" not in out.stdout and "scp" not in out.stdout
 
 
 def test_multi_gpu_single_process():
-  lines = _dry_run("multi_gpu.sh", "--gpus", "0,1,2,3", "--fsdp", "2", "--install",
-                   "--workdir", "runs/g", "--", "--config.batch_size=32")
+  lines = _dry_run(
+    "multi_gpu.sh",
+    "--gpus",
+    "0,1,2,3",
+    "--fsdp",
+    "2",
+    "--install",
+    "--workdir",
+    "runs/g",
+    "--",
+    "--config.batch_size=32",
+  )
   venv = _one(lines, "uv venv")
   assert "--python 3.11 .venv" in venv
   install = _one(lines, "uv pip install", "--python .venv/bin/python")
@@ -168,15 +253,21 @@ def test_multi_gpu_single_process():
   assert lines.index(venv) < lines.index(install)
   train = _one(lines, "minr_jax.main")
   assert "JAX_PLATFORMS=cuda .venv/bin/python -m minr_jax.main" in train
-  for piece in ("CUDA_VISIBLE_DEVICES=0,1,2,3", "--workdir=runs/g", "--config.mesh.fsdp=2",
-                "--config.batch_size=32", "--config=configs/transinr.py"):
+  for piece in (
+    "CUDA_VISIBLE_DEVICES=0,1,2,3",
+    "--workdir=runs/g",
+    "--config.mesh.fsdp=2",
+    "--config.batch_size=32",
+    "--config=configs/transinr.py",
+  ):
     assert piece in train
   assert "--coordinator_address" not in train
 
 
 def test_multi_gpu_cuda13_and_a_bucket_install_their_extras():
-  lines = _dry_run("multi_gpu.sh", "--install", "--cuda", "13", "--workdir", "gs://b/g",
-                   "--venv", "/opt/env")
+  lines = _dry_run(
+    "multi_gpu.sh", "--install", "--cuda", "13", "--workdir", "gs://b/g", "--venv", "/opt/env"
+  )
   assert "'.[cuda13,gcs]'" in _one(lines, "uv pip install", "--python /opt/env/bin/python")
   assert "/opt/env/bin/python -m minr_jax.main" in _one(lines, "minr_jax.main")
   assert "3.11 or newer" in _refused("multi_gpu.sh", "--install", "--python", "3.10")
@@ -187,9 +278,14 @@ def test_multi_gpu_one_process_per_gpu():
   procs = [line for line in lines if "minr_jax.main" in line]
   assert len(procs) == 3
   for i, line in enumerate(procs):
-    for piece in (f"CUDA_VISIBLE_DEVICES={i}", "JAX_PLATFORMS=cuda", ".venv/bin/python -m",
-                  "--coordinator_address=127.0.0.1:4321", "--num_processes=3",
-                  f"--process_id={i}"):
+    for piece in (
+      f"CUDA_VISIBLE_DEVICES={i}",
+      "JAX_PLATFORMS=cuda",
+      ".venv/bin/python -m",
+      "--coordinator_address=127.0.0.1:4321",
+      "--num_processes=3",
+      f"--process_id={i}",
+    ):
       assert piece in line
   assert lines[-1] == "wait"
 

@@ -6,11 +6,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from configs import mae as mae_config
 import numpy as np
 import optax
 import pytest
 
+from configs import mae as mae_config
 from minr_jax import families, masking
 from minr_jax.config import ConfigError
 from minr_jax.models import mae
@@ -33,23 +33,52 @@ def shapes(model: mae.MAE):
 
 def block_params(dim: int, mlp_dim: int) -> int:
   """One pre-LN ViT block with qkv bias: 2 LayerNorms, qkv, projection, MLP."""
-  return 2 * 2 * dim + 3 * (dim * dim + dim) + (dim * dim + dim) + (
-      dim * mlp_dim + mlp_dim) + (mlp_dim * dim + dim)
+  return (
+    2 * 2 * dim
+    + 3 * (dim * dim + dim)
+    + (dim * dim + dim)
+    + (dim * mlp_dim + mlp_dim)
+    + (mlp_dim * dim + dim)
+  )
 
 
-def expected_params(patch_dim: int, dim: int, depth: int, mlp_dim: int,
-                    dec_dim: int = 512, dec_depth: int = 8, dec_mlp: int = 2048) -> int:
+def expected_params(
+  patch_dim: int,
+  dim: int,
+  depth: int,
+  mlp_dim: int,
+  dec_dim: int = 512,
+  dec_depth: int = 8,
+  dec_mlp: int = 2048,
+) -> int:
   encoder = (patch_dim * dim + dim) + dim + depth * block_params(dim, mlp_dim) + 2 * dim
-  decoder = ((dim * dec_dim + dec_dim) + dec_dim + dec_depth * block_params(dec_dim, dec_mlp)
-             + 2 * dec_dim + (dec_dim * patch_dim + patch_dim))
+  decoder = (
+    (dim * dec_dim + dec_dim)
+    + dec_dim
+    + dec_depth * block_params(dec_dim, dec_mlp)
+    + 2 * dec_dim
+    + (dec_dim * patch_dim + patch_dim)
+  )
   return encoder + decoder
 
 
 def tiny_model(**overrides) -> mae.MAE:
   """16 px, patch 4 (4x4 grid), 75% masked: 12 hidden, K = 4 visible."""
-  fields = dict(image_size=16, patch_size=4, mask_ratio=0.75, dim=32, depth=2,
-                num_heads=2, head_dim=16, mlp_dim=64, decoder_dim=24, decoder_depth=1,
-                decoder_num_heads=2, decoder_head_dim=12, decoder_mlp_dim=48)
+  fields = dict(
+    image_size=16,
+    patch_size=4,
+    mask_ratio=0.75,
+    dim=32,
+    depth=2,
+    num_heads=2,
+    head_dim=16,
+    mlp_dim=64,
+    decoder_dim=24,
+    decoder_depth=1,
+    decoder_num_heads=2,
+    decoder_head_dim=12,
+    decoder_mlp_dim=48,
+  )
   fields.update(overrides)
   return mae.MAE(**fields)
 
@@ -74,10 +103,14 @@ def tiny_setup(batch: int = 3):
 
 # ------------------------------------------------------------ parameter counts ---
 
-@pytest.mark.parametrize("size, expected, dim, depth, mlp, paper_m", [
+
+@pytest.mark.parametrize(
+  "size, expected, dim, depth, mlp, paper_m",
+  [
     ("base", BASE_PARAMS, 768, 12, 3072, PAPER_BASE_M),
     ("large", LARGE_PARAMS, 1024, 24, 4096, PAPER_LARGE_M),
-])
+  ],
+)
 def test_paper_size_parameter_counts(size, expected, dim, depth, mlp, paper_m):
   config = mae_config.get_config(size)
   model = families.get(config).build(config)
@@ -86,12 +119,11 @@ def test_paper_size_parameter_counts(size, expected, dim, depth, mlp, paper_m):
   assert count(params) == expected
   assert expected == expected_params(13 * 13 * 3, dim, depth, mlp)
   # The paper's figures are these exact counts in units of 2**20, not 10**6.
-  assert round(expected / 2 ** 20, 1) == paper_m
+  assert round(expected / 2**20, 1) == paper_m
   assert round(expected / 1e6, 1) != paper_m
   # The position embeddings are not parameters (MAE's PyTorch model.parameters()
   # would add its frozen ones: (1 + 196) x (dim + 512)).
-  assert not any("pos" in str(path) for path, _ in
-                 jax.tree_util.tree_flatten_with_path(params)[0])
+  assert not any("pos" in str(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0])
 
 
 def test_init_follows_mae():
@@ -111,6 +143,7 @@ def test_init_follows_mae():
 
 # ---------------------------------------------------------------- forward pass ---
 
+
 def test_tiny_output_shapes():
   model, params, images, masks = tiny_setup()
   out = jax.jit(model.apply)({"params": params}, images, masks)
@@ -120,8 +153,7 @@ def test_tiny_output_shapes():
   assert out["latent"].shape == (3, 1 + 4, 32)
   assert out["pixels"].shape == (3, 16, 16, 3)
   assert out["ids_keep"].shape == (3, 4) and out["ids_restore"].shape == (3, 16)
-  np.testing.assert_array_equal(
-      out["pixels"], mae.unpatchify(out["pred_patches"], 4, 4))
+  np.testing.assert_array_equal(out["pixels"], mae.unpatchify(out["pred_patches"], 4, 4))
   assert np.all(np.isfinite(np.asarray(out["pred_patches"])))
 
 
@@ -179,6 +211,7 @@ def test_wrong_mask_count_is_rejected_outside_jit():
 
 # --------------------------------------------------------------- loss, pixels ---
 
+
 def test_loss_counts_hidden_patches_only():
   model, _, images, masks = tiny_setup()
   pred = jax.random.uniform(jax.random.key(4), (3, 16, 48))
@@ -220,6 +253,7 @@ def test_to_pixels_uses_the_hidden_patches_true_stats():
 
 # --------------------------------------------------------------------- config ---
 
+
 def test_patch_grid_must_equal_mask_grid():
   config = mae_config.get_config("base")
   config.model.patch_size = 16
@@ -237,7 +271,11 @@ def test_config_variants():
   assert (base.model.dim, base.model.depth, base.model.num_heads) == (768, 12, 12)
   assert (base.mask.strategy, base.eval_mask_strategy) == ("random_exact", "random_exact")
   assert (base.optimizer, base.adam_b1, base.adam_b2, base.weight_decay) == (
-      "adamw", 0.9, 0.95, 0.05)
+    "adamw",
+    0.9,
+    0.95,
+    0.05,
+  )
   assert base.learning_rate == pytest.approx(1.5e-4 * base.batch_size / 256)
   large = mae_config.get_config("large,imagenette")
   assert (large.model.dim, large.model.depth, large.model.num_heads) == (1024, 24, 16)
@@ -263,6 +301,7 @@ def test_config_variants():
 
 # ------------------------------------------------------------------- training ---
 
+
 def test_adamw_steps_decrease_the_loss():
   config = mae_config.get_config("tiny")
   config.num_train_steps = 20
@@ -277,8 +316,7 @@ def test_adamw_steps_decrease_the_loss():
 
   def loss_fn(p):
     out = model.apply({"params": p}, images, masks, train=True)
-    return mae.mae_loss(out["pred_patches"], images, masks, model.patch_size,
-                        model.norm_pix)
+    return mae.mae_loss(out["pred_patches"], images, masks, model.patch_size, model.norm_pix)
 
   @jax.jit
   def step(p, s):

@@ -5,17 +5,17 @@ from __future__ import annotations
 import functools
 
 import jax
-from configs import mae as mae_config
 import numpy as np
 import pytest
 from helpers import make_image_folder
 
 import minr_jax
-from minr_jax import data, evaluation, families, masking, metrics, robustness, sharding, train
+from configs import mae as mae_config
+from minr_jax import data, evaluation, families, masking, metrics, robustness, train
 from minr_jax.config import ConfigError
 
-
 pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
@@ -40,10 +40,12 @@ def test_reconstruct_equals_the_training_evaluation(run):
   images, indices = batch["image"][valid], batch["index"][valid]
   pred, mask = m.reconstruct(images, indices=indices)
   assert pred.shape == images.shape and mask.mean() == pytest.approx(0.75)
-  grid_fn = jax.jit(functools.partial(evaluation._grid_predict, model=m.model,
-                                      family=families.get(m.config), config=m.config))
-  inputs, pred_eval, *_ = grid_fn(m.params, batch,
-                                  masking.eval_masks(m.config, batch["index"]))
+  grid_fn = jax.jit(
+    functools.partial(
+      evaluation._grid_predict, model=m.model, family=families.get(m.config), config=m.config
+    )
+  )
+  inputs, pred_eval, *_ = grid_fn(m.params, batch, masking.eval_masks(m.config, batch["index"]))
   out = {"inputs": inputs, "pred": pred_eval}
   np.testing.assert_allclose(pred, np.asarray(out["pred"])[valid], atol=1e-5)
   psnr = metrics.reconstruction_metrics(pred, images, mask)["psnr_full"]
@@ -85,8 +87,7 @@ def test_mae_errors_name_the_problem(run):
 
 def test_robustness_sweep_of_an_mae(run):
   workdir, _, final, _ = run
-  step, rows = robustness.run_sweep(workdir, strategies="random_exact,center",
-                                    ratios="0.5,0.75")
+  step, rows = robustness.run_sweep(workdir, strategies="random_exact,center", ratios="0.5,0.75")
   assert step == 2 and len(rows) == 4
   own = [r for r in rows if r["strategy"] == "random_exact" and r["ratio"] == 0.75][0]
   assert own["psnr_full"] == pytest.approx(final["psnr_full"], abs=1e-4)

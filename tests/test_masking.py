@@ -12,8 +12,9 @@ from minr_jax import masking
 
 def _random_masks(key, batch, grid, ratio, exact=False):
   """Independent random (or exact-count) masks [batch, grid, grid]."""
-  return masking.draw_batch(masking.MaskSpec("random_exact" if exact else "random", grid),
-                            key, batch, ratio)
+  return masking.draw_batch(
+    masking.MaskSpec("random_exact" if exact else "random", grid), key, batch, ratio
+  )
 
 
 def test_random_masks_have_the_ratio_on_average():
@@ -24,8 +25,9 @@ def test_random_masks_have_the_ratio_on_average():
   assert per_image.std() > 3  # the paper's masks vary in count per image
 
 
-@pytest.mark.parametrize("ratio,grid,count", [(0.75, 14, 147), (0.5, 8, 32), (0.9, 4, 14),
-                                              (0.0, 4, 0)])
+@pytest.mark.parametrize(
+  "ratio,grid,count", [(0.75, 14, 147), (0.5, 8, 32), (0.9, 4, 14), (0.0, 4, 0)]
+)
 def test_exact_masks_hide_exactly_round_ratio_n(ratio, grid, count):
   masks = np.asarray(_random_masks(jax.random.key(1), 64, grid, ratio, exact=True))
   np.testing.assert_array_equal(masks.reshape(64, -1).sum(1), count)
@@ -84,7 +86,6 @@ def test_masks_jit_without_retracing_across_keys():
     draw(jax.random.key(i))
 
 
-
 # ------------------------------------------------------- mask strategies ---
 # Compiles dominate this file's time, so the tests share a few compiled calls:
 # `draw_batch` is jitted with the ratio traced, and `_masks` always passes
@@ -102,8 +103,9 @@ def _masks(strategy, ratio, seed=0, grid=14, batch=128, **kwargs):
 
 def _edges(masks):
   """Mean number of 4-neighbour patch pairs with one hidden and one visible."""
-  return ((masks[:, 1:] != masks[:, :-1]).sum((1, 2))
-          + (masks[:, :, 1:] != masks[:, :, :-1]).sum((1, 2))).mean()
+  return (
+    (masks[:, 1:] != masks[:, :-1]).sum((1, 2)) + (masks[:, :, 1:] != masks[:, :, :-1]).sum((1, 2))
+  ).mean()
 
 
 @pytest.mark.parametrize("strategy", masking.STRATEGIES)
@@ -150,8 +152,9 @@ def test_center_hides_a_centred_square_and_outpaint_keeps_one():
   for ratio in (0.1, 0.4, 0.75):  # complements of each other for every count
     k = masking.exact_count(ratio, 196)
     np.testing.assert_array_equal(
-        masking.draw(masking.MaskSpec("center", 14), key, ratio),
-        ~masking.draw(masking.MaskSpec("outpaint", 14), key, 1 - k / 196))
+      masking.draw(masking.MaskSpec("center", 14), key, ratio),
+      ~masking.draw(masking.MaskSpec("outpaint", 14), key, 1 - k / 196),
+    )
 
 
 def test_block_masks_are_blockier_than_random_ones():
@@ -183,8 +186,7 @@ def test_every_strategy_jits_once_across_ratios_and_matches_a_float_ratio():
     for spec, masks in zip(specs, traced):
       assert masks.shape == (4, 8, 8) and masks.dtype == bool
       if spec.exact:
-        np.testing.assert_array_equal(np.asarray(masks).sum((1, 2)),
-                                      masking.exact_count(ratio, 64))
+        np.testing.assert_array_equal(np.asarray(masks).sum((1, 2)), masking.exact_count(ratio, 64))
     if ratio == 0.5:  # random, random_exact, block: the same masks either way
       for masks, float_masks in zip(traced, static):
         np.testing.assert_array_equal(masks, float_masks)
@@ -206,8 +208,9 @@ def test_per_image_ratios_are_in_range_and_each_image_hits_its_own():
   assert (r >= 0.4).all() and (r <= 0.9).all() and np.ptp(r) > 0.3
   for strategy in ("block", "noise_filtered"):
     masks = masking.draw_batch(masking.MaskSpec(strategy, 14), jax.random.key(0), 128, ratios)
-    np.testing.assert_array_equal(np.asarray(masks).sum((1, 2)),
-                                  [masking.exact_count(x, 196) for x in r.tolist()])
+    np.testing.assert_array_equal(
+      np.asarray(masks).sum((1, 2)), [masking.exact_count(x, 196) for x in r.tolist()]
+    )
 
 
 def test_indexed_masks_of_any_strategy_depend_on_the_index_only():
@@ -223,23 +226,32 @@ def test_indexed_masks_of_any_strategy_depend_on_the_index_only():
 def test_mask_spec_from_config_defaults_and_fields():
   config = ml_collections.ConfigDict(dict(mask_grid=8))
   assert masking.mask_spec_from_config(config) == masking.MaskSpec("random", 8)
-  config.mask = ml_collections.ConfigDict(dict(strategy="noise_filtered", filter="bandpass",
-                                               cutoff_low=0.3, block_min_patches=2))
+  config.mask = ml_collections.ConfigDict(
+    dict(strategy="noise_filtered", filter="bandpass", cutoff_low=0.3, block_min_patches=2)
+  )
   spec = masking.mask_spec_from_config(config)
-  assert (spec.grid, spec.filter, spec.cutoff_low, spec.cutoff_high,
-          spec.block_min_patches) == (8, "bandpass", 0.3, 0.75, 2)
+  assert (spec.grid, spec.filter, spec.cutoff_low, spec.cutoff_high, spec.block_min_patches) == (
+    8,
+    "bandpass",
+    0.3,
+    0.75,
+    2,
+  )
   assert masking.MaskSpec(filter="highpass").cutoff_low == 0.75
   hash(spec)  # static: usable as a jit static argument
 
 
-@pytest.mark.parametrize("field,value,message", [
+@pytest.mark.parametrize(
+  "field,value,message",
+  [
     ("strategy", "checkerboard", "config.mask.strategy must be one of"),
     ("filter", "notch", "config.mask.filter must be one of"),
     ("cutoff_low", 0.8, "config.mask.cutoff_low=0.8 must be below config.mask.cutoff_high"),
     ("cutoff_high", 0.1, "config.mask.cutoff_high: the lowpass band"),
     ("block_aspect_min", 0.0, "config.mask.block_aspect_min must be in"),
     ("block_min_patches", 0, "config.mask.block_min_patches must be an integer"),
-])
+  ],
+)
 def test_mask_spec_from_config_names_the_bad_field(field, value, message):
   mask = dict(strategy="noise_filtered", filter="bandpass" if field == "cutoff_low" else "lowpass")
   mask[field] = value

@@ -15,8 +15,7 @@ from minr_jax import metrics
 
 def _images(b=2, h=4, w=5, c=3, seed=0):
   """Returns a random float32 [B, H, W, C] batch in [0, 1]."""
-  return np.random.default_rng(seed).uniform(size=(b, h, w, c)).astype(
-      np.float32)
+  return np.random.default_rng(seed).uniform(size=(b, h, w, c)).astype(np.float32)
 
 
 def _mask(b=2, h=4, w=5, seed=1):
@@ -66,12 +65,10 @@ def test_psnr_masked_ignores_visible_pixels():
   assert not mask[0, 0, 1]  # A visible pixel.
   pred2[0, 0, 1] = 1.0 - target[0, 0, 1]
   after = metrics.reconstruction_metrics(pred2, target, mask)
-  np.testing.assert_allclose(after["psnr_masked"], before["psnr_masked"],
-                             rtol=1e-6)
+  np.testing.assert_allclose(after["psnr_masked"], before["psnr_masked"], rtol=1e-6)
   assert after["psnr_full"][0] < before["psnr_full"][0] - 0.1
   # Pasting hides the visible-pixel change too.
-  np.testing.assert_allclose(after["psnr_pasted"], before["psnr_pasted"],
-                             rtol=1e-6)
+  np.testing.assert_allclose(after["psnr_pasted"], before["psnr_pasted"], rtol=1e-6)
   # Changing a masked pixel does change psnr_masked.
   pred3 = pred.copy()
   assert mask[0, 0, 0]
@@ -88,8 +85,7 @@ def test_psnr_masked_hand_example():
   mask = np.array([[[True, True, False]]])
   out = metrics.reconstruction_metrics(pred, target, mask)
   expected_mse = (0.01 + 0.09) / (2 * 2)  # 2 masked pixels x 2 channels.
-  np.testing.assert_allclose(out["psnr_masked"],
-                             [-10 * math.log10(expected_mse)], atol=1e-4)
+  np.testing.assert_allclose(out["psnr_masked"], [-10 * math.log10(expected_mse)], atol=1e-4)
   np.testing.assert_allclose(out["mask_fraction"], [2 / 3], atol=1e-6)
 
 
@@ -119,20 +115,16 @@ def test_paste_visible_makes_visible_pixels_exact():
 
 def test_mean_colour_fill_hand_example():
   # One image 1x4, 2 channels; pixels 0 and 2 visible.
-  target = np.array([[[[0.2, 1.0], [0.9, 0.9], [0.4, 0.0], [0.1, 0.1]]]],
-                    np.float32)
+  target = np.array([[[[0.2, 1.0], [0.9, 0.9], [0.4, 0.0], [0.1, 0.1]]]], np.float32)
   mask = np.array([[[False, True, False, True]]])
   filled = np.asarray(metrics.mean_colour_fill(target, mask))
-  expected = np.array([[[[0.2, 1.0], [0.3, 0.5], [0.4, 0.0], [0.3, 0.5]]]],
-                      np.float32)
+  expected = np.array([[[[0.2, 1.0], [0.3, 0.5], [0.4, 0.0], [0.3, 0.5]]]], np.float32)
   np.testing.assert_allclose(filled, expected, atol=1e-6)
 
 
 def test_mean_colour_fill_is_per_image_and_handles_all_masked():
-  target = np.stack([np.full((2, 2, 3), 0.2), np.full((2, 2, 3), 0.8)]).astype(
-      np.float32)
-  mask = np.array([[[True, False], [False, False]],
-                   [[True, True], [True, True]]])
+  target = np.stack([np.full((2, 2, 3), 0.2), np.full((2, 2, 3), 0.8)]).astype(np.float32)
+  mask = np.array([[[True, False], [False, False]], [[True, True], [True, True]]])
   filled = np.asarray(metrics.mean_colour_fill(target, mask))
   np.testing.assert_allclose(filled[0], 0.2, atol=1e-6)  # Own mean, not 0.5.
   np.testing.assert_allclose(filled[1], 0.5, atol=1e-6)  # Nothing visible.
@@ -143,8 +135,7 @@ def test_masked_input_and_baseline_psnr():
   mask = np.array([[[True, False, False, False]]])
   out = metrics.reconstruction_metrics(target, target, mask)
   # MSE of the masked input: 0.25 on 1 of 4 pixels -> 0.0625.
-  np.testing.assert_allclose(out["psnr_full_masked_input"],
-                             [-10 * math.log10(0.0625)], atol=1e-4)
+  np.testing.assert_allclose(out["psnr_full_masked_input"], [-10 * math.log10(0.0625)], atol=1e-4)
   # Mean fill of a constant image is exact.
   np.testing.assert_allclose(out["psnr_full_mean_fill"], [100.0], atol=1e-3)
 
@@ -156,15 +147,18 @@ def test_reconstruction_metrics_jit_matches_eager():
   eager = metrics.reconstruction_metrics(pred, target, mask)
   jitted = jax.jit(metrics.reconstruction_metrics)(pred, target, mask)
   assert set(jitted) == {
-      "psnr_full", "psnr_masked", "psnr_pasted", "psnr_full_mean_fill",
-      "psnr_full_masked_input", "mask_fraction"}
+    "psnr_full",
+    "psnr_masked",
+    "psnr_pasted",
+    "psnr_full_mean_fill",
+    "psnr_full_masked_input",
+    "mask_fraction",
+  }
   for name in eager:
     assert jitted[name].shape == (3,), name
     assert jitted[name].dtype == jnp.float32, name
-    np.testing.assert_allclose(jitted[name], eager[name], rtol=1e-5,
-                               err_msg=name)
-  np.testing.assert_allclose(jitted["mask_fraction"], mask.mean(axis=(1, 2)),
-                             rtol=1e-6)
+    np.testing.assert_allclose(jitted[name], eager[name], rtol=1e-5, err_msg=name)
+  np.testing.assert_allclose(jitted["mask_fraction"], mask.mean(axis=(1, 2)), rtol=1e-6)
 
 
 def test_interpolation_key_only_when_asked_and_jit_matches_eager():
@@ -180,12 +174,15 @@ def test_interpolation_key_only_when_asked_and_jit_matches_eager():
     np.testing.assert_array_equal(eager[name], plain[name], err_msg=name)
   filled = metrics.interpolation_fill(target, mask, 1.5)
   np.testing.assert_allclose(
-      eager["psnr_full_interpolation"],
-      metrics.psnr_from_mse(metrics.per_image_mse(filled, target)), rtol=1e-6)
+    eager["psnr_full_interpolation"],
+    metrics.psnr_from_mse(metrics.per_image_mse(filled, target)),
+    rtol=1e-6,
+  )
   assert jitted["psnr_full_interpolation"].shape == (3,)
   assert jitted["psnr_full_interpolation"].dtype == jnp.float32
-  np.testing.assert_allclose(jitted["psnr_full_interpolation"],
-                             eager["psnr_full_interpolation"], rtol=1e-5)
+  np.testing.assert_allclose(
+    jitted["psnr_full_interpolation"], eager["psnr_full_interpolation"], rtol=1e-5
+  )
 
 
 # ------------------------------ interpolation baseline -------------------------
@@ -196,8 +193,11 @@ def _smooth_images(b=2, h=32, w=32):
   yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
   out = []
   for i in range(b):
-    out.append(np.stack([0.5 + 0.4 * np.sin(3 * xx + i), 0.5 + 0.3 * np.cos(2 * yy - i),
-                         0.2 + 0.6 * xx * yy], -1))
+    out.append(
+      np.stack(
+        [0.5 + 0.4 * np.sin(3 * xx + i), 0.5 + 0.3 * np.cos(2 * yy - i), 0.2 + 0.6 * xx * yy], -1
+      )
+    )
   return np.asarray(out, np.float32)
 
 
@@ -248,7 +248,7 @@ def test_interpolation_fill_by_hand_on_one_row():
   mask = np.array([[[False, True, True, True, False]]])
   filled = np.asarray(metrics.interpolation_fill(target, mask, 1.0))[0, 0, :, 0]
   for j in (1, 2, 3):
-    w0, w4 = math.exp(-0.5 * j ** 2), math.exp(-0.5 * (4 - j) ** 2)
+    w0, w4 = math.exp(-0.5 * j**2), math.exp(-0.5 * (4 - j) ** 2)
     assert filled[j] == pytest.approx((0.0 * w0 + 1.0 * w4) / (w0 + w4), rel=1e-5)
   assert filled[0] == 0.0 and filled[4] == 1.0
 
@@ -257,7 +257,8 @@ def test_interpolation_beats_mean_fill_on_smooth_images():
   target = _smooth_images(b=3, h=32, w=32)
   mask = _patch_mask(3, 32, 8, 0.75, seed=1)
   out = metrics.reconstruction_metrics(
-      target, target, mask, interpolation_sigma=metrics.interpolation_sigma(32, 8))
+    target, target, mask, interpolation_sigma=metrics.interpolation_sigma(32, 8)
+  )
   assert np.all(out["psnr_full_interpolation"] > out["psnr_full_mean_fill"] + 3.0), out
 
 
@@ -302,8 +303,7 @@ def test_shape_mismatch_raises():
 def test_jsonl_round_trip_with_truncated_last_line(tmp_path):
   with metrics.MetricWriter(str(tmp_path), tensorboard=False) as writer:
     writer.write(10, "train", {"loss": 0.5, "psnr": np.float32(20.25)})
-    writer.write(20, "eval", {"psnr_full": jnp.float32(18.5)},
-                 dataset="celeba")
+    writer.write(20, "eval", {"psnr_full": jnp.float32(18.5)}, dataset="celeba")
     # Each line is flushed: readable while the writer is still open.
     assert len(metrics.read_metrics(str(tmp_path / "metrics.jsonl"))) == 2
   path = tmp_path / "metrics.jsonl"
@@ -311,8 +311,8 @@ def test_jsonl_round_trip_with_truncated_last_line(tmp_path):
     f.write('{"step": 30, "split": "tra')  # Killed mid-write.
   records = metrics.read_metrics(str(path))
   assert records == [
-      {"step": 10, "split": "train", "loss": 0.5, "psnr": 20.25},
-      {"step": 20, "split": "eval", "dataset": "celeba", "psnr_full": 18.5},
+    {"step": 10, "split": "train", "loss": 0.5, "psnr": 20.25},
+    {"step": 20, "split": "eval", "dataset": "celeba", "psnr_full": 18.5},
   ]
   assert isinstance(records[0]["psnr"], float)
 
@@ -370,19 +370,16 @@ def test_save_image_grid_size_and_content(tmp_path):
   blue = np.zeros((n, h, w, 3), np.float32)
   blue[..., 2] = 1.5  # Out of range: clipped for display.
   path = tmp_path / "sub" / "dir" / "grid.png"
-  metrics.save_image_grid(str(path), [red, blue], ["pred", "truth"],
-                          max_rows=2)
+  metrics.save_image_grid(str(path), [red, blue], ["pred", "truth"], max_rows=2)
   img = np.asarray(Image.open(path).convert("RGB"))
   scale = math.ceil(96 / h)  # 12 -> cells 96 x 120.
   cell_h, cell_w = h * scale, w * scale
   gap, title = metrics.GRID_GAP, metrics.GRID_TITLE_HEIGHT
   assert img.shape == (title + 2 * cell_h + gap, 2 * cell_w + gap, 3)
-  assert metrics.image_grid_size(2, 2, h, w, True) == (img.shape[1],
-                                                       img.shape[0])
+  assert metrics.image_grid_size(2, 2, h, w, True) == (img.shape[1], img.shape[0])
   # Cell contents, and the white gap between columns.
   np.testing.assert_array_equal(img[title + 5, 5], [255, 0, 0])
-  np.testing.assert_array_equal(img[title + cell_h + gap + 5, cell_w + gap + 5],
-                                [0, 0, 255])
+  np.testing.assert_array_equal(img[title + cell_h + gap + 5, cell_w + gap + 5], [0, 0, 255])
   np.testing.assert_array_equal(img[title + 5, cell_w], [255, 255, 255])
   # Title strip has some dark text pixels.
   assert img[:title].min() < 128
@@ -395,14 +392,14 @@ def test_save_image_grid_without_titles_large_images(tmp_path):
   path = tmp_path / "g.png"
   metrics.save_image_grid(str(path), cols)
   with Image.open(path) as img:
-    assert img.size == (3 * 50 + 2 * metrics.GRID_GAP,
-                        2 * 100 + metrics.GRID_GAP)
+    assert img.size == (3 * 50 + 2 * metrics.GRID_GAP, 2 * 100 + metrics.GRID_GAP)
 
 
 def test_save_image_grid_rejects_mismatched_columns(tmp_path):
   with pytest.raises(ValueError):
-    metrics.save_image_grid(str(tmp_path / "g.png"),
-                            [np.zeros((2, 4, 4, 3)), np.zeros((2, 4, 5, 3))])
+    metrics.save_image_grid(
+      str(tmp_path / "g.png"), [np.zeros((2, 4, 4, 3)), np.zeros((2, 4, 5, 3))]
+    )
 
 
 def test_format_progress():

@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from configs import transinr as transinr_config
 
+from configs import transinr as transinr_config
 from minr_jax import families, train
 from minr_jax.config import ConfigError
 from minr_jax.families import check as validate
@@ -68,8 +68,9 @@ def test_tiny_model_outputs():
   out = model.apply({"params": params}, images)
   shapes = model.inr_shapes
   assert [w.shape for w in out["weights"]] == [(3, fi + 1, fo) for fi, fo in shapes]
-  assert [m.shape for m in out["modulations"]] == [(3, fi, g) for (fi, _), g in
-                                                   zip(shapes, model.groups)]
+  assert [m.shape for m in out["modulations"]] == [
+    (3, fi, g) for (fi, _), g in zip(shapes, model.groups)
+  ]
   assert out["data_tokens"].shape == (3, 16, 32)
   assert out["weight_tokens"].shape == (3, sum(model.groups), 32)
   # Columns of every modulated weight have unit norm; biases are the shared ones.
@@ -95,7 +96,9 @@ def test_dropout_only_in_training():
   assert not np.allclose(np.asarray(a), np.asarray(c))
 
 
-@pytest.mark.parametrize("field,value,message", [
+@pytest.mark.parametrize(
+  "field,value,message",
+  [
     ("mask_ratio", 1.0, "config.mask_ratio"),
     ("mask_ratio", -0.1, "config.mask_ratio"),
     ("resolution", 18, "not divisible by config.mask_grid"),
@@ -105,7 +108,8 @@ def test_dropout_only_in_training():
     ("model.inr_chunk", -2, "config.model.inr_chunk must be"),
     ("warmup_steps", -1, "config.warmup_steps"),
     ("warmup_steps", 4, "config.warmup_steps"),  # past the decay at 80% of 4 steps
-])
+  ],
+)
 def test_bad_config_values_name_the_field(field, value, message):
   config = transinr_config.get_config("tiny")
   parent, _, name = field.rpartition(".")

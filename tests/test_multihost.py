@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _free_port() -> int:
   try:
     import portpicker  # noqa: PLC0415
+
     return portpicker.pick_unused_port()
   except ImportError:
     with socket.socket() as s:
@@ -28,29 +29,41 @@ def _free_port() -> int:
       return s.getsockname()[1]
 
 
-def _launch(workdir: str, folder: str, data_dir: str,
-            other: str) -> list[tuple[int, str, str]]:
+def _launch(workdir: str, folder: str, data_dir: str, other: str) -> list[tuple[int, str, str]]:
   """Runs the tiny config as 2 processes (1 CPU device each); [(rc, out, err)].
 
   `other` is an extra evaluation folder that neither process has prepared:
   process 0 prepares it while the other waits.
   """
   port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
   procs = []
   for pid in range(2):
-    cmd = [sys.executable, "-m", "minr_jax.main", "--config=configs/transinr.py:tiny",
-           f"--workdir={workdir}", "--config.dataset.name=image_folder",
-           f"--config.dataset.path={folder}", f"--config.dataset.data_dir={data_dir}",
-           "--config.batch_size=8", "--config.eval_batch_size=8",
-           "--config.num_train_steps=4", "--config.checkpoint_every_steps=2",
-           "--config.eval_every_steps=4", "--config.log_every_steps=1",
-           f"--config.eval_datasets=image_folder:{other}",
-           f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-           f"--process_id={pid}"]
-    procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True))
+    cmd = [
+      sys.executable,
+      "-m",
+      "minr_jax.main",
+      "--config=configs/transinr.py:tiny",
+      f"--workdir={workdir}",
+      "--config.dataset.name=image_folder",
+      f"--config.dataset.path={folder}",
+      f"--config.dataset.data_dir={data_dir}",
+      "--config.batch_size=8",
+      "--config.eval_batch_size=8",
+      "--config.num_train_steps=4",
+      "--config.checkpoint_every_steps=2",
+      "--config.eval_every_steps=4",
+      "--config.log_every_steps=1",
+      f"--config.eval_datasets=image_folder:{other}",
+      f"--coordinator_address=127.0.0.1:{port}",
+      "--num_processes=2",
+      f"--process_id={pid}",
+    ]
+    procs.append(
+      subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+      )
+    )
   results = []
   for proc in procs:
     try:
@@ -64,8 +77,9 @@ def _launch(workdir: str, folder: str, data_dir: str,
 
 
 def _train_records(workdir: str) -> list[dict]:
-  return [r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
-          if r["split"] == "train"]
+  return [
+    r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "train"
+  ]
 
 
 def test_two_processes_train_checkpoint_and_resume(tmp_path):
@@ -77,8 +91,9 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
   first = _train_records(workdir)
   assert [r["step"] for r in first] == [1, 2, 3, 4]  # written once, by process 0
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
-  evals = [r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
-           if r["split"] == "eval"]
+  evals = [
+    r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "eval"
+  ]
   assert [r["step"] for r in evals] == [4, 4]
   # Every val image once, summed over processes; the extra folder too.
   assert [r["num_images"] for r in evals] == [4, 3]
@@ -90,7 +105,7 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
   for rc, _, err in results:
     assert rc == 0, err[-3000:]
   assert "resumed from" in results[0][1] and "resumed from" in results[1][1]
-  again = _train_records(workdir)[len(first):]
+  again = _train_records(workdir)[len(first) :]
   assert [r["step"] for r in again] == [3, 4]
   for old, new in zip(first[2:], again):
     assert new["loss"] == pytest.approx(old["loss"], rel=1e-5, abs=1e-7), new["step"]

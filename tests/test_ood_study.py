@@ -11,7 +11,8 @@ from helpers import make_image_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location(
-    "ood_study", os.path.join(ROOT, "benchmarks", "ood_study.py"))
+  "ood_study", os.path.join(ROOT, "benchmarks", "ood_study.py")
+)
 ood_study = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ood_study)
 
@@ -37,9 +38,17 @@ def test_parse_named_refuses_malformed(spec):
 def test_tiny_study_trains_resumes_and_reports(tmp_path):
   a = make_image_folder(str(tmp_path / "A"), num_train=8, num_val=3)
   b = make_image_folder(str(tmp_path / "B"), num_train=8, num_val=2, seed=1)
-  kwargs = dict(workdir=str(tmp_path / "study"), train_sets={"a": os.path.join(a, "train")},
-                domains={"A": a, "B": b}, models=["transinr", "mae"], seeds=[0, 1],
-                budget=4, num_evals=2, variant="tiny", data_dir=str(tmp_path / "tfds"))
+  kwargs = dict(
+    workdir=str(tmp_path / "study"),
+    train_sets={"a": os.path.join(a, "train")},
+    domains={"A": a, "B": b},
+    models=["transinr", "mae"],
+    seeds=[0, 1],
+    budget=4,
+    num_evals=2,
+    variant="tiny",
+    data_dir=str(tmp_path / "tfds"),
+  )
   # A piece with no time left trains nothing and still reports.
   first = ood_study.run_study(**kwargs, max_minutes=1e-9)
   assert not any(r["finished"] for runs in first["runs"].values() for r in runs.values())
@@ -62,14 +71,23 @@ def test_tiny_study_trains_resumes_and_reports(tmp_path):
 @pytest.mark.slow
 def test_tiny_ablations_train_resume_and_report_against_the_baseline(tmp_path):
   spec = importlib.util.spec_from_file_location(
-      "ood_ablations", os.path.join(ROOT, "benchmarks", "ood_ablations.py"))
+    "ood_ablations", os.path.join(ROOT, "benchmarks", "ood_ablations.py")
+  )
   ablations = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(ablations)
   a = make_image_folder(str(tmp_path / "A"), num_train=8, num_val=3)
-  kwargs = dict(workdir=str(tmp_path / "study"), train_name="a",
-                train_folder=os.path.join(a, "train"), domains={"A": a},
-                names=["inr_wide"], seeds=[0], steps=4, num_evals=2,
-                data_dir=str(tmp_path / "tfds"), variant="tiny")
+  kwargs = dict(
+    workdir=str(tmp_path / "study"),
+    train_name="a",
+    train_folder=os.path.join(a, "train"),
+    domains={"A": a},
+    names=["inr_wide"],
+    seeds=[0],
+    steps=4,
+    num_evals=2,
+    data_dir=str(tmp_path / "tfds"),
+    variant="tiny",
+  )
   first = ablations.run(**kwargs, max_minutes=1e-9)  # no time: nothing trained, a report
   assert first["rows"]["inr_wide"]["seeds"] == {}
   results = ablations.run(**kwargs)

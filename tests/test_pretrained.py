@@ -36,9 +36,10 @@ def model():
 
 
 def test_small_float32_params_only():
-  size = sum(os.path.getsize(os.path.join(d, f))
-             for d, _, files in os.walk(PRETRAINED) for f in files)
-  assert size <= 20 * 2 ** 20, size
+  size = sum(
+    os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(PRETRAINED) for f in files
+  )
+  assert size <= 20 * 2**20, size
   assert os.path.exists(os.path.join(PRETRAINED, "config.json"))
 
 
@@ -59,10 +60,14 @@ def _scores(model, ratio: float) -> dict[str, float]:
   pred, _ = model.reconstruct(image, mask=np.asarray(mask))
   target, pred = jnp.asarray(image), jnp.asarray(pred)
   psnr = lambda x: float(jnp.mean(metrics.psnr_from_mse(metrics.per_image_mse(x, target))))
-  return dict(full=psnr(pred), pasted=psnr(metrics.paste_visible(pred, target, mask)),
-              interpolation=psnr(metrics.interpolation_fill(
-                  target, mask, metrics.interpolation_sigma(64, 8))),
-              fill=psnr(metrics.mean_colour_fill(target, mask)))
+  return dict(
+    full=psnr(pred),
+    pasted=psnr(metrics.paste_visible(pred, target, mask)),
+    interpolation=psnr(
+      metrics.interpolation_fill(target, mask, metrics.interpolation_sigma(64, 8))
+    ),
+    fill=psnr(metrics.mean_colour_fill(target, mask)),
+  )
 
 
 def test_the_model_cards_figures_on_a_face_it_never_saw(model):
@@ -82,6 +87,7 @@ def test_reconstructions_follow_the_input(model):
 def test_evaluate_on_a_copy(tmp_path, monkeypatch):
   """What `python -m minr_jax.evaluate --workdir=<a copy> --datasets=image_folder:<faces>` runs."""
   from minr_jax import evaluate  # noqa: PLC0415
+
   monkeypatch.setenv("HOME", str(tmp_path))  # the folder is prepared under ~/tensorflow_datasets
   copy = tmp_path / "celeba64"
   shutil.copytree(PRETRAINED, copy)
@@ -90,7 +96,7 @@ def test_evaluate_on_a_copy(tmp_path, monkeypatch):
     folder = tmp_path / "faces" / split
     folder.mkdir(parents=True)
     for i, (y, x) in enumerate([(25, 140), (15, 130), (35, 150), (20, 145)]):
-      Image.fromarray(photo[y:y + 170, x:x + 170]).save(folder / f"{i}.png")
+      Image.fromarray(photo[y : y + 170, x : x + 170]).save(folder / f"{i}.png")
   step, results = evaluate.evaluate_workdir(str(copy), f"image_folder:{tmp_path / 'faces'}")
   (row,) = results.values()
   assert step == 6000 and row["num_images"] == 4

@@ -28,7 +28,7 @@ def _photo(name: str) -> np.ndarray:
   a = getattr(skimage.data, name)()[..., :3]
   h, w = a.shape[:2]
   s = min(h, w)
-  a = a[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+  a = a[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
   return np.asarray(Image.fromarray(a).resize((64, 64), Image.BICUBIC), np.float32) / 255
 
 
@@ -38,9 +38,10 @@ def model():
 
 
 def test_small_float32_params_only(model):
-  size = sum(os.path.getsize(os.path.join(d, f))
-             for d, _, files in os.walk(PRETRAINED) for f in files)
-  assert size <= 20 * 2 ** 20, size
+  size = sum(
+    os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(PRETRAINED) for f in files
+  )
+  assert size <= 20 * 2**20, size
   assert model.family == "transinr" and model.num_params == 904_771 and model.step == 10_000
   assert (model.config.resolution, model.config.mask_grid, model.config.mask_ratio) == (64, 8, 0.75)
   assert {x.dtype for x in jax.tree.leaves(model.params)} == {jnp.dtype("float32")}
@@ -53,9 +54,12 @@ def _scores(model, name: str) -> dict[str, float]:
   mask = masking.to_pixels(masking.draw_indexed(spec, 7, jnp.arange(16), 0.75), 64, 64)
   pred, _ = model.reconstruct(np.asarray(target), mask=np.asarray(mask))
   psnr = lambda x: float(jnp.mean(metrics.psnr_from_mse(metrics.per_image_mse(x, target))))
-  return dict(pasted=psnr(metrics.paste_visible(jnp.asarray(pred), target, mask)),
-              interpolation=psnr(metrics.interpolation_fill(
-                  target, mask, metrics.interpolation_sigma(64, 8))))
+  return dict(
+    pasted=psnr(metrics.paste_visible(jnp.asarray(pred), target, mask)),
+    interpolation=psnr(
+      metrics.interpolation_fill(target, mask, metrics.interpolation_sigma(64, 8))
+    ),
+  )
 
 
 def test_the_model_cards_figures_on_photos_it_never_saw(model):

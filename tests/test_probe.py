@@ -40,9 +40,12 @@ def test_probe_separates_two_blobs_and_reports_the_majority_baseline(tmp_path, c
   train_x, train_y = blobs(300, seed=1)
   test_x, test_y = blobs(200, seed=2)
   out = str(tmp_path / "probe.json")
-  results = probe.run(write(str(tmp_path / "train.npz"), train_x, train_y),
-                      write(str(tmp_path / "test.npz"), test_x, test_y),
-                      steps=300, output=out)
+  results = probe.run(
+    write(str(tmp_path / "train.npz"), train_x, train_y),
+    write(str(tmp_path / "test.npz"), test_x, test_y),
+    steps=300,
+    output=out,
+  )
   majority = float(np.mean(test_y == 0))
   assert results["majority_baseline"] == pytest.approx(majority)
   assert 0.6 < majority < 0.8
@@ -99,8 +102,9 @@ def test_unseen_test_labels_count_as_errors(tmp_path):
   x, y = blobs(100, seed=6)
   test_y = y.copy()
   test_y[:10] = 3  # a class training never saw
-  results = probe.run(write(str(tmp_path / "a.npz"), x, y),
-                      write(str(tmp_path / "b.npz"), x, test_y), steps=100)
+  results = probe.run(
+    write(str(tmp_path / "a.npz"), x, y), write(str(tmp_path / "b.npz"), x, test_y), steps=100
+  )
   assert results["unseen_test_labels"] == 10
   assert results["accuracy"] <= 0.9 + 1e-9
 
@@ -111,11 +115,16 @@ def test_command_line_prints_one_error_line(tmp_path):
   good = write(str(tmp_path / "good.npz"), x, y)
   bad = write(str(tmp_path / "bad.npz"), x, None)
   result = subprocess.run(
-      [sys.executable, "-m", "minr_jax.probe", f"--train={good}", f"--test={bad}"],
-      capture_output=True, text=True, cwd=ROOT, timeout=120)
+    [sys.executable, "-m", "minr_jax.probe", f"--train={good}", f"--test={bad}"],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    timeout=120,
+  )
   assert result.returncode == 1
-  assert result.stderr.strip().splitlines() == [f"error: {bad} has no labels "
-                                                "(embed a dataset with class labels)"]
+  assert result.stderr.strip().splitlines() == [
+    f"error: {bad} has no labels (embed a dataset with class labels)"
+  ]
 
 
 def test_validation_split_is_stratified_disjoint_and_seeded():
@@ -138,8 +147,13 @@ def test_chosen_l2_comes_from_the_sweep_and_not_from_the_test_set(tmp_path, caps
   train = write(str(tmp_path / "train.npz"), train_x, train_y)
   sweep = (0.003, 0.5, 7.0)
   out = str(tmp_path / "probe.json")
-  results = probe.run(train, write(str(tmp_path / "test.npz"), *blobs(100, seed=9, dim=8)),
-                      steps=150, l2_sweep=sweep, output=out)
+  results = probe.run(
+    train,
+    write(str(tmp_path / "test.npz"), *blobs(100, seed=9, dim=8)),
+    steps=150,
+    l2_sweep=sweep,
+    output=out,
+  )
   assert results["l2_chosen_by"] == "validation"
   assert [r["l2"] for r in results["l2_sweep"]] == list(sweep)
   accs = [r["val_accuracy"] for r in results["l2_sweep"]]
@@ -153,8 +167,9 @@ def test_chosen_l2_comes_from_the_sweep_and_not_from_the_test_set(tmp_path, caps
     saved = json.load(f)
   assert saved["l2"] == results["l2"] and saved["l2_sweep"] == results["l2_sweep"]
   # Another test set: the same choice (the test set plays no part in it).
-  other = probe.run(train, write(str(tmp_path / "test2.npz"), *blobs(60, seed=10, dim=8)),
-                    steps=150, l2_sweep=sweep)
+  other = probe.run(
+    train, write(str(tmp_path / "test2.npz"), *blobs(60, seed=10, dim=8)), steps=150, l2_sweep=sweep
+  )
   assert other["l2"] == results["l2"] and other["l2_sweep"] == results["l2_sweep"]
   # A given l2 skips the sweep.
   given = probe.run(train, train, steps=50, l2=0.25)
@@ -168,11 +183,13 @@ def test_sweep_is_scored_on_rows_it_was_not_fitted_on(tmp_path):
   rng = np.random.default_rng(11)
   x = rng.normal(size=(200, 400)).astype(np.float32)
   y = rng.integers(0, 2, size=200)
-  train = probe.probe({"embeddings": x, "labels": y}, {"embeddings": x, "labels": y},
-                      steps=200, l2=1e-4)
+  train = probe.probe(
+    {"embeddings": x, "labels": y}, {"embeddings": x, "labels": y}, steps=200, l2=1e-4
+  )
   assert train["accuracy"] == 1.0  # scored on its own rows: perfect
-  swept = probe.probe({"embeddings": x, "labels": y}, {"embeddings": x, "labels": y},
-                      steps=200, l2_sweep=(1e-4, 1e-2))
+  swept = probe.probe(
+    {"embeddings": x, "labels": y}, {"embeddings": x, "labels": y}, steps=200, l2_sweep=(1e-4, 1e-2)
+  )
   assert swept["num_val"] == 40
   for r in swept["l2_sweep"]:
     assert r["val_accuracy"] < 0.75, swept["l2_sweep"]
@@ -200,8 +217,20 @@ def test_command_line_rejects_a_bad_sweep_in_one_line(tmp_path):
   x, y = blobs(20, seed=7)
   good = write(str(tmp_path / "good.npz"), x, y)
   result = subprocess.run(
-      [sys.executable, "-m", "minr_jax.probe", f"--train={good}", f"--test={good}",
-       "--l2_sweep=1e-3,abc"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    [
+      sys.executable,
+      "-m",
+      "minr_jax.probe",
+      f"--train={good}",
+      f"--test={good}",
+      "--l2_sweep=1e-3,abc",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    timeout=120,
+  )
   assert result.returncode == 1
   assert result.stderr.strip().splitlines() == [
-      "error: --l2_sweep must be comma-separated numbers, got 1e-3,abc"]
+    "error: --l2_sweep must be comma-separated numbers, got 1e-3,abc"
+  ]

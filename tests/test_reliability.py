@@ -37,8 +37,11 @@ def data_dir(tmp_path_factory):
 
 
 def _losses(workdir: str) -> dict[int, float]:
-  return {r["step"]: r["loss"] for r in metrics.read_metrics(
-      os.path.join(workdir, "metrics.jsonl")) if r["split"] == "train"}
+  return {
+    r["step"]: r["loss"]
+    for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+    if r["split"] == "train"
+  }
 
 
 def _all_numbers_finite(record) -> bool:
@@ -46,17 +49,23 @@ def _all_numbers_finite(record) -> bool:
 
 
 def test_a_diverging_run_never_saves_or_logs_a_bad_state(tmp_path, folder, data_dir):
-  config = tiny_config(data_dir, folder, learning_rate=1e6, num_train_steps=10,
-                       log_every_steps=10, checkpoint_every_steps=1, keep_checkpoints=3,
-                       eval_every_steps=10)
+  config = tiny_config(
+    data_dir,
+    folder,
+    learning_rate=1e6,
+    num_train_steps=10,
+    log_every_steps=10,
+    checkpoint_every_steps=1,
+    keep_checkpoints=3,
+    eval_every_steps=10,
+  )
   workdir = str(tmp_path)
   with pytest.raises(train.DivergedError, match="diverged") as e:
     train.train_and_evaluate(config, workdir)
   assert "last good checkpoint" in str(e.value)
   records = metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
   assert all(_all_numbers_finite(r) for r in records)
-  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
-                 if d.isdigit())
+  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
   for step in steps:  # whatever was saved is usable: finite, with a sane loss
     params = minr_jax.load(workdir, step).params
     assert all(np.isfinite(np.asarray(x)).all() for x in __import__("jax").tree.leaves(params))
@@ -67,8 +76,9 @@ def test_a_diverging_run_never_saves_or_logs_a_bad_state(tmp_path, folder, data_
 
 
 def test_resume_finishes_an_interrupted_evaluation(tmp_path, folder, data_dir):
-  config = tiny_config(data_dir, folder, num_train_steps=4, eval_every_steps=2,
-                       checkpoint_every_steps=2)
+  config = tiny_config(
+    data_dir, folder, num_train_steps=4, eval_every_steps=2, checkpoint_every_steps=2
+  )
   workdir = str(tmp_path)
   train.train_and_evaluate(config, workdir)
   # As if killed after checkpoint 4 committed, before its evaluation was written.
@@ -90,10 +100,12 @@ def test_resuming_with_a_changed_config_is_refused_unless_allowed(tmp_path, fold
   config = tiny_config(data_dir, folder, num_train_steps=2)
   workdir = str(tmp_path)
   train.train_and_evaluate(config, workdir)
-  changed = tiny_config(data_dir, folder, num_train_steps=6, mask_ratio=0.5,
-                        model__ff_sigma=32.0)
-  with pytest.raises(ConfigError, match=r"trained with another config: mask_ratio \(0.75 -> "
-                     r"0.5\), model.ff_sigma"):
+  changed = tiny_config(data_dir, folder, num_train_steps=6, mask_ratio=0.5, model__ff_sigma=32.0)
+  with pytest.raises(
+    ConfigError,
+    match=r"trained with another config: mask_ratio \(0.75 -> "
+    r"0.5\), model.ff_sigma",
+  ):
     train.train_and_evaluate(changed, workdir)
   longer = tiny_config(data_dir, folder, num_train_steps=4, eval_every_steps=4)
   train.train_and_evaluate(longer, workdir)  # step count and cadences may change
@@ -107,15 +119,17 @@ def test_resuming_with_a_changed_config_is_refused_unless_allowed(tmp_path, fold
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_an_intact_one(tmp_path, folder, data_dir):
-  config = tiny_config(data_dir, folder, num_train_steps=6, checkpoint_every_steps=2,
-                       eval_every_steps=6)
+  config = tiny_config(
+    data_dir, folder, num_train_steps=6, checkpoint_every_steps=2, eval_every_steps=6
+  )
   straight, damaged = str(tmp_path / "a"), str(tmp_path / "b")
   train.train_and_evaluate(config, straight)
   config.num_train_steps = 4
   train.train_and_evaluate(config, damaged)
   state_dir = os.path.join(damaged, "checkpoints", "4", "state")
-  target = max((os.path.join(d, f) for d, _, fs in os.walk(state_dir) for f in fs),
-               key=os.path.getsize)
+  target = max(
+    (os.path.join(d, f) for d, _, fs in os.walk(state_dir) for f in fs), key=os.path.getsize
+  )
   data = bytearray(open(target, "rb").read())
   data[len(data) // 2] ^= 0x01  # one flipped bit
   open(target, "wb").write(data)
@@ -135,12 +149,13 @@ def test_one_training_run_per_workdir(tmp_path, folder, data_dir):
   lock = checkpoint.WorkdirLock(workdir)
   lock.acquire()  # held by this (living) process
   config = tiny_config(data_dir, folder, num_train_steps=2)
-  with pytest.raises(ConfigError, match=f"in use by another training run \\(process "
-                     f"{os.getpid()} on"):
+  with pytest.raises(
+    ConfigError, match=f"in use by another training run \\(process {os.getpid()} on"
+  ):
     train.train_and_evaluate(config, workdir)
   lock.release()
   with open(os.path.join(workdir, checkpoint.LOCK), "w") as f:  # left by a dead process
-    json.dump(dict(host=__import__("socket").gethostname(), pid=2 ** 22 + 17), f)
+    json.dump(dict(host=__import__("socket").gethostname(), pid=2**22 + 17), f)
   train.train_and_evaluate(config, workdir)
   assert not os.path.exists(os.path.join(workdir, checkpoint.LOCK))
 
@@ -152,26 +167,41 @@ def test_a_full_disk_is_one_line_and_keeps_earlier_checkpoints():
     def save(self, *args, **kwargs):
       raise OSError(28, "No space left on device")
 
-  with pytest.raises(ConfigError, match=r"no space left on the device of /data/run/checkpoints "
-                     r"while saving step 3 \(the state is 0 bytes, an unknown amount free\); "
-                     "the earlier checkpoints there are intact"):
+  with pytest.raises(
+    ConfigError,
+    match=r"no space left on the device of /data/run/checkpoints "
+    r"while saving step 3 \(the state is 0 bytes, an unknown amount free\); "
+    "the earlier checkpoints there are intact",
+  ):
     checkpoint.save(FullDisk(), 3, {}, None)
 
 
 def _main(workdir: str, args: list[str]):
-  cmd = [sys.executable, "-m", "minr_jax.main", "--config=configs/transinr.py:tiny",
-         f"--workdir={workdir}", *args]
-  return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+  cmd = [
+    sys.executable,
+    "-m",
+    "minr_jax.main",
+    "--config=configs/transinr.py:tiny",
+    f"--workdir={workdir}",
+    *args,
+  ]
+  return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_sigterm_saves_the_step_reached_and_resuming_gives_the_same_losses(
-    tmp_path, folder, data_dir):
-  args = ["--config.dataset.name=image_folder", f"--config.dataset.path={folder}",
-          f"--config.dataset.data_dir={data_dir}", "--config.batch_size=8",
-          "--config.eval_batch_size=8", "--config.num_train_steps=30",
-          "--config.checkpoint_every_steps=1000", "--config.eval_every_steps=30",
-          "--config.log_every_steps=1"]
+  tmp_path, folder, data_dir
+):
+  args = [
+    "--config.dataset.name=image_folder",
+    f"--config.dataset.path={folder}",
+    f"--config.dataset.data_dir={data_dir}",
+    "--config.batch_size=8",
+    "--config.eval_batch_size=8",
+    "--config.num_train_steps=30",
+    "--config.checkpoint_every_steps=1000",
+    "--config.eval_every_steps=30",
+    "--config.log_every_steps=1",
+  ]
   straight = str(tmp_path / "straight")
   run = _main(straight, args)
   _, err = run.communicate(timeout=600)
@@ -209,30 +239,56 @@ def a_file(tmp_path_factory):
   return str(path)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--config=configs/transinr.py:tiny", "--config.nosuch=1"],
-     "error: --config.nosuch: the config has no field 'nosuch'"),
-    (["--config=configs/transinr.py:tiny", "--config.model.nosuch=1"],
-     "error: --config.model.nosuch: the config has no field 'nosuch'"),
+@pytest.mark.parametrize(
+  "args,message",
+  [
+    (
+      ["--config=configs/transinr.py:tiny", "--config.nosuch=1"],
+      "error: --config.nosuch: the config has no field 'nosuch'",
+    ),
+    (
+      ["--config=configs/transinr.py:tiny", "--config.model.nosuch=1"],
+      "error: --config.model.nosuch: the config has no field 'nosuch'",
+    ),
     (["--config=configs/transinr.py:nosuch"], "error: --config: unknown variant 'nosuch'"),
     (["--config=configs/nothere.py"], "error: --config: [Errno 2] No such file"),
-    (["--config=configs/transinr.py:tiny", "--config.learning_rate=inf"],
-     "error: config.learning_rate must be a finite number > 0, got inf"),
-    (["--config=configs/transinr.py:tiny", "--config.lr_decay_factor=nan"],
-     "error: config.lr_decay_factor must be a finite number > 0, got nan"),
-    (["--config=configs/transinr.py:tiny", "--config.eval_datasets=nosuch"],
-     "error: config.eval_datasets: dataset 'nosuch' is unknown"),
-    (["--config=configs/transinr.py:tiny", "--config.batch_size=8", "--config.eval_batch_size=8",
-      "WORKDIR_IS_A_FILE"], "is a file, not a directory"),
-])
+    (
+      ["--config=configs/transinr.py:tiny", "--config.learning_rate=inf"],
+      "error: config.learning_rate must be a finite number > 0, got inf",
+    ),
+    (
+      ["--config=configs/transinr.py:tiny", "--config.lr_decay_factor=nan"],
+      "error: config.lr_decay_factor must be a finite number > 0, got nan",
+    ),
+    (
+      ["--config=configs/transinr.py:tiny", "--config.eval_datasets=nosuch"],
+      "error: config.eval_datasets: dataset 'nosuch' is unknown",
+    ),
+    (
+      [
+        "--config=configs/transinr.py:tiny",
+        "--config.batch_size=8",
+        "--config.eval_batch_size=8",
+        "WORKDIR_IS_A_FILE",
+      ],
+      "is a file, not a directory",
+    ),
+  ],
+)
 def test_bad_input_is_one_line_before_compiling(args, message, a_file, tmp_path):
   workdir = a_file if "WORKDIR_IS_A_FILE" in args else str(tmp_path / "run")
   args = [a for a in args if a != "WORKDIR_IS_A_FILE"]
-  out = subprocess.run([sys.executable, "-m", "minr_jax.main", f"--workdir={workdir}", *args],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  out = subprocess.run(
+    [sys.executable, "-m", "minr_jax.main", f"--workdir={workdir}", *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert out.returncode != 0
-  lines = [l for l in out.stderr.splitlines() if l.strip() and not l.startswith("W1")
-           and "OpenCV" not in l]
+  lines = [
+    l for l in out.stderr.splitlines() if l.strip() and not l.startswith("W1") and "OpenCV" not in l
+  ]
   assert lines[-1].startswith("error: ") and message in lines[-1], out.stderr[-1500:]
   assert "Traceback" not in out.stderr and "compiling" not in out.stdout
   if workdir != a_file:
@@ -242,9 +298,19 @@ def test_bad_input_is_one_line_before_compiling(args, message, a_file, tmp_path)
 
 def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
   """benchmarks/kill_trials.py with two random kill moments (docs: the 10-trial figure)."""
-  out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "kill_trials.py"),
-                        "--trials=3", f"--workdir={tmp_path}", "--seed=1"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=1800)
+  out = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "benchmarks", "kill_trials.py"),
+      "--trials=3",
+      f"--workdir={tmp_path}",
+      "--seed=1",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=1800,
+  )
   assert out.returncode == 0, out.stdout + out.stderr[-2000:]
   passed, failed = out.stdout.strip().splitlines()[-1].split(", ")
   assert failed == "0 failed" and int(passed.split()[0]) >= 1, out.stdout
@@ -253,7 +319,12 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
 def test_evaluate_without_a_checkpoint_is_one_line(tmp_path):
   with open(tmp_path / "config.json", "w") as f:
     f.write(tiny_config(str(tmp_path)).to_json())
-  out = subprocess.run([sys.executable, "-m", "minr_jax.evaluate", f"--workdir={tmp_path}"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  out = subprocess.run(
+    [sys.executable, "-m", "minr_jax.evaluate", f"--workdir={tmp_path}"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert out.returncode == 1 and "Traceback" not in out.stderr
   assert out.stderr.strip().splitlines()[-1] == f"error: no checkpoints in {tmp_path}/checkpoints"

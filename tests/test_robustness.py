@@ -29,8 +29,9 @@ def swept(tmp_path_factory):
   root = tmp_path_factory.mktemp("robustness")
   folder = make_image_folder(str(root / "faces"), num_val=3)
   other = make_image_folder(str(root / "scenes"), seed=1, num_val=2)
-  config = tiny_config(str(root / "tfds"), folder, num_train_steps=2,
-                       eval_datasets=f"image_folder:{other}")
+  config = tiny_config(
+    str(root / "tfds"), folder, num_train_steps=2, eval_datasets=f"image_folder:{other}"
+  )
   workdir = str(root / "run")
   final = train.train_and_evaluate(config, workdir)
   step, rows = robustness.run_sweep(workdir, strategies=STRATEGIES, ratios=RATIOS)
@@ -41,8 +42,7 @@ def test_sweep_writes_every_file_and_one_row_per_cell(swept):
   workdir, config, _, step, rows = swept
   assert step == 2
   out = os.path.join(workdir, "robustness", "2")
-  for name in ("results.json", "results.csv", "results.md", "robustness.png",
-               "mask_gallery.png"):
+  for name in ("results.json", "results.csv", "results.md", "robustness.png", "mask_gallery.png"):
     assert os.path.getsize(os.path.join(out, name)) > 0, name
   labels = ["image_folder:faces", "image_folder:scenes"]
   cells = [(d, s, r) for d in labels for s in STRATEGIES.split(",") for r in (0.3, 0.75)]
@@ -68,7 +68,7 @@ def test_sweep_writes_every_file_and_one_row_per_cell(swept):
 
 def test_exact_strategies_hide_the_requested_ratio(swept):
   _, config, _, _, rows = swept
-  n = config.mask_grid ** 2
+  n = config.mask_grid**2
   for r in rows:
     if r["strategy"] == "random":
       continue
@@ -82,8 +82,9 @@ def test_sweep_is_deterministic_and_agrees_with_training_eval(swept):
   assert again == rows
   # The run's own masks (random, 0.75): the number training's final evaluation logged.
   for label, means in final.items():
-    cell = next(r for r in rows if (r["dataset"], r["strategy"], r["ratio"])
-                == (label, "random", 0.75))
+    cell = next(
+      r for r in rows if (r["dataset"], r["strategy"], r["ratio"]) == (label, "random", 0.75)
+    )
     for name in robustness.METRICS:
       assert cell[name] == pytest.approx(means[name], abs=1e-4), (label, name)
 
@@ -96,7 +97,9 @@ def test_gallery_shows_the_sweeps_masks(swept):
   assert masks.reshape(2, 2, -1).sum(-1).tolist() == [[5, 12], [5, 12]]
 
 
-@pytest.mark.parametrize("kwargs,message", [
+@pytest.mark.parametrize(
+  "kwargs,message",
+  [
     (dict(strategies="random,checkerboard"), "--strategies: unknown strategy 'checkerboard'"),
     (dict(strategies=" , "), "--strategies is empty"),
     (dict(strategies=[]), "--strategies is empty"),
@@ -107,7 +110,8 @@ def test_gallery_shows_the_sweeps_masks(swept):
     (dict(datasets=","), "--datasets is empty"),
     (dict(max_images=-1), "--max_images must be >= 0"),
     (dict(step=7), "no checkpoint 7"),
-])
+  ],
+)
 def test_bad_flags_raise_config_errors_naming_the_flag(swept, kwargs, message):
   workdir = swept[0]
   with pytest.raises(ConfigError, match=message):
@@ -135,7 +139,8 @@ def test_mae_hook_limits_strategies_to_patch_aligned_grids(tmp_path):
   mae.model.family = "MAE"
   # tiny: 16 px, patch 4 -> a 4x4 patch grid, the same as mask_grid=4; exact counts only.
   assert robustness.supported_strategies(mae) == tuple(
-      s for s in masking.STRATEGIES if s != "random")
+    s for s in masking.STRATEGIES if s != "random"
+  )
   mae.model.patch_size = 2  # an 8x8 patch grid: no strategy is patch-aligned
   assert robustness.supported_strategies(mae) == ()
   with pytest.raises(ConfigError, match="--strategies: 'block' is not supported by a mae"):
@@ -145,10 +150,21 @@ def test_mae_hook_limits_strategies_to_patch_aligned_grids(tmp_path):
 def test_import_defines_no_flags_and_cli_prints_one_line_errors(tmp_path):
   assert "ratios" not in flags.FLAGS and "strategies" not in flags.FLAGS
   proc = subprocess.run(
-      [sys.executable, "-m", "minr_jax.robustness", f"--workdir={tmp_path}",
-       "--strategies=random,checkerboard"],
-      capture_output=True, text=True, timeout=120,
-      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    [
+      sys.executable,
+      "-m",
+      "minr_jax.robustness",
+      f"--workdir={tmp_path}",
+      "--strategies=random,checkerboard",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+  )
   assert proc.returncode == 1
-  assert proc.stderr.strip().splitlines()[-1].startswith(
-      "error: --strategies: unknown strategy 'checkerboard'")
+  assert (
+    proc.stderr.strip()
+    .splitlines()[-1]
+    .startswith("error: --strategies: unknown strategy 'checkerboard'")
+  )

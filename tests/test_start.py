@@ -25,20 +25,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ------------------------------------------------------------------ the lock
 
 
-@pytest.mark.parametrize("content, problem", [
+@pytest.mark.parametrize(
+  "content, problem",
+  [
     (b"\x00\xff garbage \x13", "cannot be read (UnicodeDecodeError)"),
     (b"", "is empty"),
     (b"not json at all", "does not name a training run (it holds 'not json at all')"),
     (b"[1, 2]", "does not name a training run (it holds '[1, 2]')"),
-    (b'{"host": "h"}', "does not name a training run (it holds '{\"host\": \"h\"}')"),
-])
+    (b'{"host": "h"}', 'does not name a training run (it holds \'{"host": "h"}\')'),
+  ],
+)
 def test_a_garbage_lock_is_stale_and_taken_over(tmp_path, capsys, content, problem):
   path = tmp_path / checkpoint.LOCK
   path.write_bytes(content)
   lock = checkpoint.WorkdirLock(str(tmp_path))
   lock.acquire()
-  assert capsys.readouterr().out == (f"warning: {path} {problem}; taking it over as "
-                                     "stale\n")
+  assert capsys.readouterr().out == (f"warning: {path} {problem}; taking it over as stale\n")
   holder = json.loads(path.read_text())
   assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
   lock.release()
@@ -49,11 +51,14 @@ def test_a_live_lock_is_still_refused_and_a_dead_one_taken_over(tmp_path, capsys
   path = tmp_path / checkpoint.LOCK
   first = checkpoint.WorkdirLock(str(tmp_path))
   first.acquire()
-  with pytest.raises(ConfigError, match=f"^{tmp_path} is in use by another training run "
-                     f"\\(process {os.getpid()} on {socket.gethostname()} since "):
+  with pytest.raises(
+    ConfigError,
+    match=f"^{tmp_path} is in use by another training run "
+    f"\\(process {os.getpid()} on {socket.gethostname()} since ",
+  ):
     checkpoint.WorkdirLock(str(tmp_path)).acquire()
   first.release()
-  path.write_text(json.dumps(dict(host=socket.gethostname(), pid=2 ** 22 + 17)))
+  path.write_text(json.dumps(dict(host=socket.gethostname(), pid=2**22 + 17)))
   checkpoint.WorkdirLock(str(tmp_path)).acquire()
   assert "left by process 4194321 that no longer runs" in capsys.readouterr().out
   assert [p.name for p in tmp_path.iterdir()] == [checkpoint.LOCK]  # no temp file left
@@ -62,13 +67,13 @@ def test_a_live_lock_is_still_refused_and_a_dead_one_taken_over(tmp_path, capsys
 # ------------------------------------------------------------ config age
 
 
-@pytest.mark.parametrize("module", [transinr_config, ginr_config, mae_config],
-                         ids=["transinr", "ginr", "mae"])
+@pytest.mark.parametrize(
+  "module", [transinr_config, ginr_config, mae_config], ids=["transinr", "ginr", "mae"]
+)
 @pytest.mark.parametrize("variant", ["", "tiny"])
 def test_a_current_config_predates_no_field(module, variant):
   """A fresh config.json of every family (MAE has no model.inr_dtype) is complete."""
-  saved = ml_collections.ConfigDict(json.loads(
-      module.get_config(variant).to_json_best_effort()))
+  saved = ml_collections.ConfigDict(json.loads(module.get_config(variant).to_json_best_effort()))
   assert config_lib.complete_saved(saved) == []
 
 
@@ -77,8 +82,7 @@ def test_an_old_config_gets_the_fields_of_its_family_only():
   del mae.model["dtype"]
   assert config_lib.complete_saved(mae) == ["model.dtype"]
   assert "inr_dtype" not in mae.model
-  legacy = ml_collections.ConfigDict(json.loads(
-      transinr_config.get_config("tiny").to_json()))
+  legacy = ml_collections.ConfigDict(json.loads(transinr_config.get_config("tiny").to_json()))
   del legacy.model["family"], legacy.model["inr_dtype"]  # before model.family existed
   assert config_lib.complete_saved(legacy) == ["model.inr_dtype"]
 
@@ -87,26 +91,34 @@ def test_an_old_config_gets_the_fields_of_its_family_only():
 
 
 def _main(*args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-m", "minr_jax.main", *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=120)
+  return subprocess.run(
+    [sys.executable, "-m", "minr_jax.main", *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
 
 
 def test_a_stray_argument_is_one_line(tmp_path):
   out = _main("--config=configs/transinr.py:tiny", f"--workdir={tmp_path / 'run'}", "extra")
   assert out.returncode == 1
-  assert out.stderr == ("error: unexpected argument 'extra': this command takes flags "
-                        "only, as --name=value (see --help)\n")
+  assert out.stderr == (
+    "error: unexpected argument 'extra': this command takes flags "
+    "only, as --name=value (see --help)\n"
+  )
   assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("text, reason", [
+@pytest.mark.parametrize(
+  "text, reason",
+  [
     ("def get_config(:\n", "invalid syntax (line 1)"),
-    ("import nosuchmodule_x\n", "ModuleNotFoundError: No module named 'nosuchmodule_x' "
-     "(line 1)"),
+    ("import nosuchmodule_x\n", "ModuleNotFoundError: No module named 'nosuchmodule_x' (line 1)"),
     ("def get_config():\n  return 1 / 0\n", "ZeroDivisionError: division by zero (line 2)"),
-])
-def test_a_config_file_that_does_not_load_is_one_line_naming_the_flag(tmp_path, text,
-                                                                      reason):
+  ],
+)
+def test_a_config_file_that_does_not_load_is_one_line_naming_the_flag(tmp_path, text, reason):
   path = tmp_path / "broken.py"
   path.write_text(text)
   out = _main(f"--config={path}", f"--workdir={tmp_path / 'run'}")

@@ -28,8 +28,9 @@ def trained(tmp_path_factory):
   root = tmp_path_factory.mktemp("storage")
   folder = make_image_folder(str(root / "images"))
   data_dir = str(root / "tfds")
-  config = tiny_config(data_dir, folder, num_train_steps=4, checkpoint_every_steps=2,
-                       eval_every_steps=4)
+  config = tiny_config(
+    data_dir, folder, num_train_steps=4, checkpoint_every_steps=2, eval_every_steps=4
+  )
   workdir = str(root / "run")
   train.train_and_evaluate(config, workdir)
   return workdir, config, folder, data_dir
@@ -44,8 +45,9 @@ def _copy(trained, tmp_path, name="copy") -> str:
 def _state_files(workdir: str, step: int) -> list[str]:
   """The array data files of a step (tensorstore's OCDBT data, not its metadata)."""
   state = os.path.join(workdir, "checkpoints", str(step), "state")
-  return [os.path.join(d, f) for d, _, fs in os.walk(state) for f in fs
-          if os.path.basename(d) == "d"]
+  return [
+    os.path.join(d, f) for d, _, fs in os.walk(state) for f in fs if os.path.basename(d) == "d"
+  ]
 
 
 def _mount(*args: str) -> bool:
@@ -77,38 +79,63 @@ def _read_only_view(source: str, target: str):
 
 # ------------------------------------------------------------- numbers ---
 
-@pytest.mark.parametrize("field,value,message", [
-    ("checkpoint_every_secs", -1.0, "config.checkpoint_every_secs must be a finite number "
-     ">= 0 (0 = off), got -1.0"),
+
+@pytest.mark.parametrize(
+  "field,value,message",
+  [
+    (
+      "checkpoint_every_secs",
+      -1.0,
+      "config.checkpoint_every_secs must be a finite number >= 0 (0 = off), got -1.0",
+    ),
     ("checkpoint_every_secs", float("nan"), "config.checkpoint_every_secs must be a finite"),
     ("keep_period", -1, "config.keep_period must be a non-negative integer, got -1"),
     ("num_grid_images", -1, "config.num_grid_images must be a non-negative integer, got -1"),
     ("tensorboard", 1, "config.tensorboard must be true or false, got 1"),
     ("model.remat", "yes", "config.model.remat must be true or false, got 'yes'"),
-])
+  ],
+)
 def test_config_numbers_and_booleans_are_checked(field, value, message):
   config = tiny_config("/unused")
   parent, _, name = field.rpartition(".")
   holder = config[parent] if parent else config
   with holder.ignore_type():
     holder[name] = value
-  with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(").replace(
-      ")", r"\)").replace(".", r"\.")):
+  with pytest.raises(
+    ConfigError, match="^" + message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
+  ):
     config_lib.validate(config)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arg,message", [
+@pytest.mark.parametrize(
+  "arg,message",
+  [
     ("--config.num_grid_images=-1", "error: config.num_grid_images must be a non-negative"),
     ("--config.keep_period=-1", "error: config.keep_period must be a non-negative"),
     ("--config.checkpoint_every_secs=-1", "error: config.checkpoint_every_secs must be"),
-    ("--config.dataset.random_crop=yes", "error: flag --config.dataset.random_crop=yes: "
-     "('Non-boolean argument to boolean flag', 'yes')"),
-])
+    (
+      "--config.dataset.random_crop=yes",
+      "error: flag --config.dataset.random_crop=yes: "
+      "('Non-boolean argument to boolean flag', 'yes')",
+    ),
+  ],
+)
 def test_bad_numbers_on_the_command_line_are_one_line(arg, message, tmp_path):
-  out = subprocess.run([sys.executable, "-m", "minr_jax.main",
-                        "--config=configs/transinr.py:tiny", f"--workdir={tmp_path}/run", arg],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "minr_jax.main",
+      "--config=configs/transinr.py:tiny",
+      f"--workdir={tmp_path}/run",
+      arg,
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   lines = [l for l in out.stderr.splitlines() if l.strip() and not l.startswith("W1")]
   assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-1500:]
   assert lines[-1].startswith(message), lines[-1]
@@ -122,27 +149,32 @@ def test_evaluate_refuses_a_negative_image_count():
 
 # ------------------------------------------------------- damaged steps ---
 
+
 def test_load_skips_empty_and_half_written_steps(trained, tmp_path, capsys):
   workdir = _copy(trained, tmp_path)
   os.makedirs(os.path.join(workdir, "checkpoints", "6"))  # a crash left it empty
   assert minr_jax.load(workdir).step == 4
-  assert (f"warning: checkpoint {workdir}/checkpoints/6 is corrupt (the folder is empty); "
-          "using the previous one") in capsys.readouterr().out
-  with pytest.raises(ConfigError, match=r"checkpoints/6 is corrupt \(the folder is empty\); "
-                     "pass another step"):
+  assert (
+    f"warning: checkpoint {workdir}/checkpoints/6 is corrupt (the folder is empty); "
+    "using the previous one"
+  ) in capsys.readouterr().out
+  with pytest.raises(
+    ConfigError,
+    match=r"checkpoints/6 is corrupt \(the folder is empty\); "
+    "pass another step",
+  ):
     minr_jax.load(workdir, 6)
   shutil.rmtree(os.path.join(workdir, "checkpoints", "4", "state"))  # half-written
   assert minr_jax.load(workdir).step == 2
   assert "checkpoints/4 is corrupt (state is missing or empty" in capsys.readouterr().out
 
 
-def test_a_damaged_step_without_a_manifest_is_corrupt_not_a_traceback(trained, tmp_path,
-                                                                        capsys):
+def test_a_damaged_step_without_a_manifest_is_corrupt_not_a_traceback(trained, tmp_path, capsys):
   workdir = _copy(trained, tmp_path)
   os.remove(os.path.join(workdir, "checkpoints", "4", checkpoint.MANIFEST))
   for target in _state_files(workdir, 4):  # truncated, and nothing to verify it
     data = open(target, "rb").read()
-    open(target, "wb").write(data[:len(data) // 2])
+    open(target, "wb").write(data[: len(data) // 2])
   manager = checkpoint.open_read_only(workdir)
   assert checkpoint.verify(manager, 4) is None  # no manifest: only the restore can tell
   assert minr_jax.load(workdir).step == 2
@@ -157,9 +189,11 @@ def test_restore_errors_become_one_short_reason():
   outer.__cause__ = inner
   assert checkpoint.restore_error(outer).startswith('DATA_LOSS: Error reading "params.x"')
   assert checkpoint.restore_error(RuntimeError("Event loop is closed")) == (
-      "RuntimeError: Event loop is closed")
+    "RuntimeError: Event loop is closed"
+  )
   assert checkpoint.restore_error(KeyError("Unknown key: state")).startswith(
-      "KeyError: 'Unknown key: state'")
+    "KeyError: 'Unknown key: state'"
+  )
 
 
 @pytest.mark.slow
@@ -177,9 +211,9 @@ def test_resume_sets_aside_an_empty_newest_step(trained, tmp_path, capsys):
 
 # ----------------------------------------------------------- full disk ---
 
+
 @pytest.mark.slow
-def test_a_full_disk_keeps_the_earlier_checkpoints_and_the_next_start_resumes(
-    trained, tmp_path):
+def test_a_full_disk_keeps_the_earlier_checkpoints_and_the_next_start_resumes(trained, tmp_path):
   config = trained[1].copy_and_resolve_references()
   config.num_train_steps, config.eval_every_steps = 2, 6
   with _mounted(str(tmp_path / "small"), "-t", "tmpfs", "-o", "size=16m", "tmpfs") as fs:
@@ -189,10 +223,14 @@ def test_a_full_disk_keeps_the_earlier_checkpoints_and_the_next_start_resumes(
     with open(filler, "wb") as f:  # leave 32 KB: step 4's save cannot fit
       os.posix_fallocate(f.fileno(), 0, shutil.disk_usage(fs).free - 32768)
     config.num_train_steps = 6
-    with pytest.raises(ConfigError, match=(
+    with pytest.raises(
+      ConfigError,
+      match=(
         rf"^no space left on the device of {workdir}/checkpoints while saving step 4 "
         r"\(the state is [\d.]+ KB, [\d.]+ (KB|bytes) free\); the earlier checkpoints "
-        "there are intact$")):
+        "there are intact$"
+      ),
+    ):
       train.train_and_evaluate(config, workdir)
     assert os.listdir(os.path.join(workdir, "checkpoints")) == ["2"]  # no half-written 4
     assert checkpoint.verify(checkpoint.open_read_only(workdir), 2) is None
@@ -210,9 +248,11 @@ def test_disk_full_is_recognised_in_each_form():
 
 # ------------------------------------------------------ read-only workdir ---
 
+
 @pytest.mark.slow
 def test_read_commands_work_on_a_read_only_workdir_and_training_refuses(
-    trained, tmp_path, monkeypatch, capsys):
+  trained, tmp_path, monkeypatch, capsys
+):
   workdir, config, _, _ = trained
   with _read_only_view(workdir, str(tmp_path / "ro")) as ro:
     assert not paths.writable(ro)
@@ -221,7 +261,8 @@ def test_read_commands_work_on_a_read_only_workdir_and_training_refuses(
     step, _ = evaluate.evaluate_workdir(ro)
     fallback = os.path.join(tmp_path, "cache", "minr_jax", "results", "ro", "eval", "4")
     assert f"note: {ro} is read-only; writing the results to {fallback}" in (
-        capsys.readouterr().out)
+      capsys.readouterr().out
+    )
     assert os.path.exists(os.path.join(fallback, "results.json"))
     mine = str(tmp_path / "mine")
     evaluate.evaluate_workdir(ro, output=mine)
@@ -232,38 +273,50 @@ def test_read_commands_work_on_a_read_only_workdir_and_training_refuses(
 
 
 def test_results_dir_prefers_output_then_the_workdir(tmp_path):
-  assert paths.results_dir(str(tmp_path), "eval", 3, str(tmp_path / "o")) == str(
-      tmp_path / "o")
+  assert paths.results_dir(str(tmp_path), "eval", 3, str(tmp_path / "o")) == str(tmp_path / "o")
   assert paths.results_dir(str(tmp_path), "eval", 3) == str(tmp_path / "eval" / "3")
 
 
 # ------------------------------------------------------------ odd inputs ---
+
 
 @pytest.fixture(scope="module")
 def model(trained):
   return minr_jax.load(trained[0])
 
 
-@pytest.mark.parametrize("transform,message", [
-    (lambda x: x * 255.0, r"images must be in \[0, 1\], got values from .+; did you forget "
-     "/ 255\\?"),
+@pytest.mark.parametrize(
+  "transform,message",
+  [
+    (
+      lambda x: x * 255.0,
+      r"images must be in \[0, 1\], got values from .+; did you forget "
+      "/ 255\\?",
+    ),
     (lambda x: np.where(x > 0.5, np.nan, x), "images hold [0-9]+ NaN or infinite values"),
     (lambda x: np.where(x > 0.5, np.inf, x), "images hold [0-9]+ NaN or infinite values"),
     (lambda x: x - 0.5, r"images must be in \[0, 1\], got values from -"),
-])
+  ],
+)
 def test_images_that_are_not_pixels_are_refused(model, transform, message):
   x = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
-  for call in (lambda v: model.embed(v), lambda v: model.reconstruct(v),
-               lambda v: model.render(v, 8, 8)):
+  for call in (
+    lambda v: model.embed(v),
+    lambda v: model.reconstruct(v),
+    lambda v: model.render(v, 8, 8),
+  ):
     with pytest.raises(ConfigError, match=message):
       call(transform(x))
 
 
 def test_render_refuses_an_output_larger_than_memory(model, monkeypatch):
-  monkeypatch.setattr(api, "available_memory", lambda: 2 ** 30)
+  monkeypatch.setattr(api, "available_memory", lambda: 2**30)
   x = np.full((3, 16, 16, 3), 0.5, np.float32)
-  with pytest.raises(ConfigError, match=r"^render: the output float32 \[3, 100000, 100000, "
-                     r"3\] needs 335\.3 GiB, more than the 1\.0 GiB of memory available"):
+  with pytest.raises(
+    ConfigError,
+    match=r"^render: the output float32 \[3, 100000, 100000, "
+    r"3\] needs 335\.3 GiB, more than the 1\.0 GiB of memory available",
+  ):
     model.render(x, 100000, 100000)
 
 
@@ -278,8 +331,7 @@ def test_render_in_small_chunks_matches_reconstruct(model):
 
 def test_probe_refuses_non_finite_embeddings():
   rng = np.random.default_rng(0)
-  good = dict(embeddings=rng.normal(size=(8, 4)).astype(np.float32),
-              labels=np.arange(8) % 2)
+  good = dict(embeddings=rng.normal(size=(8, 4)).astype(np.float32), labels=np.arange(8) % 2)
   bad = dict(good, embeddings=good["embeddings"].copy())
   bad["embeddings"][3, 1] = np.nan
   with pytest.raises(ConfigError, match=r"^test: 1 of 8 embeddings hold NaN or infinite"):

@@ -41,7 +41,8 @@ def _records(workdir: str, split: str) -> dict[int, dict]:
 
 
 def test_train_writes_metrics_images_checkpoints_and_evaluates_deterministically(
-    tmp_path, folder, data_dir):
+  tmp_path, folder, data_dir
+):
   config = tiny_config(data_dir, folder, tensorboard=True)
   workdir = str(tmp_path / "run")
   final = train.train_and_evaluate(config, workdir)
@@ -62,20 +63,29 @@ def test_train_writes_metrics_images_checkpoints_and_evaluates_deterministically
   again = train.train_and_evaluate(config, workdir)
   for key in ("psnr_full", "psnr_masked", "psnr_pasted"):
     assert again["image_folder:train_images0"][key] == pytest.approx(
-        final["image_folder:train_images0"][key], abs=1e-6)
+      final["image_folder:train_images0"][key], abs=1e-6
+    )
 
 
 def test_loss_falls_on_a_short_run(tmp_path, folder, data_dir):
-  config = tiny_config(data_dir, folder, num_train_steps=60, learning_rate=3e-3,
-                       eval_every_steps=60, checkpoint_every_steps=60, log_every_steps=1)
+  config = tiny_config(
+    data_dir,
+    folder,
+    num_train_steps=60,
+    learning_rate=3e-3,
+    eval_every_steps=60,
+    checkpoint_every_steps=60,
+    log_every_steps=1,
+  )
   train.train_and_evaluate(config, str(tmp_path))
   losses = [r["loss"] for _, r in sorted(_records(str(tmp_path), "train").items())]
   assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
 
 
 def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path, folder, data_dir):
-  config = tiny_config(data_dir, folder, num_train_steps=6, checkpoint_every_steps=2,
-                       eval_every_steps=6)
+  config = tiny_config(
+    data_dir, folder, num_train_steps=6, checkpoint_every_steps=2, eval_every_steps=6
+  )
   straight, resumed = str(tmp_path / "a"), str(tmp_path / "b")
   train.train_and_evaluate(config, straight)
   train.train_and_evaluate(config, resumed)
@@ -90,18 +100,31 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path, folder, data_
 
 
 def _main(workdir: str, config_args: list[str], **popen):
-  cmd = [sys.executable, "-m", "minr_jax.main", "--config=configs/transinr.py:tiny",
-         f"--workdir={workdir}", *config_args]
-  return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, **popen)
+  cmd = [
+    sys.executable,
+    "-m",
+    "minr_jax.main",
+    "--config=configs/transinr.py:tiny",
+    f"--workdir={workdir}",
+    *config_args,
+  ]
+  return subprocess.Popen(
+    cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+  )
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, folder, data_dir):
-  args = ["--config.dataset.name=image_folder", f"--config.dataset.path={folder}",
-          f"--config.dataset.data_dir={data_dir}", "--config.batch_size=8",
-          "--config.eval_batch_size=8", "--config.num_train_steps=40",
-          "--config.checkpoint_every_steps=4", "--config.eval_every_steps=40",
-          "--config.log_every_steps=1"]
+  args = [
+    "--config.dataset.name=image_folder",
+    f"--config.dataset.path={folder}",
+    f"--config.dataset.data_dir={data_dir}",
+    "--config.batch_size=8",
+    "--config.eval_batch_size=8",
+    "--config.num_train_steps=40",
+    "--config.checkpoint_every_steps=4",
+    "--config.eval_every_steps=40",
+    "--config.log_every_steps=1",
+  ]
   killed, straight = str(tmp_path / "killed"), str(tmp_path / "straight")
   proc = _main(killed, args)
   ckpt_dir = os.path.join(killed, "checkpoints")
@@ -128,12 +151,16 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, folder, data_d
 
 # ------------------------------------------------------------------ errors ---
 
-@pytest.mark.parametrize("overrides,message", [
+
+@pytest.mark.parametrize(
+  "overrides,message",
+  [
     (dict(dataset__name="cifar"), "dataset.name"),
     (dict(resolution=18), "config.resolution=18 is not divisible by config.mask_grid"),
     (dict(mask_ratio=1.0), "config.mask_ratio"),
     (dict(model__num_groups=3), "config.model.num_groups=3"),
-])
+  ],
+)
 def test_bad_config_fails_before_compiling(tmp_path, data_dir, overrides, message):
   config = tiny_config(data_dir, **overrides)
   with pytest.raises(ConfigError, match=message):
@@ -166,8 +193,9 @@ def test_workdir_of_another_model_is_refused_and_kept(tmp_path, folder, data_dir
   train.train_and_evaluate(tiny_config(data_dir, folder, num_train_steps=2), workdir)
   before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
   with pytest.raises(ConfigError, match="holds a different model"):
-    train.train_and_evaluate(tiny_config(data_dir, folder, num_train_steps=2,
-                                         model__dim=48), workdir)
+    train.train_and_evaluate(
+      tiny_config(data_dir, folder, num_train_steps=2, model__dim=48), workdir
+    )
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
 
 
@@ -176,29 +204,44 @@ def test_cli_prints_one_line_errors_and_the_summary(tmp_path):
   _, err = proc.communicate(timeout=120)
   assert proc.returncode == 1
   assert err.strip().splitlines()[-1].startswith("error: config.mask_ratio")
-  out = subprocess.run([sys.executable, "-m", "minr_jax.main",
-                        "--config=configs/transinr.py", "--summary"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+  out = subprocess.run(
+    [sys.executable, "-m", "minr_jax.main", "--config=configs/transinr.py", "--summary"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert out.returncode == 0, out.stderr
   assert out.stdout.strip().splitlines()[-1] == "total parameters: 44,462,851"
 
 
-@pytest.mark.parametrize("strategy", ["random", "random_exact", "block", "center",
-                                      "outpaint", "noise_filtered"])
+@pytest.mark.parametrize(
+  "strategy", ["random", "random_exact", "block", "center", "outpaint", "noise_filtered"]
+)
 def test_every_mask_strategy_draws_training_masks_from_the_config(strategy):
   import jax
+
   config = tiny_config("/unused", mask__strategy=strategy, mask_ratio=0.5)
   images = jax.numpy.zeros((8, 16, 16, 3))
-  masks = np.asarray(jax.jit(lambda k: masking.to_pixels(
-      masking.train_masks(config, k, images.shape[0]), 16, 16))(jax.random.key(0)))
+  masks = np.asarray(
+    jax.jit(lambda k: masking.to_pixels(masking.train_masks(config, k, images.shape[0]), 16, 16))(
+      jax.random.key(0)
+    )
+  )
   assert masks.shape == (8, 16, 16)
   assert abs(masks.mean() - 0.5) < (0.15 if strategy == "random" else 1e-6)
 
 
 def test_training_with_block_masks_and_a_ratio_range(tmp_path, folder, data_dir):
-  config = tiny_config(data_dir, folder, num_train_steps=2, mask__strategy="block",
-                       mask__ratio_min=0.3, mask__ratio_max=0.9,
-                       eval_mask_strategy="center")
+  config = tiny_config(
+    data_dir,
+    folder,
+    num_train_steps=2,
+    mask__strategy="block",
+    mask__ratio_min=0.3,
+    mask__ratio_max=0.9,
+    eval_mask_strategy="center",
+  )
   final = train.train_and_evaluate(config, str(tmp_path))
   recs = _records(str(tmp_path), "train")
   fractions = [r["mask_fraction"] for r in recs.values()]
@@ -208,6 +251,7 @@ def test_training_with_block_masks_and_a_ratio_range(tmp_path, folder, data_dir)
 
 def test_ginr_trains_evaluates_and_resumes_through_the_same_loop(tmp_path, folder, data_dir):
   from configs import ginr as ginr_config
+
   config = ginr_config.get_config("tiny")
   config.dataset.name, config.dataset.path = "image_folder", folder
   config.dataset.data_dir = data_dir
@@ -220,9 +264,11 @@ def test_ginr_trains_evaluates_and_resumes_through_the_same_loop(tmp_path, folde
   assert type(families.get(config).build(config)).__name__ == "GINR"
   again = train.train_and_evaluate(config, workdir)  # restores, evaluates the same
   assert again["image_folder:train_images0"]["psnr_full"] == pytest.approx(
-      final["image_folder:train_images0"]["psnr_full"], abs=1e-6)
+    final["image_folder:train_images0"]["psnr_full"], abs=1e-6
+  )
   # The reuse API serves GINR checkpoints too.
   import minr_jax
+
   model = minr_jax.load(workdir)
   images = np.random.default_rng(0).uniform(size=(2, 16, 16, 3)).astype(np.float32)
   pred, _ = model.reconstruct(images)
@@ -232,6 +278,7 @@ def test_ginr_trains_evaluates_and_resumes_through_the_same_loop(tmp_path, folde
 
 def test_mae_trains_and_evaluates_through_the_same_loop(tmp_path, folder, data_dir):
   from configs import mae as mae_config
+
   config = mae_config.get_config("tiny")
   config.dataset.name, config.dataset.path = "image_folder", folder
   config.dataset.data_dir = data_dir
@@ -253,6 +300,7 @@ def test_train_and_eval_steps_trace_once_across_steps():
   import jax
 
   from minr_jax import masking, sharding
+
   config = tiny_config("/unused")
   mesh = sharding.make_mesh(config)
   steps = train.make_steps(config, mesh)
@@ -262,9 +310,13 @@ def test_train_and_eval_steps_trace_once_across_steps():
     images = rng.uniform(size=(8, 16, 16, 3)).astype(np.float32)
     batch = sharding.global_batch(mesh, {"image": images})
     state, out = steps.train_step(state, batch, jax.random.key(i))
-    eval_batch = sharding.global_batch(mesh, {"image": images, "valid": np.ones(8, bool),
-                                              "index": np.arange(8, dtype=np.int32) + 8 * i})
-    sums = steps.eval_step(state.params, eval_batch, masking.eval_masks(config, eval_batch["index"]))
+    eval_batch = sharding.global_batch(
+      mesh,
+      {"image": images, "valid": np.ones(8, bool), "index": np.arange(8, dtype=np.int32) + 8 * i},
+    )
+    sums = steps.eval_step(
+      state.params, eval_batch, masking.eval_masks(config, eval_batch["index"])
+    )
     assert int(sums["count"]) == 8 and float(out["finite"]) == 1.0
   assert steps.train_step._cache_size() == 1
   assert steps.eval_step._cache_size() == 1

@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from configs import transinr as transinr_config
 
-from minr_jax import families, train
+from configs import transinr as transinr_config
+from minr_jax import families
 from minr_jax.models import transformer
 from minr_jax.models.transformer import Transformer
 
@@ -14,13 +14,16 @@ TOKENS = jax.random.normal(jax.random.key(0), (3, 13, 32))
 
 
 def _stack(impl, dtype=None, dropout=0.0):
-  return Transformer(depth=2, num_heads=4, head_dim=8, mlp_dim=64, dropout=dropout,
-                     dtype=dtype, attention_impl=impl)
+  return Transformer(
+    depth=2, num_heads=4, head_dim=8, mlp_dim=64, dropout=dropout, dtype=dtype, attention_impl=impl
+  )
 
 
 def _max_diff(a, b):
-  return max(float(np.max(np.abs(np.asarray(x, np.float32) - np.asarray(y, np.float32))))
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return max(
+    float(np.max(np.abs(np.asarray(x, np.float32) - np.asarray(y, np.float32))))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
 
 
 def _value_and_grads(model, params, num_outputs=None):
@@ -44,9 +47,13 @@ def test_per_head_attention_equals_batched_in_value_and_gradient():
 
 def _relative_error(ref, other):
   """Largest |ref - other| / max |ref| over the arrays of two pytrees."""
-  return max(float(np.max(np.abs(np.asarray(x, np.float32) - np.asarray(y, np.float32)))
-                   / np.max(np.abs(np.asarray(x, np.float32))))
-             for x, y in zip(jax.tree.leaves(ref), jax.tree.leaves(other)))
+  return max(
+    float(
+      np.max(np.abs(np.asarray(x, np.float32) - np.asarray(y, np.float32)))
+      / np.max(np.abs(np.asarray(x, np.float32)))
+    )
+    for x, y in zip(jax.tree.leaves(ref), jax.tree.leaves(other))
+  )
 
 
 def test_per_head_attention_in_bfloat16_is_as_close_to_float32_as_batched():
@@ -107,6 +114,7 @@ def test_training_forward_skips_data_tokens_with_the_same_weights(family):
 
 def test_auto_settings_resolve_per_mesh_devices():
   import types
+
   config = transinr_config.get_config("tiny")
   cpu = types.SimpleNamespace(platform="cpu")
   tpu = types.SimpleNamespace(platform="tpu")
@@ -120,10 +128,12 @@ def test_auto_settings_resolve_per_mesh_devices():
   fixed, resolved = families.resolve_auto(config, [cpu])
   assert (fixed.model.attention_impl, fixed.model.inr_chunk, resolved) == ("batched", 40, {})
   from configs import mae as mae_config
+
   assert families.resolve_auto(mae_config.get_config("tiny"), [cpu])[0].model.inr_chunk == 0
   with pytest.raises(ValueError, match="attention_impl='x'"):
     transformer.Attention(num_heads=1, head_dim=4, attention_impl="x").init(
-        jax.random.key(0), jnp.zeros((1, 2, 4)))
+      jax.random.key(0), jnp.zeros((1, 2, 4))
+    )
 
 
 @pytest.mark.parametrize("family,coord_noise", [("transinr", 0.0), ("ginr", 0.5)])
@@ -135,8 +145,9 @@ def test_chunked_training_loss_equals_rendering_then_mse(family, coord_noise):
     config.model.inr_chunk = chunk
 
     def loss(p, config=config):
-      return families.get(config).train_loss(model, p, images, grid_masks, config=config,
-                              coord_key=jax.random.key(4))
+      return families.get(config).train_loss(
+        model, p, images, grid_masks, config=config, coord_key=jax.random.key(4)
+      )
 
     (value, mse), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
     results[chunk] = value, mse, grads

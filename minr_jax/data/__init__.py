@@ -30,17 +30,22 @@ from minr_jax.data.pipeline import (
 )
 
 __all__ = [
-    'check_dataset',
-    'check_eval_images',
-    'check_workdir_outside',
-    'make_eval_batches',
-    'make_train_iterator',
-    'num_eval_images',
+  "check_dataset",
+  "check_eval_images",
+  "check_workdir_outside",
+  "make_eval_batches",
+  "make_train_iterator",
+  "num_eval_images",
 ]
 
 
-def check_dataset(config: Any, name: str | None = None, path: str | None = None,
-                  *, origin: str = 'config.eval_datasets') -> None:
+def check_dataset(
+  config: Any,
+  name: str | None = None,
+  path: str | None = None,
+  *,
+  origin: str = "config.eval_datasets",
+) -> None:
   """Cheap checks before any compile; no decoding, no preparation.
 
   Unknown dataset name (the message lists the valid names), bad data field
@@ -64,9 +69,14 @@ def check_dataset(config: Any, name: str | None = None, path: str | None = None,
   datasets.check(options_lib.from_config(config, name, path, origin=origin))
 
 
-def check_workdir_outside(config: Any, workdir: str, name: str | None = None,
-                          path: str | None = None, *,
-                          origin: str = 'config.eval_datasets') -> None:
+def check_workdir_outside(
+  config: Any,
+  workdir: str,
+  name: str | None = None,
+  path: str | None = None,
+  *,
+  origin: str = "config.eval_datasets",
+) -> None:
   """Refuses a training workdir inside an image folder the run reads.
 
   Its PNG grids would become images of the folder (see `image_folder`). Other
@@ -75,5 +85,4 @@ def check_workdir_outside(config: Any, workdir: str, name: str | None = None,
   Raises:
     ConfigError: one line naming --workdir, the field and the folder.
   """
-  datasets.check_workdir(options_lib.from_config(config, name, path, origin=origin),
-                         workdir)
+  datasets.check_workdir(options_lib.from_config(config, name, path, origin=origin), workdir)

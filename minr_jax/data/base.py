@@ -40,8 +40,9 @@ class Dataset:
   eval_transform: EvalTransform
 
 
-def whole_image_dataset(train: grain.MapDataset, eval_: grain.MapDataset,
-                        options: DataOptions) -> Dataset:
+def whole_image_dataset(
+  train: grain.MapDataset, eval_: grain.MapDataset, options: DataOptions
+) -> Dataset:
   """A Dataset of whole images with the standard maps of `preprocess`.
 
   Train: short side to options.train_resize + random crop R if
@@ -57,12 +58,14 @@ def whole_image_dataset(train: grain.MapDataset, eval_: grain.MapDataset,
     The Dataset; both maps give {'image': float32 [R, R, 3]} in [0, 1].
   """
   return Dataset(
-      train=train,
-      eval=eval_,
-      train_transform=functools.partial(
-          preprocess.train_transform, resolution=options.resolution,
-          resize_to=options.train_resize, random=options.random_crop,
-          flip=options.flip),
-      eval_transform=functools.partial(preprocess.eval_transform,
-                                       resolution=options.resolution),
+    train=train,
+    eval=eval_,
+    train_transform=functools.partial(
+      preprocess.train_transform,
+      resolution=options.resolution,
+      resize_to=options.train_resize,
+      random=options.random_crop,
+      flip=options.flip,
+    ),
+    eval_transform=functools.partial(preprocess.eval_transform, resolution=options.resolution),
   )

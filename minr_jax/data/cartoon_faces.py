@@ -47,8 +47,9 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
   return (y + 0.5) / size, (x + 0.5) / size
 
 
-def _ellipse(y: np.ndarray, x: np.ndarray, cy: float, cx: float, ry: float, rx: float,
-             angle: float, size: int) -> np.ndarray:
+def _ellipse(
+  y: np.ndarray, x: np.ndarray, cy: float, cx: float, ry: float, rx: float, angle: float, size: int
+) -> np.ndarray:
   """Anti-aliased coverage [size, size, 1] in [0, 1] of a rotated ellipse.
 
   Centre (cy, cx) and radii (ry, rx) in image units ([0, 1] = the image side);
@@ -104,26 +105,31 @@ def draw_face(rng: np.random.Generator, size: int) -> np.ndarray:
     img = paint(img, iris, _ellipse(y, x, iy, ix, ery * 0.9, ery * 0.9, 0.0, size))
     img = paint(img, 0.05, _ellipse(y, x, iy, ix, ery * 0.45, ery * 0.45, 0.0, size))
     by, bx = at(side * ex, ey - ery - ry * brow_up * 0.5)
-    img = paint(img, hair * 0.7, _ellipse(y, x, by, bx, ry * 0.03, erx * 1.1,
-                                          tilt + side * rng.normal(0, 0.1), size))
+    img = paint(
+      img,
+      hair * 0.7,
+      _ellipse(y, x, by, bx, ry * 0.03, erx * 1.1, tilt + side * rng.normal(0, 0.1), size),
+    )
   # Nose and mouth.
   ny, nx = at(0.0, ry * rng.uniform(0.12, 0.22))
   img = paint(img, skin * 0.75, _ellipse(y, x, ny, nx, ry * 0.12, rx * 0.08, tilt, size))
   my, mx = at(0.0, ry * rng.uniform(0.45, 0.6))
   lips = _LIPS * rng.uniform(0.6, 1.1)
-  img = paint(img, lips, _ellipse(y, x, my, mx, ry * rng.uniform(0.05, 0.14),
-                                  rx * rng.uniform(0.25, 0.45), tilt, size))
+  img = paint(
+    img,
+    lips,
+    _ellipse(y, x, my, mx, ry * rng.uniform(0.05, 0.14), rx * rng.uniform(0.25, 0.45), tilt, size),
+  )
   return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def eval_face(index: int, *, resolution: int) -> dict:
   """Held-out example `index`: {'image': uint8 [R, R, 3], 'id': 'face/<index>'}."""
   rng = np.random.default_rng(np.random.SeedSequence([EVAL_SEED, int(index)]))
-  return {'image': draw_face(rng, resolution), 'id': f'face/{int(index)}'}
+  return {"image": draw_face(rng, resolution), "id": f"face/{int(index)}"}
 
 
-def train_face(example: dict, rng: np.random.Generator, *, resolution: int,
-               flip: bool) -> dict:
+def train_face(example: dict, rng: np.random.Generator, *, resolution: int, flip: bool) -> dict:
   """Train map: a new face from grain's per-element rng -> {'image': float32 [R, R, 3]}.
 
   `example` (the pass position) is not used: the face depends on the rng only.
@@ -132,7 +138,7 @@ def train_face(example: dict, rng: np.random.Generator, *, resolution: int,
   image = draw_face(rng, resolution)
   if flip:
     image = preprocess.random_flip(image, rng)
-  return {'image': preprocess.to_float(image)}
+  return {"image": preprocess.to_float(image)}
 
 
 def load(options: options_lib.DataOptions) -> base.Dataset:
@@ -147,9 +153,8 @@ def load(options: options_lib.DataOptions) -> base.Dataset:
   """
   r = options.resolution
   return base.Dataset(
-      train=grain.MapDataset.range(TRAIN_IMAGES),
-      eval=grain.MapDataset.range(EVAL_IMAGES).map(
-          functools.partial(eval_face, resolution=r)),
-      train_transform=functools.partial(train_face, resolution=r, flip=options.flip),
-      eval_transform=functools.partial(preprocess.eval_transform, resolution=r),
+    train=grain.MapDataset.range(TRAIN_IMAGES),
+    eval=grain.MapDataset.range(EVAL_IMAGES).map(functools.partial(eval_face, resolution=r)),
+    train_transform=functools.partial(train_face, resolution=r, flip=options.flip),
+    eval_transform=functools.partial(preprocess.eval_transform, resolution=r),
   )

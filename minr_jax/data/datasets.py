@@ -7,7 +7,8 @@ one entry to `_DATASETS` (and, if it has a choice of eval split or its own
 augmentation defaults, one to `options.RECIPES`). Examples: `catalogue.py`
 (TFDS catalogue builders `celeb_a`, `imagenette`, whose TF-only preparation
 steps are replaced), `mit_indoor67.py` and `image_folder.py` (own
-GeneratorBasedBuilders), `demo.py`, `cartoon_faces.py` (drawn, not read). Whole-image datasets get their maps from
+GeneratorBasedBuilders), `demo.py`, `cartoon_faces.py` (drawn, not read).
+Whole-image datasets get their maps from
 `base.whole_image_dataset`.
 """
 
@@ -39,8 +40,8 @@ def _workdir_outside_folder(options: options_lib.DataOptions, workdir: str) -> N
 
 
 def _no_eval_images(options: options_lib.DataOptions) -> str:
-  field = options.origin or 'config.dataset.name'
-  return f'{field}: dataset {options.entry!r} has no evaluation images'
+  field = options.origin or "config.dataset.name"
+  return f"{field}: dataset {options.entry!r} has no evaluation images"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,14 +60,17 @@ class _Entry:
 
 
 _DATASETS: dict[str, _Entry] = {
-    'image_folder': _Entry(check=_check_image_folder, load=image_folder.load,
-                           no_eval_images=image_folder.no_eval_images,
-                           check_workdir=_workdir_outside_folder),
-    'demo': _Entry(check=_no_check, load=demo.load),
-    'cartoon_faces': _Entry(check=_no_check, load=cartoon_faces.load),
-    'celeb_a': _Entry(check=catalogue.check, load=catalogue.load),
-    'imagenette': _Entry(check=catalogue.check, load=catalogue.load),
-    'mit_indoor67': _Entry(check=mit_indoor67.check, load=mit_indoor67.load),
+  "image_folder": _Entry(
+    check=_check_image_folder,
+    load=image_folder.load,
+    no_eval_images=image_folder.no_eval_images,
+    check_workdir=_workdir_outside_folder,
+  ),
+  "demo": _Entry(check=_no_check, load=demo.load),
+  "cartoon_faces": _Entry(check=_no_check, load=cartoon_faces.load),
+  "celeb_a": _Entry(check=catalogue.check, load=catalogue.load),
+  "imagenette": _Entry(check=catalogue.check, load=catalogue.load),
+  "mit_indoor67": _Entry(check=mit_indoor67.check, load=mit_indoor67.load),
 }
 NAMES = tuple(_DATASETS)
 
@@ -74,9 +78,10 @@ NAMES = tuple(_DATASETS)
 def _entry(options: options_lib.DataOptions) -> _Entry:
   """The named dataset's entry; ConfigError naming the field that named it."""
   if options.name not in _DATASETS:
-    field = options.origin or 'config.dataset.name'
-    raise ConfigError(f'{field}: dataset {options.name!r} is unknown; valid '
-                      f"names: {', '.join(NAMES)}")
+    field = options.origin or "config.dataset.name"
+    raise ConfigError(
+      f"{field}: dataset {options.name!r} is unknown; valid names: {', '.join(NAMES)}"
+    )
   return _DATASETS[options.name]
 
 

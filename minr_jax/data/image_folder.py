@@ -73,10 +73,10 @@ from minr_jax.config import ConfigError
 from minr_jax.data import base, preprocess, tfds_utils
 from minr_jax.data import options as options_lib
 
-BUILDER_NAME = 'image_folder'
-IMAGE_EXTENSIONS = frozenset({'.jpg', '.jpeg', '.png', '.bmp', '.webp'})
-EVAL_DIR_NAMES = ('val', 'validation', 'test')
-TRAIN, EVAL = 'train', 'validation'  # TFDS split names.
+BUILDER_NAME = "image_folder"
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+EVAL_DIR_NAMES = ("val", "validation", "test")
+TRAIN, EVAL = "train", "validation"  # TFDS split names.
 UNLABELLED = -1
 # Bump when the listing / split rule changes, so old preparations are unused.
 _LAYOUT_VERSION = 1
@@ -107,20 +107,17 @@ class Listing:
 
 def is_image_name(name: str) -> bool:
   """True for a visible file name with an image extension (any case)."""
-  return (not name.startswith('.')
-          and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
+  return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def shown(path: str) -> str:
   """`path` printable as UTF-8 (bytes of a non-UTF-8 name as \\xNN escapes)."""
-  return os.fsencode(path).decode('utf-8', 'backslashreplace')
+  return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _unreadable_folder(error: OSError) -> None:
   """os.walk's onerror: a folder that cannot be listed stops the run."""
-  raise ConfigError(
-      f'cannot read folder {shown(error.filename)}: {_one_line(error)}'
-  ) from error
+  raise ConfigError(f"cannot read folder {shown(error.filename)}: {_one_line(error)}") from error
 
 
 def _image_stat(path: str) -> os.stat_result:
@@ -132,18 +129,19 @@ def _image_stat(path: str) -> os.stat_result:
       error of stat.
   """
   try:
-    path.encode('utf-8')
+    path.encode("utf-8")
   except UnicodeEncodeError:
-    raise ConfigError(f'cannot read image {shown(path)}: the file name is not '
-                      'valid UTF-8 (rename the file)') from None
+    raise ConfigError(
+      f"cannot read image {shown(path)}: the file name is not valid UTF-8 (rename the file)"
+    ) from None
   try:
     return os.stat(path)
   except OSError as e:
     if isinstance(e, FileNotFoundError) and os.path.islink(path):
-      reason = f'broken symbolic link to {shown(os.readlink(path))}'
+      reason = f"broken symbolic link to {shown(os.readlink(path))}"
     else:
       reason = _one_line(e)
-    raise ConfigError(f'cannot read image {shown(path)}: {reason}') from e
+    raise ConfigError(f"cannot read image {shown(path)}: {reason}") from e
 
 
 class _ObjectStat(NamedTuple):
@@ -153,8 +151,9 @@ class _ObjectStat(NamedTuple):
   st_mtime_ns: int
 
 
-def walk_images(directory: str, skipped: list[str] | None = None
-                ) -> Iterator[tuple[str, os.stat_result]]:
+def walk_images(
+  directory: str, skipped: list[str] | None = None
+) -> Iterator[tuple[str, os.stat_result]]:
   """Absolute paths of the images below `directory` and their stat, lazily.
 
   Hidden files and folders are skipped; symlinked folders are followed once
@@ -178,19 +177,18 @@ def walk_images(directory: str, skipped: list[str] | None = None
   """
   if paths.is_url(directory):  # An object store: one listing, no links.
     for rel, (size, mtime_ns) in sorted(paths.url_files(directory).items()):
-      parts = rel.split('/')
-      if not any(p.startswith('.') for p in parts[:-1]) and is_image_name(parts[-1]):
-        yield f'{directory.rstrip("/")}/{rel}', _ObjectStat(size, mtime_ns)
+      parts = rel.split("/")
+      if not any(p.startswith(".") for p in parts[:-1]) and is_image_name(parts[-1]):
+        yield f"{directory.rstrip('/')}/{rel}", _ObjectStat(size, mtime_ns)
     return
   seen = set()
-  for current, dirs, files in os.walk(directory, onerror=_unreadable_folder,
-                                      followlinks=True):
+  for current, dirs, files in os.walk(directory, onerror=_unreadable_folder, followlinks=True):
     real = os.path.realpath(current)
     if real in seen:
       dirs[:] = []
       continue
     seen.add(real)
-    dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
     for name in sorted(files):
       if is_image_name(name):
         path = os.path.join(current, name)
@@ -208,7 +206,7 @@ def _url_isdir(url: str) -> bool:
 def split_dirs(root: str) -> tuple[str, str | None]:
   """(train directory, eval directory or None for a hash split) of DIR."""
   isdir = _url_isdir if paths.is_url(root) else os.path.isdir
-  train_dir = os.path.join(root, 'train')
+  train_dir = os.path.join(root, "train")
   if not isdir(train_dir):
     return root, None
   for name in EVAL_DIR_NAMES:
@@ -218,7 +216,7 @@ def split_dirs(root: str) -> tuple[str, str | None]:
   return train_dir, None
 
 
-def check_folder(path: str | None, field: str = 'config.dataset.path') -> None:
+def check_folder(path: str | None, field: str = "config.dataset.path") -> None:
   """Cheap checks of the folder (stops at the first image found).
 
   Args:
@@ -231,28 +229,25 @@ def check_folder(path: str | None, field: str = 'config.dataset.path') -> None:
       `walk_images`).
   """
   if not path:
-    raise ConfigError(
-        f'{field} is not set (dataset image_folder needs a folder of images)')
+    raise ConfigError(f"{field} is not set (dataset image_folder needs a folder of images)")
   if paths.is_url(path):
     paths.check_reachable(path, field)
     if not _url_isdir(path):  # A bucket has folders only above objects.
-      raise ConfigError(f'{field}: no such directory: {path}')
+      raise ConfigError(f"{field}: no such directory: {path}")
   elif not os.path.exists(path):
-    raise ConfigError(f'{field}: no such directory: {path}')
+    raise ConfigError(f"{field}: no such directory: {path}")
   elif not os.path.isdir(path):
-    raise ConfigError(f'{field} is not a directory: {path}')
+    raise ConfigError(f"{field} is not a directory: {path}")
   train_dir, _ = split_dirs(paths.abspath(path))
   skipped = []
   if next(walk_images(train_dir, skipped), None) is None:
-    extensions = '/'.join(sorted(e[1:] for e in IMAGE_EXTENSIONS))
-    more = f' and {len(skipped) - 1} more' if len(skipped) > 1 else ''
-    others = (f' (skipped, not regular files: {shown(skipped[0])}{more})'
-              if skipped else '')
-    raise ConfigError(f'{field}: no images ({extensions}) in {train_dir}{others}')
+    extensions = "/".join(sorted(e[1:] for e in IMAGE_EXTENSIONS))
+    more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+    others = f" (skipped, not regular files: {shown(skipped[0])}{more})" if skipped else ""
+    raise ConfigError(f"{field}: no images ({extensions}) in {train_dir}{others}")
 
 
-def check_workdir_outside(path: str, workdir: str,
-                          field: str = 'config.dataset.path') -> None:
+def check_workdir_outside(path: str, workdir: str, field: str = "config.dataset.path") -> None:
   """Refuses a training workdir inside the image folder (module docstring).
 
   Args:
@@ -266,25 +261,26 @@ def check_workdir_outside(path: str, workdir: str,
   if paths.is_url(path) != paths.is_url(workdir):
     return
   if paths.is_url(path):
-    folder, work = path.rstrip('/'), workdir.rstrip('/')
+    folder, work = path.rstrip("/"), workdir.rstrip("/")
   else:
     folder = os.path.realpath(paths.abspath(path))
     work = os.path.realpath(paths.abspath(workdir))
-  if work != folder and not work.startswith(folder.rstrip('/') + '/'):
+  if work != folder and not work.startswith(folder.rstrip("/") + "/"):
     return
-  relative = work[len(folder):].strip('/')
-  if any(part.startswith('.') for part in relative.split('/') if part):
+  relative = work[len(folder) :].strip("/")
+  if any(part.startswith(".") for part in relative.split("/") if part):
     return  # Hidden: listings skip it.
   raise ConfigError(
-      f'--workdir={workdir} is inside {field} {path}: the run\'s PNG grids '
-      'would become training images the next time the folder is prepared; use '
-      'a workdir outside the folder (or a hidden one, named .something)')
+    f"--workdir={workdir} is inside {field} {path}: the run's PNG grids "
+    "would become training images the next time the folder is prepared; use "
+    "a workdir outside the folder (or a hidden one, named .something)"
+  )
 
 
 def hash_fraction(relpath: str) -> float:
   """Deterministic number in [0, 1) from a relative path."""
-  digest = hashlib.sha256(relpath.encode('utf-8')).digest()
-  return int.from_bytes(digest[:8], 'big') / 2.0**64
+  digest = hashlib.sha256(relpath.encode("utf-8")).digest()
+  return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 def _class_of(path: str, split_dir: str) -> str | None:
@@ -293,9 +289,8 @@ def _class_of(path: str, split_dir: str) -> str | None:
   return parts[0] if len(parts) > 1 else None
 
 
-def _image_file(path: str, stat: os.stat_result, root: str, split: str,
-                label: int) -> ImageFile:
-  relpath = os.path.relpath(path, root).replace(os.sep, '/')
+def _image_file(path: str, stat: os.stat_result, root: str, split: str, label: int) -> ImageFile:
+  relpath = os.path.relpath(path, root).replace(os.sep, "/")
   return ImageFile(relpath, split, label, stat.st_size, stat.st_mtime_ns)
 
 
@@ -315,39 +310,48 @@ def list_folder(root: str, eval_fraction: float) -> Listing:
   train_dir, eval_dir = split_dirs(root)
   skipped = []
   # (absolute path, stat, split, class name or None).
-  found = [(p, st, TRAIN, _class_of(p, train_dir))
-           for p, st in walk_images(train_dir, skipped)]
+  found = [(p, st, TRAIN, _class_of(p, train_dir)) for p, st in walk_images(train_dir, skipped)]
   if eval_dir is None:
-    rule = f'hash:{eval_fraction!r}'
-    found = [(p, st, EVAL if hash_fraction(
-        os.path.relpath(p, root).replace(os.sep, '/')) < eval_fraction
-              else TRAIN, c) for p, st, _, c in found]
+    rule = f"hash:{eval_fraction!r}"
+    found = [
+      (
+        p,
+        st,
+        EVAL
+        if hash_fraction(os.path.relpath(p, root).replace(os.sep, "/")) < eval_fraction
+        else TRAIN,
+        c,
+      )
+      for p, st, _, c in found
+    ]
   else:
-    rule = 'dirs'
-    found += [(p, st, EVAL, _class_of(p, eval_dir))
-              for p, st in walk_images(eval_dir, skipped)]
+    rule = "dirs"
+    found += [(p, st, EVAL, _class_of(p, eval_dir)) for p, st in walk_images(eval_dir, skipped)]
   class_names = tuple(sorted({c for _, _, _, c in found if c is not None}))
   index = {name: i for i, name in enumerate(class_names)}
-  files = [_image_file(p, st, root, s, index.get(c, UNLABELLED))
-           for p, st, s, c in found]
+  files = [_image_file(p, st, root, s, index.get(c, UNLABELLED)) for p, st, s, c in found]
   files.sort(key=lambda f: f.relpath)
   return Listing(root, rule, class_names, tuple(files), tuple(skipped))
 
 
 def fingerprint(listing: Listing) -> str:
   """12 hex digits that change whenever the prepared data would change."""
-  payload = json.dumps([
-      _LAYOUT_VERSION, listing.root, listing.split_rule,
-      [(f.relpath, f.size, f.mtime_ns) for f in listing.files]
-  ])
-  return hashlib.sha256(payload.encode('utf-8')).hexdigest()[:12]
+  payload = json.dumps(
+    [
+      _LAYOUT_VERSION,
+      listing.root,
+      listing.split_rule,
+      [(f.relpath, f.size, f.mtime_ns) for f in listing.files],
+    ]
+  )
+  return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
 
 
 def config_name(listing: Listing) -> str:
   """'<slug>-<hash>': the prepared data's directory under image_folder/."""
-  slug = re.sub(r'[^a-z0-9]+', '_', os.path.basename(listing.root).lower())
-  slug = slug.strip('_')[:40] or 'root'
-  return f'{slug}-{fingerprint(listing)}'
+  slug = re.sub(r"[^a-z0-9]+", "_", os.path.basename(listing.root).lower())
+  slug = slug.strip("_")[:40] or "root"
+  return f"{slug}-{fingerprint(listing)}"
 
 
 def _one_line(error: BaseException) -> str:
@@ -357,17 +361,20 @@ def _one_line(error: BaseException) -> str:
   the path already.
   """
   if isinstance(error, UnidentifiedImageError):
-    return 'not an image file PIL can identify'
+    return "not an image file PIL can identify"
   if isinstance(error, OSError) and error.strerror:
     return error.strerror
-  return ' '.join(str(error).split()) or type(error).__name__
+  return " ".join(str(error).split()) or type(error).__name__
 
 
 def _needs_reencoding(image: Image.Image) -> bool:
   """False if TFDS can store the file's bytes as they are (RGB JPEG/PNG)."""
-  return (image.format not in ('JPEG', 'PNG') or image.mode != 'RGB'
-          or 'transparency' in image.info
-          or image.getexif().get(_EXIF_ORIENTATION, 1) != 1)
+  return (
+    image.format not in ("JPEG", "PNG")
+    or image.mode != "RGB"
+    or "transparency" in image.info
+    or image.getexif().get(_EXIF_ORIENTATION, 1) != 1
+  )
 
 
 def rgb_image_bytes(data: bytes, name: str) -> bytes:
@@ -394,9 +401,9 @@ def rgb_image_bytes(data: bytes, name: str) -> bytes:
         return data
       rgb = preprocess.pil_to_rgb(image)
   except Exception as e:  # PIL raises many types; any means unreadable.
-    raise ConfigError(f'cannot read image {name}: {_one_line(e)}') from e
+    raise ConfigError(f"cannot read image {name}: {_one_line(e)}") from e
   buffer = io.BytesIO()
-  rgb.save(buffer, format='PNG')
+  rgb.save(buffer, format="PNG")
   return buffer.getvalue()
 
 
@@ -423,22 +430,21 @@ def encoded_rgb(path: str) -> bytes:
     if paths.is_url(path):
       data = paths.as_path(path).read_bytes()
     else:
-      with open(path, 'rb', opener=_open_nonblocking) as handle:
+      with open(path, "rb", opener=_open_nonblocking) as handle:
         if not stat_lib.S_ISREG(os.fstat(handle.fileno()).st_mode):
-          raise ConfigError(f'cannot read image {path}: not a regular file')
+          raise ConfigError(f"cannot read image {path}: not a regular file")
         data = handle.read()
   except OSError as e:
-    raise ConfigError(f'cannot read image {path}: {_one_line(e)}') from e
+    raise ConfigError(f"cannot read image {path}: {_one_line(e)}") from e
   return rgb_image_bytes(data, path)
 
 
-class ImageFolderBuilder(tfds.core.GeneratorBasedBuilder,
-                         skip_registration=True):
+class ImageFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """TFDS builder of one folder listing (see the module docstring)."""
 
   name = BUILDER_NAME
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First version.'}
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First version."}
   # Nothing to download. Also keeps TFDS from looking for a checksums file
   # next to this module, which needs the `importlib_resources` package.
   url_infos = None
@@ -460,39 +466,42 @@ class ImageFolderBuilder(tfds.core.GeneratorBasedBuilder,
   def _info(self) -> tfds.core.DatasetInfo:
     metadata = tfds.core.MetadataDict()
     if self._listing is not None:
-      metadata.update(root=self._listing.root,
-                      split_rule=self._listing.split_rule,
-                      class_names=list(self._listing.class_names))
+      metadata.update(
+        root=self._listing.root,
+        split_rule=self._listing.split_rule,
+        class_names=list(self._listing.class_names),
+      )
     return tfds.core.DatasetInfo(
-        builder=self,
-        description='Images of a folder (see metadata.json: root).',
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3)),
-            'label': tfds.features.Tensor(shape=(), dtype=np.int64),
-            'id': tfds.features.Text(),
-        }),
-        metadata=metadata,
+      builder=self,
+      description="Images of a folder (see metadata.json: root).",
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Image(shape=(None, None, 3)),
+          "label": tfds.features.Tensor(shape=(), dtype=np.int64),
+          "id": tfds.features.Text(),
+        }
+      ),
+      metadata=metadata,
     )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download.
     if self._listing is None:
-      raise ValueError('ImageFolderBuilder needs a listing to prepare')
+      raise ValueError("ImageFolderBuilder needs a listing to prepare")
     present = {f.split for f in self._listing.files}
     # TFDS cannot write an empty split: an absent split reads as empty.
-    return {s: self._generate_examples(s) for s in (TRAIN, EVAL)
-            if s in present}
+    return {s: self._generate_examples(s) for s in (TRAIN, EVAL) if s in present}
 
   def _generate_examples(self, split: str):
     for f in self._listing.files:
       if f.split == split:
-        path = os.path.join(self._listing.root, *f.relpath.split('/'))
-        yield f.relpath, {
-            'image': encoded_rgb(path), 'label': f.label, 'id': f.relpath}
+        path = os.path.join(self._listing.root, *f.relpath.split("/"))
+        yield f.relpath, {"image": encoded_rgb(path), "label": f.label, "id": f.relpath}
 
 
-def prepare(path: str, data_dir: str, eval_fraction: float,
-            field: str = 'config.dataset.path') -> ImageFolderBuilder:
+def prepare(
+  path: str, data_dir: str, eval_fraction: float, field: str = "config.dataset.path"
+) -> ImageFolderBuilder:
   """Lists the folder and prepares it unless an identical copy exists.
 
   Args:
@@ -511,18 +520,22 @@ def prepare(path: str, data_dir: str, eval_fraction: float,
   check_folder(path, field)
   listing = list_folder(paths.abspath(path), eval_fraction)
   builder = ImageFolderBuilder(
-      listing=listing, data_dir=data_dir,
-      config=tfds.core.BuilderConfig(name=config_name(listing)),
-      file_format=tfds_utils.FILE_FORMAT)
+    listing=listing,
+    data_dir=data_dir,
+    config=tfds.core.BuilderConfig(name=config_name(listing)),
+    file_format=tfds_utils.FILE_FORMAT,
+  )
   if not tfds_utils.is_prepared(builder):
-    logging.info('Preparing %d images of %s into %s', len(listing.files),
-                 listing.root, builder.data_dir)
-  note = ''
+    logging.info(
+      "Preparing %d images of %s into %s", len(listing.files), listing.root, builder.data_dir
+    )
+  note = ""
   if listing.skipped:
-    note = (f'; skipped {len(listing.skipped)} image name(s) that are not regular '
-            f'files (FIFO, device or socket), e.g. {shown(listing.skipped[0])}')
-  tfds_utils.prepare(builder, note=note,
-                     source_bytes=sum(f.size for f in listing.files))
+    note = (
+      f"; skipped {len(listing.skipped)} image name(s) that are not regular "
+      f"files (FIFO, device or socket), e.g. {shown(listing.skipped[0])}"
+    )
+  tfds_utils.prepare(builder, note=note, source_bytes=sum(f.size for f in listing.files))
   return builder
 
 
@@ -530,8 +543,7 @@ def prepare(path: str, data_dir: str, eval_fraction: float,
 _PREPARED: dict[tuple[str, str, float], ImageFolderBuilder] = {}
 
 
-def _prepared(path: str, data_dir: str, eval_fraction: float,
-              field: str) -> ImageFolderBuilder:
+def _prepared(path: str, data_dir: str, eval_fraction: float, field: str) -> ImageFolderBuilder:
   """`prepare` once per process and folder (the run's snapshot of it)."""
   key = (path, data_dir, eval_fraction)
   if key not in _PREPARED:
@@ -543,12 +555,14 @@ def no_eval_images(options: options_lib.DataOptions) -> str:
   """The one-line reason why the folder's eval split is empty (for ConfigError)."""
   _, eval_dir = split_dirs(paths.abspath(options.path))
   if eval_dir is not None:
-    why = f'{eval_dir} holds no images'
+    why = f"{eval_dir} holds no images"
   else:
-    why = ('none fell in the held-out share, config.dataset.eval_fraction='
-           f'{options.eval_fraction!r}, by the hash of its path; add images, raise '
-           'config.dataset.eval_fraction, or make train/ and val/ sub-folders')
-  return f'{options.path_field}: no evaluation images in {options.path} ({why})'
+    why = (
+      "none fell in the held-out share, config.dataset.eval_fraction="
+      f"{options.eval_fraction!r}, by the hash of its path; add images, raise "
+      "config.dataset.eval_fraction, or make train/ and val/ sub-folders"
+    )
+  return f"{options.path_field}: no evaluation images in {options.path} ({why})"
 
 
 def load(options: options_lib.DataOptions) -> base.Dataset:
@@ -566,12 +580,13 @@ def load(options: options_lib.DataOptions) -> base.Dataset:
     ConfigError: bad folder, unreadable image, or no training image.
   """
   check_folder(options.path, options.path_field)
-  builder = _prepared(paths.abspath(options.path), options.data_dir,
-                      options.eval_fraction, options.path_field)
+  builder = _prepared(
+    paths.abspath(options.path), options.data_dir, options.eval_fraction, options.path_field
+  )
   train = tfds_utils.split_source(builder, TRAIN)
   if not len(train):  # pylint: disable=g-explicit-length-test
     raise ConfigError(
-        f'{options.path_field}: no training images in {options.path} (all '
-        'fell in the eval split; lower config.dataset.eval_fraction)')
-  return base.whole_image_dataset(
-      train, tfds_utils.split_source(builder, EVAL), options)
+      f"{options.path_field}: no training images in {options.path} (all "
+      "fell in the eval split; lower config.dataset.eval_fraction)"
+    )
+  return base.whole_image_dataset(train, tfds_utils.split_source(builder, EVAL), options)

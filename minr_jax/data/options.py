@@ -84,7 +84,7 @@ from minr_jax.config import ConfigError
 # reproduces runs whose saved config.json predates them (no other field has a
 # default outside the config files).
 ADDED_FIELDS: dict[str, Any] = {
-    'eval_split': None,
+  "eval_split": None,
 }
 _MISSING = object()
 
@@ -111,13 +111,15 @@ class Recipe:
 # Datasets with a choice of eval split and their own defaults (the module
 # docstring has the table).
 RECIPES: dict[str, Recipe] = {
-    'celeb_a': Recipe(splits=('train', 'validation', 'test'),
-                      eval_split='test'),
-    'imagenette': Recipe(splits=('train', 'validation'),
-                         eval_split='validation', random_crop=True, flip=True,
-                         train_scale=(320, 182)),
-    'mit_indoor67': Recipe(splits=('train', 'test'), eval_split='test',
-                           flip=True),
+  "celeb_a": Recipe(splits=("train", "validation", "test"), eval_split="test"),
+  "imagenette": Recipe(
+    splits=("train", "validation"),
+    eval_split="validation",
+    random_crop=True,
+    flip=True,
+    train_scale=(320, 182),
+  ),
+  "mit_indoor67": Recipe(splits=("train", "test"), eval_split="test", flip=True),
 }
 
 
@@ -145,19 +147,19 @@ class DataOptions:
   eval_max_images: int
   num_workers: int
   prefetch_buffer: int
-  origin: str = ''
+  origin: str = ""
 
   @property
   def entry(self) -> str:
     """'name' or 'name:path', as written in config.eval_datasets."""
-    return f'{self.name}:{self.path}' if self.path else self.name
+    return f"{self.name}:{self.path}" if self.path else self.name
 
   @property
   def path_field(self) -> str:
     """What to call `path` in an error message."""
     if not self.origin:
-      return 'config.dataset.path'
-    return f'the path of {self.origin} entry {self.entry!r}'
+      return "config.dataset.path"
+    return f"the path of {self.origin} entry {self.entry!r}"
 
 
 def _dataset_field(config: Any, field: str) -> Any:
@@ -166,22 +168,24 @@ def _dataset_field(config: Any, field: str) -> Any:
   A field of `ADDED_FIELDS` that is missing takes its value there.
   """
   dataset = config.dataset
-  value = dataset.get(field, _MISSING) if hasattr(dataset, 'get') else getattr(
-      dataset, field, _MISSING)
+  value = (
+    dataset.get(field, _MISSING) if hasattr(dataset, "get") else getattr(dataset, field, _MISSING)
+  )
   if value is not _MISSING:
     return value
   if field in ADDED_FIELDS:
     return ADDED_FIELDS[field]
-  raise ConfigError(f'config.dataset.{field} is missing (configs/transinr.py '
-                    'sets every data field)')
+  raise ConfigError(
+    f"config.dataset.{field} is missing (configs/transinr.py sets every data field)"
+  )
 
 
 def _positive_int(value: Any, field: str, *, allow_zero: bool = False) -> int:
   """Returns `value` as an int, or raises ConfigError naming `field`."""
   low = 0 if allow_zero else 1
   if isinstance(value, bool) or not isinstance(value, int) or value < low:
-    kind = 'a non-negative' if allow_zero else 'a positive'
-    raise ConfigError(f'config.{field} must be {kind} integer, got {value!r}')
+    kind = "a non-negative" if allow_zero else "a positive"
+    raise ConfigError(f"config.{field} must be {kind} integer, got {value!r}")
   return value
 
 
@@ -193,7 +197,7 @@ def _local_data_dir(data_dir: str) -> str:
   `paths.local_mirror('gs://B/D')` and uploaded to gs://B/D once complete.
   """
   if paths.is_url(data_dir):
-    paths.check_scheme(data_dir, 'config.dataset.data_dir')
+    paths.check_scheme(data_dir, "config.dataset.data_dir")
     return paths.local_mirror(data_dir)
   return os.path.abspath(os.path.expanduser(data_dir))
 
@@ -204,30 +208,38 @@ def _optional_bool(config: Any, field: str, default: bool) -> bool:
   if value is None:
     return default
   if not isinstance(value, (bool, np.bool_)):
-    raise ConfigError(f'config.dataset.{field} must be a bool (or None for '
-                      f'the dataset default), got {value!r}')
+    raise ConfigError(
+      f"config.dataset.{field} must be a bool (or None for the dataset default), got {value!r}"
+    )
   return bool(value)
 
 
 def _eval_split(config: Any, name: str, same_dataset: bool) -> str:
   """The resolved eval split of dataset `name` ('' if it has no choice)."""
-  value = _dataset_field(config, 'eval_split') if same_dataset else None
+  value = _dataset_field(config, "eval_split") if same_dataset else None
   recipe = RECIPES.get(name)
-  if value in (None, ''):
-    return recipe.eval_split if recipe else ''
+  if value in (None, ""):
+    return recipe.eval_split if recipe else ""
   if recipe is None:
     raise ConfigError(
-        f'config.dataset.eval_split={value!r} is not used by '
-        f'dataset.name={name!r} (only by {", ".join(RECIPES)}); leave it unset')
+      f"config.dataset.eval_split={value!r} is not used by "
+      f"dataset.name={name!r} (only by {', '.join(RECIPES)}); leave it unset"
+    )
   if value not in recipe.splits:
     raise ConfigError(
-        f'config.dataset.eval_split={value!r} is not a split of {name}; '
-        f'valid: {", ".join(recipe.splits)}')
+      f"config.dataset.eval_split={value!r} is not a split of {name}; "
+      f"valid: {', '.join(recipe.splits)}"
+    )
   return value
 
 
-def from_config(config: Any, name: str | None = None, path: str | None = None,
-                *, origin: str = 'config.eval_datasets') -> DataOptions:
+def from_config(
+  config: Any,
+  name: str | None = None,
+  path: str | None = None,
+  *,
+  origin: str = "config.eval_datasets",
+) -> DataOptions:
   """Reads and checks the data fields of `config` (no file system access).
 
   Args:
@@ -246,67 +258,68 @@ def from_config(config: Any, name: str | None = None, path: str | None = None,
     ConfigError: a field is missing or has a wrong type or range, or
       eval_split is not a split of the dataset.
   """
-  config_name = config.dataset.get('name', None)
-  config_path = _dataset_field(config, 'path')
-  own = (name is None or name == config_name) and (
-      path is None or path == config_path)
+  config_name = config.dataset.get("name", None)
+  config_path = _dataset_field(config, "path")
+  own = (name is None or name == config_name) and (path is None or path == config_path)
   name = config_name if name is None else name
   if not isinstance(name, str) or not name:
-    field = 'config.dataset.name' if own else origin
-    raise ConfigError(f'{field} must be a non-empty string, got {name!r}')
+    field = "config.dataset.name" if own else origin
+    raise ConfigError(f"{field} must be a non-empty string, got {name!r}")
   if path is None and name == config_name:
     path = config_path
-  resolution = _positive_int(config.get('resolution', None), 'resolution')
-  recipe = RECIPES.get(name, Recipe(splits=(), eval_split=''))
-  train_resize = _positive_int(_dataset_field(config, 'train_resize'),
-                               'dataset.train_resize', allow_zero=True)
+  resolution = _positive_int(config.get("resolution", None), "resolution")
+  recipe = RECIPES.get(name, Recipe(splits=(), eval_split=""))
+  train_resize = _positive_int(
+    _dataset_field(config, "train_resize"), "dataset.train_resize", allow_zero=True
+  )
   scale_up, scale_down = recipe.train_scale
   if 0 < train_resize < resolution:
     raise ConfigError(
-        f'config.dataset.train_resize={train_resize} is smaller than '
-        f'config.resolution={resolution} (use 0 for the dataset default)')
-  eval_fraction = _dataset_field(config, 'eval_fraction')
-  if (isinstance(eval_fraction, bool)
-      or not isinstance(eval_fraction, (int, float))
-      or not 0 <= eval_fraction < 1):
-    raise ConfigError(f'config.dataset.eval_fraction must be in [0, 1), '
-                      f'got {eval_fraction!r}')
-  data_dir = _dataset_field(config, 'data_dir')
+      f"config.dataset.train_resize={train_resize} is smaller than "
+      f"config.resolution={resolution} (use 0 for the dataset default)"
+    )
+  eval_fraction = _dataset_field(config, "eval_fraction")
+  if (
+    isinstance(eval_fraction, bool)
+    or not isinstance(eval_fraction, (int, float))
+    or not 0 <= eval_fraction < 1
+  ):
+    raise ConfigError(f"config.dataset.eval_fraction must be in [0, 1), got {eval_fraction!r}")
+  data_dir = _dataset_field(config, "data_dir")
   if not isinstance(data_dir, (str, os.PathLike)) or not str(data_dir):
-    raise ConfigError(f'config.dataset.data_dir must be a path, '
-                      f'got {data_dir!r}')
-  if path in (None, ''):
+    raise ConfigError(f"config.dataset.data_dir must be a path, got {data_dir!r}")
+  if path in (None, ""):
     path = None
   elif isinstance(path, (str, os.PathLike)):
     path = os.path.expanduser(os.fspath(path))
   else:
-    raise ConfigError(f'config.dataset.path must be a path, got {path!r}')
-  seed = config.get('seed', None)
+    raise ConfigError(f"config.dataset.path must be a path, got {path!r}")
+  seed = config.get("seed", None)
   if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-    raise ConfigError(f'config.seed must be a non-negative integer, '
-                      f'got {seed!r}')
+    raise ConfigError(f"config.seed must be a non-negative integer, got {seed!r}")
   return DataOptions(
-      name=name,
-      path=path,
-      data_dir=_local_data_dir(os.fspath(data_dir)),
-      resolution=resolution,
-      seed=seed,
-      eval_split=_eval_split(config, name, same_dataset=name == config_name),
-      random_crop=_optional_bool(config, 'random_crop', recipe.random_crop),
-      train_resize=train_resize or resolution * scale_up // scale_down,
-      flip=_optional_bool(config, 'flip', recipe.flip),
-      crop_size=_positive_int(_dataset_field(config, 'crop_size'),
-                              'dataset.crop_size'),
-      eval_crops_per_image=_positive_int(
-          _dataset_field(config, 'eval_crops_per_image'),
-          'dataset.eval_crops_per_image'),
-      eval_fraction=float(eval_fraction),
-      eval_max_images=_positive_int(_dataset_field(config, 'eval_max_images'),
-                                    'dataset.eval_max_images',
-                                    allow_zero=True),
-      num_workers=_positive_int(_dataset_field(config, 'num_workers'),
-                                'dataset.num_workers', allow_zero=True),
-      prefetch_buffer=_positive_int(_dataset_field(config, 'prefetch_buffer'),
-                                    'dataset.prefetch_buffer'),
-      origin='' if own else origin,
+    name=name,
+    path=path,
+    data_dir=_local_data_dir(os.fspath(data_dir)),
+    resolution=resolution,
+    seed=seed,
+    eval_split=_eval_split(config, name, same_dataset=name == config_name),
+    random_crop=_optional_bool(config, "random_crop", recipe.random_crop),
+    train_resize=train_resize or resolution * scale_up // scale_down,
+    flip=_optional_bool(config, "flip", recipe.flip),
+    crop_size=_positive_int(_dataset_field(config, "crop_size"), "dataset.crop_size"),
+    eval_crops_per_image=_positive_int(
+      _dataset_field(config, "eval_crops_per_image"), "dataset.eval_crops_per_image"
+    ),
+    eval_fraction=float(eval_fraction),
+    eval_max_images=_positive_int(
+      _dataset_field(config, "eval_max_images"), "dataset.eval_max_images", allow_zero=True
+    ),
+    num_workers=_positive_int(
+      _dataset_field(config, "num_workers"), "dataset.num_workers", allow_zero=True
+    ),
+    prefetch_buffer=_positive_int(
+      _dataset_field(config, "prefetch_buffer"), "dataset.prefetch_buffer"
+    ),
+    origin="" if own else origin,
   )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
-_HIGH_BIT_DEPTH_MODES = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F')
+_HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 def _high_bit_depth_to_l(image: Image.Image) -> Image.Image:
@@ -27,7 +27,7 @@ def _high_bit_depth_to_l(image: Image.Image) -> Image.Image:
   """
   array = np.asarray(image, dtype=np.float64)
   peak = array.max(initial=0)
-  if image.mode == 'F' and peak <= 1:
+  if image.mode == "F" and peak <= 1:
     full_scale = 1.0
   else:
     full_scale = 255.0 if peak <= 255 else 65535.0
@@ -51,13 +51,12 @@ def pil_to_rgb(image: Image.Image) -> Image.Image:
   image = ImageOps.exif_transpose(image)
   if image.mode in _HIGH_BIT_DEPTH_MODES:
     image = _high_bit_depth_to_l(image)
-  has_alpha = image.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or (
-      'transparency' in image.info)
+  has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or ("transparency" in image.info)
   if has_alpha:
-    rgba = image.convert('RGBA')
-    background = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert('RGB')
-  return image.convert('RGB')
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+  return image.convert("RGB")
 
 
 def array_to_rgb(array: np.ndarray) -> np.ndarray:
@@ -66,11 +65,11 @@ def array_to_rgb(array: np.ndarray) -> np.ndarray:
   if array.dtype == bool:
     array = array.astype(np.uint8) * 255
   if array.dtype != np.uint8:
-    raise ValueError(f'expected a uint8 image, got {array.dtype}')
+    raise ValueError(f"expected a uint8 image, got {array.dtype}")
   if array.ndim == 2:
     array = array[..., None]
   if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
-    raise ValueError(f'expected an image [H, W, 1|3|4], got {array.shape}')
+    raise ValueError(f"expected an image [H, W, 1|3|4], got {array.shape}")
   if array.shape[-1] == 1:
     return np.repeat(array, 3, axis=-1)
   if array.shape[-1] == 4:
@@ -82,8 +81,7 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
   """Bicubic (antialiased) resize: uint8 [H, W, 3] -> [height, width, 3]."""
   if image.shape[:2] == (height, width):
     return image
-  pil = Image.fromarray(image).resize((width, height),
-                                      Image.Resampling.BICUBIC)
+  pil = Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC)
   return np.asarray(pil)
 
 
@@ -105,10 +103,9 @@ def resize_short_side(image: np.ndarray, size: int) -> np.ndarray:
   return resize(image, new_height, new_width)
 
 
-def crop(image: np.ndarray, top: int, left: int, height: int,
-         width: int) -> np.ndarray:
+def crop(image: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
   """uint8 [H, W, 3] -> the window [top:top+height, left:left+width]."""
-  return image[top:top + height, left:left + width]
+  return image[top : top + height, left : left + width]
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -117,8 +114,7 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
   return crop(image, (height - size) // 2, (width - size) // 2, size, size)
 
 
-def random_crop(image: np.ndarray, size: int,
-                rng: np.random.Generator) -> np.ndarray:
+def random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
   """uint8 [H, W, 3] with H, W >= size -> uniform random [size, size, 3]."""
   height, width = image.shape[:2]
   top = int(rng.integers(0, height - size + 1))
@@ -147,13 +143,19 @@ def eval_transform(example: dict, *, resolution: int) -> dict:
   Returns:
     {'image': float32 [R, R, 3]} in [0, 1].
   """
-  image = resize_short_side(array_to_rgb(example['image']), resolution)
-  return {'image': to_float(center_crop(image, resolution))}
+  image = resize_short_side(array_to_rgb(example["image"]), resolution)
+  return {"image": to_float(center_crop(image, resolution))}
 
 
-def train_transform(example: dict, rng: np.random.Generator, *,
-                    resolution: int, resize_to: int, random: bool,
-                    flip: bool) -> dict:
+def train_transform(
+  example: dict,
+  rng: np.random.Generator,
+  *,
+  resolution: int,
+  resize_to: int,
+  random: bool,
+  flip: bool,
+) -> dict:
   """Train map of whole-image datasets: {'image': float32 [R, R, 3]}.
 
   With `random`, the short side goes to `resize_to` (>= R), then a random
@@ -172,11 +174,11 @@ def train_transform(example: dict, rng: np.random.Generator, *,
   Returns:
     {'image': float32 [R, R, 3]} in [0, 1].
   """
-  image = array_to_rgb(example['image'])
+  image = array_to_rgb(example["image"])
   if random:
     image = random_crop(resize_short_side(image, resize_to), resolution, rng)
   else:
     image = center_crop(resize_short_side(image, resolution), resolution)
   if flip:
     image = random_flip(image, rng)
-  return {'image': to_float(image)}
+  return {"image": to_float(image)}

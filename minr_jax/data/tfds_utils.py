@@ -53,12 +53,12 @@ class _NoOpenCVNote(logging.Filter):
   """TFDS warns on every image decode that OpenCV is not installed; PIL decodes fine."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return 'OpenCV is not installed' not in record.getMessage()
+    return "OpenCV is not installed" not in record.getMessage()
 
 
-logging.getLogger('absl').addFilter(_NoOpenCVNote())
+logging.getLogger("absl").addFilter(_NoOpenCVNote())
 
-FILE_FORMAT = 'array_record'
+FILE_FORMAT = "array_record"
 
 
 def _no_bucket_info(info: tfds.core.DatasetInfo) -> None:
@@ -85,7 +85,7 @@ def _file_lock(path: str, wait: bool = True) -> Iterator[bool]:
   process holds it.
   """
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, 'a') as handle:
+  with open(path, "a") as handle:
     try:
       fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
@@ -98,12 +98,11 @@ def _file_lock(path: str, wait: bool = True) -> Iterator[bool]:
 
 
 # TFDS writes these last: a data_dir holding both holds finished data.
-_DONE_FILES = ('dataset_info.json', 'features.json')
+_DONE_FILES = ("dataset_info.json", "features.json")
 
 
 def _prepared_here(builder: tfds.core.DatasetBuilder) -> bool:
-  return all(os.path.isfile(os.path.join(builder.data_dir, name))
-             for name in _DONE_FILES)
+  return all(os.path.isfile(os.path.join(builder.data_dir, name)) for name in _DONE_FILES)
 
 
 def _remote(builder: tfds.core.DatasetBuilder) -> str | None:
@@ -114,7 +113,8 @@ def _remote(builder: tfds.core.DatasetBuilder) -> str | None:
 def _prepared_remote(builder: tfds.core.DatasetBuilder) -> bool:
   remote = _remote(builder)
   return remote is not None and all(
-      paths.as_path(remote).joinpath(name).exists() for name in _DONE_FILES)
+    paths.as_path(remote).joinpath(name).exists() for name in _DONE_FILES
+  )
 
 
 def is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
@@ -137,15 +137,14 @@ def _lock_path(builder: tfds.core.DatasetBuilder) -> str:
 
 
 def _lock_of(root: str, version_dir: str) -> str:
-  relative = os.path.relpath(version_dir, root).replace(os.sep, '_')
-  return os.path.join(root, '.locks', relative + '.lock')
+  relative = os.path.relpath(version_dir, root).replace(os.sep, "_")
+  return os.path.join(root, ".locks", relative + ".lock")
 
 
-_INCOMPLETE = 'incomplete.'  # TFDS: incomplete.XXXXXX_<version> beside <version>.
+_INCOMPLETE = "incomplete."  # TFDS: incomplete.XXXXXX_<version> beside <version>.
 
 
-def remove_incomplete(builder: tfds.core.DatasetBuilder,
-                      holding: str | None = None) -> list[str]:
+def remove_incomplete(builder: tfds.core.DatasetBuilder, holding: str | None = None) -> list[str]:
   """Removes the `incomplete.*` folders of killed preparations of builder's dataset.
 
   Looks in `<data_dir>/<name>/` and `<data_dir>/<name>/<config>/` (any
@@ -162,10 +161,13 @@ def remove_incomplete(builder: tfds.core.DatasetBuilder,
   removed = []
   for parent in [top] + sorted(e.path for e in _scandir(top) if e.is_dir()):
     for entry in sorted(_scandir(parent), key=lambda e: e.name):
-      if not (entry.name.startswith(_INCOMPLETE) and '_' in entry.name
-              and entry.is_dir(follow_symlinks=False)):
+      if not (
+        entry.name.startswith(_INCOMPLETE)
+        and "_" in entry.name
+        and entry.is_dir(follow_symlinks=False)
+      ):
         continue
-      lock = _lock_of(root, os.path.join(parent, entry.name.split('_', 1)[1]))
+      lock = _lock_of(root, os.path.join(parent, entry.name.split("_", 1)[1]))
       if lock == holding:
         held = contextlib.nullcontext(True)
       else:
@@ -205,18 +207,19 @@ def _is_no_space(error: BaseException) -> bool:
 
 
 def _megabytes(n: int) -> str:
-  return f'{n / 1e6:,.1f} MB'
+  return f"{n / 1e6:,.1f} MB"
 
 
 def _no_space(builder: tfds.core.DatasetBuilder, needed: int | None) -> NoSpaceError:
   root = os.fspath(builder.data_dir_root)
   usage = shutil.disk_usage(root)
-  need = f'; the source files take {_megabytes(needed)}' if needed else ''
+  need = f"; the source files take {_megabytes(needed)}" if needed else ""
   return NoSpaceError(
-      f'config.dataset.data_dir: no space left on the device of {root} while '
-      f'preparing {builder.name} ({_megabytes(usage.free)} free of '
-      f'{_megabytes(usage.total)}{need}); nothing partial was kept: free '
-      'space or set config.dataset.data_dir to a larger disk')
+    f"config.dataset.data_dir: no space left on the device of {root} while "
+    f"preparing {builder.name} ({_megabytes(usage.free)} free of "
+    f"{_megabytes(usage.total)}{need}); nothing partial was kept: free "
+    "space or set config.dataset.data_dir to a larger disk"
+  )
 
 
 def _read_info(builder: tfds.core.DatasetBuilder) -> None:
@@ -225,9 +228,13 @@ def _read_info(builder: tfds.core.DatasetBuilder) -> None:
     builder.info.read_from_directory(builder.data_dir)
 
 
-def prepare(builder: tfds.core.DatasetBuilder,
-            manual_dir: str | None = None, *, note: str = '',
-            source_bytes: int | None = None) -> None:
+def prepare(
+  builder: tfds.core.DatasetBuilder,
+  manual_dir: str | None = None,
+  *,
+  note: str = "",
+  source_bytes: int | None = None,
+) -> None:
   """Writes `builder`'s splits to `builder.data_dir` unless already there.
 
   No network access: the builders here download nothing (the catalogue ones
@@ -264,16 +271,21 @@ def prepare(builder: tfds.core.DatasetBuilder,
       return
     # One line instead of TFDS's "Downloading and preparing ... Unknown size"
     # and its progress bars (escape sequences in log files).
-    print(f'preparing the {builder.name} dataset in {builder.data_dir} (once; nothing '
-          f'is downloaded){note}', flush=True)
+    print(
+      f"preparing the {builder.name} dataset in {builder.data_dir} (once; nothing "
+      f"is downloaded){note}",
+      flush=True,
+    )
     tfds.disable_progress_bar()
     try:
       with contextlib.redirect_stdout(io.StringIO()):
         builder.download_and_prepare(
-            download_dir=os.path.join(builder.data_dir_root, 'downloads'),
-            download_config=tfds.download.DownloadConfig(
-                try_download_gcs=False, manual_dir=manual_dir),
-            file_format=FILE_FORMAT)
+          download_dir=os.path.join(builder.data_dir_root, "downloads"),
+          download_config=tfds.download.DownloadConfig(
+            try_download_gcs=False, manual_dir=manual_dir
+          ),
+          file_format=FILE_FORMAT,
+        )
     except Exception as e:
       remove_incomplete(builder, lock)  # TFDS removes its own; this makes sure.
       if _is_no_space(e):
@@ -284,8 +296,7 @@ def prepare(builder: tfds.core.DatasetBuilder,
       paths.copy_tree(builder.data_dir, remote, last=_DONE_FILES)
 
 
-def split_source(builder: tfds.core.DatasetBuilder,
-                 split: str) -> grain.MapDataset:
+def split_source(builder: tfds.core.DatasetBuilder, split: str) -> grain.MapDataset:
   """The decoded examples of `split` (an empty dataset if the split is absent).
 
   Args:

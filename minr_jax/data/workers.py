@@ -23,8 +23,9 @@ import time
 POLL_SECONDS = 0.5
 
 
-def exit_with_parent(worker_index: int, worker_count: int, *, parent_pid: int,
-                     poll_seconds: float = POLL_SECONDS) -> None:
+def exit_with_parent(
+  worker_index: int, worker_count: int, *, parent_pid: int, poll_seconds: float = POLL_SECONDS
+) -> None:
   """Ends this process within `poll_seconds` of `parent_pid` ending.
 
   Runs in each worker before it reads any data (grain's `worker_init_fn`,
@@ -43,5 +44,4 @@ def exit_with_parent(worker_index: int, worker_count: int, *, parent_pid: int,
       time.sleep(poll_seconds)
     os._exit(1)  # No one reads this worker's batches any more.
 
-  threading.Thread(target=watch, name='minr_jax-exit-with-parent',
-                   daemon=True).start()
+  threading.Thread(target=watch, name="minr_jax-exit-with-parent", daemon=True).start()

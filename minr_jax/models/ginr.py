@@ -95,6 +95,7 @@ class GINR(nn.Module):
   [B, rank, D] (transformer outputs, for embeddings; None when called with
   data_tokens=False, which skips the work only they need).
   """
+
   image_size: int
   patch_size: int = 9
   padding: int = 1
@@ -123,8 +124,9 @@ class GINR(nn.Module):
 
   @property
   def inr_shapes(self) -> list[tuple[int, int]]:
-    return inr.layer_shapes(4 * self.ff_num_freqs, self.inr_hidden_dim,
-                            self.inr_num_layers, self.inr_out_dim)
+    return inr.layer_shapes(
+      4 * self.ff_num_freqs, self.inr_hidden_dim, self.inr_num_layers, self.inr_out_dim
+    )
 
   @property
   def num_data_tokens(self) -> int:
@@ -138,11 +140,14 @@ class GINR(nn.Module):
     return inr.fourier_frequencies(self.ff_num_freqs, self.ff_sigma)
 
   @nn.compact
-  def __call__(self, images: Array, train: bool = False,
-               data_tokens: bool = True) -> dict[str, Any]:
+  def __call__(
+    self, images: Array, train: bool = False, data_tokens: bool = True
+  ) -> dict[str, Any]:
     if not 0 <= self.modulated_layer < self.inr_num_layers:
-      raise ValueError(f"modulated_layer={self.modulated_layer} is not a layer of an"
-                       f" INR with {self.inr_num_layers} layers")
+      raise ValueError(
+        f"modulated_layer={self.modulated_layer} is not a layer of an"
+        f" INR with {self.inr_num_layers} layers"
+      )
     batch = images.shape[0]
     data_out, weight_out = hypernetwork_tokens(self, images, self.rank, train, data_tokens)
 
@@ -159,10 +164,12 @@ class GINR(nn.Module):
         weights.append(jnp.concatenate([w, bias], axis=1))
         modulations.append(u)
       else:
-        base = self.param(f"base_{i}",
-                          lambda key, fi=fan_in, fo=fan_out: ginr_linear_init(key, fi, fo))
+        base = self.param(
+          f"base_{i}", lambda key, fi=fan_in, fo=fan_out: ginr_linear_init(key, fi, fo)
+        )
         if self.normalize_shared:
           base = jnp.concatenate([normalize_columns(base[:-1]), base[-1:]], axis=0)
         weights.append(jnp.broadcast_to(base, (batch, *base.shape)))
-    return dict(weights=weights, modulations=modulations,
-                data_tokens=data_out, weight_tokens=weight_out)
+    return dict(
+      weights=weights, modulations=modulations, data_tokens=data_out, weight_tokens=weight_out
+    )

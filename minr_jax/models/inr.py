@@ -70,15 +70,17 @@ def fourier_features(coords: Array, freqs: Array) -> Array:
   return jnp.concatenate([jnp.cos(jnp.pi * scaled), jnp.sin(jnp.pi * scaled)], -1)
 
 
-def layer_shapes(in_dim: int, hidden_dim: int, num_layers: int,
-                 out_dim: int) -> list[tuple[int, int]]:
+def layer_shapes(
+  in_dim: int, hidden_dim: int, num_layers: int, out_dim: int
+) -> list[tuple[int, int]]:
   """(fan_in, fan_out) of each of the `num_layers` linear layers."""
   dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
   return list(zip(dims[:-1], dims[1:]))
 
 
-def mlp_apply(weights: Sequence[Array], features: Array,
-              output_bias: float = 0.5, dtype: Any = None) -> Array:
+def mlp_apply(
+  weights: Sequence[Array], features: Array, output_bias: float = 0.5, dtype: Any = None
+) -> Array:
   """Applies the MLP to features [N, fan_in_0] -> [N, fan_out_last].
 
   ReLU between layers, none after the last; `output_bias` is added to the
@@ -134,11 +136,13 @@ def modulate(base: Array, modulation: Array) -> Array:
   return jnp.concatenate([w, bias.astype(w.dtype)], axis=-2)
 
 
-def render_features(weights: Sequence[Array], features: Array, output_bias: float = 0.5,
-                    dtype: Any = None) -> Array:
+def render_features(
+  weights: Sequence[Array], features: Array, output_bias: float = 0.5, dtype: Any = None
+) -> Array:
   """A batch of INRs, weights [B, ...] per layer, on shared features [N, 4F] -> [B, N, out]."""
   return jax.vmap(mlp_apply, in_axes=(0, None, None, None))(
-      list(weights), features, output_bias, dtype)
+    list(weights), features, output_bias, dtype
+  )
 
 
 def jitter_coords(key: PRNGKey, coords: Array, batch: int, noise: float) -> Array:
@@ -153,13 +157,15 @@ def jitter_coords(key: PRNGKey, coords: Array, batch: int, noise: float) -> Arra
   return coords[None] + u * spacing
 
 
-def render_per_image(weights: Sequence[Array], coords: Array, freqs: Array,
-                     output_bias: float = 0.5, dtype: Any = None) -> Array:
+def render_per_image(
+  weights: Sequence[Array], coords: Array, freqs: Array, output_bias: float = 0.5, dtype: Any = None
+) -> Array:
   """A batch of INRs, weights [B, ...] per layer, each at its own coords [B, H, W, 2].
 
   As `render`, but the Fourier features are computed per image (e.g. for
   jittered training coordinates). Returns [B, H, W, out_dim].
   """
+
   def one(w, c):
     feats = fourier_features(c, freqs)
     return mlp_apply(w, feats.reshape(-1, feats.shape[-1]), output_bias, dtype)
@@ -168,8 +174,9 @@ def render_per_image(weights: Sequence[Array], coords: Array, freqs: Array,
   return out.reshape(*coords.shape[:-1], out.shape[-1])
 
 
-def render(weights: Sequence[Array], coords: Array, freqs: Array,
-           output_bias: float = 0.5, dtype: Any = None) -> Array:
+def render(
+  weights: Sequence[Array], coords: Array, freqs: Array, output_bias: float = 0.5, dtype: Any = None
+) -> Array:
   """A batch of INRs, weights [B, ...] per layer, at shared coords [H, W, 2].
 
   The Fourier features of the grid are computed once (float32) and shared by
@@ -192,9 +199,17 @@ def chunk_layout(num_pixels: int, max_chunk: int) -> tuple[int, int]:
   return num_chunks, -(-num_pixels // num_chunks)
 
 
-def _image_sse(weights: Sequence[Array], feats_fn, targets: Array, num_chunks: int,
-               chunk: int, num_pixels: int, output_bias: float, dtype: Any,
-               with_grads: bool):
+def _image_sse(
+  weights: Sequence[Array],
+  feats_fn,
+  targets: Array,
+  num_chunks: int,
+  chunk: int,
+  num_pixels: int,
+  output_bias: float,
+  dtype: Any,
+  with_grads: bool,
+):
   """One image: sum of squared errors over its pixels, in chunks (and its weight gradient).
 
   feats_fn(start) -> the Fourier features [chunk, 4F] of pixels start..start+chunk;
@@ -221,8 +236,7 @@ def _image_sse(weights: Sequence[Array], feats_fn, targets: Array, num_chunks: i
   return jax.lax.fori_loop(0, num_chunks, body, init)
 
 
-def _pixel_mse_impl(weights, targets, coords, freqs, output_bias, dtype, max_chunk,
-                    with_grads):
+def _pixel_mse_impl(weights, targets, coords, freqs, output_bias, dtype, max_chunk, with_grads):
   b, h, w, c = targets.shape
   n = h * w
   num_chunks, chunk = chunk_layout(n, max_chunk)
@@ -252,8 +266,15 @@ def _pixel_mse_impl(weights, targets, coords, freqs, output_bias, dtype, max_chu
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def pixel_mse(weights: Sequence[Array], targets: Array, coords: Array, freqs: Array,
-              output_bias: float = 0.5, dtype: Any = None, max_chunk: int = 4096) -> Array:
+def pixel_mse(
+  weights: Sequence[Array],
+  targets: Array,
+  coords: Array,
+  freqs: Array,
+  output_bias: float = 0.5,
+  dtype: Any = None,
+  max_chunk: int = 4096,
+) -> Array:
   """Per-image MSE [B] of a batch of INRs against targets [B, H, W, C], in pixel chunks.
 
   The same value as `metrics.per_image_mse(render(...), targets)` (or
@@ -265,13 +286,15 @@ def pixel_mse(weights: Sequence[Array], targets: Array, coords: Array, freqs: Ar
   pass does no further work. On a CPU the chunks' activations stay in cache;
   `model.inr_chunk` chooses it for training (`minr_jax.families`, the MINR loss).
   """
-  return _pixel_mse_impl(weights, targets, coords, freqs, output_bias, dtype, max_chunk,
-                         with_grads=False)
+  return _pixel_mse_impl(
+    weights, targets, coords, freqs, output_bias, dtype, max_chunk, with_grads=False
+  )
 
 
 def _pixel_mse_fwd(weights, targets, coords, freqs, output_bias, dtype, max_chunk):
-  mse, grads = _pixel_mse_impl(weights, targets, coords, freqs, output_bias, dtype,
-                               max_chunk, with_grads=True)
+  mse, grads = _pixel_mse_impl(
+    weights, targets, coords, freqs, output_bias, dtype, max_chunk, with_grads=True
+  )
   return mse, (grads, targets, coords, freqs)
 
 

@@ -86,6 +86,7 @@ NORM_PIX_EPS = 1e-6
 
 # ------------------------------------------------------------------ patches ---
 
+
 def patchify(images: Array, patch_size: int) -> Array:
   """Images [B, H, W, C] -> patches [B, (H/P) (W/P), P * P * C], raster order.
 
@@ -95,14 +96,22 @@ def patchify(images: Array, patch_size: int) -> Array:
   _, h, w, _ = images.shape
   if h % patch_size or w % patch_size:
     raise ValueError(f"images {h}x{w} are not divisible into {patch_size}-pixel patches")
-  return einops.rearrange(images, "b (h p1) (w p2) c -> b (h w) (p1 p2 c)",
-                          p1=patch_size, p2=patch_size)
+  return einops.rearrange(
+    images, "b (h p1) (w p2) c -> b (h w) (p1 p2 c)", p1=patch_size, p2=patch_size
+  )
 
 
 def unpatchify(patches: Array, patch_size: int, grid: int, channels: int = 3) -> Array:
   """Patches [B, grid * grid, P * P * C] -> images [B, grid P, grid P, C] (`patchify`'s inverse)."""
-  return einops.rearrange(patches, "b (h w) (p1 p2 c) -> b (h p1) (w p2) c",
-                          h=grid, w=grid, p1=patch_size, p2=patch_size, c=channels)
+  return einops.rearrange(
+    patches,
+    "b (h w) (p1 p2 c) -> b (h p1) (w p2) c",
+    h=grid,
+    w=grid,
+    p1=patch_size,
+    p2=patch_size,
+    c=channels,
+  )
 
 
 def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
@@ -125,8 +134,9 @@ def sincos_2d(dim: int, grid: int, cls_token: bool = True) -> np.ndarray:
   if dim % 4:
     raise ValueError(f"2-D sin-cos embedding width must be a multiple of 4, got {dim}")
   rows, cols = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
-  emb = np.concatenate([sincos_1d(dim // 2, cols.reshape(-1)),
-                        sincos_1d(dim // 2, rows.reshape(-1))], axis=1)
+  emb = np.concatenate(
+    [sincos_1d(dim // 2, cols.reshape(-1)), sincos_1d(dim // 2, rows.reshape(-1))], axis=1
+  )
   if cls_token:
     emb = np.concatenate([np.zeros((1, dim)), emb], axis=0)
   return emb.astype(np.float32)
@@ -150,9 +160,10 @@ def _check_mask_counts(patch_mask: Array, expected_hidden: int) -> None:
   bad = np.flatnonzero(counts != expected_hidden)
   if bad.size:
     raise ValueError(
-        f"MAE needs exactly {expected_hidden} hidden patches per image (mask_ratio),"
-        f" but image {int(bad[0])} hides {int(counts[bad[0]])}: draw masks with"
-        " an exact-count strategy such as 'random_exact'")
+      f"MAE needs exactly {expected_hidden} hidden patches per image (mask_ratio),"
+      f" but image {int(bad[0])} hides {int(counts[bad[0]])}: draw masks with"
+      " an exact-count strategy such as 'random_exact'"
+    )
 
 
 # -------------------------------------------------------------------- model ---
@@ -192,6 +203,7 @@ class MAE(nn.Module):
     ids_keep: [B, K] int32, raster indices of the visible patches.
     ids_restore: [B, N] int32, inverse of the sort that put visible first.
   """
+
   image_size: int
   patch_size: int = 13
   mask_ratio: float = 0.75
@@ -241,25 +253,43 @@ class MAE(nn.Module):
 
   def _check_inputs(self, images: Array, patch_mask: Array) -> None:
     if self.image_size % self.patch_size:
-      raise ValueError(f"MAE.image_size={self.image_size} is not a multiple of "
-                       f"MAE.patch_size={self.patch_size}")
+      raise ValueError(
+        f"MAE.image_size={self.image_size} is not a multiple of MAE.patch_size={self.patch_size}"
+      )
     if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, 3):
-      raise ValueError(f"images must be [B, {self.image_size}, {self.image_size}, 3], "
-                       f"got {images.shape}")
+      raise ValueError(
+        f"images must be [B, {self.image_size}, {self.image_size}, 3], got {images.shape}"
+      )
     g = self.grid
     if patch_mask.shape != (images.shape[0], g, g):
-      raise ValueError(f"patch_mask must be [B, {g}, {g}] = the patch grid "
-                       f"({self.image_size} px / patch {self.patch_size}), got "
-                       f"{patch_mask.shape}")
+      raise ValueError(
+        f"patch_mask must be [B, {g}, {g}] = the patch grid "
+        f"({self.image_size} px / patch {self.patch_size}), got "
+        f"{patch_mask.shape}"
+      )
     if not 0 < self.num_visible <= self.num_patches:
-      raise ValueError(f"MAE.mask_ratio={self.mask_ratio} leaves {self.num_visible} "
-                       f"of {self.num_patches} patches visible; need at least 1")
+      raise ValueError(
+        f"MAE.mask_ratio={self.mask_ratio} leaves {self.num_visible} "
+        f"of {self.num_patches} patches visible; need at least 1"
+      )
 
-  def _blocks(self, depth: int, num_heads: int, head_dim: int, mlp_dim: int,
-              name: str) -> Transformer:
-    return Transformer(depth, num_heads, head_dim, mlp_dim, self.qkv_bias,
-                       self.ln_epsilon, self.exact_gelu, self.dropout, self.remat,
-                       self.dtype, self.attention_impl, name=name)
+  def _blocks(
+    self, depth: int, num_heads: int, head_dim: int, mlp_dim: int, name: str
+  ) -> Transformer:
+    return Transformer(
+      depth,
+      num_heads,
+      head_dim,
+      mlp_dim,
+      self.qkv_bias,
+      self.ln_epsilon,
+      self.exact_gelu,
+      self.dropout,
+      self.remat,
+      self.dtype,
+      self.attention_impl,
+      name=name,
+    )
 
   @nn.compact
   def __call__(self, images: Array, patch_mask: Array, train: bool = False) -> dict[str, Array]:
@@ -271,8 +301,9 @@ class MAE(nn.Module):
 
     # Encoder over the visible patches.
     patches = patchify(images, self.patch_size)  # [B, N, P*P*3]
-    x = nn.Dense(self.dim, dtype=self.dtype, kernel_init=_xavier, bias_init=_zeros,
-                 name="patch_embed")(patches)  # [B, N, D]
+    x = nn.Dense(
+      self.dim, dtype=self.dtype, kernel_init=_xavier, bias_init=_zeros, name="patch_embed"
+    )(patches)  # [B, N, D]
     pos = jnp.asarray(sincos_2d(self.dim, self.grid))  # [1 + N, D]
     x = x + pos[1:].astype(x.dtype)
     hidden = patch_mask.reshape(b, n)
@@ -284,33 +315,48 @@ class MAE(nn.Module):
     cls = self.param("cls_token", nn.initializers.normal(TOKEN_INIT_STD), (1, 1, self.dim))
     cls = cls.astype(x.dtype) + pos[:1].astype(x.dtype)
     x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, self.dim)), x], axis=1)
-    x = self._blocks(self.depth, self.num_heads, self.head_dim, self.mlp_dim,
-                     "encoder")(x, train)
+    x = self._blocks(self.depth, self.num_heads, self.head_dim, self.mlp_dim, "encoder")(x, train)
     latent = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="encoder_norm")(x)
 
     # Decoder over all tokens.
-    y = nn.Dense(self.decoder_dim, dtype=self.dtype, kernel_init=_xavier,
-                 bias_init=_zeros, name="decoder_embed")(latent)  # [B, 1 + K, D']
-    mask_token = self.param("mask_token", nn.initializers.normal(TOKEN_INIT_STD),
-                            (1, 1, self.decoder_dim))
+    y = nn.Dense(
+      self.decoder_dim,
+      dtype=self.dtype,
+      kernel_init=_xavier,
+      bias_init=_zeros,
+      name="decoder_embed",
+    )(latent)  # [B, 1 + K, D']
+    mask_token = self.param(
+      "mask_token", nn.initializers.normal(TOKEN_INIT_STD), (1, 1, self.decoder_dim)
+    )
     fill = jnp.broadcast_to(mask_token.astype(y.dtype), (b, n - k, self.decoder_dim))
     tokens = jnp.concatenate([y[:, 1:], fill], axis=1)  # sorted order [B, N, D']
     tokens = jnp.take_along_axis(tokens, ids_restore[..., None], axis=1)  # raster order
     y = jnp.concatenate([y[:, :1], tokens], axis=1)  # [B, 1 + N, D']
     y = y + jnp.asarray(sincos_2d(self.decoder_dim, self.grid)).astype(y.dtype)
-    y = self._blocks(self.decoder_depth, self.decoder_num_heads, self.decoder_head_dim,
-                     self.decoder_mlp_dim, "decoder")(y, train)
+    y = self._blocks(
+      self.decoder_depth,
+      self.decoder_num_heads,
+      self.decoder_head_dim,
+      self.decoder_mlp_dim,
+      "decoder",
+    )(y, train)
     y = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="decoder_norm")(y)
-    pred = nn.Dense(self.patch_dim, dtype=self.dtype, kernel_init=_xavier,
-                    bias_init=_zeros, name="decoder_pred")(y[:, 1:])
+    pred = nn.Dense(
+      self.patch_dim, dtype=self.dtype, kernel_init=_xavier, bias_init=_zeros, name="decoder_pred"
+    )(y[:, 1:])
     pred = pred.astype(jnp.float32)  # [B, N, P*P*3]
-    return dict(pred_patches=pred, latent=latent,
-                pixels=unpatchify(pred, self.patch_size, self.grid),
-                ids_keep=ids_keep.astype(jnp.int32),
-                ids_restore=ids_restore.astype(jnp.int32))
+    return dict(
+      pred_patches=pred,
+      latent=latent,
+      pixels=unpatchify(pred, self.patch_size, self.grid),
+      ids_keep=ids_keep.astype(jnp.int32),
+      ids_restore=ids_restore.astype(jnp.int32),
+    )
 
 
 # --------------------------------------------------------------------- init ---
+
 
 def _xavier_blocks(params: PyTree, key: PRNGKey) -> PyTree:
   """Re-draws the encoder/decoder block kernels as MAE does; their biases -> 0.
@@ -330,8 +376,7 @@ def _xavier_blocks(params: PyTree, key: PRNGKey) -> PyTree:
       if names[-2] in ("query", "key", "value"):
         fan_out *= 3
       bound = float(np.sqrt(6.0 / (fan_in + fan_out)))
-      leaf = jax.random.uniform(jax.random.fold_in(key, i), leaf.shape, leaf.dtype,
-                                -bound, bound)
+      leaf = jax.random.uniform(jax.random.fold_in(key, i), leaf.shape, leaf.dtype, -bound, bound)
     elif in_blocks and names[-1] == "bias":
       leaf = jnp.zeros_like(leaf)
     out.append(leaf)
@@ -345,11 +390,13 @@ def init_params(model: MAE, key: PRNGKey, batch: int = 1) -> PyTree:
   then `_xavier_blocks` on the transformer blocks; jitted as one program
   (much faster than op-by-op on CPU).
   """
+
   def init(key: PRNGKey) -> PyTree:
     init_key, block_key = jax.random.split(key)
     images = jnp.zeros((batch, model.image_size, model.image_size, 3), jnp.float32)
-    mask = jnp.broadcast_to(jnp.arange(model.num_patches) < model.num_hidden,
-                            (batch, model.num_patches))
+    mask = jnp.broadcast_to(
+      jnp.arange(model.num_patches) < model.num_hidden, (batch, model.num_patches)
+    )
     mask = mask.reshape(batch, model.grid, model.grid)
     params = model.init(init_key, images, mask)["params"]
     return _xavier_blocks(params, block_key)
@@ -358,6 +405,7 @@ def init_params(model: MAE, key: PRNGKey, batch: int = 1) -> PyTree:
 
 
 # ------------------------------------------------------------- loss, pixels ---
+
 
 def _patch_stats(patches: Array) -> tuple[Array, Array]:
   """Patches [B, N, V] -> per-patch mean and std [B, N, 1], std = sqrt(var + eps)."""
@@ -379,8 +427,9 @@ def patch_targets(images: Array, patch_size: int, norm_pix: bool) -> Array:
   return target
 
 
-def mae_loss(pred_patches: Array, images: Array, patch_mask: Array, patch_size: int,
-             norm_pix: bool) -> Array:
+def mae_loss(
+  pred_patches: Array, images: Array, patch_mask: Array, patch_size: int, norm_pix: bool
+) -> Array:
   """MAE's loss: a float32 scalar.
 
   pred_patches [B, N, P*P*3], images [B, H, W, 3], patch_mask [B, g, g] (True
@@ -390,8 +439,10 @@ def mae_loss(pred_patches: Array, images: Array, patch_mask: Array, patch_size: 
   """
   target = patch_targets(images, patch_size, norm_pix)
   if pred_patches.shape != target.shape:
-    raise ValueError(f"pred_patches {pred_patches.shape} do not match the image's "
-                     f"patches {target.shape} (patch_size={patch_size})")
+    raise ValueError(
+      f"pred_patches {pred_patches.shape} do not match the image's "
+      f"patches {target.shape} (patch_size={patch_size})"
+    )
   per_patch = jnp.mean(jnp.square(pred_patches.astype(jnp.float32) - target), axis=-1)
   hidden = patch_mask.reshape(per_patch.shape).astype(jnp.float32)  # [B, N]
   return jnp.sum(per_patch * hidden) / jnp.maximum(jnp.sum(hidden), 1.0)
@@ -417,9 +468,11 @@ def to_pixels(pred_patches: Array, images: Array, patch_mask: Array, norm_pix: b
   patch_mask = jnp.asarray(patch_mask).astype(bool)
   grid = patch_mask.shape[-1]
   patch_size = h // grid
-  if patch_size * grid != h or pred_patches.shape != (b, grid * grid, patch_size ** 2 * c):
-    raise ValueError(f"pred_patches {pred_patches.shape} do not tile images {images.shape} "
-                     f"on the {grid}x{grid} mask grid")
+  if patch_size * grid != h or pred_patches.shape != (b, grid * grid, patch_size**2 * c):
+    raise ValueError(
+      f"pred_patches {pred_patches.shape} do not tile images {images.shape} "
+      f"on the {grid}x{grid} mask grid"
+    )
   pred = pred_patches.astype(jnp.float32)
   if norm_pix:
     mean, std = _patch_stats(patchify(images.astype(jnp.float32), patch_size))
@@ -428,6 +481,7 @@ def to_pixels(pred_patches: Array, images: Array, patch_mask: Array, norm_pix: b
 
 
 # -------------------------------------------------------------- optimizer ---
+
 
 def weight_decay_mask(params: PyTree) -> PyTree:
   """True for parameters that get weight decay: those with ndim >= 2 (MAE's rule).

@@ -95,12 +95,19 @@ def torch_linear_init(fan_in: int):
   return init
 
 
-def torch_dense(features: int, use_bias: bool = True, dtype: Dtype | None = None,
-                *, fan_in: int, name: str | None = None) -> nn.Dense:
+def torch_dense(
+  features: int,
+  use_bias: bool = True,
+  dtype: Dtype | None = None,
+  *,
+  fan_in: int,
+  name: str | None = None,
+) -> nn.Dense:
   """nn.Dense initialised as PyTorch's nn.Linear: x [..., fan_in] -> [..., features]."""
   init = torch_linear_init(fan_in)
-  return nn.Dense(features, use_bias=use_bias, dtype=dtype, kernel_init=init,
-                  bias_init=init, name=name)
+  return nn.Dense(
+    features, use_bias=use_bias, dtype=dtype, kernel_init=init, bias_init=init, name=name
+  )
 
 
 class Attention(nn.Module):
@@ -110,6 +117,7 @@ class Attention(nn.Module):
   the output is [B, num_queries, D]: the same rows as the full call, without
   computing the others.
   """
+
   num_heads: int
   head_dim: int
   qkv_bias: bool = False
@@ -120,13 +128,14 @@ class Attention(nn.Module):
   def __call__(self, x: Array, num_queries: int | None = None) -> Array:
     d, inner = x.shape[-1], self.num_heads * self.head_dim
     split = lambda t: t.reshape(*t.shape[:-1], self.num_heads, self.head_dim)
-    x_q = x if num_queries is None else x[:, x.shape[1] - num_queries:]
+    x_q = x if num_queries is None else x[:, x.shape[1] - num_queries :]
     q = split(torch_dense(inner, self.qkv_bias, self.dtype, fan_in=d, name="query")(x_q))
     k = split(torch_dense(inner, self.qkv_bias, self.dtype, fan_in=d, name="key")(x))
     v = split(torch_dense(inner, self.qkv_bias, self.dtype, fan_in=d, name="value")(x))
     if self.attention_impl not in ATTENTION_IMPLS:
-      raise ValueError(f"attention_impl={self.attention_impl!r} is not one of "
-                       f"{', '.join(ATTENTION_IMPLS)}")
+      raise ValueError(
+        f"attention_impl={self.attention_impl!r} is not one of {', '.join(ATTENTION_IMPLS)}"
+      )
     if self.attention_impl == "per_head":
       out = _per_head_attention(q, k, v)
     else:
@@ -137,6 +146,7 @@ class Attention(nn.Module):
 
 class MLP(nn.Module):
   """Feed-forward block: [B, T, D] -> [B, T, D] through mlp_dim with GELU."""
+
   mlp_dim: int
   exact_gelu: bool = True
   dtype: Dtype | None = None
@@ -153,6 +163,7 @@ class Block(nn.Module):
 
   With `num_queries`, only the last num_queries rows are computed: [B, num_queries, D].
   """
+
   num_heads: int
   head_dim: int
   mlp_dim: int
@@ -167,10 +178,11 @@ class Block(nn.Module):
   def __call__(self, x: Array, train: bool = False, num_queries: int | None = None) -> Array:
     drop = nn.Dropout(self.dropout, deterministic=not train)
     h = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln1")(x)
-    h = Attention(self.num_heads, self.head_dim, self.qkv_bias, self.dtype,
-                  self.attention_impl, name="attn")(h, num_queries)
+    h = Attention(
+      self.num_heads, self.head_dim, self.qkv_bias, self.dtype, self.attention_impl, name="attn"
+    )(h, num_queries)
     if num_queries is not None:
-      x = x[:, x.shape[1] - num_queries:]
+      x = x[:, x.shape[1] - num_queries :]
     x = x + drop(h)
     h = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln2")(x)
     h = MLP(self.mlp_dim, self.exact_gelu, self.dtype, name="mlp")(h)
@@ -187,6 +199,7 @@ class Transformer(nn.Module):
   maths one head at a time, faster on XLA's CPU backend; a config's 'auto' is
   resolved where a run starts: `families.resolve_auto`).
   """
+
   depth: int
   num_heads: int
   head_dim: int
@@ -204,8 +217,16 @@ class Transformer(nn.Module):
     block_cls = nn.remat(Block, static_argnums=(2, 3)) if self.remat else Block
     for i in range(self.depth):
       last = i == self.depth - 1
-      x = block_cls(self.num_heads, self.head_dim, self.mlp_dim, self.qkv_bias,
-                    self.ln_epsilon, self.exact_gelu, self.dropout, self.dtype,
-                    self.attention_impl, name=f"block_{i}")(
-                        x, train, num_outputs if last else None)
+      x = block_cls(
+        self.num_heads,
+        self.head_dim,
+        self.mlp_dim,
+        self.qkv_bias,
+        self.ln_epsilon,
+        self.exact_gelu,
+        self.dropout,
+        self.dtype,
+        self.attention_impl,
+        name=f"block_{i}",
+      )(x, train, num_outputs if last else None)
     return x

@@ -48,13 +48,13 @@ def patchify(images: Array, patch_size: int, padding: int) -> Array:
   x = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
   nh = x.shape[1] // patch_size
   nw = x.shape[2] // patch_size
-  x = x[:, :nh * patch_size, :nw * patch_size]
-  return einops.rearrange(x, "b (h p1) (w p2) c -> b (h w) (c p1 p2)",
-                          p1=patch_size, p2=patch_size)
+  x = x[:, : nh * patch_size, : nw * patch_size]
+  return einops.rearrange(x, "b (h p1) (w p2) c -> b (h w) (c p1 p2)", p1=patch_size, p2=patch_size)
 
 
-def hypernetwork_tokens(module: nn.Module, images: Array, num_weight_tokens: int,
-                        train: bool, data_tokens: bool = True) -> tuple[Array | None, Array]:
+def hypernetwork_tokens(
+  module: nn.Module, images: Array, num_weight_tokens: int, train: bool, data_tokens: bool = True
+) -> tuple[Array | None, Array]:
   """The hypernetworks' shared trunk, built inside `module`'s compact call.
 
   images [B, H, W, 3] -> patches -> Dense + learned position embedding, then
@@ -69,21 +69,33 @@ def hypernetwork_tokens(module: nn.Module, images: Array, num_weight_tokens: int
   m = module
   patches = patchify(images, m.patch_size, m.padding)
   if patches.shape[1] != m.num_data_tokens:
-    raise ValueError(f"images of size {images.shape[1:3]} give {patches.shape[1]}"
-                     f" tokens; the model was built for {m.image_size} px")
-  tokens = torch_dense(m.dim, dtype=m.dtype, fan_in=patches.shape[-1],
-                       name="patch_embed")(patches)
+    raise ValueError(
+      f"images of size {images.shape[1:3]} give {patches.shape[1]}"
+      f" tokens; the model was built for {m.image_size} px"
+    )
+  tokens = torch_dense(m.dim, dtype=m.dtype, fan_in=patches.shape[-1], name="patch_embed")(patches)
   pos = m.param("pos_embed", nn.initializers.normal(1.0), (m.num_data_tokens, m.dim))
   tokens = tokens + pos.astype(tokens.dtype)
   table = m.param("weight_tokens", nn.initializers.normal(1.0), (num_weight_tokens, m.dim))
   table = jnp.broadcast_to(table.astype(tokens.dtype), (tokens.shape[0], *table.shape))
   x = jnp.concatenate([tokens, table], axis=1)
-  x = Transformer(m.depth, m.num_heads, m.head_dim, m.mlp_dim, m.qkv_bias, m.ln_epsilon,
-                  m.exact_gelu, m.dropout, m.remat, m.dtype, m.attention_impl,
-                  name="transformer")(x, train, None if data_tokens else num_weight_tokens)
+  x = Transformer(
+    m.depth,
+    m.num_heads,
+    m.head_dim,
+    m.mlp_dim,
+    m.qkv_bias,
+    m.ln_epsilon,
+    m.exact_gelu,
+    m.dropout,
+    m.remat,
+    m.dtype,
+    m.attention_impl,
+    name="transformer",
+  )(x, train, None if data_tokens else num_weight_tokens)
   if not data_tokens:
     return None, x
-  return x[:, :m.num_data_tokens], x[:, m.num_data_tokens:]
+  return x[:, : m.num_data_tokens], x[:, m.num_data_tokens :]
 
 
 class TransINR(nn.Module):
@@ -95,6 +107,7 @@ class TransINR(nn.Module):
   `data_tokens=False` in the call skips what only the data tokens' outputs
   need (they come back as None); training and reconstruction call it so.
   """
+
   image_size: int
   patch_size: int = 9
   padding: int = 1
@@ -121,8 +134,9 @@ class TransINR(nn.Module):
 
   @property
   def inr_shapes(self) -> list[tuple[int, int]]:
-    return inr.layer_shapes(4 * self.ff_num_freqs, self.inr_hidden_dim,
-                            self.inr_num_layers, self.inr_out_dim)
+    return inr.layer_shapes(
+      4 * self.ff_num_freqs, self.inr_hidden_dim, self.inr_num_layers, self.inr_out_dim
+    )
 
   @property
   def groups(self) -> list[int]:
@@ -137,25 +151,30 @@ class TransINR(nn.Module):
     return inr.fourier_frequencies(self.ff_num_freqs, self.ff_sigma)
 
   @nn.compact
-  def __call__(self, images: Array, train: bool = False,
-               data_tokens: bool = True) -> dict[str, Any]:
-    data_out, weight_out = hypernetwork_tokens(self, images, sum(self.groups), train,
-                                               data_tokens)
+  def __call__(
+    self, images: Array, train: bool = False, data_tokens: bool = True
+  ) -> dict[str, Any]:
+    data_out, weight_out = hypernetwork_tokens(self, images, sum(self.groups), train, data_tokens)
 
     weights, modulations, start = [], [], 0
     for i, ((fan_in, fan_out), g) in enumerate(zip(self.inr_shapes, self.groups)):
       if fan_out % g:
-        raise ValueError(f"model.num_groups gives {g} groups, which do not divide"
-                         f" INR layer {i}'s width {fan_out}")
-      base = self.param(f"base_{i}",
-                        lambda key, fi=fan_in, fo=fan_out: inr.init_linear_weights(key, fi, fo))
+        raise ValueError(
+          f"model.num_groups gives {g} groups, which do not divide INR layer {i}'s width {fan_out}"
+        )
+      base = self.param(
+        f"base_{i}", lambda key, fi=fan_in, fo=fan_out: inr.init_linear_weights(key, fi, fo)
+      )
       h = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name=f"head_{i}_ln")(
-          weight_out[:, start:start + g])
-      h = torch_dense(fan_in, dtype=self.dtype, fan_in=self.dim,
-                      name=f"head_{i}")(h)  # [B, g, fan_in]
+        weight_out[:, start : start + g]
+      )
+      h = torch_dense(fan_in, dtype=self.dtype, fan_in=self.dim, name=f"head_{i}")(
+        h
+      )  # [B, g, fan_in]
       mod = jnp.swapaxes(h, 1, 2).astype(jnp.float32)  # [B, fan_in, g]
       weights.append(inr.modulate(base, mod))
       modulations.append(mod)
       start += g
-    return dict(weights=weights, modulations=modulations,
-                data_tokens=data_out, weight_tokens=weight_out)
+    return dict(
+      weights=weights, modulations=modulations, data_tokens=data_out, weight_tokens=weight_out
+    )
