@@ -14,10 +14,8 @@ import os
 import ml_collections
 from absl import logging
 
-
-class ConfigError(ValueError):
-  """A config value (or a path it names) that cannot work; message is one line."""
-
+from minr_jax import paths
+from minr_jax.errors import ConfigError  # also importable from here, as it always was
 
 # model.attention_impl: 'auto' is resolved where a run starts (`families.resolve_auto`).
 ATTENTION_IMPLS = ("auto", "batched", "per_head")
@@ -208,8 +206,6 @@ def load_saved(workdir: str):
   missing or not JSON, or the URL's bucket is unreachable. Used by every
   command that reads a workdir (evaluate, load, robustness, compare).
   """
-  from minr_jax import paths  # noqa: PLC0415 (paths imports ConfigError from here)
-
   path = os.path.join(os.fspath(workdir), "config.json")
   target = paths.as_path(path, "workdir")
   paths.check_reachable(path, "workdir")

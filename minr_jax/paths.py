@@ -27,7 +27,7 @@ import tempfile
 
 from etils import epath
 
-from minr_jax.config import ConfigError
+from minr_jax.errors import ConfigError
 
 # URL schemes that etils.epath (through fsspec) and orbax's tensorstore both serve, with
 # the package epath needs for each. gs:// is the tested one.
