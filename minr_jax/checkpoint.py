@@ -25,6 +25,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grain
@@ -388,6 +389,52 @@ def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_params:
         f"{'absent' if a is None else a} there but {'absent' if b is None else b} "
         "in this config; use another --workdir or the config it was trained with"
       )
+
+
+def restore_newest_intact(
+  manager: ocp.CheckpointManager,
+  abstract_state: PyTree,
+  data_iter: grain.DatasetIterator | None,
+  workdir: str,
+  check_config: Callable[[dict | None, str], None] | None = None,
+  set_aside_unusable: bool = True,
+  warn: Callable[[str], None] = print,
+) -> tuple[PyTree | None, int | None]:
+  """(state, step) of the newest checkpoint that verifies and restores, else (None, None).
+
+  Newest first: a step whose checksums fail, whose metadata cannot be read or
+  whose arrays do not restore is skipped with one warning line, and the next
+  older one is tried. A step that holds another model's shapes raises
+  ConfigError (`check_compatible`), as does `check_config(saved_config, where)`
+  when it refuses the config the step was trained with: those are the user's
+  to decide, not corruption. Every step newer than the one restored is moved
+  to <workdir>/corrupt_checkpoints/ (on the process that owns the files,
+  `set_aside_unusable`), so the next save cannot collide with it.
+  """
+  state, restored = None, None
+  for candidate in intact_steps(manager, warn=warn):
+    where = step_dir(manager, candidate)
+    try:
+      check_compatible(manager, candidate, abstract_state.params)
+      saved = saved_config(manager, candidate)
+    except ConfigError:
+      raise
+    except Exception as e:  # noqa: BLE001 (unreadable metadata: an older step)
+      warn(f"warning: checkpoint {where} is corrupt ({restore_error(e)}); skipping it")
+      continue
+    if check_config is not None:
+      check_config(saved, str(where))
+    try:
+      state = restore(manager, candidate, abstract_state, data_iter)
+      restored = candidate
+      break
+    except Exception as e:  # noqa: BLE001 (a truncated file: fall back to an older step)
+      QuietOrbax(("Event loop is closed",))  # tensorstore callbacks' tracebacks
+      warn(f"warning: checkpoint {where} is corrupt ({restore_error(e)}); skipping it")
+  for bad in sorted(s for s in manager.all_steps() if restored is None or s > restored):
+    moved = set_aside(manager, bad, workdir) if set_aside_unusable else None
+    warn(f"moved the unusable checkpoint {bad} to {moved}")
+  return state, restored
 
 
 def latest_step(manager: ocp.CheckpointManager) -> int | None:

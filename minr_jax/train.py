@@ -318,34 +318,17 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
   root = checkpoint.as_path(workdir)
   manager = checkpoint.make_manager(workdir, config.keep_checkpoints, config.get("keep_period", 0))
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
-  state, resume_step = None, None
-  for candidate in checkpoint.intact_steps(manager):
-    where = checkpoint.step_dir(manager, candidate)
-    try:
-      checkpoint.check_compatible(manager, candidate, steps.abstract_state.params)
-      saved = checkpoint.saved_config(manager, candidate)
-    except ConfigError:
-      raise
-    except Exception as e:  # noqa: BLE001 (unreadable metadata: an older step)
-      print(
-        f"warning: checkpoint {where} is corrupt ({checkpoint.restore_error(e)}); skipping it",
-        flush=True,
-      )
-      continue
-    guard.check_config_change(config, saved, str(where), workdir, allow_config_change)
-    try:
-      state = checkpoint.restore(manager, candidate, steps.abstract_state, train_iter)
-      resume_step = candidate
-      break
-    except Exception as e:  # noqa: BLE001 (a truncated file: fall back to an older step)
-      checkpoint.QuietOrbax(("Event loop is closed",))  # tensorstore callbacks' tracebacks
-      print(
-        f"warning: checkpoint {where} is corrupt ({checkpoint.restore_error(e)}); skipping it",
-        flush=True,
-      )
-  for bad in sorted(s for s in manager.all_steps() if resume_step is None or s > resume_step):
-    moved = checkpoint.set_aside(manager, bad, workdir) if is_main else None
-    print(f"moved the unusable checkpoint {bad} to {moved}", flush=True)
+  state, resume_step = checkpoint.restore_newest_intact(
+    manager,
+    steps.abstract_state,
+    train_iter,
+    workdir,
+    check_config=lambda saved, where: guard.check_config_change(
+      config, saved, where, workdir, allow_config_change
+    ),
+    set_aside_unusable=is_main,
+    warn=lambda line: print(line, flush=True),
+  )
   if resume_step is not None:
     print(f"resumed from {checkpoint.step_dir(manager, resume_step)}", flush=True)
   else:
