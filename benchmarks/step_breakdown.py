@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from minr_jax import families
+from minr_jax import device_policy, families
 from minr_jax.models import inr
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/transinr.py", "Model config.")
@@ -43,7 +43,7 @@ def _flops(compiled) -> float:
 
 def main(argv):
   del argv
-  c, _ = families.resolve_auto(_CONFIG.value, jax.devices())  # as a training run resolves
+  c, _ = device_policy.resolve_auto(_CONFIG.value, jax.devices())  # as a training run resolves
   unlooped = c.copy_and_resolve_references()  # the same maths without loops, for XLA's count
   with unlooped.unlocked():
     unlooped.model.attention_impl, unlooped.model.inr_chunk = "batched", 0

@@ -45,7 +45,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from minr_jax import checkpoint, families, masking, paths, sharding
+from minr_jax import checkpoint, device_policy, families, masking, paths, sharding
 from minr_jax.config import ConfigError, complete_saved, load_saved
 from minr_jax.models import inr
 
@@ -174,7 +174,7 @@ def _restore_step(manager, workdir: str, step: int, workdir_config, devices) -> 
     complete_saved(config)
   family = families.check(config)
   mesh = inference_mesh(config, devices)
-  config, _ = families.resolve_auto(config, mesh.devices.flat)
+  config, _ = device_policy.resolve_auto(config, mesh.devices.flat)
   model = family.build(config)
   abstract = jax.eval_shape(functools.partial(family.init, model), jax.random.key(0))
   params_sharding = sharding.state_shardings(mesh, abstract)
@@ -266,14 +266,13 @@ def _forward(
   """Images [B, H, W, 3] + pixel masks [B, H, W] -> one output of a MINR model.
 
   what: an embedding kind ([B, D], `family.features`), "pred" (the INRs
-  rendered at H x W, [B, H, W, 3], as `families.reconstruct`) or "weights"
+  rendered at H x W, [B, H, W, 3], `family.reconstruct`) or "weights"
   (the INR weights).
   """
   if what == "pred":
-    return families.reconstruct(model, params, masking.apply_mask(images, masks))
+    return family.reconstruct(model, params, masking.apply_mask(images, masks))
   if what == "weights":
-    inputs = masking.apply_mask(images, masks)
-    return families.inr_weights_and_coords(model, params, inputs)[0]
+    return family.inr_weights(model, params, masking.apply_mask(images, masks))
   return family.features(model, params, images, masks, None, what)
 
 
@@ -335,7 +334,9 @@ class Model:
     self._forward = jax.jit(
       functools.partial(_forward, model=model, family=family), static_argnames=("what",)
     )
-    self._render_chunk = jax.jit(functools.partial(families.render_inrs, model))
+    self._render_chunk = (
+      jax.jit(functools.partial(family.render_inrs, model)) if family.has_inr else None
+    )
     self._patch_fns: dict[int, Any] = {}  # MAE: one jitted forward per hidden count
 
   # ---------------------------------------------------------- properties ---

@@ -14,10 +14,12 @@ import os
 import ml_collections
 from absl import logging
 
-from minr_jax import paths
+from minr_jax import masking, paths
 from minr_jax.errors import ConfigError  # also importable from here, as it always was
 
-# model.attention_impl: 'auto' is resolved where a run starts (`families.resolve_auto`).
+# model.dtype / model.inr_dtype (`families.model_dtypes` maps them to jnp dtypes).
+DTYPE_NAMES = ("float32", "bfloat16")
+# model.attention_impl: 'auto' is resolved where a run starts (`device_policy.resolve_auto`).
 ATTENTION_IMPLS = ("auto", "batched", "per_head")
 
 
@@ -111,8 +113,6 @@ def validate(config, num_devices: int | None = None) -> None:
       f"config.mask_grid={config.mask_grid}"
     )
   try:
-    from minr_jax import masking  # noqa: PLC0415 (masking imports jax only)
-
     masking.mask_spec_from_config(config)
     for field in ("eval_mask_strategy",):
       if config[field] not in masking.STRATEGIES:
@@ -197,6 +197,105 @@ def complete_saved(config):
   with config.unlocked():
     fill(config, _ADDED_FIELDS, "")
   return added
+
+
+# ------------------------------------------------------ the families' own ---
+# Referenced by the family table (`families.FAMILIES[...].validate`) and run by
+# `families.check` after `validate`.
+
+
+def check_dtypes(config) -> tuple[str, str]:
+  """(model.dtype, model.inr_dtype) names, checked; inr_dtype '' follows model.dtype."""
+  m = config.model
+  name = m.get("dtype", "float32") or "float32"
+  inr_name = m.get("inr_dtype", "") or name
+  for field, value in (("dtype", name), ("inr_dtype", inr_name)):
+    if value not in DTYPE_NAMES:
+      raise ConfigError(f"config.model.{field}={value!r} is not one of {', '.join(DTYPE_NAMES)}")
+  return name, inr_name
+
+
+def validate_minr(config: ml_collections.ConfigDict) -> None:
+  """The TransINR / GINR fields: tokenizer, INR, groups, schedule."""
+  for field in (
+    "model.inr_hidden_dim",
+    "model.inr_num_layers",
+    "model.ff_num_freqs",
+    "model.num_groups",
+  ):
+    positive_int(config, field)
+  m = config.model
+  if m.padding < 0:
+    raise ConfigError(f"config.model.padding must be >= 0, got {m.padding}")
+  if (config.resolution + 2 * m.padding) // m.patch_size < 1:
+    raise ConfigError(
+      f"config.model.patch_size={m.patch_size} is larger than the "
+      f"padded image ({config.resolution} + 2 x {m.padding})"
+    )
+  widths = [m.inr_hidden_dim] * (m.inr_num_layers - 1) + [3]
+  for layer, width in enumerate(widths):
+    groups = min(m.num_groups, width)
+    if width % groups:
+      raise ConfigError(
+        f"config.model.num_groups={m.num_groups} does not divide the "
+        f"width {width} of INR layer {layer}"
+      )
+  if m.ff_sigma < 1.0:
+    raise ConfigError(f"config.model.ff_sigma must be >= 1, got {m.ff_sigma}")
+  if not 0.0 <= m.dropout < 1.0:
+    raise ConfigError(f"config.model.dropout must be in [0, 1), got {m.dropout}")
+  noise = m.get("coord_noise", 0.0) or 0.0
+  if not 0.0 <= noise <= 1.0:
+    raise ConfigError(f"config.model.coord_noise must be in [0, 1] pixel spacings, got {noise}")
+  if not 0.0 < config.lr_decay_at <= 1.0:
+    raise ConfigError(f"config.lr_decay_at must be in (0, 1], got {config.lr_decay_at}")
+  warmup = config.get("warmup_steps", 0)
+  boundary = int(config.lr_decay_at * config.num_train_steps)
+  if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= boundary:
+    raise ConfigError(
+      f"config.warmup_steps must be an integer in [0, lr_decay_at x "
+      f"num_train_steps = {boundary}], got {warmup!r}"
+    )
+  check_dtypes(config)
+
+
+def validate_mae(config: ml_collections.ConfigDict) -> None:
+  """MAE keeps a static number of visible tokens: exact-count masks, one ratio."""
+  for field, value in (
+    ("mask.strategy", config.mask.strategy),
+    ("eval_mask_strategy", config.eval_mask_strategy),
+  ):
+    if value == "random":
+      raise ConfigError(
+        f"config.{field}=random varies the hidden count per image; MAE "
+        "needs an exact-count strategy (e.g. random_exact)"
+      )
+  if config.mask.get("ratio_min") is not None:
+    raise ConfigError(
+      "config.mask.ratio_min/ratio_max must be unset for MAE (a static number of visible patches)"
+    )
+  size, patch, grid = config.resolution, config.model.patch_size, config.mask_grid
+  if size % patch or size // patch != grid:
+    raise ConfigError(
+      f"config.model.patch_size={patch} gives a {size / patch:g}-patch grid "
+      f"at {size} px; MAE's patch grid must equal config.mask_grid={grid} "
+      f"(e.g. patch {size // grid} when {size} is a multiple of {grid})"
+    )
+  hidden = masking.exact_count(config.mask_ratio, grid * grid)
+  if hidden >= grid * grid:
+    raise ConfigError(
+      f"config.mask_ratio={config.mask_ratio} leaves no visible patch of {grid * grid}"
+    )
+  if config.get("optimizer", "adamw") != "adamw":
+    raise ConfigError(f"config.optimizer={config.optimizer!r}: MAE trains with 'adamw'")
+  if config.get("lr_schedule", "warmup_cosine") != "warmup_cosine":
+    raise ConfigError(f"config.lr_schedule={config.lr_schedule!r}: only 'warmup_cosine'")
+  if not 0 <= int(config.warmup_steps) <= int(config.num_train_steps):
+    raise ConfigError(
+      f"config.warmup_steps={config.warmup_steps} must be in [0, "
+      f"config.num_train_steps={config.num_train_steps}]"
+    )
+  check_dtypes(config)
 
 
 def load_saved(workdir: str):

@@ -15,10 +15,11 @@ module asks the family value (`families.get(config)`), never the name:
   for_ratio(model, ratio)        the model for masks hiding `ratio` of the patches
                                  (MAE's visible-token count is static; MINR: itself)
 
-Flags: `has_inr` (the model predicts INRs: it can render at any resolution,
-`render_inrs`), `patch_masks_only` (hidden patch tokens are dropped, so masks
-must be aligned with its patch grid and hide the same number of patches in
-every image of a call: exact-count strategies only), `embedding_kinds`, and
+Flags: `has_inr` (the model predicts INRs: it can render at any resolution;
+then `reconstruct`, `inr_weights` and `render_inrs` are set),
+`patch_masks_only` (hidden patch tokens are dropped, so masks must be
+aligned with its patch grid and hide the same number of patches in every
+image of a call: exact-count strategies only), `embedding_kinds`, and
 `plot_metric` (the figure to plot: MAE's output in the visible patches is
 untrained, so its plots show psnr_pasted).
 
@@ -48,10 +49,9 @@ Array = jax.Array
 PRNGKey = jax.Array
 PyTree = Any
 
-DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # config_lib.DTYPE_NAMES
 MINR_KINDS = ("data_mean", "weight_tokens", "weight_mean", "modulations")
 MAE_KINDS = ("data_mean", "cls")  # encoder outputs: mean of visible tokens, class token
-INR_CHUNK_CPU = 4096  # pixels per chunk of the chunked INR loss on one CPU device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +73,10 @@ class Family:
   patch_masks_only: bool
   embedding_kinds: tuple[str, ...]
   plot_metric: str
+  # Families with an INR (has_inr) only; None otherwise.
+  reconstruct: Callable[..., Array] | None = None  # (model, params, masked inputs) -> images
+  inr_weights: Callable[..., list[Array]] | None = None  # (model, params, masked) -> weights
+  render_inrs: Callable[..., Array] | None = None  # (model, weights, coords [..., 2]) -> RGB
 
 
 # ------------------------------------------------------------ shared parts ---
@@ -83,17 +87,12 @@ def model_dtypes(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
 
   model.inr_dtype '' (the default) follows model.dtype.
   """
-  m = config.model
-  name = m.get("dtype", "float32") or "float32"
-  inr_name = m.get("inr_dtype", "") or name
-  for field, value in (("dtype", name), ("inr_dtype", inr_name)):
-    if value not in DTYPES:
-      raise ConfigError(f"config.model.{field}={value!r} is not one of {', '.join(DTYPES)}")
+  name, inr_name = config_lib.check_dtypes(config)
   return DTYPES[name], DTYPES[inr_name]
 
 
 def _attention_impl(config: ml_collections.ConfigDict) -> str:
-  """model.attention_impl; 'auto' not resolved by `resolve_auto` means 'batched'."""
+  """model.attention_impl; 'auto' not resolved by `device_policy.resolve_auto` means 'batched'."""
   impl = config.model.get("attention_impl", "auto")
   return "batched" if impl == "auto" else impl
 
@@ -242,7 +241,7 @@ def _minr_predict(
 def inr_chunk(config: ml_collections.ConfigDict) -> int:
   """Pixels per chunk of the MINR training loss, model.inr_chunk (0: whole images).
 
-  -1 ('auto') must have been resolved by `resolve_auto`; unresolved it is 0.
+  -1 ('auto') must have been resolved by `device_policy.resolve_auto`; unresolved it is 0.
   """
   return max(int(config.model.get("inr_chunk", -1)), 0)
 
@@ -336,50 +335,6 @@ def _minr_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 def _minr_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Adam (the reference's) on `_minr_schedule`."""
   return optax.adam(_minr_schedule(config))
-
-
-def _validate_minr(config: ml_collections.ConfigDict) -> None:
-  """The TransINR / GINR fields: tokenizer, INR, groups, schedule."""
-  for field in (
-    "model.inr_hidden_dim",
-    "model.inr_num_layers",
-    "model.ff_num_freqs",
-    "model.num_groups",
-  ):
-    config_lib.positive_int(config, field)
-  m = config.model
-  if m.padding < 0:
-    raise ConfigError(f"config.model.padding must be >= 0, got {m.padding}")
-  if (config.resolution + 2 * m.padding) // m.patch_size < 1:
-    raise ConfigError(
-      f"config.model.patch_size={m.patch_size} is larger than the "
-      f"padded image ({config.resolution} + 2 x {m.padding})"
-    )
-  widths = [m.inr_hidden_dim] * (m.inr_num_layers - 1) + [3]
-  for layer, width in enumerate(widths):
-    groups = min(m.num_groups, width)
-    if width % groups:
-      raise ConfigError(
-        f"config.model.num_groups={m.num_groups} does not divide the "
-        f"width {width} of INR layer {layer}"
-      )
-  if m.ff_sigma < 1.0:
-    raise ConfigError(f"config.model.ff_sigma must be >= 1, got {m.ff_sigma}")
-  if not 0.0 <= m.dropout < 1.0:
-    raise ConfigError(f"config.model.dropout must be in [0, 1), got {m.dropout}")
-  noise = m.get("coord_noise", 0.0) or 0.0
-  if not 0.0 <= noise <= 1.0:
-    raise ConfigError(f"config.model.coord_noise must be in [0, 1] pixel spacings, got {noise}")
-  if not 0.0 < config.lr_decay_at <= 1.0:
-    raise ConfigError(f"config.lr_decay_at must be in (0, 1], got {config.lr_decay_at}")
-  warmup = config.get("warmup_steps", 0)
-  boundary = int(config.lr_decay_at * config.num_train_steps)
-  if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= boundary:
-    raise ConfigError(
-      f"config.warmup_steps must be an integer in [0, lr_decay_at x "
-      f"num_train_steps = {boundary}], got {warmup!r}"
-    )
-  model_dtypes(config)
 
 
 def _describe_minr(name: str):
@@ -504,45 +459,6 @@ def _mae_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   )
 
 
-def _validate_mae(config: ml_collections.ConfigDict) -> None:
-  """MAE keeps a static number of visible tokens: exact-count masks, one ratio."""
-  for field, value in (
-    ("mask.strategy", config.mask.strategy),
-    ("eval_mask_strategy", config.eval_mask_strategy),
-  ):
-    if value == "random":
-      raise ConfigError(
-        f"config.{field}=random varies the hidden count per image; MAE "
-        "needs an exact-count strategy (e.g. random_exact)"
-      )
-  if config.mask.get("ratio_min") is not None:
-    raise ConfigError(
-      "config.mask.ratio_min/ratio_max must be unset for MAE (a static number of visible patches)"
-    )
-  size, patch, grid = config.resolution, config.model.patch_size, config.mask_grid
-  if size % patch or size // patch != grid:
-    raise ConfigError(
-      f"config.model.patch_size={patch} gives a {size / patch:g}-patch grid "
-      f"at {size} px; MAE's patch grid must equal config.mask_grid={grid} "
-      f"(e.g. patch {size // grid} when {size} is a multiple of {grid})"
-    )
-  hidden = masking.exact_count(config.mask_ratio, grid * grid)
-  if hidden >= grid * grid:
-    raise ConfigError(
-      f"config.mask_ratio={config.mask_ratio} leaves no visible patch of {grid * grid}"
-    )
-  if config.get("optimizer", "adamw") != "adamw":
-    raise ConfigError(f"config.optimizer={config.optimizer!r}: MAE trains with 'adamw'")
-  if config.get("lr_schedule", "warmup_cosine") != "warmup_cosine":
-    raise ConfigError(f"config.lr_schedule={config.lr_schedule!r}: only 'warmup_cosine'")
-  if not 0 <= int(config.warmup_steps) <= int(config.num_train_steps):
-    raise ConfigError(
-      f"config.warmup_steps={config.warmup_steps} must be in [0, "
-      f"config.num_train_steps={config.num_train_steps}]"
-    )
-  model_dtypes(config)
-
-
 def _describe_mae(config: ml_collections.ConfigDict, num_params: int) -> str:
   m = config.model
   return (
@@ -560,12 +476,15 @@ _MINR = dict(
   features=_minr_features,
   make_optimizer=_minr_optimizer,
   schedule=_minr_schedule,
-  validate=_validate_minr,
+  validate=config_lib.validate_minr,
   for_ratio=lambda model, ratio: model,
   has_inr=True,
   patch_masks_only=False,
   embedding_kinds=MINR_KINDS,
   plot_metric="psnr_full",
+  reconstruct=reconstruct,
+  inr_weights=lambda model, params, inputs: inr_weights_and_coords(model, params, inputs)[0],
+  render_inrs=render_inrs,
 )
 
 FAMILIES: dict[str, Family] = {
@@ -582,7 +501,7 @@ FAMILIES: dict[str, Family] = {
     features=_mae_features,
     make_optimizer=_mae_optimizer,
     schedule=_mae_schedule,
-    validate=_validate_mae,
+    validate=config_lib.validate_mae,
     describe=_describe_mae,
     for_ratio=lambda model, ratio: model.clone(mask_ratio=float(ratio)),
     has_inr=False,
@@ -613,33 +532,3 @@ def check(config: ml_collections.ConfigDict, num_devices: int | None = None) -> 
   family = get(config)
   family.validate(config)
   return family
-
-
-def resolve_auto(
-  config: ml_collections.ConfigDict, devices
-) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
-  """A copy of config with model.attention_impl 'auto' and model.inr_chunk -1 resolved.
-
-  Resolved once where a run starts, for the devices it will run on (a mesh's
-  `devices.flat`), and logged by the caller, so one config never traces two
-  programs invisibly. On exactly one CPU device, XLA's CPU backend runs loops
-  over heads and pixel chunks of cache-sized products faster than the batched
-  products (docs/speed.md): 'per_head' attention and INR_CHUNK_CPU pixels. With
-  several devices the batch axis is sharded and a loop over it would gather it,
-  and TPU / GPU want the large batched products: 'batched' and 0 there. A
-  family without INR resolves inr_chunk to 0.
-
-  Returns (config copy, {field: resolved value} for the fields that were auto).
-  """
-  devices = list(devices)
-  one_cpu = len(devices) == 1 and devices[0].platform == "cpu"
-  c = ml_collections.ConfigDict(config.to_dict())
-  resolved = {}
-  with c.unlocked():
-    if c.model.get("attention_impl", "auto") == "auto":
-      c.model.attention_impl = "per_head" if one_cpu else "batched"
-      resolved["model.attention_impl"] = c.model.attention_impl
-    if int(c.model.get("inr_chunk", -1)) == -1:
-      c.model.inr_chunk = INR_CHUNK_CPU if one_cpu and get(c).has_inr else 0
-      resolved["model.inr_chunk"] = c.model.inr_chunk
-  return c, resolved

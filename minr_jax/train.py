@@ -30,6 +30,7 @@ import optax
 from minr_jax import (
   checkpoint,
   data,
+  device_policy,
   evaluation,
   families,
   guard,
@@ -189,10 +190,10 @@ def make_steps(config: ml_collections.ConfigDict, mesh, family=None) -> Steps:
   """The jitted step functions of config on mesh, exactly as the training loop runs them.
 
   Resolves model.attention_impl / inr_chunk 'auto' for the mesh's devices
-  (`families.resolve_auto`) and shards the state by the config's FSDP rule.
+  (`device_policy.resolve_auto`) and shards the state by the config's FSDP rule.
   """
   family = family or families.get(config)
-  config, resolved = families.resolve_auto(config, mesh.devices.flat)
+  config, resolved = device_policy.resolve_auto(config, mesh.devices.flat)
   model = family.build(config)
   tx = family.make_optimizer(config)
 

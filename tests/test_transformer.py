@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import transinr as transinr_config
-from minr_jax import families
+from minr_jax import device_policy, families
 from minr_jax.models import transformer
 from minr_jax.models.transformer import Transformer
 
@@ -118,18 +118,18 @@ def test_auto_settings_resolve_per_mesh_devices():
   config = transinr_config.get_config("tiny")
   cpu = types.SimpleNamespace(platform="cpu")
   tpu = types.SimpleNamespace(platform="tpu")
-  one, resolved = families.resolve_auto(config, [cpu])
+  one, resolved = device_policy.resolve_auto(config, [cpu])
   assert (one.model.attention_impl, one.model.inr_chunk) == ("per_head", 4096)
   assert resolved == {"model.attention_impl": "per_head", "model.inr_chunk": 4096}
   for devices in ([cpu, cpu], [tpu]):
-    many, _ = families.resolve_auto(config, devices)
+    many, _ = device_policy.resolve_auto(config, devices)
     assert (many.model.attention_impl, many.model.inr_chunk) == ("batched", 0)
   config.model.attention_impl, config.model.inr_chunk = "batched", 40
-  fixed, resolved = families.resolve_auto(config, [cpu])
+  fixed, resolved = device_policy.resolve_auto(config, [cpu])
   assert (fixed.model.attention_impl, fixed.model.inr_chunk, resolved) == ("batched", 40, {})
   from configs import mae as mae_config
 
-  assert families.resolve_auto(mae_config.get_config("tiny"), [cpu])[0].model.inr_chunk == 0
+  assert device_policy.resolve_auto(mae_config.get_config("tiny"), [cpu])[0].model.inr_chunk == 0
   with pytest.raises(ValueError, match="attention_impl='x'"):
     transformer.Attention(num_heads=1, head_dim=4, attention_impl="x").init(
       jax.random.key(0), jnp.zeros((1, 2, 4))

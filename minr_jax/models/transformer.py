@@ -197,7 +197,7 @@ class Transformer(nn.Module):
   (exactly the same values, without the rest of that block's work).
   `attention_impl`: 'batched' (einsum over all heads) or 'per_head' (the same
   maths one head at a time, faster on XLA's CPU backend; a config's 'auto' is
-  resolved where a run starts: `families.resolve_auto`).
+  resolved where a run starts: `device_policy.resolve_auto`).
   """
 
   depth: int
