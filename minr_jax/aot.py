@@ -379,23 +379,7 @@ def aot_main(config, topology: str, which: Sequence[str] = STEP_NAMES) -> dict[s
   return report
 
 
-if __name__ == "__main__":
-  from absl import flags
-  from ml_collections import config_flags
+if __name__ == "__main__":  # the flags live in minr_jax.commands.aot
+  from minr_jax.commands import aot as _command
 
-  from minr_jax import cli
-
-  config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/transinr.py.", lock_config=True
-  )
-  flags.DEFINE_string(
-    "topology",
-    None,
-    "A Cloud TPU accelerator type (v4-8, v5litepod-8, "
-    "v5p-8, v6e-8, ...) or a libtpu topology name (v4:2x2x1, v5e:2x4).",
-    required=True,
-  )
-  flags.DEFINE_list("steps", list(STEP_NAMES), "Steps to compile: train_step, eval_step.")
-  flags.mark_flag_as_required("config")
-  f = flags.FLAGS
-  cli.run(lambda args: aot_main(f.config, f.topology, f.steps))
+  _command.main()

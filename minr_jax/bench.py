@@ -43,7 +43,6 @@ device's work.
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from typing import Any
@@ -328,36 +327,7 @@ def run_benchmark(
   )
 
 
-if __name__ == "__main__":
-  from absl import flags  # noqa: PLC0415
-  from ml_collections import config_flags  # noqa: PLC0415
+if __name__ == "__main__":  # the flags live in minr_jax.commands.bench
+  from minr_jax.commands import bench as _command
 
-  from minr_jax import cli  # noqa: PLC0415
-
-  _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/transinr.py.", lock_config=True
-  )
-  _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (after the warm-up).")
-  _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps after compiling.")
-  _EVAL_STEPS = flags.DEFINE_integer("eval_steps", None, "Timed eval steps (default --steps).")
-  _PEAK = flags.DEFINE_float(
-    "peak_flops",
-    None,
-    "Peak FLOP/s of all devices together, "
-    "for the MFU (e.g. 190e9 for a 2-core AVX-512 CPU in fp32).",
-  )
-  _PIPELINE = flags.DEFINE_integer(
-    "pipeline_steps",
-    0,
-    "Also run this many steps on the config's real data, as the training loop does.",
-  )
-
-  def _main(args: list[str]) -> None:
-    del args
-    out = run_benchmark(
-      _CONFIG.value, _STEPS.value, _WARMUP.value, _PEAK.value, _EVAL_STEPS.value, _PIPELINE.value
-    )
-    print(json.dumps(out), flush=True)
-
-  flags.mark_flag_as_required("config")
-  cli.run(_main)
+  _command.main()

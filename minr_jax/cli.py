@@ -36,6 +36,9 @@ def flag_error(error: Exception, argv: list[str]) -> str:
   this keeps the line that says what is wrong and names the flag.
   """
   text = str(error).strip().strip('"').strip()
+  missing = list(dict.fromkeys(re.findall(r"Flag (--\w+) must have a value other than None", text)))
+  if missing:  # required flags left out, one or several
+    return f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required"
   if isinstance(error, AttributeError | KeyError):
     field = text.strip("'\"")
     for arg in argv:

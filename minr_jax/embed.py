@@ -442,33 +442,7 @@ def run(
   return summary
 
 
-if __name__ == "__main__":
-  from absl import flags
+if __name__ == "__main__":  # the flags live in minr_jax.commands.embed
+  from minr_jax.commands import embed as _command
 
-  from minr_jax import cli
-
-  flags.DEFINE_string(
-    "workdir", None, "A training workdir (or <workdir>/checkpoints/<step>).", required=True
-  )
-  flags.DEFINE_string(
-    "dataset", None, "NAME or NAME:PATH, e.g. demo or image_folder:/data/x.", required=True
-  )
-  flags.DEFINE_enum("split", "eval", list(SPLITS), "Which split to embed.")
-  flags.DEFINE_string(
-    "kind",
-    "data_mean",
-    "data_mean | weight_tokens | weight_mean | modulations (MINR); data_mean | cls (MAE).",
-  )
-  flags.DEFINE_string("output", None, "FILE.npz or FILE.array_record.", required=True)
-  flags.DEFINE_bool("masked", False, "Hide patches with the run's fixed evaluation masks.")
-  flags.DEFINE_integer("max_images", None, "Embed at most this many images.")
-  flags.DEFINE_integer(
-    "batch_size", None, "Images per device call (default: the run's eval_batch_size)."
-  )
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
-  f = flags.FLAGS
-  cli.run(
-    lambda args: run(
-      f.workdir, f.dataset, f.output, f.split, f.kind, f.masked, f.max_images, f.batch_size, f.step
-    )
-  )
+  _command.main()

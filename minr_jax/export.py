@@ -75,24 +75,7 @@ def export(
   return restored.step
 
 
-if __name__ == "__main__":
-  from absl import flags
+if __name__ == "__main__":  # the flags live in minr_jax.commands.export
+  from minr_jax.commands import export as _command
 
-  from minr_jax import cli
-
-  flags.DEFINE_string(
-    "workdir", None, "A training workdir (or one of its step directories).", required=True
-  )
-  flags.DEFINE_string("output", None, "The folder to write.", required=True)
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
-  flags.DEFINE_string(
-    "dataset_path", None, f"dataset.path written into config.json (default {PLACEHOLDER_PATH!r})."
-  )
-  f = flags.FLAGS
-
-  def _main(args: list[str]) -> None:
-    del args
-    step = export(f.workdir, f.output, f.step, f.dataset_path)
-    print(json.dumps(dict(output=f.output, step=step)))
-
-  cli.run(_main)
+  _command.main()

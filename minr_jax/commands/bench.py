@@ -1,0 +1,44 @@
+"""`minr-bench` / `python -m minr_jax.bench`: flags of `minr_jax.bench.run_benchmark`."""
+
+from __future__ import annotations
+
+import json
+
+from absl import flags
+from ml_collections import config_flags
+
+from minr_jax import bench, cli
+
+
+def main() -> None:
+  config = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/transinr.py.", lock_config=True
+  )
+  steps = flags.DEFINE_integer("steps", 5, "Timed steps (after the warm-up).")
+  warmup = flags.DEFINE_integer("warmup", 1, "Untimed steps after compiling.")
+  eval_steps = flags.DEFINE_integer("eval_steps", None, "Timed eval steps (default --steps).")
+  peak = flags.DEFINE_float(
+    "peak_flops",
+    None,
+    "Peak FLOP/s of all devices together, "
+    "for the MFU (e.g. 190e9 for a 2-core AVX-512 CPU in fp32).",
+  )
+  pipeline = flags.DEFINE_integer(
+    "pipeline_steps",
+    0,
+    "Also run this many steps on the config's real data, as the training loop does.",
+  )
+
+  def body(args: list[str]) -> None:
+    del args
+    out = bench.run_benchmark(
+      config.value, steps.value, warmup.value, peak.value, eval_steps.value, pipeline.value
+    )
+    print(json.dumps(out), flush=True)
+
+  flags.mark_flag_as_required("config")
+  cli.run(body)
+
+
+if __name__ == "__main__":
+  main()
