@@ -85,6 +85,9 @@ def evaluate_checkpoints(
     raise ConfigError("give at least one --workdir")
   if output:
     paths.check_reachable(output, "--output")
+  # One subfolder of --output per workdir: its base name, numbered if two clash.
+  bases = [os.path.basename(w.rstrip("/")) or "run" for w in workdirs]
+  folders = [b if bases.count(b) == 1 else f"{i}_{b}" for i, b in enumerate(bases)]
   out: dict[str, dict[str, Any]] = {}
   multi: list[tuple[str, Any, ml_collections.ConfigDict]] = []
   for workdir in workdirs:
@@ -103,7 +106,7 @@ def evaluate_checkpoints(
         single[name] = evals[name]
     if not len(single):
       continue
-    sub = output and (os.path.join(output, os.path.basename(paths.abspath(workdir))))
+    sub = output and os.path.join(output, folders[workdirs.index(workdir)])
     out_dir = paths.results_dir(r.workdir, "eval", r.step, sub if len(workdirs) > 1 else output)
     _, results = run_checkpoint(r, config, single, out_dir)
     out[workdir] = dict(step=r.step, evals=results)

@@ -292,7 +292,7 @@ def train_and_evaluate(
   """
   # Every check that can fail on bad input runs before anything compiles.
   family = families.check(config)
-  evals = evaluators.declared(config)
+  evals = evaluators.declared(config, training=True)
   by_eval = evaluators.check(config, evals, workdir=workdir)
   datasets = list(dict.fromkeys(d for entries in by_eval.values() for d in entries))
   profiling.parse(config.get("profile", ""))

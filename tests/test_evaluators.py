@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import ml_collections
+import numpy as np
 import pytest
-from helpers import make_image_folder, tiny_config
+from helpers import make_image_folder, smooth_image, tiny_config
+from PIL import Image
 
 from configs import ginr as ginr_config
 from configs import mae as mae_config
@@ -32,12 +36,17 @@ class StepCounter:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def folder(tmp_path_factory):
+  root = tmp_path_factory.mktemp("evaluators_data")
+  return make_image_folder(str(root / "faces"), num_val=3), str(root / "tfds")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, folder):
   """Two 4-step runs: one declaring the default evals plus a StepCounter every 3 steps."""
   evaluators.register("step_counter", StepCounter)
   root = tmp_path_factory.mktemp("evaluators")
-  folder = make_image_folder(str(root / "faces"), num_val=3)
-  data_dir = str(root / "tfds")
+  folder, data_dir = folder
   out = []
   for i in range(2):
     config = tiny_config(
@@ -53,6 +62,7 @@ def runs(tmp_path_factory):
   return folder, data_dir, out
 
 
+@pytest.mark.slow
 def test_an_added_evaluator_runs_on_its_schedule_and_is_written(runs):
   _, _, ((workdir, _, final), _) = runs
   records = metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
@@ -66,8 +76,7 @@ def test_an_added_evaluator_runs_on_its_schedule_and_is_written(runs):
   assert saved["step"] == 4 and "image_folder:faces" in saved["results"]
 
 
-def test_default_evals_are_todays_evaluation(runs):
-  _, _, (_, (workdir, config, final)) = runs
+def test_default_evals_of_the_paper_configs_are_todays_evaluation():
   for get_config, variants in (
     (transinr_config.get_config, ("", "demo", "tiny", "celeba", "imagenette", "indoor")),
     (ginr_config.get_config, ("",)),
@@ -84,6 +93,11 @@ def test_default_evals_are_todays_evaluation(runs):
           type="grids", every_steps=c.eval_every_steps, num_images=c.num_grid_images
         )
       assert evals == expected, (get_config, variant)
+
+
+@pytest.mark.slow
+def test_a_run_without_evals_writes_todays_evaluation(runs):
+  _, _, (_, (workdir, config, final)) = runs
   # A run without config.evals: today's records, grids and final_eval.json.
   assert "evals" not in config
   records = metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
@@ -98,6 +112,7 @@ def test_default_evals_are_todays_evaluation(runs):
   assert list(saved["results"]) == ["image_folder:faces"] == list(final)
 
 
+@pytest.mark.slow
 def test_one_command_evaluates_two_checkpoints(runs, tmp_path, capsys):
   _, _, ((w0, _, final0), (w1, _, final1)) = runs
   evals = ml_collections.ConfigDict(
@@ -137,8 +152,8 @@ def test_one_command_evaluates_two_checkpoints(runs, tmp_path, capsys):
     ),
   ],
 )
-def test_bad_entries_are_one_line_config_errors_before_compiling(runs, tmp_path, entry, message):
-  folder, data_dir, _ = runs
+def test_bad_entries_are_one_line_config_errors_before_compiling(folder, tmp_path, entry, message):
+  folder, data_dir = folder
   config = tiny_config(data_dir, folder)
   config.evals = ml_collections.ConfigDict(dict(foo=entry))
   with pytest.raises(ConfigError, match=message) as e:
@@ -147,10 +162,69 @@ def test_bad_entries_are_one_line_config_errors_before_compiling(runs, tmp_path,
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
-def test_changing_evals_on_resume_is_allowed(runs):
-  folder, data_dir, _ = runs
+def test_changing_evals_on_resume_is_allowed(folder):
+  folder, data_dir = folder
   config = tiny_config(data_dir, folder)
   saved = json.loads(config.to_json_best_effort())
   config.evals = evaluators.default_evals(config)
   config.evals.reconstruction.every_steps = 7
   guard.check_config_change(config, saved, "ckpt", "/nonexistent", allow=False)
+
+
+@pytest.mark.slow
+def test_probe_evaluator_on_a_labelled_folder(runs, tmp_path):
+  _, _, ((w0, _, _), _) = runs
+  rng = np.random.default_rng(0)
+  for split, n in (("train", 6), ("val", 4)):
+    for cls in ("a", "b"):
+      os.makedirs(tmp_path / "labelled" / split / cls)
+      for i in range(n):
+        Image.fromarray(smooth_image(rng, 24, 28)).save(
+          tmp_path / "labelled" / split / cls / f"{i}.png"
+        )
+  evals = ml_collections.ConfigDict(
+    dict(
+      evals=dict(
+        probe=dict(
+          type="probe", datasets=f"image_folder:{tmp_path / 'labelled'}", l2=0.01, steps=20
+        )
+      )
+    )
+  )
+  out = eval_only.evaluate_checkpoints([w0], evals, output=str(tmp_path / "out"))
+  found = out[w0]["evals"]["probe"]
+  assert 0.0 <= found["accuracy"] <= 1.0 and found["majority_baseline"] == 0.5
+
+
+@pytest.mark.slow
+def test_command_line_runs_a_config_file_of_evals(runs, tmp_path):
+  _, _, ((w0, _, final0), (w1, _, _)) = runs
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  args = [
+    sys.executable,
+    "-m",
+    "minr_jax.eval_only",
+    f"--workdir={w0}",
+    f"--workdir={w1}",
+    "--config=configs/evals/sweep.py",
+    "--evals=reconstruction,exact",
+    "--config.evals.exact.mask_seed=3",
+    f"--output={tmp_path / 'out'}",
+  ]
+  env = dict(os.environ, PYTHONPATH=root)
+  done = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  saved = json.load(open(tmp_path / "out" / os.path.basename(w0) / "results.json"))
+  assert sorted(saved["evals"]) == ["exact", "reconstruction"]
+  assert saved["evals"]["reconstruction"]["image_folder:faces"]["psnr_full"] == pytest.approx(
+    final0["image_folder:faces"]["psnr_full"], abs=1e-5
+  )
+  bad = subprocess.run(
+    args[:4] + ["--config=configs/evals/sweep.py", "--evals=nope"],
+    cwd=root,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error: --evals")

@@ -160,12 +160,25 @@ def default_evals(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   return ml_collections.ConfigDict(evals)
 
 
-def declared(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """config.evals if the config declares any, else `default_evals(config)`."""
+def declared(
+  config: ml_collections.ConfigDict, training: bool = False
+) -> ml_collections.ConfigDict:
+  """config.evals if the config declares any, else `default_evals(config)`. With
+  `training`, without the entries that score several checkpoints (type compare:
+  only the evaluation command runs those)."""
   evals = config.get("evals")
   if evals is None or not len(evals):
     return default_evals(config)
-  return evals
+  if not training:
+    return evals
+  kept = {}
+  for name in evals:
+    entry = evals[name]
+    if isinstance(entry, ml_collections.ConfigDict) and "type" in entry:
+      if getattr(get(entry.type, f"config.evals.{name}.type"), "MULTI", False):
+        continue
+    kept[name] = entry
+  return ml_collections.ConfigDict(kept)
 
 
 def select(evals: ml_collections.ConfigDict, names: str | None) -> ml_collections.ConfigDict:
@@ -215,7 +228,9 @@ def check(
     if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
       raise ConfigError(f"{where}.every_steps must be an integer >= 1, got {every!r}")
     entries = datasets_of(config, cfg, where)
-    evaluation.check_datasets(config, entries, f"{where}.datasets", workdir=workdir)
+    # An entry without datasets reads the run's: errors name the field that listed them.
+    origin = f"{where}.datasets" if (cfg.get("datasets") or "").strip() else "config.eval_datasets"
+    evaluation.check_datasets(config, entries, origin, workdir=workdir)
     out[name] = entries
     if hasattr(cls, "check"):
       cls.check(config, cfg, where)

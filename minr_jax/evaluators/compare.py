@@ -4,7 +4,7 @@ The one evaluator that scores checkpoints together: the evaluation command
 runs it once over every --workdir (`run_many`) instead of once per checkpoint.
 Entry fields: datasets (default the first run's evaluation datasets),
 mask_ratio, mask_seed, max_images, num_images (figure rows, default 6),
-figure ('pasted' or 'prediction'), note. Writes compare.{csv,md,json} and the
+figure ('pasted' or 'pred'), note. Writes compare.{csv,md,json} and the
 figures to `<output>/compare` (`compare.write_report`).
 """
 

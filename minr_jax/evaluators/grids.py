@@ -2,8 +2,8 @@
 
 Entry fields: datasets (default the run's evaluation datasets), num_images
 (default config.num_grid_images), and the mask settings of `reconstruction`.
-Writes `<out>/images/eval_<step>_<label>.png` (and TensorBoard images); yields
-nothing.
+Writes `<out>/images/eval_<step>_<label>.png` (and TensorBoard images) unless
+write_png is False (compare keeps the columns, `Grids.columns`); yields nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from minr_jax.evaluators.reconstruction import Reconstruction, mask_config
 class Grids:
   """`evaluation.grid_images` of the first evaluation images of each dataset."""
 
-  FIELDS = ("num_images",) + Reconstruction.FIELDS
+  FIELDS = ("num_images", "write_png") + Reconstruction.FIELDS
 
   @staticmethod
   def check(config, cfg, where: str) -> None:
@@ -36,6 +36,8 @@ class Grids:
     self.datasets = datasets_of(ctx.config, cfg, f"config.evals.{name}")
     num = cfg.get("num_images")
     self.num_images = ctx.config.get("num_grid_images", 0) if num is None else num
+    self.write_png = cfg.get("write_png", True)
+    self.columns: dict[str, list] = {}  # the last run's columns per dataset label
     self.config = mask_config(ctx.config, cfg)
     if self.config is ctx.config:
       self.grid_fn = ctx.get_grid_fn() if self.num_images else None
@@ -56,9 +58,11 @@ class Grids:
         self.grid_fn, params, self.config, self.ctx.mesh, dataset, self.num_images, masks_fn
       )
       label = evaluation.dataset_label(*dataset)
-      self.ctx.writer.save_grid(
-        step, label, columns, evaluation.GRID_TITLES, max_rows=self.num_images
-      )
+      self.columns[label] = columns
+      if self.write_png:
+        self.ctx.writer.save_grid(
+          step, label, columns, evaluation.GRID_TITLES, max_rows=self.num_images
+        )
     yield from ()
 
   def missing(self, workdir: str, step: int, split: str) -> bool:

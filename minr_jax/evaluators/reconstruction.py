@@ -3,7 +3,7 @@
 Entry fields: datasets ('name[:path],...'; default the run's evaluation
 datasets), and optional mask settings mask_strategy, mask_ratio, mask_seed
 (default the run's eval_mask_strategy, mask_ratio, eval_mask_seed). Yields
-(dataset label, metric means) and prints `evaluation.summary_line`.
+(dataset label, metric means) and prints `evaluation.summary_line` (unless quiet).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def mask_config(config: ml_collections.ConfigDict, cfg: ml_collections.ConfigDic
 class Reconstruction:
   """Scores under fixed, seeded evaluation masks (`evaluation.evaluate`)."""
 
-  FIELDS = ("mask_strategy", "mask_ratio", "mask_seed")
+  FIELDS = ("mask_strategy", "mask_ratio", "mask_seed", "quiet")
 
   @staticmethod
   def check(config, cfg, where: str) -> None:
@@ -71,7 +71,7 @@ class Reconstruction:
       means = evaluation.evaluate(
         self.score_fn, params, self.config, self.ctx.mesh, dataset, [masks_fn]
       )[0]
-      if jax.process_index() == 0:
+      if jax.process_index() == 0 and not self.cfg.get("quiet", False):
         print(evaluation.summary_line(f"eval step {step} [{label}]", means), flush=True)
       yield label, means
 
