@@ -208,7 +208,7 @@ def test_command_line_runs_a_config_file_of_evals(runs, tmp_path):
     f"--workdir={w1}",
     "--config=configs/evals/sweep.py",
     "--evals=reconstruction,exact",
-    "--config.evals.exact.mask_seed=3",
+    "--config.evals.exact.mask_strategy=random",
     f"--output={tmp_path / 'out'}",
   ]
   env = dict(os.environ, PYTHONPATH=root)
