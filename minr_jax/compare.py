@@ -31,6 +31,7 @@ Without `--datasets` the first workdir's evaluation datasets are used.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import posixpath
 from collections.abc import Sequence
@@ -40,7 +41,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from minr_jax import api, evaluation, families, masking, metrics, paths, train
+from minr_jax import api, eval_only, evaluation, families, masking, metrics, paths, train
 from minr_jax.config import ConfigError, load_saved
 
 METRICS = ("psnr_full", "psnr_masked", "psnr_pasted")
@@ -134,14 +135,20 @@ def _evaluate_model(
   r = api.restore(workdir, step)
   config = ml_collections.ConfigDict(dict(config.to_dict(), model=r.config.model.to_dict()))
   families.check(config, num_devices=r.mesh.size)
-  model = r.family.for_ratio(r.model, config.mask_ratio)
-  score = evaluation.make_score_fn(model, r.family, config, r.mesh, r.params_sharding)
-  grid = evaluation.make_grid_fn(model, r.family, config, r.mesh, r.params_sharding)
-  out = {}
-  for dataset in entries:
-    means = evaluation.evaluate(score, r.params, config, r.mesh, dataset)[0]
-    columns = evaluation.grid_images(grid, r.params, config, r.mesh, dataset, num_images)
-    out[evaluation.dataset_label(*dataset)] = (means, columns)
+  # The one evaluation path (eval_only): reconstruction and grids, kept in memory.
+  r = dataclasses.replace(r, model=r.family.for_ratio(r.model, config.mask_ratio))
+  spec = ",".join(f"{name}:{path}" if path else name for name, path in entries)
+  evals = ml_collections.ConfigDict(
+    dict(
+      reconstruction=dict(type="reconstruction", datasets=spec, quiet=True),
+      grids=dict(type="grids", datasets=spec, num_images=num_images, write_png=False),
+    )
+  )
+  built, found = eval_only.run_checkpoint(r, config, evals, r.workdir, write_metrics=False)
+  out = {
+    label: (means, built["grids"].columns[label])
+    for label, means in found["reconstruction"].items()
+  }
   return r.step, train.count_params(r.params), out
 
 

@@ -1,5 +1,8 @@
 r"""Evaluate a trained workdir's checkpoint on one or more datasets.
 
+An alias of the one evaluation command (`minr_jax.eval_only`, docs/evaluators.md):
+its `reconstruction` and `grids` evaluators on --datasets, plus a results table.
+
   python -m minr_jax.evaluate --workdir=runs/demo
   python -m minr_jax.evaluate --workdir=runs/celeba \
       --datasets=celeb_a,imagenette,mit_indoor67:/data/indoor67 [--step=N]
@@ -21,8 +24,9 @@ read-only workdir without `--output` they go to
 from __future__ import annotations
 
 import jax
+import ml_collections
 
-from minr_jax import api, evaluation, families, metrics, paths
+from minr_jax import api, eval_only, evaluation, families, paths
 from minr_jax.config import ConfigError
 
 COLUMNS = (
@@ -80,13 +84,16 @@ def evaluate_workdir(
   evaluation.check_datasets(
     config, entries, "--datasets" if datasets is not None else "config.eval_datasets"
   )
-  score = evaluation.make_score_fn(r.model, r.family, config, r.mesh, r.params_sharding)
-  grid = evaluation.make_grid_fn(r.model, r.family, config, r.mesh, r.params_sharding)
-  out_dir = paths.results_dir(r.workdir, "eval", r.step, output)
-  with metrics.MetricWriter(out_dir, tensorboard=False, enabled=jax.process_index() == 0) as writer:
-    results = evaluation.evaluate_datasets(
-      score, grid, r.params, config, r.mesh, entries, r.step, writer, out_dir
+  spec = datasets or ""  # checked above; empty = the run's evaluation datasets
+  evals = ml_collections.ConfigDict(
+    dict(
+      reconstruction=dict(type="reconstruction", datasets=spec, split="eval"),
+      grids=dict(type="grids", datasets=spec, num_images=config.num_grid_images),
     )
+  )
+  out_dir = paths.results_dir(r.workdir, "eval", r.step, output)
+  found = eval_only.run_checkpoint(r, config, evals, out_dir)[1]
+  results = found["reconstruction"]
   if jax.process_index() == 0:
     rows = [dict(dataset=label, **means) for label, means in results.items()]
     text = masking_text(config)

@@ -1,7 +1,7 @@
 """Evaluation: which datasets a run is scored on, one on-device reducer, grids, results.
 
-Every command that scores a checkpoint (the training loop, evaluate,
-robustness, compare) goes through here:
+Every evaluator (`minr_jax.evaluators`: the training loop's and every
+command's) and compare scores through here:
 
   datasets = eval_datasets(config)             # training dataset + config.eval_datasets
   score = make_score_fn(model, family, config, mesh, params_sharding)
@@ -307,41 +307,6 @@ def summary_line(prefix: str, means: dict[str, float]) -> str:
 def safe_label(label: str) -> str:
   """A dataset label usable in a file name."""
   return label.replace(":", "_").replace("/", "_")
-
-
-def evaluate_datasets(
-  score_fn: Callable,
-  grid_fn: Callable | None,
-  params: PyTree,
-  config: ml_collections.ConfigDict,
-  mesh,
-  datasets: Sequence[EvalDataset],
-  step: int,
-  writer,
-  image_dir: str | None,
-) -> dict[str, dict[str, float]]:
-  """Evaluates every dataset under the run's fixed masks: logs, prints, PNG grids.
-
-  Returns {label: metric means}. Writes an eval record per dataset to
-  `writer` and, if grid_fn and image_dir are given, `eval_<step>_<label>.png`.
-  """
-  results = {}
-  for dataset in datasets:
-    label = dataset_label(*dataset)
-    means = evaluate(score_fn, params, config, mesh, dataset)[0]
-    results[label] = means
-    columns = []
-    if grid_fn is not None and image_dir and config.num_grid_images:
-      columns = grid_images(grid_fn, params, config, mesh, dataset, config.num_grid_images)
-    writer.write(step, "eval", means, dataset=label)
-    if jax.process_index() != 0:
-      continue
-    if columns:
-      path = os.path.join(image_dir, f"eval_{step:07d}_{safe_label(label)}.png")
-      metrics.save_image_grid(path, columns, list(GRID_TITLES), max_rows=config.num_grid_images)
-      writer.write_images(step, f"eval/{label}", path)
-    print(summary_line(f"eval step {step} [{label}]", means), flush=True)
-  return results
 
 
 # ----------------------------------------------------------------- results ---

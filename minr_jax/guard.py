@@ -4,7 +4,6 @@
 - `check_config_change`: resuming a checkpoint with a config it was not
   trained with is refused, except for the fields in RESUMABLE_CHANGES.
 - `StopRequest`: SIGTERM / SIGINT make the loop save the step reached and stop.
-- `eval_missing`: whether a run was killed between a save and its evaluation.
 - `enable_compilation_cache`: XLA programs persist across restarts.
 """
 
@@ -21,7 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from minr_jax import checkpoint, evaluation, metrics, paths
+from minr_jax import checkpoint, paths
 from minr_jax.config import ConfigError
 
 # Fields that may change between a checkpoint and the run resuming it: step count,
@@ -38,6 +37,7 @@ RESUMABLE_CHANGES = (
   "profile",
   "num_grid_images",
   "eval_datasets",
+  "evals",
   "eval_train_dataset",
   "eval_batch_size",
   "eval_mask_strategy",
@@ -142,21 +142,6 @@ def broadcast(value: float) -> float:
   from jax.experimental import multihost_utils  # noqa: PLC0415
 
   return float(multihost_utils.broadcast_one_to_all(np.float32(value)))
-
-
-def eval_missing(workdir: str, step: int, labels: list[str], num_grid_images: int) -> bool:
-  """Whether checkpoint `step`'s evaluation record or PNG grid of any dataset is missing
-  (a run killed between the save and the end of that evaluation)."""
-  root = checkpoint.as_path(workdir)
-  path = root / metrics.METRICS_FILENAME
-  records = metrics.read_metrics(os.fspath(path)) if path.exists() else []
-  done = {r.get("dataset") for r in records if r["split"] == "eval" and r["step"] == step}
-  pngs = (
-    [root / "images" / f"eval_{step:07d}_{evaluation.safe_label(label)}.png" for label in labels]
-    if num_grid_images
-    else []
-  )
-  return bool(set(labels) - done) or not all(p.exists() for p in pngs)
 
 
 def check_workdir(workdir: str) -> None:

@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from minr_jax import api, evaluation, families, masking, metrics, paths, train
+from minr_jax import api, eval_only, evaluation, families, masking, metrics, paths, train
 from minr_jax.config import ConfigError
 
 PyTree = Any
@@ -172,7 +172,7 @@ def sweep_config(
 # -------------------------------------------------------------------- sweep ---
 
 
-def scoring_functions(r: api.Restored, config: ml_collections.ConfigDict):
+def scoring_functions(r, config: ml_collections.ConfigDict):
   """ratio -> the jitted `evaluation.score_batch` for masks of that ratio (cached).
 
   A pixel-input model takes any mask with one compiled function. A
@@ -230,7 +230,46 @@ def run_sweep(
     entries = evaluation.eval_datasets(config)
     evaluation.check_datasets(config, entries)
 
-  step_fn = scoring_functions(r, config)
+  evals = ml_collections.ConfigDict(
+    dict(
+      robustness=dict(
+        type="robustness",
+        datasets=datasets or "",  # checked above; empty = the run's evaluation datasets
+        strategies=list(strategies),
+        ratios=list(ratios),
+      )
+    )
+  )
+  # The one evaluation path (eval_only); the result files and plots are this command's.
+  built = eval_only.run_checkpoint(r, config, evals, r.workdir, write_metrics=False)[0]
+  rows = built["robustness"].rows
+
+  if jax.process_index() == 0:
+    out_dir = paths.results_dir(r.workdir, "robustness", r.step, output)
+    info = describe(r.workdir, r.step, config, train.count_params(r.params), r.family)
+    write_results(out_dir, r.step, rows, info)
+    plot_psnr(os.path.join(out_dir, "robustness.png"), rows, r.step, r.family.plot_metric)
+    plot_mask_gallery(os.path.join(out_dir, "mask_gallery.png"), config, strategies, ratios)
+    print(
+      f"wrote {out_dir}/results.{{json,csv,md}}, robustness.png, mask_gallery.png "
+      f"({time.perf_counter() - t_start:.1f} s)"
+    )
+  return r.step, rows
+
+
+def sweep(
+  ctx,
+  params,
+  config: ml_collections.ConfigDict,
+  entries: Sequence[evaluation.EvalDataset],
+  strategies: Sequence[str],
+  ratios: Sequence[float],
+  step: int,
+) -> list[dict[str, Any]]:
+  """Rows {dataset, strategy, ratio, *COLUMNS} of params on every (dataset, strategy,
+  ratio), printed one line each. `ctx` is an `api.Restored` or an
+  `evaluators.EvalContext` (family, model, mesh, params_sharding)."""
+  step_fn = scoring_functions(ctx, config)
   cells = [(s, ratio) for s in strategies for ratio in ratios]
   mask_configs = [sweep_config(config, s, ratio) for s, ratio in cells]
   rows: list[dict[str, Any]] = []
@@ -245,9 +284,9 @@ def run_sweep(
       fn = step_fn(cells[idx[0]][1])
       found = evaluation.evaluate(
         fn,
-        r.params,
+        params,
         config,
-        r.mesh,
+        ctx.mesh,
         dataset,
         [functools.partial(masking.eval_masks, mask_configs[i]) for i in idx],
       )
@@ -257,7 +296,7 @@ def run_sweep(
       rows.append(dict(dataset=label, strategy=strategy, ratio=ratio, **m))
       if jax.process_index() == 0:
         print(
-          f"robustness step {r.step} [{label}] {strategy:>14} ratio {ratio:g}: "
+          f"robustness step {step} [{label}] {strategy:>14} ratio {ratio:g}: "
           f"psnr_pasted {m['psnr_pasted']:.2f} dB (interpolation "
           f"{m['psnr_full_interpolation']:.2f}, mean-colour fill "
           f"{m['psnr_full_mean_fill']:.2f})  psnr_full {m['psnr_full']:.2f}  "
@@ -265,17 +304,7 @@ def run_sweep(
           flush=True,
         )
 
-  if jax.process_index() == 0:
-    out_dir = paths.results_dir(r.workdir, "robustness", r.step, output)
-    info = describe(r.workdir, r.step, config, train.count_params(r.params), r.family)
-    write_results(out_dir, r.step, rows, info)
-    plot_psnr(os.path.join(out_dir, "robustness.png"), rows, r.step, r.family.plot_metric)
-    plot_mask_gallery(os.path.join(out_dir, "mask_gallery.png"), config, strategies, ratios)
-    print(
-      f"wrote {out_dir}/results.{{json,csv,md}}, robustness.png, mask_gallery.png "
-      f"({time.perf_counter() - t_start:.1f} s)"
-    )
-  return r.step, rows
+  return rows
 
 
 # ------------------------------------------------------------------ output ---

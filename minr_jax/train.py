@@ -32,6 +32,7 @@ from minr_jax import (
   data,
   device_policy,
   evaluation,
+  evaluators,
   families,
   guard,
   masking,
@@ -292,8 +293,9 @@ def train_and_evaluate(
   """
   # Every check that can fail on bad input runs before anything compiles.
   family = families.check(config)
-  datasets = evaluation.eval_datasets(config)
-  evaluation.check_datasets(config, datasets, workdir=workdir)
+  evals = evaluators.declared(config, training=True)
+  by_eval = evaluators.check(config, evals, workdir=workdir)
+  datasets = list(dict.fromkeys(d for entries in by_eval.values() for d in entries))
   profiling.parse(config.get("profile", ""))
   mesh = sharding.make_mesh(config)
   sharding.check_batch_sizes(config, mesh)
@@ -304,12 +306,12 @@ def train_and_evaluate(
   if is_main:
     lock.acquire()
   try:
-    return _train(config, workdir, family, datasets, mesh, allow_config_change)
+    return _train(config, workdir, family, datasets, evals, mesh, allow_config_change)
   finally:
     lock.release()
 
 
-def _train(config, workdir, family, datasets, mesh, allow_config_change):
+def _train(config, workdir, family, datasets, evals, mesh, allow_config_change):
   is_main = jax.process_index() == 0
   guard.enable_compilation_cache(config)
   steps = make_steps(config, mesh, family)
@@ -348,25 +350,30 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
   num_steps = config.num_train_steps
   final: dict[str, dict[str, float]] = {}
   last_saved = resume_step
-  labels = [evaluation.dataset_label(*d) for d in datasets]
+  ctx = evaluators.EvalContext(
+    config=run_config,
+    mesh=mesh,
+    model=steps.model,
+    family=family,
+    params_sharding=steps.state_sharding.params,
+    writer=evaluators.ResultsWriter(writer, os.fspath(root)),
+    out_dir=os.fspath(root),
+    score_fn=steps.eval_step,
+    grid_fn=steps.grid_step,
+    workdir=workdir,
+  )
+  built = evaluators.build(evals, ctx)
 
-  def run_eval(step: int) -> dict[str, dict[str, float]]:
-    return evaluation.evaluate_datasets(
-      steps.eval_step,
-      steps.grid_step,
-      state.params,
-      run_config,
-      mesh,
-      datasets,
-      step,
-      writer,
-      os.fspath(root / "images"),
+  def run_eval(step: int, everything: bool = False) -> dict[str, dict[str, float]]:
+    """Every declared evaluator due at `step` (or all); the results of final_eval.json."""
+    due_by = None if everything else num_steps
+    return _final_results(
+      evals, evaluators.run_all(built, evals, state.params, step, ctx.writer, due_by)
     )
 
-  if resume_step is not None and (step % config.eval_every_steps == 0 or step == num_steps):
-    if guard.broadcast(
-      float(is_main and guard.eval_missing(workdir, step, labels, config.num_grid_images))
-    ):
+  if resume_step is not None and any(evaluators.due(evals[n], step, num_steps) for n in evals):
+    missing = is_main and evaluators.missing(built, evals, workdir, step, num_steps)
+    if guard.broadcast(float(missing)):
       print(f"finishing the interrupted evaluation of step {step}", flush=True)
       final = run_eval(step)
 
@@ -410,7 +417,7 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
       log = (
         step % config.log_every_steps == 0 or step == num_steps or (now - t_log >= LOG_EVERY_SECS)
       )
-      evaluate = step % config.eval_every_steps == 0 or step == num_steps
+      evaluate = any(evaluators.due(evals[n], step, num_steps) for n in evals)
       if save or log or evaluate:
         # Every step's `finite` flag is checked before anything is logged, saved or scored.
         if not all(float(f) > 0 for f in jax.device_get([m["finite"] for m in pending])):
@@ -480,18 +487,21 @@ def _train(config, workdir, family, datasets, mesh, allow_config_change):
 
   if not final:  # Already trained: evaluate what was restored.
     writer = metrics.MetricWriter(workdir, tensorboard=config.tensorboard, enabled=is_main)
+    ctx.writer.metrics = writer
     with writer:
-      final = evaluation.evaluate_datasets(
-        steps.eval_step,
-        steps.grid_step,
-        state.params,
-        run_config,
-        mesh,
-        datasets,
-        step,
-        writer,
-        os.fspath(root / "images"),
-      )
+      final = run_eval(step, everything=True)
   if is_main:
     (root / "final_eval.json").write_text(json.dumps(dict(step=step, results=final), indent=2))
+  return final
+
+
+def _final_results(evals, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+  """final_eval.json's results: {dataset label: means} of the entries writing the
+  'eval' split (today's evaluation), then every other result as '<name>/<key>'."""
+  final: dict[str, Any] = {}
+  for name, found in results.items():
+    if evals[name].get("split") == "eval":
+      final.update(found)
+    else:
+      final.update({f"{name}/{key}": value for key, value in found.items()})
   return final
