@@ -288,50 +288,7 @@ def write_report(
   print(f"wrote {out_dir}/compare.{{md,csv,json}} and {len(figures)} figure(s)", flush=True)
 
 
-if __name__ == "__main__":
-  from absl import flags
+if __name__ == "__main__":  # the flags live in minr_jax.commands.compare
+  from minr_jax.commands import compare as _command
 
-  from minr_jax import cli
-
-  flags.DEFINE_string(
-    "datasets",
-    None,
-    "Comma-separated name[:path] entries (default: the first workdir's evaluation datasets).",
-  )
-  flags.DEFINE_string("out", "compare", "Output directory.")
-  flags.DEFINE_integer(
-    "step",
-    None,
-    "Checkpoint step of every workdir (default: each one's "
-    "newest; or give <workdir>/checkpoints/<step> directories).",
-  )
-  flags.DEFINE_integer("max_images", None, "At most this many images per dataset.")
-  flags.DEFINE_float(
-    "mask_ratio", None, "Share of patches hidden (default: the first workdir's mask_ratio)."
-  )
-  flags.DEFINE_integer(
-    "mask_seed", None, "Mask seed (default: the first workdir's eval_mask_seed)."
-  )
-  flags.DEFINE_integer("num_images", 6, "Images per dataset in the figures.")
-  flags.DEFINE_enum(
-    "figure",
-    "pasted",
-    list(FIGURE_KINDS),
-    "What the figures show of "
-    "each model: its prediction with the visible pixels pasted back, or raw.",
-  )
-  f = flags.FLAGS
-  cli.run(
-    lambda workdirs: compare_workdirs(
-      workdirs,
-      f.datasets,
-      f.out,
-      max_images=f.max_images,
-      mask_ratio=f.mask_ratio,
-      seed=f.mask_seed,
-      num_images=f.num_images,
-      figure=f.figure,
-      step=f.step,
-    ),
-    positional=True,
-  )
+  _command.main()

@@ -123,23 +123,7 @@ def evaluate_checkpoints(
   return out
 
 
-if __name__ == "__main__":
-  from absl import flags
-  from ml_collections import config_flags
+if __name__ == "__main__":  # the flags live in minr_jax.commands.eval_only
+  from minr_jax.commands import eval_only as _command
 
-  from minr_jax import cli
-
-  flags.DEFINE_multi_string(
-    "workdir",
-    None,
-    "A training workdir (or <workdir>/checkpoints/<step>); repeatable.",
-    required=True,
-  )
-  flags.DEFINE_string("evals", None, "Comma-separated names of declared evals (default: all).")
-  config_flags.DEFINE_config_file(
-    "config", None, "A file declaring config.evals (default: each run's own).", lock_config=False
-  )
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
-  flags.DEFINE_string("output", None, "Folder for the results (default: <workdir>/eval/<step>).")
-  f = flags.FLAGS
-  cli.run(lambda args: evaluate_checkpoints(f.workdir, f.config, f.evals, f.step, f.output))
+  _command.main()

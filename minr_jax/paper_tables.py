@@ -105,26 +105,7 @@ def tables(results: dict[str, dict[str, dict[str, float]]], model: str) -> str:
   return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":
-  from absl import flags
+if __name__ == "__main__":  # the flags live in minr_jax.commands.paper_tables
+  from minr_jax.commands import paper_tables as _command
 
-  from minr_jax import cli
-
-  runs = {
-    key: flags.DEFINE_string(key, None, f"Workdir of the run trained on {key}.")
-    for key in DATASET_LABELS
-  }
-  model = flags.DEFINE_enum("model", "minr-transinr", list(PAPER), "Whose paper numbers to show.")
-  output = flags.DEFINE_string("output", None, "Also write the tables to this Markdown file.")
-
-  def _main(args: list[str]) -> None:
-    del args
-    text = tables(
-      {key: latest_results(flag.value) for key, flag in runs.items() if flag.value}, model.value
-    )
-    print(text)
-    if output.value:
-      with open(output.value, "w") as f:
-        f.write(text)
-
-  cli.run(_main)
+  _command.main()

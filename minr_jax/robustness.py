@@ -477,40 +477,8 @@ def plot_mask_gallery(
 
 # --------------------------------------------------------------------- CLI ---
 
-if __name__ == "__main__":
-  from absl import flags
 
-  from minr_jax import cli
+if __name__ == "__main__":  # the flags live in minr_jax.commands.robustness
+  from minr_jax.commands import robustness as _command
 
-  flags.DEFINE_string(
-    "workdir", None, "A training workdir (or <workdir>/checkpoints/<step>).", required=True
-  )
-  flags.DEFINE_string(
-    "datasets",
-    None,
-    "Comma-separated name[:path] entries, e.g. "
-    "'celeb_a,image_folder:/data/x'. Default: the run's evaluation datasets.",
-  )
-  flags.DEFINE_string(
-    "strategies",
-    None,
-    "Comma-separated mask strategies, of "
-    f"{','.join(masking.STRATEGIES)} (default: all the model supports).",
-  )
-  flags.DEFINE_string(
-    "ratios", ",".join(f"{r:g}" for r in DEFAULT_RATIOS), "Comma-separated mask ratios in [0, 1)."
-  )
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
-  flags.DEFINE_integer("max_images", None, "Evaluate at most this many images per dataset.")
-  flags.DEFINE_string(
-    "output",
-    None,
-    "Folder for the results (default: <workdir>/robustness/"
-    "<step>, or ~/.cache/minr_jax/results/... if the workdir is read-only).",
-  )
-  f = flags.FLAGS
-  cli.run(
-    lambda args: run_sweep(
-      f.workdir, f.datasets, f.strategies, f.ratios, f.step, f.max_images, f.output
-    )
-  )
+  _command.main()

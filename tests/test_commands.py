@@ -13,7 +13,18 @@ from absl import flags
 from minr_jax import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ("embed", "probe", "inpaint", "export", "bench", "aot")
+COMMANDS = (
+  "embed",
+  "probe",
+  "inpaint",
+  "export",
+  "bench",
+  "aot",
+  "evaluate",
+  "robustness",
+  "compare",
+  "paper_tables",
+)
 
 
 def _scripts() -> dict[str, str]:
@@ -27,7 +38,9 @@ def test_every_console_script_names_a_callable_and_every_command_has_one():
     module, func = target.split(":")
     assert callable(getattr(importlib.import_module(module), func)), name
   for command in COMMANDS:
-    assert scripts[f"minr-{command}"] == f"minr_jax.commands.{command}:main"
+    script = "minr-" + command.replace("_", "-")
+    assert scripts[script] == f"minr_jax.commands.{command}:main"
+  assert scripts["minr-eval"] == "minr_jax.commands.eval_only:main"
 
 
 def test_importing_a_command_or_its_library_module_defines_no_flag():
