@@ -5,8 +5,14 @@ mesh -> data -> model and optimizer -> shardings -> step functions -> restore
 once with explicit shardings and a donated state (`make_steps`, which bench and
 aot use too); masks are drawn inside it from `fold_in(rng, step)`, so a resumed
 run sees exactly the masks an uninterrupted run would have seen. The model
-family (`families.get(config)`) supplies the model, its loss and optimizer;
-scoring and grids live in `evaluation`.
+family (`families.get(config)`) supplies the model, its loss and optimizer.
+
+The restore is `checkpoint.restore_newest_intact`; the loop body is: step,
+then (each only when due) check for divergence, log, save, stop on a signal,
+run the declared evaluators (`minr_jax.evaluators`). Its policies are small
+named functions at the end of this file: `_save_due` (cadence),
+`_check_finite_flags` and `_check_params_before_save` (divergence),
+`_print_progress`, `_announce_stop` (preemption).
 """
 
 from __future__ import annotations
@@ -408,27 +414,15 @@ def _train(config, workdir, family, datasets, evals, mesh, allow_config_change):
       if time_cadence is None and cadence_secs and step - first_step >= 2:
         per_step = guard.broadcast((now - t_start) / (step - first_step))
         time_cadence = max(1, int(cadence_secs / max(per_step, 1e-9)))
-      save = (
-        step % config.checkpoint_every_steps == 0
-        or step == num_steps
-        or stopping
-        or (time_cadence is not None and step - (last_saved or 0) >= time_cadence)
-      )
-      log = (
-        step % config.log_every_steps == 0 or step == num_steps or (now - t_log >= LOG_EVERY_SECS)
-      )
+      save = _save_due(config, step, last_saved, time_cadence) or stopping
+      log = step % config.log_every_steps == 0 or step == num_steps
+      log = log or now - t_log >= LOG_EVERY_SECS
       evaluate = any(evaluators.due(evals[n], step, num_steps) for n in evals)
-      if save or log or evaluate:
-        # Every step's `finite` flag is checked before anything is logged, saved or scored.
-        if not all(float(f) > 0 for f in jax.device_get([m["finite"] for m in pending])):
-          raise DivergedError(
-            f"training diverged (non-finite or exploding loss or gradient) by step {step};"
-            " nothing after it was saved; last good checkpoint: "
-            f"{'none' if last_saved is None else checkpoint.step_dir(manager, last_saved)}"
-          )
+      last_good = None if last_saved is None else checkpoint.step_dir(manager, last_saved)
+      if save or log or evaluate:  # nothing is logged, saved or scored after a bad step
+        _check_finite_flags(pending, step, last_good)
       if log:
-        host = jax.device_get(pending)
-        pending = []
+        host, pending = jax.device_get(pending), []
         # Steps are dispatched asynchronously: the rate counts until their results are
         # on the host, not until they were queued (which overstated it about 3x on CPU).
         now = time.perf_counter()
@@ -437,44 +431,17 @@ def _train(config, workdir, family, datasets, evals, mesh, allow_config_change):
         means.update(images_per_sec=rate, learning_rate=float(schedule(step - 1)))
         writer.write(step, "train", means)
         if is_main:
-          eta = (num_steps - step) * config.batch_size / rate
-          print(
-            metrics.format_progress(
-              step, num_steps, means["loss"], means["psnr"], rate, now - t_start, eta
-            ),
-            flush=True,
-          )
-          if (
-            mesh.devices.flat[0].platform == "cpu"
-            and eta > CPU_WARN_SECS
-            and step - steps_since_log == first_step
-          ):
-            print(
-              f"warning: at this rate the remaining {num_steps - step:,} steps take "
-              f"{metrics.format_duration(eta)} on the CPU; JAX sees no accelerator "
-              "(docs/install.md)",
-              flush=True,
-            )
+          first_log = step - steps_since_log == first_step
+          _print_progress(config, mesh, step, means, rate, now - t_start, first_log)
         t_log, steps_since_log = time.perf_counter(), 0
       if save:
-        loss_now = float(jax.device_get(steps.probe_loss(state, batch, step_key)))
-        if not (_all_finite(state.params) and np.isfinite(loss_now) and loss_now < DIVERGED_LOSS):
-          raise DivergedError(
-            f"the parameters of step {step} have diverged (loss {loss_now:.3g}); not saved;"
-            " last good checkpoint: "
-            f"{'none' if last_saved is None else checkpoint.step_dir(manager, last_saved)}"
-          )
+        _check_params_before_save(steps, state, batch, step_key, step, last_good)
         writer.flush()  # a gs:// metrics.jsonl then holds every step this checkpoint has
         checkpoint.save(manager, step, state, train_iter, saved_config)
         last_saved = step
       if stopping:
-        name = signal.Signals(stop.signal).name if stop.signal else "signal"
         if is_main:
-          print(
-            f"{name}: stopped at step {step}; saved {checkpoint.step_dir(manager, step)}"
-            "; run the same command to resume",
-            flush=True,
-          )
+          _announce_stop(stop, step, checkpoint.step_dir(manager, step))
         return {}
       if evaluate:
         final = run_eval(step)
@@ -493,6 +460,66 @@ def _train(config, workdir, family, datasets, evals, mesh, allow_config_change):
   if is_main:
     (root / "final_eval.json").write_text(json.dumps(dict(step=step, results=final), indent=2))
   return final
+
+
+# ------------------------------------------------- the loop's small policies ---
+
+
+def _save_due(config, step: int, last_saved: int | None, time_cadence: int | None) -> bool:
+  """Checkpoint cadence: every checkpoint_every_steps, the last step, and every
+  `time_cadence` steps (config.checkpoint_every_secs turned into steps once the
+  step time is known)."""
+  return (
+    step % config.checkpoint_every_steps == 0
+    or step == config.num_train_steps
+    or (time_cadence is not None and step - (last_saved or 0) >= time_cadence)
+  )
+
+
+def _check_finite_flags(pending: list, step: int, last_good) -> None:
+  """Divergence, cheap: every step since the last check reported finite loss and gradients."""
+  if not all(float(f) > 0 for f in jax.device_get([m["finite"] for m in pending])):
+    raise DivergedError(
+      f"training diverged (non-finite or exploding loss or gradient) by step {step};"
+      f" nothing after it was saved; last good checkpoint: {last_good or 'none'}"
+    )
+
+
+def _check_params_before_save(steps, state, batch, key, step: int, last_good) -> None:
+  """Divergence, thorough (before a save only): finite parameters and a sane loss."""
+  loss_now = float(jax.device_get(steps.probe_loss(state, batch, key)))
+  if not (_all_finite(state.params) and np.isfinite(loss_now) and loss_now < DIVERGED_LOSS):
+    raise DivergedError(
+      f"the parameters of step {step} have diverged (loss {loss_now:.3g}); not saved;"
+      f" last good checkpoint: {last_good or 'none'}"
+    )
+
+
+def _print_progress(config, mesh, step, means, rate, elapsed, first_log: bool) -> None:
+  """The progress line (step, loss, PSNR, images/s, ETA); on the first one, a warning
+  when the CPU would take longer than CPU_WARN_SECS."""
+  num_steps = config.num_train_steps
+  eta = (num_steps - step) * config.batch_size / rate
+  print(
+    metrics.format_progress(step, num_steps, means["loss"], means["psnr"], rate, elapsed, eta),
+    flush=True,
+  )
+  if first_log and mesh.devices.flat[0].platform == "cpu" and eta > CPU_WARN_SECS:
+    print(
+      f"warning: at this rate the remaining {num_steps - step:,} steps take "
+      f"{metrics.format_duration(eta)} on the CPU; JAX sees no accelerator "
+      "(docs/install.md)",
+      flush=True,
+    )
+
+
+def _announce_stop(stop: guard.StopRequest, step: int, saved) -> None:
+  """Preemption: SIGTERM / SIGINT stopped the run after saving `step`."""
+  name = signal.Signals(stop.signal).name if stop.signal else "signal"
+  print(
+    f"{name}: stopped at step {step}; saved {saved}; run the same command to resume",
+    flush=True,
+  )
 
 
 def _final_results(evals, results: dict[str, dict[str, Any]]) -> dict[str, Any]:

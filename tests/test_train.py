@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import ml_collections
 import numpy as np
 import pytest
 from helpers import make_image_folder, tiny_config
@@ -320,3 +321,19 @@ def test_train_and_eval_steps_trace_once_across_steps():
     assert int(sums["count"]) == 8 and float(out["finite"]) == 1.0
   assert steps.train_step._cache_size() == 1
   assert steps.eval_step._cache_size() == 1
+
+
+def test_the_loops_save_policy_counts_steps_the_last_step_and_the_time_cadence():
+  config = ml_collections.ConfigDict(dict(checkpoint_every_steps=10, num_train_steps=25))
+  due = [s for s in range(1, 26) if train._save_due(config, s, None, None)]
+  assert due == [10, 20, 25]
+  # A time cadence of 4 steps since the last save adds saves between the step ones.
+  assert train._save_due(config, 7, 3, 4) and not train._save_due(config, 6, 3, 4)
+  assert train._save_due(config, 4, None, 4)  # never saved: counted from step 0
+
+
+def test_the_loops_divergence_policy_names_the_step_and_the_last_good_checkpoint():
+  good = [{"finite": np.float32(1.0)}] * 3
+  train._check_finite_flags(good, 3, None)
+  with pytest.raises(train.DivergedError, match="by step 4;.*last good checkpoint: /ckpt/2"):
+    train._check_finite_flags(good + [{"finite": np.float32(0.0)}], 4, "/ckpt/2")
