@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from minr_jax import families, masking, sharding, train
+from minr_jax import data, families, masking, sharding, train
 from minr_jax.config import ConfigError
 
 
@@ -156,8 +156,6 @@ def _pipeline(
 
   Returns (the `pipeline` results, the final state).
   """
-  from minr_jax import data  # noqa: PLC0415
-
   it = data.make_train_iterator(
     config, process_index=jax.process_index(), process_count=jax.process_count()
   )

@@ -27,6 +27,7 @@ import os
 import jax
 import numpy as np
 
+from minr_jax import api, checkpoint, paths
 from minr_jax.config import ConfigError
 
 PLACEHOLDER_PATH = "/path/to/your/images"
@@ -41,7 +42,6 @@ def export(
   Raises ConfigError if workdir has no such (intact) checkpoint, output's bucket
   is unreachable, output is a file, or output already holds checkpoints.
   """
-  from minr_jax import api, checkpoint, paths  # noqa: PLC0415
   from minr_jax.config import load_saved  # noqa: PLC0415
 
   paths.check_reachable(output, "--output")

@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from minr_jax import masking, paths
+from minr_jax import api, masking, metrics, paths
 from minr_jax.config import ConfigError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -310,8 +310,6 @@ def to_model_grid(
      model never saw in training).
   The mask returned is the patch mask at pixel level (hidden = zeroed).
   """
-  from minr_jax import metrics  # noqa: PLC0415
-
   rows, cols = area_matrix(rgb.shape[0], resolution), area_matrix(rgb.shape[1], resolution)
   visible = (~mask.astype(bool)).astype(np.float64)
   weight = rows @ visible @ cols.T  # visible fraction of each footprint
@@ -382,16 +380,12 @@ def interpolation_sigma(model_config, height: int, width: int) -> tuple[float, f
 
 def hidden_psnr(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
   """PSNR (dB, peak 1) over the hidden pixels [H, W] of pred vs truth [H, W, C]."""
-  from minr_jax import metrics  # noqa: PLC0415
-
   mse = metrics.masked_mse(pred[None], truth[None], mask[None])
   return float(metrics.psnr_from_mse(mse)[0])
 
 
 def baselines(rgb: np.ndarray, mask: np.ndarray, sigma) -> tuple[np.ndarray, np.ndarray]:
   """(interpolation, mean-colour fill) of rgb [H, W, 3] under mask [H, W], at full size."""
-  from minr_jax import metrics  # noqa: PLC0415
-
   interp = metrics.interpolation_fill_multiscale(rgb[None], mask[None], sigma)
   fill = metrics.mean_colour_fill(rgb[None], mask[None])
   return np.asarray(interp[0], np.float32), np.asarray(fill[0], np.float32)
@@ -519,8 +513,6 @@ def _png(array: np.ndarray) -> bytes:
 
 def save_result(result: InpaintResult, output: str, name: str) -> tuple[str, str]:
   """Writes OUTPUT/<name>_filled.png and <name>_compare.png; returns their paths."""
-  from minr_jax import metrics  # noqa: PLC0415
-
   stem = os.path.splitext(name)[0]
   filled_path = f"{output.rstrip('/')}/{stem}_filled.png"
   compare_path = f"{output.rstrip('/')}/{stem}_compare.png"
@@ -562,7 +554,6 @@ def run(
   paths.check_reachable(output, "--output")
   found = list_images(images)[:max_images]
   file_mask = read_mask_file(arg.path) if arg.kind == "file" else None
-  from minr_jax import api  # noqa: PLC0415
   from minr_jax.config import load_saved  # noqa: PLC0415
 
   grid = int(load_saved(api.resolve_path(workdir, step)[0]).mask_grid)

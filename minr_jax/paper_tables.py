@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 
+from minr_jax import paths
 from minr_jax.config import ConfigError
 
 # PSNR (dB) reported in the MINR paper (75% masking, 182 px), by source -> target.
@@ -51,8 +52,6 @@ SHORT = {"celeba": "CEL", "imagenette": "IMG", "indoor": "IND"}
 def latest_results(workdir: str) -> dict[str, dict[str, float]]:
   """{dataset label: metrics} of a workdir's newest evaluation: `<workdir>/eval/<step>`,
   or where `evaluate` wrote it for a read-only workdir (`paths.read_only_results`)."""
-  from minr_jax import paths  # noqa: PLC0415
-
   root = os.path.join(workdir, "eval")
   found = {}
   for folder in (paths.read_only_results(workdir, "eval"), root):

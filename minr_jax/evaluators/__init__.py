@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import ml_collections
 
+from minr_jax import evaluation, metrics
 from minr_jax.config import ConfigError
 
 Result = tuple[str, "float | dict[str, Any]"]
@@ -74,8 +75,6 @@ class EvalContext:
 
   def get_score_fn(self) -> Callable:
     if self.score_fn is None:
-      from minr_jax import evaluation  # noqa: PLC0415
-
       self.score_fn = evaluation.make_score_fn(
         self.model, self.family, self.config, self.mesh, self.params_sharding
       )
@@ -83,8 +82,6 @@ class EvalContext:
 
   def get_grid_fn(self) -> Callable:
     if self.grid_fn is None:
-      from minr_jax import evaluation  # noqa: PLC0415
-
       self.grid_fn = evaluation.make_grid_fn(
         self.model, self.family, self.config, self.mesh, self.params_sharding
       )
@@ -116,8 +113,6 @@ class ResultsWriter:
     """`<image_dir>/eval_<step>_<label>.png`, shown in TensorBoard as eval/<label>."""
     if not (self.is_main and columns):
       return None
-    from minr_jax import evaluation, metrics  # noqa: PLC0415
-
     path = os.path.join(self.image_dir, f"eval_{step:07d}_{evaluation.safe_label(label)}.png")
     metrics.save_image_grid(path, columns, list(titles), max_rows=max_rows)
     self.metrics.write_images(step, f"eval/{label}", path)
@@ -125,8 +120,6 @@ class ResultsWriter:
 
   def write_table(self, out_dir: str, rows, columns, header, meta, stem: str = "results") -> None:
     if self.is_main:
-      from minr_jax import evaluation  # noqa: PLC0415
-
       evaluation.write_results(out_dir, rows, columns, header, meta, stem)
 
   def flush(self) -> None:
@@ -208,8 +201,6 @@ def check(
   entry that is not a dict, an unknown type, an unknown field, a missing or bad
   every_steps (training only) or a dataset that does not exist.
   """
-  from minr_jax import evaluation  # noqa: PLC0415
-
   out = {}
   for name in evals:
     cfg, where = evals[name], f"config.evals.{name}"
@@ -240,8 +231,6 @@ def check(
 def datasets_of(config: ml_collections.ConfigDict, cfg: ml_collections.ConfigDict, where: str):
   """An entry's datasets: its `datasets` ('name[:path],...'), else the run's
   evaluation datasets (training dataset + config.eval_datasets)."""
-  from minr_jax import evaluation  # noqa: PLC0415
-
   spec = cfg.get("datasets") or ""
   if spec.strip():
     return evaluation.parse_datasets(spec, f"{where}.datasets")
