@@ -56,6 +56,10 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
   "inr_freq16": ("INR highest Fourier frequency 16 (from 8)", {"model.ff_sigma": 16.0}),
   "patch4": ("4-px patches, 256 tokens (from 8 px, 64)", {"model.patch_size": 4}),
   "patch16": ("16-px patches, 16 tokens", {"model.patch_size": 16}),
+  # The mask grid sets the training and the evaluation masks alike: these rows are scored
+  # against interpolation on their own masks, a different task from the baseline's.
+  "grid4": ("mask grid 4x4: 16-px hidden blocks (from 8x8, 8 px)", {"mask_grid": 4}),
+  "grid16": ("mask grid 16x16: 4-px hidden blocks", {"mask_grid": 16}),
 }
 
 
