@@ -418,8 +418,8 @@ def _train(config, workdir, family, datasets, evals, mesh, allow_config_change):
       log = step % config.log_every_steps == 0 or step == num_steps
       log = log or now - t_log >= LOG_EVERY_SECS
       evaluate = any(evaluators.due(evals[n], step, num_steps) for n in evals)
-      last_good = None if last_saved is None else checkpoint.step_dir(manager, last_saved)
       if save or log or evaluate:  # nothing is logged, saved or scored after a bad step
+        last_good = None if last_saved is None else checkpoint.step_dir(manager, last_saved)
         _check_finite_flags(pending, step, last_good)
       if log:
         host, pending = jax.device_get(pending), []
