@@ -238,9 +238,9 @@ def _remove_partial(manager: ocp.CheckpointManager, step: int) -> None:
   except Exception:  # pylint: disable=broad-except
     pass
   parent = epath.Path(manager.directory)
-  deadline = time.monotonic() + 10
-  while True:  # a straggling write can recreate a file mid-rmtree: try until clean
-    try:
+  deadline, clean_since = time.monotonic() + 15, None
+  while time.monotonic() < deadline:  # a straggling writer can recreate a file after
+    try:  # a clean look: done only once it has stayed clean for a second
       for path in parent.glob(f"{step}.orbax-checkpoint-tmp*"):
         path.rmtree() if path.is_dir() else path.unlink()
       tmp = step_dir(manager, step) / f".{MANIFEST}.tmp"
@@ -248,7 +248,11 @@ def _remove_partial(manager: ocp.CheckpointManager, step: int) -> None:
         tmp.unlink()
     except OSError:
       pass
-    if not any(parent.glob(f"{step}.orbax-checkpoint-tmp*")) or time.monotonic() > deadline:
+    if any(parent.glob(f"{step}.orbax-checkpoint-tmp*")):
+      clean_since = None
+    elif clean_since is None:
+      clean_since = time.monotonic()
+    elif time.monotonic() - clean_since >= 1.0:
       return
     time.sleep(0.1)
 
