@@ -1,6 +1,6 @@
 r"""SIGKILL a tiny training run at random moments, resume it, compare with a straight run.
 
-  python benchmarks/kill_trials.py --trials=10 --workdir=/path/to/scratch [--seed=0]
+  python benchmarks/kill_trials.py --trials=10 --workdir=/path/to/scratch [--seed=0] [--jobs=2]
 
 A straight run of configs/transinr.py:tiny (40 steps, a checkpoint every 4
 steps, an evaluation every 8) gives the reference train losses and eval
@@ -17,6 +17,7 @@ a summary line `N passed, M failed`.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import random
@@ -107,42 +108,61 @@ def trial_ok(straight, resumed) -> str | None:
   return None
 
 
+def _trial(root: str, args: list[str], i: int, kill_at: tuple[int, float]):
+  """Trial i: the run SIGKILLed at kill_at, then resumed; (checkpoints at the kill, workdir),
+  or None if the run ended before its kill."""
+  workdir = os.path.join(root, f"trial{i}")
+  shutil.rmtree(workdir, ignore_errors=True)
+  if run(workdir, args, kill_at=kill_at) is not None:
+    return None
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  ckpts = (
+    sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) if os.path.isdir(ckpt_dir) else []
+  )
+  run(workdir, args)
+  return ckpts, workdir
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--trials", type=int, default=10)
   parser.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir)")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument(
+    "--jobs",
+    type=int,
+    default=1,
+    help="runs at once (the straight run and the trials); a start is mostly one core's work",
+  )
   opts = parser.parse_args()
   root = opts.workdir or tempfile.mkdtemp(prefix="kill_trials_")
   os.makedirs(root, exist_ok=True)
   args = _args(os.path.join(root, "tfds"))
-  run(os.path.join(root, "straight"), args)
-  straight = records(os.path.join(root, "straight"))
   rng = random.Random(opts.seed)
-  passed = failed = 0
+  kills = []  # drawn up front: the same seed kills at the same moments whatever --jobs is
   for i in range(opts.trials):
-    workdir = os.path.join(root, f"trial{i}")
-    shutil.rmtree(workdir, ignore_errors=True)
     # Every other trial at an evaluation step (which is also a checkpoint step).
     step = rng.randrange(EVAL, STEPS, EVAL) if i % 2 == 0 else rng.randint(1, STEPS - 1)
-    kill_at = (step, rng.uniform(0.0, 0.5))
-    if run(workdir, args, kill_at=kill_at) is not None:
-      print(f"trial {i}: the run ended before its kill; not counted")
-      continue
-    ckpts = (
-      sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
-      if os.path.isdir(os.path.join(workdir, "checkpoints"))
-      else []
-    )
-    run(workdir, args)
-    problem = trial_ok(straight, records(workdir))
-    passed, failed = passed + (problem is None), failed + (problem is not None)
-    print(
-      f"trial {i}: killed {kill_at[1]:.2f} s after step {kill_at[0]} was logged "
-      f"(checkpoints then: {ckpts}); "
-      f"{'ok' if problem is None else 'FAILED: ' + problem}",
-      flush=True,
-    )
+    kills.append((step, rng.uniform(0.0, 0.5)))
+  passed = failed = 0
+  with concurrent.futures.ThreadPoolExecutor(max(opts.jobs, 1)) as pool:
+    reference = pool.submit(run, os.path.join(root, "straight"), args)
+    trials = {pool.submit(_trial, root, args, i, kill): i for i, kill in enumerate(kills)}
+    for future in concurrent.futures.as_completed(trials):
+      i, (step, delay) = trials[future], kills[trials[future]]
+      if future.result() is None:
+        print(f"trial {i}: the run ended before its kill; not counted", flush=True)
+        continue
+      ckpts, workdir = future.result()
+      reference.result()
+      problem = trial_ok(records(os.path.join(root, "straight")), records(workdir))
+      passed, failed = passed + (problem is None), failed + (problem is not None)
+      print(
+        f"trial {i}: killed {delay:.2f} s after step {step} was logged "
+        f"(checkpoints then: {ckpts}); "
+        f"{'ok' if problem is None else 'FAILED: ' + problem}",
+        flush=True,
+      )
   print(f"{passed} passed, {failed} failed", flush=True)
   sys.exit(1 if failed else 0)
 

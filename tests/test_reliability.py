@@ -202,33 +202,40 @@ def test_sigterm_saves_the_step_reached_and_resuming_gives_the_same_losses(
     "--config.eval_every_steps=30",
     "--config.log_every_steps=1",
   ]
-  straight = str(tmp_path / "straight")
-  run = _main(straight, args)
-  _, err = run.communicate(timeout=600)
-  assert run.returncode == 0, err[-2000:]
+  # The straight run and both trials start at once, then both resume at once: most
+  # of a start (imports, compiling) is one core's work.
   rng = random.Random(0)
-  for trial in range(2):  # SIGTERM at random steps
-    workdir = str(tmp_path / f"stopped{trial}")
-    proc = _main(workdir, args)
-    target = rng.randint(2, 20)
-    deadline = time.time() + 300
-    path = os.path.join(workdir, "metrics.jsonl")
-    while time.time() < deadline and proc.poll() is None:
-      if os.path.exists(path) and max(_losses(workdir), default=0) >= target:
-        break
-      time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
+  targets = [rng.randint(2, 20) for _ in range(2)]  # SIGTERM at random steps
+  straight = str(tmp_path / "straight")
+  workdirs = [str(tmp_path / f"stopped{trial}") for trial in range(2)]
+  reference = _main(straight, args)
+  procs = [_main(workdir, args) for workdir in workdirs]
+  waiting, deadline = set(range(2)), time.time() + 300
+  while waiting and time.time() < deadline:
+    for trial in list(waiting):
+      path = os.path.join(workdirs[trial], "metrics.jsonl")
+      reached = os.path.exists(path) and max(_losses(workdirs[trial]), default=0) >= targets[trial]
+      if reached or procs[trial].poll() is not None:
+        procs[trial].send_signal(signal.SIGTERM)
+        waiting.discard(trial)
+    time.sleep(0.01)
+  for trial in waiting:  # the deadline passed
+    procs[trial].send_signal(signal.SIGTERM)
+  stopped = []
+  for trial, proc in enumerate(procs):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
-    assert "SIGTERM: stopped at step" in out
-    stopped = int(out.split("SIGTERM: stopped at step ")[1].split(";")[0])
-    assert os.path.isdir(os.path.join(workdir, "checkpoints", str(stopped)))
-    resume = _main(workdir, args)
-    _, err = resume.communicate(timeout=600)
-    assert resume.returncode == 0, err[-2000:]
-    a, b = _losses(straight), _losses(workdir)
+    assert "SIGTERM: stopped at step" in out, (trial, out[-2000:])
+    stopped.append(int(out.split("SIGTERM: stopped at step ")[1].split(";")[0]))
+    assert os.path.isdir(os.path.join(workdirs[trial], "checkpoints", str(stopped[-1])))
+  for run in [reference] + [_main(workdir, args) for workdir in workdirs]:
+    _, err = run.communicate(timeout=600)
+    assert run.returncode == 0, err[-2000:]
+  a = _losses(straight)
+  for trial, workdir in enumerate(workdirs):
+    b = _losses(workdir)
     assert sorted(b) == list(range(1, 31))
-    for step in range(stopped + 1, 31):
+    for step in range(stopped[trial] + 1, 31):
       assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-7), (trial, step)
 
 
@@ -303,6 +310,7 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
       sys.executable,
       os.path.join(ROOT, "benchmarks", "kill_trials.py"),
       "--trials=3",
+      "--jobs=2",
       f"--workdir={tmp_path}",
       "--seed=1",
     ],
