@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 import numpy as np
 from PIL import Image
@@ -50,3 +51,25 @@ def tiny_config(data_dir: str, folder: str | None = None, **overrides):
     parent, _, name = field.replace("__", ".").rpartition(".")
     (config[parent] if parent else config)[name] = value
   return config
+
+
+def run_at_once(commands: list[list[str]], timeout: float = 600, **popen) -> list:
+  """Runs the commands as subprocesses at the same time; their CompletedProcess, in order.
+
+  A command-line start is mostly one core's work (imports, parsing), so the
+  one-line-error cases of a command run side by side rather than in turn.
+  """
+  procs = [
+    subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    for cmd in commands
+  ]
+  done = []
+  try:
+    for cmd, proc in zip(commands, procs):
+      out, err = proc.communicate(timeout=timeout)
+      done.append(subprocess.CompletedProcess(cmd, proc.returncode, out, err))
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+  return done

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import smooth_image
+from helpers import run_at_once, smooth_image
 from PIL import Image
 
 import minr_jax
@@ -231,19 +231,21 @@ def test_multiscale_interpolation_fills_large_holes_from_their_border():
 # ---------------------------------------------------------------- command ---
 
 
-def _command(*args, cwd=ROOT):
-  env = dict(
+def _env() -> dict:
+  return dict(
     os.environ,
     PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
     XLA_FLAGS="--xla_force_host_platform_device_count=1",
   )
+
+
+def _argv(*args) -> list[str]:
+  return [sys.executable, "-m", "minr_jax.inpaint", *args]
+
+
+def _command(*args, cwd=ROOT):
   return subprocess.run(
-    [sys.executable, "-m", "minr_jax.inpaint", *args],
-    cwd=cwd,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=600,
+    _argv(*args), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600
   )
 
 
@@ -271,31 +273,33 @@ def test_command_on_a_folder(tmp_path):
   assert set(results["mean"]) == {"psnr_minr", "psnr_interpolation", "psnr_mean_fill"}
 
 
-@pytest.mark.parametrize(
-  "args, message",
-  [
-    (["--mask=1,2,3"], "error: --mask='1,2,3' is not FILE.png"),
-    (["--mask=0,0,5,5", "--images=NOPE"], "error: --images=NOPE: no such file or folder"),
-    (["--mask=0,0,500,5"], "reaches outside the 91x37 image"),
-    (["--mask=0,0,91,37"], "hides every pixel of"),
-    (["--mask=BAD_IMAGE"], "cannot read"),
-    (["--mask=SMALL_PNG"], "the mask is 10x10 but"),
-  ],
-)
-def test_command_errors_are_one_line(tmp_path, args, message):
+COMMAND_ERRORS = [
+  (["--mask=1,2,3"], "error: --mask='1,2,3' is not FILE.png"),
+  (["--mask=0,0,5,5", "--images=NOPE"], "error: --images=NOPE: no such file or folder"),
+  (["--mask=0,0,500,5"], "reaches outside the 91x37 image"),
+  (["--mask=0,0,91,37"], "hides every pixel of"),
+  (["--mask=BAD_IMAGE"], "cannot read"),
+  (["--mask=SMALL_PNG"], "the mask is 10x10 but"),
+]
+
+
+def test_command_errors_are_one_line(tmp_path):
   Image.fromarray(photo(37, 91)).save(tmp_path / "a.png")
   (tmp_path / "bad.png").write_bytes(b"not a png")
   Image.fromarray(np.full((10, 10), 255, np.uint8)).save(tmp_path / "small.png")
-  args = [
-    a.replace("BAD_IMAGE", str(tmp_path / "bad.png")).replace(
-      "SMALL_PNG", str(tmp_path / "small.png")
-    )
-    for a in args
-  ]
-  if not any(a.startswith("--images") for a in args):
-    args.append(f"--images={tmp_path / 'a.png'}")
-  p = _command(f"--workdir={PRETRAINED}", f"--output={tmp_path / 'out'}", *args)
-  assert p.returncode == 1
-  lines = p.stderr.strip().splitlines()
-  assert message in lines[-1] and lines[-1].startswith("error: "), p.stderr[-2000:]
-  assert "Traceback" not in p.stderr
+  commands = []
+  for i, (args, _) in enumerate(COMMAND_ERRORS):
+    args = [
+      a.replace("BAD_IMAGE", str(tmp_path / "bad.png")).replace(
+        "SMALL_PNG", str(tmp_path / "small.png")
+      )
+      for a in args
+    ]
+    if not any(a.startswith("--images") for a in args):
+      args.append(f"--images={tmp_path / 'a.png'}")
+    commands.append(_argv(f"--workdir={PRETRAINED}", f"--output={tmp_path / f'out{i}'}", *args))
+  for (_, message), p in zip(COMMAND_ERRORS, run_at_once(commands, cwd=ROOT, env=_env())):
+    assert p.returncode == 1, (message, p.stderr[-2000:])
+    lines = p.stderr.strip().splitlines()
+    assert message in lines[-1] and lines[-1].startswith("error: "), p.stderr[-2000:]
+    assert "Traceback" not in p.stderr

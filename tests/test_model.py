@@ -65,7 +65,7 @@ def test_tiny_model_outputs():
   model = families.get(config).build(config)
   images = jax.random.uniform(jax.random.key(0), (3, 16, 16, 3))
   params = families.get(config).init(model, jax.random.key(1))
-  out = model.apply({"params": params}, images)
+  out = jax.jit(model.apply)({"params": params}, images)  # compiled whole: eager is slow
   shapes = model.inr_shapes
   assert [w.shape for w in out["weights"]] == [(3, fi + 1, fo) for fi, fo in shapes]
   assert [m.shape for m in out["modulations"]] == [
@@ -77,7 +77,7 @@ def test_tiny_model_outputs():
   for i, w in enumerate(out["weights"]):
     np.testing.assert_allclose(np.linalg.norm(np.asarray(w[:, :-1]), axis=1), 1.0, rtol=1e-4)
     np.testing.assert_array_equal(np.asarray(w[0, -1]), np.asarray(params[f"base_{i}"][-1]))
-  pred = families.reconstruct(model, params, images)
+  pred = jax.jit(functools.partial(families.reconstruct, model))(params, images)
   assert pred.shape == images.shape
   # Different images give different INRs.
   assert not np.allclose(np.asarray(pred[0]), np.asarray(pred[1]))
@@ -89,9 +89,10 @@ def test_dropout_only_in_training():
   model = families.get(config).build(config)
   images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
   params = families.get(config).init(model, jax.random.key(1))
-  a = families.reconstruct(model, params, images)
-  b = families.reconstruct(model, params, images)
-  c = families.reconstruct(model, params, images, train=True, dropout_key=jax.random.key(2))
+  evaluate = jax.jit(functools.partial(families.reconstruct, model))
+  train_mode = jax.jit(functools.partial(families.reconstruct, model, train=True))
+  a, b = evaluate(params, images), evaluate(params, images)
+  c = train_mode(params, images, dropout_key=jax.random.key(2))
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert not np.allclose(np.asarray(a), np.asarray(c))
 

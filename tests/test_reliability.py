@@ -7,7 +7,6 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import make_image_folder, tiny_config
+from helpers import make_image_folder, run_at_once, tiny_config
 
 import minr_jax
 from minr_jax import checkpoint, metrics, train
@@ -246,61 +245,58 @@ def a_file(tmp_path_factory):
   return str(path)
 
 
-@pytest.mark.parametrize(
-  "args,message",
-  [
-    (
-      ["--config=configs/transinr.py:tiny", "--config.nosuch=1"],
-      "error: --config.nosuch: the config has no field 'nosuch'",
-    ),
-    (
-      ["--config=configs/transinr.py:tiny", "--config.model.nosuch=1"],
-      "error: --config.model.nosuch: the config has no field 'nosuch'",
-    ),
-    (["--config=configs/transinr.py:nosuch"], "error: --config: unknown variant 'nosuch'"),
-    (["--config=configs/nothere.py"], "error: --config: [Errno 2] No such file"),
-    (
-      ["--config=configs/transinr.py:tiny", "--config.learning_rate=inf"],
-      "error: config.learning_rate must be a finite number > 0, got inf",
-    ),
-    (
-      ["--config=configs/transinr.py:tiny", "--config.lr_decay_factor=nan"],
-      "error: config.lr_decay_factor must be a finite number > 0, got nan",
-    ),
-    (
-      ["--config=configs/transinr.py:tiny", "--config.eval_datasets=nosuch"],
-      "error: config.eval_datasets: dataset 'nosuch' is unknown",
-    ),
-    (
-      [
-        "--config=configs/transinr.py:tiny",
-        "--config.batch_size=8",
-        "--config.eval_batch_size=8",
-        "WORKDIR_IS_A_FILE",
-      ],
-      "is a file, not a directory",
-    ),
-  ],
-)
-def test_bad_input_is_one_line_before_compiling(args, message, a_file, tmp_path):
-  workdir = a_file if "WORKDIR_IS_A_FILE" in args else str(tmp_path / "run")
-  args = [a for a in args if a != "WORKDIR_IS_A_FILE"]
-  out = subprocess.run(
-    [sys.executable, "-m", "minr_jax.main", f"--workdir={workdir}", *args],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert out.returncode != 0
-  lines = [
-    l for l in out.stderr.splitlines() if l.strip() and not l.startswith("W1") and "OpenCV" not in l
-  ]
-  assert lines[-1].startswith("error: ") and message in lines[-1], out.stderr[-1500:]
-  assert "Traceback" not in out.stderr and "compiling" not in out.stdout
-  if workdir != a_file:
-    assert not os.path.exists(os.path.join(workdir, "checkpoints"))
-  shutil.rmtree(tmp_path, ignore_errors=True)
+BAD_INPUT = [
+  (
+    ["--config=configs/transinr.py:tiny", "--config.nosuch=1"],
+    "error: --config.nosuch: the config has no field 'nosuch'",
+  ),
+  (
+    ["--config=configs/transinr.py:tiny", "--config.model.nosuch=1"],
+    "error: --config.model.nosuch: the config has no field 'nosuch'",
+  ),
+  (["--config=configs/transinr.py:nosuch"], "error: --config: unknown variant 'nosuch'"),
+  (["--config=configs/nothere.py"], "error: --config: [Errno 2] No such file"),
+  (
+    ["--config=configs/transinr.py:tiny", "--config.learning_rate=inf"],
+    "error: config.learning_rate must be a finite number > 0, got inf",
+  ),
+  (
+    ["--config=configs/transinr.py:tiny", "--config.lr_decay_factor=nan"],
+    "error: config.lr_decay_factor must be a finite number > 0, got nan",
+  ),
+  (
+    ["--config=configs/transinr.py:tiny", "--config.eval_datasets=nosuch"],
+    "error: config.eval_datasets: dataset 'nosuch' is unknown",
+  ),
+  (
+    [
+      "--config=configs/transinr.py:tiny",
+      "--config.batch_size=8",
+      "--config.eval_batch_size=8",
+      "WORKDIR_IS_A_FILE",
+    ],
+    "is a file, not a directory",
+  ),
+]
+
+
+def test_bad_input_is_one_line_before_compiling(a_file, tmp_path):
+  commands, workdirs = [], []
+  for i, (args, _) in enumerate(BAD_INPUT):
+    workdirs.append(a_file if "WORKDIR_IS_A_FILE" in args else str(tmp_path / f"run{i}"))
+    args = [a for a in args if a != "WORKDIR_IS_A_FILE"]
+    commands.append([sys.executable, "-m", "minr_jax.main", f"--workdir={workdirs[-1]}", *args])
+  for (_, message), workdir, out in zip(BAD_INPUT, workdirs, run_at_once(commands, cwd=ROOT)):
+    assert out.returncode != 0, message
+    lines = [
+      l
+      for l in out.stderr.splitlines()
+      if l.strip() and not l.startswith("W1") and "OpenCV" not in l
+    ]
+    assert lines[-1].startswith("error: ") and message in lines[-1], out.stderr[-1500:]
+    assert "Traceback" not in out.stderr and "compiling" not in out.stdout
+    if workdir != a_file:
+      assert not os.path.exists(os.path.join(workdir, "checkpoints"))
 
 
 def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import make_image_folder, tiny_config
+from helpers import make_image_folder, run_at_once, tiny_config
 
 import minr_jax
 from minr_jax import api, checkpoint, evaluate, export, paths, probe, train
@@ -107,39 +107,28 @@ def test_config_numbers_and_booleans_are_checked(field, value, message):
     config_lib.validate(config)
 
 
+BAD_NUMBERS = [
+  ("--config.num_grid_images=-1", "error: config.num_grid_images must be a non-negative"),
+  ("--config.keep_period=-1", "error: config.keep_period must be a non-negative"),
+  ("--config.checkpoint_every_secs=-1", "error: config.checkpoint_every_secs must be"),
+  (
+    "--config.dataset.random_crop=yes",
+    "error: flag --config.dataset.random_crop=yes: ('Non-boolean argument to boolean flag', 'yes')",
+  ),
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-  "arg,message",
-  [
-    ("--config.num_grid_images=-1", "error: config.num_grid_images must be a non-negative"),
-    ("--config.keep_period=-1", "error: config.keep_period must be a non-negative"),
-    ("--config.checkpoint_every_secs=-1", "error: config.checkpoint_every_secs must be"),
-    (
-      "--config.dataset.random_crop=yes",
-      "error: flag --config.dataset.random_crop=yes: "
-      "('Non-boolean argument to boolean flag', 'yes')",
-    ),
-  ],
-)
-def test_bad_numbers_on_the_command_line_are_one_line(arg, message, tmp_path):
-  out = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "minr_jax.main",
-      "--config=configs/transinr.py:tiny",
-      f"--workdir={tmp_path}/run",
-      arg,
-    ],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  lines = [l for l in out.stderr.splitlines() if l.strip() and not l.startswith("W1")]
-  assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-1500:]
-  assert lines[-1].startswith(message), lines[-1]
-  assert not os.path.exists(tmp_path / "run" / "checkpoints")
+def test_bad_numbers_on_the_command_line_are_one_line(tmp_path):
+  main = [sys.executable, "-m", "minr_jax.main", "--config=configs/transinr.py:tiny"]
+  commands = [
+    [*main, f"--workdir={tmp_path}/run{i}", arg] for i, (arg, _) in enumerate(BAD_NUMBERS)
+  ]
+  for i, ((_, message), out) in enumerate(zip(BAD_NUMBERS, run_at_once(commands, cwd=ROOT))):
+    lines = [l for l in out.stderr.splitlines() if l.strip() and not l.startswith("W1")]
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-1500:]
+    assert lines[-1].startswith(message), lines[-1]
+    assert not os.path.exists(tmp_path / f"run{i}" / "checkpoints")
 
 
 def test_evaluate_refuses_a_negative_image_count():
