@@ -31,12 +31,16 @@ def _value_and_grads(model, params, num_outputs=None):
     y = model.apply(p, TOKENS.astype(model.dtype or jnp.float32), num_outputs=num_outputs)
     return jnp.sum(jnp.sin(y.astype(jnp.float32)) * jnp.arange(y.shape[1])[:, None]), y
 
-  (_, y), grads = jax.value_and_grad(f, has_aux=True)(params)
+  (_, y), grads = jax.jit(jax.value_and_grad(f, has_aux=True))(params)  # as in training
   return y, grads
 
 
+def _init(model):
+  return jax.jit(model.init)(jax.random.key(1), TOKENS)
+
+
 def test_per_head_attention_equals_batched_in_value_and_gradient():
-  params = _stack("batched").init(jax.random.key(1), TOKENS)
+  params = _init(_stack("batched"))
   y_b, g_b = _value_and_grads(_stack("batched"), params)
   y_h, g_h = _value_and_grads(_stack("per_head"), params)
   assert _max_diff(y_b, y_h) < 1e-5
@@ -57,7 +61,7 @@ def _relative_error(ref, other):
 
 
 def test_per_head_attention_in_bfloat16_is_as_close_to_float32_as_batched():
-  params = _stack("batched").init(jax.random.key(1), TOKENS)
+  params = _init(_stack("batched"))
   y32, g32 = _value_and_grads(_stack("batched"), params)
   y_b, g_b = _value_and_grads(_stack("batched", jnp.bfloat16), params)
   y_h, g_h = _value_and_grads(_stack("per_head", jnp.bfloat16), params)
@@ -70,21 +74,22 @@ def test_per_head_attention_in_bfloat16_is_as_close_to_float32_as_batched():
 @pytest.mark.parametrize("impl", ["batched", "per_head"])
 def test_num_outputs_computes_exactly_the_last_rows(impl):
   model = _stack(impl)
-  params = model.init(jax.random.key(1), TOKENS)
-  full = model.apply(params, TOKENS)
-  part = model.apply(params, TOKENS, num_outputs=4)
+  params = _init(model)
+  full = jax.jit(model.apply)(params, TOKENS)
+  part = jax.jit(lambda p, x: model.apply(p, x, num_outputs=4))(params, TOKENS)
   assert part.shape == (3, 4, 32)
   np.testing.assert_allclose(np.asarray(part), np.asarray(full[:, -4:]), rtol=1e-6, atol=1e-6)
   # The gradient of a loss on those rows is the same as through the full stack.
   loss = lambda p, n: jnp.sum(jnp.sin(model.apply(p, TOKENS, num_outputs=n)[:, -4:]))
   full_loss = lambda p: jnp.sum(jnp.sin(model.apply(p, TOKENS)[:, -4:]))
-  assert _max_diff(jax.grad(full_loss)(params), jax.grad(loss)(params, 4)) < 1e-5
+  grad = jax.jit(jax.grad(loss), static_argnums=1)
+  assert _max_diff(jax.jit(jax.grad(full_loss))(params), grad(params, 4)) < 1e-5
 
 
 def test_remat_takes_num_outputs():
   model = Transformer(depth=2, num_heads=4, head_dim=8, mlp_dim=64, remat=True)
-  params = model.init(jax.random.key(1), TOKENS)
-  grads = jax.grad(lambda p: jnp.sum(model.apply(p, TOKENS, True, 4)))(params)
+  params = _init(model)
+  grads = jax.jit(jax.grad(lambda p: jnp.sum(model.apply(p, TOKENS, True, 4))))(params)
   assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
 
 
@@ -105,8 +110,8 @@ def _tiny_model(family, **model_fields):
 @pytest.mark.parametrize("family", ["transinr", "ginr"])
 def test_training_forward_skips_data_tokens_with_the_same_weights(family):
   _, model, params, images = _tiny_model(family)
-  full = model.apply({"params": params}, images)
-  lean = model.apply({"params": params}, images, data_tokens=False)
+  full = jax.jit(model.apply)({"params": params}, images)
+  lean = jax.jit(lambda v, x: model.apply(v, x, data_tokens=False))({"params": params}, images)
   assert lean["data_tokens"] is None
   assert _max_diff(full["weights"], lean["weights"]) < 1e-5
   assert _max_diff(full["weight_tokens"], lean["weight_tokens"]) < 1e-5
