@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import sys
 
 import pytest
-from helpers import make_image_folder
+from helpers import make_image_folder, run_at_once
 
 from minr_jax import main, metrics
 
@@ -29,17 +28,16 @@ def _free_port() -> int:
       return s.getsockname()[1]
 
 
-def _launch(workdir: str, folder: str, data_dir: str, other: str) -> list[tuple[int, str, str]]:
-  """Runs the tiny config as 2 processes (1 CPU device each); [(rc, out, err)].
+def _launch(workdir: str, folder: str, data_dir: str, other: str) -> list:
+  """Runs the tiny config as 2 processes (1 CPU device each); their CompletedProcess.
 
   `other` is an extra evaluation folder that neither process has prepared:
   process 0 prepares it while the other waits.
   """
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  procs = []
-  for pid in range(2):
-    cmd = [
+  commands = [
+    [
       sys.executable,
       "-m",
       "minr_jax.main",
@@ -59,21 +57,9 @@ def _launch(workdir: str, folder: str, data_dir: str, other: str) -> list[tuple[
       "--num_processes=2",
       f"--process_id={pid}",
     ]
-    procs.append(
-      subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-      )
-    )
-  results = []
-  for proc in procs:
-    try:
-      out, err = proc.communicate(timeout=150)
-    except subprocess.TimeoutExpired:
-      for p in procs:
-        p.kill()
-      raise
-    results.append((proc.returncode, out, err))
-  return results
+    for pid in range(2)
+  ]
+  return run_at_once(commands, timeout=150, cwd=ROOT, env=env)
 
 
 def _train_records(workdir: str) -> list[dict]:
@@ -86,8 +72,8 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
   folder = make_image_folder(str(tmp_path / "images"))
   other = make_image_folder(str(tmp_path / "scenes"), seed=1, num_val=3)
   data_dir, workdir = str(tmp_path / "tfds"), str(tmp_path / "run")
-  for rc, _, err in _launch(workdir, folder, data_dir, other):
-    assert rc == 0, err[-3000:]
+  for p in _launch(workdir, folder, data_dir, other):
+    assert p.returncode == 0, p.stderr[-3000:]
   first = _train_records(workdir)
   assert [r["step"] for r in first] == [1, 2, 3, 4]  # written once, by process 0
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
@@ -102,9 +88,9 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
   # resume from step 2 and retrain steps 3 and 4 with the same losses.
   shutil.rmtree(os.path.join(workdir, "checkpoints", "4"))
   results = _launch(workdir, folder, data_dir, other)
-  for rc, _, err in results:
-    assert rc == 0, err[-3000:]
-  assert "resumed from" in results[0][1] and "resumed from" in results[1][1]
+  for p in results:
+    assert p.returncode == 0, p.stderr[-3000:]
+  assert "resumed from" in results[0].stdout and "resumed from" in results[1].stdout
   again = _train_records(workdir)[len(first) :]
   assert [r["step"] for r in again] == [3, 4]
   for old, new in zip(first[2:], again):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import tensorflow_datasets as tfds
-from helpers import make_image_folder, tiny_config
+from helpers import make_image_folder, run_at_once, tiny_config
 
 from minr_jax import data, evaluation, train
 from minr_jax.config import ConfigError
@@ -74,21 +74,10 @@ def test_two_first_runs_prepare_one_new_folder_at_once(tmp_path):
   for trial in range(3):
     folder = make_image_folder(str(tmp_path / f"images{trial}"), size=8, seed=trial)
     start = str(time.time() + 6)  # both have imported everything by then
-    procs = [
-      subprocess.Popen(
-        [sys.executable, "-c", _RUN_AT, folder, str(tmp_path / f"tfds{trial}"), start],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-      )
-      for _ in range(2)
-    ]
-    for proc in procs:
-      out, err = proc.communicate(timeout=300)
-      assert proc.returncode == 0, (trial, err[-1500:])
-      assert out.strip().splitlines()[-1] == "eval images 4"
+    command = [sys.executable, "-c", _RUN_AT, folder, str(tmp_path / f"tfds{trial}"), start]
+    for p in run_at_once([command] * 2, timeout=300, cwd=ROOT, env=env):
+      assert p.returncode == 0, (trial, p.stderr[-1500:])
+      assert p.stdout.strip().splitlines()[-1] == "eval images 4"
   assert not [n for n in os.listdir(tmp_path) if n.startswith("tmp")]  # no tmp*tfds
 
 
