@@ -17,6 +17,7 @@ named functions at the end of this file: `_save_due` (cadence),
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import json
@@ -238,6 +239,51 @@ def make_steps(config: ml_collections.ConfigDict, mesh, family=None) -> Steps:
   )
 
 
+# Fields the step functions never read: dataset.* feeds the data pipeline, seed the
+# initial key, the others the loop's cadences, outputs and evaluator schedule.
+# (Evaluation scores through eval_step and grid_step, which read none of them.)
+NOT_READ_BY_STEPS = (
+  "dataset",
+  "seed",
+  "log_every_steps",
+  "eval_every_steps",
+  "checkpoint_every_steps",
+  "checkpoint_every_secs",
+  "keep_checkpoints",
+  "keep_period",
+  "tensorboard",
+  "profile",
+  "compilation_cache_dir",
+  "eval_datasets",
+  "evals",
+  "eval_train_dataset",
+  "num_grid_images",
+)
+STEPS_KEPT = 4  # step functions of this many configs stay compiled in a process
+_steps_kept: collections.OrderedDict = collections.OrderedDict()
+
+
+def steps_for_run(config: ml_collections.ConfigDict, mesh, family) -> Steps:
+  """`make_steps`, built once per process for each maths and mesh.
+
+  A second run in the same process whose config differs only in
+  NOT_READ_BY_STEPS (a notebook re-running a cell, a study's seeds, a resumed
+  run) reuses the jitted functions and so skips tracing and compiling; the
+  returned `config` is always this run's own. The newest STEPS_KEPT are kept.
+  bench and aot call `make_steps` itself: they measure compiling.
+  """
+  fields = json.loads(config.to_json_best_effort())
+  maths = {k: v for k, v in fields.items() if k not in NOT_READ_BY_STEPS}
+  key = (json.dumps(maths, sort_keys=True), mesh, family.name)
+  if key not in _steps_kept:
+    _steps_kept[key] = make_steps(config, mesh, family)
+    while len(_steps_kept) > STEPS_KEPT:
+      _steps_kept.popitem(last=False)
+  _steps_kept.move_to_end(key)
+  run_config, resolved = device_policy.resolve_auto(config, mesh.devices.flat)
+  return dataclasses.replace(_steps_kept[key], config=run_config, resolved=resolved)
+
+
 # -------------------------------------------------------------------- loop ---
 
 
@@ -320,7 +366,7 @@ def train_and_evaluate(
 def _train(config, workdir, family, datasets, evals, mesh, allow_config_change):
   is_main = jax.process_index() == 0
   guard.enable_compilation_cache(config)
-  steps = make_steps(config, mesh, family)
+  steps = steps_for_run(config, mesh, family)
   run_config = steps.config
   train_iter = _make_train_iterator(run_config)  # data errors before the manager exists
   evaluation.prepare_datasets(run_config, datasets)  # and empty eval splits

@@ -1,13 +1,13 @@
-"""End to end: train, evaluate, checkpoint, resume (also after SIGKILL), errors."""
+"""End to end: train, evaluate, checkpoint, resume, errors.
+
+Resuming after SIGTERM, SIGKILL or a corrupt checkpoint gives the losses of an
+uninterrupted run: tests/test_reliability.py."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import ml_collections
 import numpy as np
@@ -83,23 +83,6 @@ def test_loss_falls_on_a_short_run(tmp_path, folder, data_dir):
   assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
 
 
-def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path, folder, data_dir):
-  config = tiny_config(
-    data_dir, folder, num_train_steps=6, checkpoint_every_steps=2, eval_every_steps=6
-  )
-  straight, resumed = str(tmp_path / "a"), str(tmp_path / "b")
-  train.train_and_evaluate(config, straight)
-  train.train_and_evaluate(config, resumed)
-  # Drop the newest checkpoints: the rerun resumes from step 2 and retrains 3..6.
-  for step in ("4", "6"):
-    shutil.rmtree(os.path.join(resumed, "checkpoints", step))
-  train.train_and_evaluate(config, resumed)
-  a, b = _records(straight, "train"), _records(resumed, "train")
-  assert sorted(a) == sorted(b) == list(range(1, 7))
-  for step in range(3, 7):
-    assert b[step]["loss"] == pytest.approx(a[step]["loss"], rel=1e-5, abs=1e-7)
-
-
 def _main(workdir: str, config_args: list[str], **popen):
   cmd = [
     sys.executable,
@@ -112,42 +95,6 @@ def _main(workdir: str, config_args: list[str], **popen):
   return subprocess.Popen(
     cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
   )
-
-
-def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, folder, data_dir):
-  args = [
-    "--config.dataset.name=image_folder",
-    f"--config.dataset.path={folder}",
-    f"--config.dataset.data_dir={data_dir}",
-    "--config.batch_size=8",
-    "--config.eval_batch_size=8",
-    "--config.num_train_steps=40",
-    "--config.checkpoint_every_steps=4",
-    "--config.eval_every_steps=40",
-    "--config.log_every_steps=1",
-  ]
-  killed, straight = str(tmp_path / "killed"), str(tmp_path / "straight")
-  proc = _main(killed, args)
-  reference = _main(straight, args)  # at the same time: most of a start is one core's work
-  ckpt_dir = os.path.join(killed, "checkpoints")
-  deadline = time.time() + 240
-  while time.time() < deadline and proc.poll() is None:
-    steps = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
-    if steps and max(steps) >= 8:
-      break
-    time.sleep(0.02)
-  assert proc.poll() is None, "the run ended before it could be killed"
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  killed_at = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
-  assert killed_at < 40
-  for run in (_main(killed, args), reference):  # resume the killed run; finish the other
-    _, err = run.communicate(timeout=300)
-    assert run.returncode == 0, err[-2000:]
-  a, b = _records(straight, "train"), _records(killed, "train")
-  assert sorted(b) == list(range(1, 41))
-  for step in range(killed_at + 1, 41):
-    assert b[step]["loss"] == pytest.approx(a[step]["loss"], rel=1e-5, abs=1e-7), step
 
 
 # ------------------------------------------------------------------ errors ---
@@ -321,6 +268,43 @@ def test_train_and_eval_steps_trace_once_across_steps():
     assert int(sums["count"]) == 8 and float(out["finite"]) == 1.0
   assert steps.train_step._cache_size() == 1
   assert steps.eval_step._cache_size() == 1
+
+
+def test_runs_in_one_process_reuse_the_step_functions_of_the_same_maths(tmp_path, folder, data_dir):
+  """train.steps_for_run: built once per maths and mesh; each run keeps its own config."""
+  from minr_jax import sharding
+
+  base = tiny_config(data_dir, folder, num_train_steps=3, log_every_steps=1)
+  mesh, family = sharding.make_mesh(base), families.get(base)
+  train._steps_kept.clear()
+  first = train.steps_for_run(base, mesh, family)
+  # Loop-only fields (seed, data, cadences) share the functions, not the config.
+  other = tiny_config(data_dir, str(tmp_path / "elsewhere"), seed=5, eval_every_steps=7)
+  other.num_train_steps, other.log_every_steps = 3, 1
+  shared = train.steps_for_run(other, mesh, family)
+  assert shared.train_step is first.train_step and shared.eval_step is first.eval_step
+  assert (shared.config.seed, shared.config.dataset.path) == (5, other.dataset.path)
+  assert first.config.seed == 0
+  # The maths or the mesh changed: new functions.
+  for changed, on in [
+    (tiny_config(data_dir, folder, num_train_steps=4), mesh),  # the lr schedule's length
+    (tiny_config(data_dir, folder, num_train_steps=3, learning_rate=1e-2), mesh),
+    (base, sharding.make_mesh(tiny_config(data_dir, folder, mesh__data=2))),
+  ]:
+    assert train.steps_for_run(changed, on, family).train_step is not first.train_step
+  # A run on reused functions trains as one on freshly built ones; a seed is its own.
+  train._steps_kept.clear()
+  train.train_and_evaluate(base, str(tmp_path / "built"))
+  train.train_and_evaluate(base, str(tmp_path / "reused"))
+  base.seed = 1
+  train.train_and_evaluate(base, str(tmp_path / "seed1"))
+  assert len(train._steps_kept) == 1
+  built, reused = (
+    _records(str(tmp_path / "built"), "train"),
+    _records(str(tmp_path / "reused"), "train"),
+  )
+  assert [built[s]["loss"] for s in (1, 2, 3)] == [reused[s]["loss"] for s in (1, 2, 3)]
+  assert _records(str(tmp_path / "seed1"), "train")[1]["loss"] != built[1]["loss"]
 
 
 def test_the_loops_save_policy_counts_steps_the_last_step_and_the_time_cadence():
