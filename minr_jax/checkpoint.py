@@ -30,6 +30,7 @@ from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -47,9 +48,27 @@ def as_path(path: str | os.PathLike) -> epath.Path:
   return paths.as_path(path, "workdir")
 
 
+# Orbax splits a replicated array's write over its replicas ("replica-parallel").
+# For a small array that buys nothing and costs a device slice per replica: with
+# the tiny model's ~130 replicated leaves on 8 devices it was 0.5 s of a 0.8 s
+# save. Arrays under 1 MiB per replica are written whole by one replica; the big
+# ones of a paper model are still split. The files written are the same.
+MIN_REPLICA_PARALLEL_BYTES = 1 << 20
+
+
 def _handlers() -> dict[str, Any]:
+  # orbax's default types (its private default list, rebuilt from public classes;
+  # the placeholder type is not used here), with the jax.Array handler above.
+  th = ocp.type_handlers
+  scalars = th.ScalarHandler()
+  registry = th.create_type_handler_registry(
+    *[(t, scalars) for t in (int, float, bytes, np.number)],
+    (np.ndarray, th.NumpyHandler()),
+    (jax.Array, th.ArrayHandler(min_slice_bytes_for_replica_parallel=MIN_REPLICA_PARALLEL_BYTES)),
+    (str, th.StringHandler()),
+  )
   return dict(
-    state=ocp.PyTreeCheckpointHandler(),
+    state=ocp.PyTreeCheckpointHandler(type_handler_registry=registry),
     data=grain.checkpoint.CheckpointHandler(),
     config=ocp.JsonCheckpointHandler(),
   )

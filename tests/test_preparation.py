@@ -48,12 +48,16 @@ def test_a_builder_made_before_another_process_prepared_reads_the_data(tmp_path)
   assert len(tfds_utils.split_source(waiting, image_folder.EVAL)) == 2
 
 
-_RUN_AT = """
-import sys, time
+_RUN_TOGETHER = """
+import glob, os, sys, time
 from helpers import tiny_config
 from minr_jax import data
-folder, data_dir, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
-time.sleep(max(0.0, start - time.time()))
+folder, data_dir, ready = sys.argv[1], sys.argv[2], sys.argv[3]
+# Imports done: wait for the other process of the pair, then both prepare at once.
+os.makedirs(ready, exist_ok=True)
+open(os.path.join(ready, str(os.getpid())), "w").close()
+while len(os.listdir(ready)) < 2:
+  time.sleep(0.001)
 config = tiny_config(data_dir, folder)
 data.make_train_iterator(config)
 print('eval images', data.check_eval_images(config))
@@ -63,7 +67,9 @@ print('eval images', data.check_eval_images(config))
 @pytest.mark.slow
 def test_two_first_runs_prepare_one_new_folder_at_once(tmp_path):
   """Two processes prepare the same new folder into one data_dir at the same moment
-  (without the fix, one failed with 'no training images' in about half the tries)."""
+  (without the fix, one failed with 'no training images' in about half the tries).
+  Three such pairs, all started together; each pair starts preparing once both of
+  its processes have imported everything."""
   env = dict(
     os.environ,
     PYTHONPATH=os.pathsep.join(
@@ -71,13 +77,14 @@ def test_two_first_runs_prepare_one_new_folder_at_once(tmp_path):
     ),
     TMPDIR=str(tmp_path),
   )
+  commands = []
   for trial in range(3):
     folder = make_image_folder(str(tmp_path / f"images{trial}"), size=8, seed=trial)
-    start = str(time.time() + 6)  # both have imported everything by then
-    command = [sys.executable, "-c", _RUN_AT, folder, str(tmp_path / f"tfds{trial}"), start]
-    for p in run_at_once([command] * 2, timeout=300, cwd=ROOT, env=env):
-      assert p.returncode == 0, (trial, p.stderr[-1500:])
-      assert p.stdout.strip().splitlines()[-1] == "eval images 4"
+    args = [folder, str(tmp_path / f"tfds{trial}"), str(tmp_path / f"ready{trial}")]
+    commands += [[sys.executable, "-c", _RUN_TOGETHER, *args]] * 2
+  for i, p in enumerate(run_at_once(commands, timeout=300, cwd=ROOT, env=env)):
+    assert p.returncode == 0, (i // 2, p.stderr[-1500:])
+    assert p.stdout.strip().splitlines()[-1] == "eval images 4"
   assert not [n for n in os.listdir(tmp_path) if n.startswith("tmp")]  # no tmp*tfds
 
 
