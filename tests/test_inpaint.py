@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -243,24 +242,18 @@ def _argv(*args) -> list[str]:
   return [sys.executable, "-m", "minr_jax.inpaint", *args]
 
 
-def _command(*args, cwd=ROOT):
-  return subprocess.run(
-    _argv(*args), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600
-  )
-
-
-def test_command_on_a_folder(tmp_path):
+def test_command_on_a_folder(tmp_path, capsys):
   folder = tmp_path / "photos"
   (folder / "sub").mkdir(parents=True)
   Image.fromarray(photo(37, 91)).save(folder / "a.png")
   Image.fromarray(photo(60, 45, seed=1)[..., 0]).save(folder / "sub" / "b.jpg")
   (folder / "notes.txt").write_text("not an image")
   out = tmp_path / "out"
-  p = _command(
-    f"--workdir={PRETRAINED}", f"--images={folder}", "--mask=random:0.75:seed=0", f"--output={out}"
-  )
-  assert p.returncode == 0, p.stderr[-2000:]
-  assert "[1/2] a.png (91x37" in p.stdout and "[2/2] sub/b.jpg (45x60" in p.stdout
+  # inpaint.run is the command's body (its flags are tested above); one device, as
+  # the command runs on a CPU.
+  inpaint.run(PRETRAINED, str(folder), "random:0.75:seed=0", str(out), devices=1)
+  stdout = capsys.readouterr().out
+  assert "[1/2] a.png (91x37" in stdout and "[2/2] sub/b.jpg (45x60" in stdout
   with Image.open(out / "a_filled.png") as a, Image.open(out / "sub" / "b_filled.png") as b:
     assert (a.size, a.mode) == ((91, 37), "RGB") and (b.size, b.mode) == ((45, 60), "L")
     with Image.open(folder / "a.png") as src:
@@ -284,22 +277,38 @@ COMMAND_ERRORS = [
 
 
 def test_command_errors_are_one_line(tmp_path):
+  """Every case raises its ConfigError from inpaint.run before a model is loaded; one
+  case also runs as the command, which prints it as one `error:` line (cli.run)."""
   Image.fromarray(photo(37, 91)).save(tmp_path / "a.png")
   (tmp_path / "bad.png").write_bytes(b"not a png")
   Image.fromarray(np.full((10, 10), 255, np.uint8)).save(tmp_path / "small.png")
-  commands = []
-  for i, (args, _) in enumerate(COMMAND_ERRORS):
-    args = [
-      a.replace("BAD_IMAGE", str(tmp_path / "bad.png")).replace(
-        "SMALL_PNG", str(tmp_path / "small.png")
-      )
-      for a in args
-    ]
-    if not any(a.startswith("--images") for a in args):
-      args.append(f"--images={tmp_path / 'a.png'}")
-    commands.append(_argv(f"--workdir={PRETRAINED}", f"--output={tmp_path / f'out{i}'}", *args))
-  for (_, message), p in zip(COMMAND_ERRORS, run_at_once(commands, cwd=ROOT, env=_env())):
-    assert p.returncode == 1, (message, p.stderr[-2000:])
-    lines = p.stderr.strip().splitlines()
-    assert message in lines[-1] and lines[-1].startswith("error: "), p.stderr[-2000:]
-    assert "Traceback" not in p.stderr
+  cases = []
+  for i, (args, message) in enumerate(COMMAND_ERRORS):
+    kwargs = dict(images=str(tmp_path / "a.png"), output=str(tmp_path / f"out{i}"))
+    for a in args:
+      name, _, value = a[2:].partition("=")
+      value = value.replace("BAD_IMAGE", str(tmp_path / "bad.png"))
+      kwargs[name] = value.replace("SMALL_PNG", str(tmp_path / "small.png"))
+    cases.append((kwargs, message))
+  loads = []
+
+  def load(*args, **kwargs):
+    loads.append(args)
+    raise AssertionError("a model was loaded")
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(inpaint.api, "load", load)
+    for kwargs, message in cases:
+      with pytest.raises(ConfigError) as e:
+        inpaint.run(PRETRAINED, progress=False, **kwargs)
+      assert message.removeprefix("error: ") in str(e.value), (message, str(e.value))
+  assert not loads  # refused before loading anything
+  kwargs, message = cases[2]  # the box outside the image, through the command
+  (p,) = run_at_once(
+    [_argv(f"--workdir={PRETRAINED}", *(f"--{k}={v}" for k, v in kwargs.items()))],
+    cwd=ROOT,
+    env=_env(),
+  )
+  assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+  lines = p.stderr.strip().splitlines()
+  assert message in lines[-1] and lines[-1].startswith("error: "), p.stderr[-2000:]
