@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 
 import pytest
 from helpers import make_image_folder, tiny_config
@@ -16,16 +17,9 @@ pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  root = tmp_path_factory.mktemp("eval")
-  folder = make_image_folder(str(root / "faces"))
-  other = make_image_folder(str(root / "scenes"), seed=1, num_val=3)
-  config = tiny_config(
-    str(root / "tfds"), folder, num_train_steps=2, eval_datasets=f"image_folder:{other}"
-  )
-  workdir = str(root / "run")
-  final = train.train_and_evaluate(config, workdir)
-  return workdir, folder, other, final
+def trained(tiny_run):
+  """The session's shared tiny run: (workdir, faces, scenes, final evaluation)."""
+  return tiny_run.workdir, tiny_run.faces, tiny_run.scenes, tiny_run.final
 
 
 def test_training_logs_every_eval_dataset(trained):
@@ -120,7 +114,9 @@ def test_reading_commands_leave_an_in_flight_checkpoint_alone(trained, tmp_path)
   import minr_jax
   from minr_jax import compare, embed, robustness
 
-  workdir, folder, _, _ = trained
+  workdir = str(tmp_path / "run")  # a copy: the shared run stays untouched
+  shutil.copytree(trained[0], workdir)
+  folder = trained[1]
   tmp = os.path.join(workdir, "checkpoints", "3.orbax-checkpoint-tmp-1234")
   os.makedirs(os.path.join(tmp, "state"))
   with open(os.path.join(tmp, "state", "partial"), "w") as f:

@@ -7,24 +7,16 @@ import os
 
 import numpy as np
 import pytest
-from helpers import make_image_folder, tiny_config
 
 import minr_jax
-from minr_jax import evaluate, export, train
+from minr_jax import evaluate, export
 from minr_jax.config import ConfigError
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-  """A 2-step tiny run on a generated folder: (workdir, folder)."""
-  root = tmp_path_factory.mktemp("export")
-  folder = make_image_folder(str(root / "images"))
-  config = tiny_config(
-    str(root / "tfds"), folder, num_train_steps=2, eval_datasets=f"image_folder:{folder}"
-  )
-  workdir = str(root / "run")
-  train.train_and_evaluate(config, workdir)
-  return workdir, folder
+def run(tiny_run):
+  """The session's shared 2-step tiny run: (workdir, its training folder)."""
+  return tiny_run.workdir, tiny_run.faces
 
 
 def test_export_keeps_only_the_params_and_loads_like_the_run(run, tmp_path):
@@ -49,6 +41,6 @@ def test_export_keeps_only_the_params_and_loads_like_the_run(run, tmp_path):
 
   assert size(out) < 0.6 * size(os.path.join(workdir, "checkpoints"))
   step, results = evaluate.evaluate_workdir(out, datasets=f"image_folder:{folder}")
-  assert step == 2 and results["image_folder:images"]["num_images"] == 4
+  assert step == 2 and results["image_folder:faces"]["num_images"] == 4
   with pytest.raises(ConfigError, match="already holds checkpoints"):
     export.export(workdir, out)

@@ -11,10 +11,10 @@ import sys
 import ml_collections
 import pytest
 from absl import flags
-from helpers import make_image_folder, tiny_config
+from helpers import tiny_config
 from PIL import Image
 
-from minr_jax import families, masking, robustness, train
+from minr_jax import families, masking, robustness
 from minr_jax.config import ConfigError
 
 pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
@@ -24,18 +24,10 @@ RATIOS = "0.3,0.75"  # 0.3 x 16 patches = 4.8 -> 5 hidden; 0.75 is the run's own
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
-  """A 2-step checkpoint evaluated on two datasets, and one sweep of it."""
-  root = tmp_path_factory.mktemp("robustness")
-  folder = make_image_folder(str(root / "faces"), num_val=3)
-  other = make_image_folder(str(root / "scenes"), seed=1, num_val=2)
-  config = tiny_config(
-    str(root / "tfds"), folder, num_train_steps=2, eval_datasets=f"image_folder:{other}"
-  )
-  workdir = str(root / "run")
-  final = train.train_and_evaluate(config, workdir)
-  step, rows = robustness.run_sweep(workdir, strategies=STRATEGIES, ratios=RATIOS)
-  return workdir, config, final, step, rows
+def swept(tiny_run):
+  """The session's shared 2-step tiny run (evaluated on faces and scenes), one sweep of it."""
+  step, rows = robustness.run_sweep(tiny_run.workdir, strategies=STRATEGIES, ratios=RATIOS)
+  return tiny_run.workdir, tiny_run.config, tiny_run.final, step, rows
 
 
 def test_sweep_writes_every_file_and_one_row_per_cell(swept):
@@ -48,7 +40,7 @@ def test_sweep_writes_every_file_and_one_row_per_cell(swept):
   cells = [(d, s, r) for d in labels for s in STRATEGIES.split(",") for r in (0.3, 0.75)]
   assert [(r["dataset"], r["strategy"], r["ratio"]) for r in rows] == cells
   for r in rows:
-    assert r["num_images"] == (3 if r["dataset"] == labels[0] else 2)
+    assert r["num_images"] == (4 if r["dataset"] == labels[0] else 3)
   with open(os.path.join(out, "results.json")) as f:
     saved = json.load(f)
   assert saved["step"] == 2 and saved["eval_mask_seed"] == config.eval_mask_seed
