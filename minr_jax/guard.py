@@ -23,10 +23,9 @@ import numpy as np
 from minr_jax import checkpoint, paths
 from minr_jax.config import ConfigError
 
-# Fields that may change between a checkpoint and the run resuming it: step count,
-# cadences, logging, evaluation-only and placement fields (the same maths).
-RESUMABLE_CHANGES = (
-  "num_train_steps",
+# The loop's cadences and outputs, and what it evaluates on: no step function
+# reads them (train.NOT_READ_BY_STEPS) and a resumed run may change them.
+LOOP_FIELDS = (
   "log_every_steps",
   "eval_every_steps",
   "checkpoint_every_steps",
@@ -35,14 +34,20 @@ RESUMABLE_CHANGES = (
   "keep_period",
   "tensorboard",
   "profile",
+  "compilation_cache_dir",
   "num_grid_images",
   "eval_datasets",
   "evals",
   "eval_train_dataset",
+)
+# Fields that may change between a checkpoint and the run resuming it: step count,
+# cadences, logging, evaluation-only and placement fields (the same maths).
+RESUMABLE_CHANGES = (
+  "num_train_steps",
+  *LOOP_FIELDS,
   "eval_batch_size",
   "eval_mask_strategy",
   "eval_mask_seed",
-  "compilation_cache_dir",
   "dataset.eval_max_images",
   "dataset.num_workers",
   "dataset.prefetch_buffer",

@@ -240,25 +240,9 @@ def make_steps(config: ml_collections.ConfigDict, mesh, family=None) -> Steps:
 
 
 # Fields the step functions never read: dataset.* feeds the data pipeline, seed the
-# initial key, the others the loop's cadences, outputs and evaluator schedule.
-# (Evaluation scores through eval_step and grid_step, which read none of them.)
-NOT_READ_BY_STEPS = (
-  "dataset",
-  "seed",
-  "log_every_steps",
-  "eval_every_steps",
-  "checkpoint_every_steps",
-  "checkpoint_every_secs",
-  "keep_checkpoints",
-  "keep_period",
-  "tensorboard",
-  "profile",
-  "compilation_cache_dir",
-  "eval_datasets",
-  "evals",
-  "eval_train_dataset",
-  "num_grid_images",
-)
+# initial key, guard.LOOP_FIELDS the loop's cadences, outputs and evaluator
+# schedule (evaluation scores through eval_step and grid_step, which read none).
+NOT_READ_BY_STEPS = ("dataset", "seed", *guard.LOOP_FIELDS)
 STEPS_KEPT = 4  # step functions of this many configs stay compiled in a process
 _steps_kept: collections.OrderedDict = collections.OrderedDict()
 
