@@ -259,10 +259,11 @@ def steps_for_run(config: ml_collections.ConfigDict, mesh, family) -> Steps:
   fields = json.loads(config.to_json_best_effort())
   maths = {k: v for k, v in fields.items() if k not in NOT_READ_BY_STEPS}
   key = (json.dumps(maths, sort_keys=True), mesh, family.name)
-  if key not in _steps_kept:
+  if key not in _steps_kept:  # built for this run: its config already
     _steps_kept[key] = make_steps(config, mesh, family)
     while len(_steps_kept) > STEPS_KEPT:
       _steps_kept.popitem(last=False)
+    return _steps_kept[key]
   _steps_kept.move_to_end(key)
   run_config, resolved = device_policy.resolve_auto(config, mesh.devices.flat)
   return dataclasses.replace(_steps_kept[key], config=run_config, resolved=resolved)

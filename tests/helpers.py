@@ -56,8 +56,9 @@ def tiny_config(data_dir: str, folder: str | None = None, **overrides):
 def run_at_once(commands: list[list[str]], timeout: float = 600, **popen) -> list:
   """Runs the commands as subprocesses at the same time; their CompletedProcess, in order.
 
-  A command-line start is mostly one core's work (imports, parsing), so the
-  one-line-error cases of a command run side by side rather than in turn.
+  A command-line start is mostly one core's work (imports, parsing, compiling),
+  so commands that need no watching while they run (a command's one-line-error
+  cases, the processes of a two-process run) go side by side, not in turn.
   """
   procs = [
     subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)

@@ -44,6 +44,12 @@ def _losses(workdir: str) -> dict[int, float]:
   }
 
 
+def _checkpoints(workdir: str) -> list[int]:
+  """Committed checkpoint steps (orbax writes a temp folder, then renames it to the step)."""
+  folder = os.path.join(workdir, "checkpoints")
+  return sorted(int(d) for d in os.listdir(folder) if d.isdigit()) if os.path.isdir(folder) else []
+
+
 def _all_numbers_finite(record) -> bool:
   return all(math.isfinite(v) for v in record.values() if isinstance(v, float))
 
@@ -60,8 +66,7 @@ def test_a_diverging_run_never_saves_or_logs_a_bad_state(tmp_path, folder, data_
   assert str(e.value).endswith(f"last good checkpoint: {workdir}/checkpoints/2")
   records = metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
   assert all(_all_numbers_finite(r) for r in records)
-  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
-  assert steps == [2]  # nothing saved after it
+  assert _checkpoints(workdir) == [2]  # nothing saved after it
   params = minr_jax.load(workdir, 2).params
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
   # A lower learning rate resumes from the last good checkpoint.
@@ -183,12 +188,6 @@ def _main(workdir: str, args: list[str]):
     *args,
   ]
   return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _checkpoints(workdir: str) -> list[int]:
-  """Committed checkpoint steps (orbax writes a temp folder, then renames it to the step)."""
-  folder = os.path.join(workdir, "checkpoints")
-  return sorted(int(d) for d in os.listdir(folder) if d.isdigit()) if os.path.isdir(folder) else []
 
 
 def _logged(step: int):

@@ -279,8 +279,14 @@ def test_runs_in_one_process_reuse_the_step_functions_of_the_same_maths(tmp_path
   train._steps_kept.clear()
   first = train.steps_for_run(base, mesh, family)
   # Loop-only fields (seed, data, cadences) share the functions, not the config.
-  other = tiny_config(data_dir, str(tmp_path / "elsewhere"), seed=5, eval_every_steps=7)
-  other.num_train_steps, other.log_every_steps = 3, 1
+  other = tiny_config(
+    data_dir,
+    str(tmp_path / "elsewhere"),
+    num_train_steps=3,
+    log_every_steps=1,
+    seed=5,
+    eval_every_steps=7,
+  )
   shared = train.steps_for_run(other, mesh, family)
   assert shared.train_step is first.train_step and shared.eval_step is first.eval_step
   assert (shared.config.seed, shared.config.dataset.path) == (5, other.dataset.path)
@@ -299,10 +305,8 @@ def test_runs_in_one_process_reuse_the_step_functions_of_the_same_maths(tmp_path
   base.seed = 1
   train.train_and_evaluate(base, str(tmp_path / "seed1"))
   assert len(train._steps_kept) == 1
-  built, reused = (
-    _records(str(tmp_path / "built"), "train"),
-    _records(str(tmp_path / "reused"), "train"),
-  )
+  built = _records(str(tmp_path / "built"), "train")
+  reused = _records(str(tmp_path / "reused"), "train")
   assert [built[s]["loss"] for s in (1, 2, 3)] == [reused[s]["loss"] for s in (1, 2, 3)]
   assert _records(str(tmp_path / "seed1"), "train")[1]["loss"] != built[1]["loss"]
 
