@@ -16,6 +16,9 @@ one data part.
               data part: your images (--config.dataset.path) on CelebA's budget
   demo        64 px, patch 8 on the 8x8 mask grid, a narrow MAE, scikit-image's
               photos (no download); add base / large for the full-width model
+  photos64    the demo MAE on 64-px general photos (an image folder: --config.dataset.path)
+              with transinr's photos64 data recipe, for the training FLOPs of
+              pretrained/photos64 (PHOTOS64_STEPS; docs/pretrained_mae_photos.md)
   tiny        a few-second smoke run on the demo data (what tests build on)
 e.g.
   python -m minr_jax.main --config=configs/mae.py:base,celeba --workdir=runs/mae_b_celeba \
@@ -52,7 +55,12 @@ def _sibling(name: str):
 transinr = _sibling("transinr")  # configs/transinr.py
 
 MODEL_SIZES = ("base", "large")
-DATA_PARTS = tuple(transinr.PAPER_DATASETS) + ("demo", "tiny")
+DATA_PARTS = tuple(transinr.PAPER_DATASETS) + ("demo", "photos64", "tiny")
+
+# pretrained/photos64 trained 10,000 TransINR steps of 18,103,791,616 FLOPs (XLA's count,
+# docs/ood_study.json); a :demo MAE step is 2,349,839,616 FLOPs, so 77,042 MAE steps
+# spend the same 181.0 TFLOP (ten times the equal-compute study's budget).
+PHOTOS64_STEPS = 77_042
 
 # MAE pretrains 800 epochs with 40 of warmup: 5% of training. Our budgets are
 # far shorter (30-400 epochs), and we keep the same fraction.
@@ -106,10 +114,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = _model()
   if data == "demo":
     _demo(c)
+  elif data == "photos64":
+    _demo(c)
+    _photos64(c)
   elif data == "tiny":
     _demo(c)
     _tiny(c)
-  if size is not None or data not in ("demo", "tiny"):
+  if size is not None or data not in ("demo", "photos64", "tiny"):
     _size(c.model, size or "base")
   return c
 
@@ -192,6 +203,13 @@ def _demo(c: ml_collections.ConfigDict) -> None:
   m.decoder_head_dim, m.decoder_mlp_dim = 32, 256
   # Peak rate 8e-3 x 16 / 256 = 5e-4 at the demo's batch of 16 (transinr's demo rate).
   c.base_learning_rate = 8e-3
+
+
+def _photos64(c: ml_collections.ConfigDict) -> None:
+  """PHOTOS64_STEPS on transinr's photos64 data recipe (get_config starts from it)."""
+  c.num_train_steps = PHOTOS64_STEPS
+  c.eval_every_steps = 7700
+  c.checkpoint_every_steps = 7700
 
 
 def _tiny(c: ml_collections.ConfigDict) -> None:
