@@ -56,7 +56,7 @@ def main() -> None:
   import jax
 
   jax.config.update("jax_platforms", "cpu")
-  from minr_jax import aot
+  from minr_jax.training import aot
 
   base = load_config(args.config)
   g = args.granule

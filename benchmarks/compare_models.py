@@ -29,8 +29,8 @@ import time
 
 from absl import app, flags
 
-from minr_jax import train
 from minr_jax.config import load_file
+from minr_jax.training import loop
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 MODELS = ("transinr", "ginr", "mae")
@@ -77,7 +77,7 @@ def main(argv: list[str]) -> None:
     workdir = os.path.join(_WORKDIR.value, model)
     done = _finished(workdir, _STEPS.value)
     start = time.time()
-    train.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
     # A run finished by an earlier invocation keeps that invocation's training time.
     seconds[model] = recorded[model] if done and model in recorded else time.time() - start
     workdirs.append(workdir)
@@ -88,7 +88,7 @@ def main(argv: list[str]) -> None:
   folders = [os.path.abspath(_TRAIN.value)] + [
     os.path.abspath(f) for f in _EVAL.value.split(",") if f
   ]
-  from minr_jax import compare  # noqa: PLC0415
+  from minr_jax.evaluation import compare
 
   note = (
     f"Each model trained {_STEPS.value} steps of 16 images on `{_TRAIN.value}` "

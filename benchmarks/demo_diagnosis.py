@@ -35,8 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from minr_jax import data, masking, train
+from minr_jax import data, families, masking
 from minr_jax.config import load_file
+from minr_jax.training import loop
+from minr_jax.training import steps as steps_lib
 
 TRANSINR = os.path.join(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "transinr.py"
@@ -116,28 +118,30 @@ def main(argv: list[str]) -> None:
     node[field] = value
   config.num_train_steps = steps
 
-  model, tx = train.build_model(config), train.make_optimizer(config)
+  model, tx = loop.build_model(config), loop.make_optimizer(config)
   images, indices = held_out(config, n_eval)
-  masks = np.asarray(train.eval_masks(config, jnp.asarray(indices), jnp.asarray(images)))
+  masks = np.asarray(loop.eval_masks(config, jnp.asarray(indices), jnp.asarray(images)))
   sigma = config.resolution / config.mask_grid / 4
   baselines = dict(
     mean_fill=float(psnr(mean_fill(images, masks), images).mean()),
     interpolation=float(psnr(interpolation_fill(images, masks, sigma), images).mean()),
   )
   inputs = masking.apply_mask(jnp.asarray(images), jnp.asarray(masks))
-  predict = jax.jit(lambda p: train.reconstruct(model, p, inputs))
+  predict = jax.jit(lambda p: loop.reconstruct(model, p, inputs))
 
-  params = train.init_params(model, jax.random.key(config.seed))
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  params = loop.init_params(model, jax.random.key(config.seed))
+  state = steps_lib.TrainState(
+    step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params)
+  )
   step_fn = jax.jit(
-    functools.partial(train.train_step, model=model, tx=tx, config=config), donate_argnums=(0,)
+    functools.partial(steps_lib.train_step, model=model, tx=tx, config=config), donate_argnums=(0,)
   )
   batches = data.make_train_iterator(config)
   step_key = jax.random.split(jax.random.key(config.seed))[1]
 
   os.makedirs("runs/diagnosis", exist_ok=True)
   log = open(f"runs/diagnosis/{name}.jsonl", "w")  # noqa: SIM115
-  head = dict(name=name, args=argv[1:], params=train.count_params(params), **baselines)
+  head = dict(name=name, args=argv[1:], params=families.count_params(params), **baselines)
   log.write(json.dumps(head) + "\n")
   print(json.dumps(head), flush=True)
   t0, c0, losses = time.time(), cpu_seconds(), []

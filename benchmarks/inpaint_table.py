@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 import minr_jax
-from minr_jax import inpaint
+from minr_jax.inference import inpaint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MASKS = ("box:0.25,0.25,0.75,0.75", "random:0.75:seed=0")

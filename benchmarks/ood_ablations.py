@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from minr_jax import bench
+from minr_jax.training import bench
 
 _spec = importlib.util.spec_from_file_location(
   "ood_study", os.path.join(os.path.dirname(os.path.abspath(__file__)), "ood_study.py")

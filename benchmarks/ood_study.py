@@ -48,8 +48,8 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from minr_jax import bench, train
 from minr_jax.config import load_file
+from minr_jax.training import bench, loop
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -154,7 +154,7 @@ def _train_piece(config, workdir: str, deadline: float | None) -> bool:
     timer.daemon = True
     timer.start()
   try:
-    final = train.train_and_evaluate(config, workdir)
+    final = loop.train_and_evaluate(config, workdir)
   finally:
     if timer is not None:
       timer.cancel()

@@ -16,8 +16,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from minr_jax import probe
 from minr_jax.data import preprocess
+from minr_jax.inference import probe
 
 
 def load(root: str, split: str, size: int) -> dict:

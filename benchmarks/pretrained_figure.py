@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 import minr_jax
-from minr_jax import metrics
+from minr_jax import metrics, writers
 from minr_jax.data import preprocess
 
 
@@ -63,7 +63,7 @@ def main() -> None:
   psnr = lambda x: np.asarray(metrics.psnr_from_mse(metrics.per_image_mse(jnp.asarray(x), target)))
   for f, a, b in zip(files, psnr(interp), psnr(pasted), strict=True):
     print(f"{f}: interpolation {a:.2f} dB, MINR pasted {b:.2f} dB")
-  metrics.save_image_grid(
+  writers.save_image_grid(
     args.output,
     [images * ~mask[..., None], interp, pred, pasted, images],
     ["masked input", "interpolation", "MINR", "MINR, pasted", "ground truth"],

@@ -31,7 +31,9 @@ import jax
 import numpy as np
 
 import minr_jax
-from minr_jax import api, embed, families, probe
+from minr_jax import families
+from minr_jax.inference import embed, probe
+from minr_jax.inference import model as model_lib
 
 
 def _pixel_probe():
@@ -46,11 +48,11 @@ def _pixel_probe():
 pixel_probe = _pixel_probe()
 
 
-def random_twin(model: api.Model, seed: int) -> api.Model:
+def random_twin(model: model_lib.Model, seed: int) -> model_lib.Model:
   """`model` with freshly initialised parameters (same config, mesh and batch size)."""
   family = families.get(model.config)
   params = family.init(model.model, jax.random.key(seed))
-  return api.Model(
+  return model_lib.Model(
     config=model.config,
     family=family,
     model=model.model,
@@ -61,7 +63,7 @@ def random_twin(model: api.Model, seed: int) -> api.Model:
   )
 
 
-def embed_splits(model: api.Model, folder: str, kind: str) -> tuple[dict, dict]:
+def embed_splits(model: model_lib.Model, folder: str, kind: str) -> tuple[dict, dict]:
   sets = [
     embed.embed_dataset(model, f"image_folder:{folder}", split=s, kind=kind, progress=False)
     for s in ("train", "eval")

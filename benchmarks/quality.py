@@ -24,8 +24,9 @@ import time
 
 from absl import app, flags
 
-from minr_jax import evaluate, train
 from minr_jax.config import load_file
+from minr_jax.evaluation import runner
+from minr_jax.training import loop
 
 TRANSINR = os.path.join(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "transinr.py"
@@ -60,10 +61,10 @@ def main(argv: list[str]) -> None:
     sys.exit("error: --train and --workdir are required")
   config = make_config(_TRAIN.value, _STEPS.value, _DATA_DIR.value)
   start = time.time()
-  train.train_and_evaluate(config, _WORKDIR.value)
+  loop.train_and_evaluate(config, _WORKDIR.value)
   train_seconds = time.time() - start
   folders = [config.dataset.path] + [os.path.abspath(f) for f in _EVAL.value.split(",") if f]
-  step, results = evaluate.evaluate_workdir(
+  step, results = runner.evaluate_workdir(
     _WORKDIR.value, ",".join(f"image_folder:{f}" for f in folders)
   )
   lines = [

@@ -19,7 +19,7 @@ import os
 import matplotlib
 import ml_collections
 
-from minr_jax import bench
+from minr_jax.training import bench
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

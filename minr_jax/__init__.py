@@ -7,7 +7,7 @@ def __getattr__(name: str):
   # `minr_jax.load` imports JAX, Flax and orbax only when first used, so
   # `import minr_jax` stays light.
   if name in ("load", "Model"):
-    from minr_jax import api  # noqa: PLC0415
+    from minr_jax.inference import model
 
-    return getattr(api, name)
+    return getattr(model, name)
   raise AttributeError(f"module 'minr_jax' has no attribute {name!r}")

@@ -1,331 +1,48 @@
-r"""Speed benchmark of the jitted train and eval steps on random images.
+"""`minr-bench` / `python -m minr_jax.bench`.
 
-  python -m minr_jax.bench --config=configs/transinr.py --steps=5 --peak_flops=190e9
-  python -m minr_jax.bench --config=configs/transinr.py --config.model.dtype=bfloat16
-  python -m minr_jax.bench --config=configs/transinr.py:tiny --steps=2
-
-Builds the configured model, optimizer, mesh and shardings with
-`minr_jax.train.make_steps`, exactly as the training loop does, feeds random [B, R, R, 3] images (no
-dataset needed), and prints one JSON object:
-
-- `compile_s` (train step), `eval_compile_s`;
-- `train_step_s` / `eval_step_s`: median, min, max, p25, p75 and every
-  timing of `--steps` steps after `--warmup` untimed ones;
-- `images_per_s` (batch_size / median train step);
-- `flops_per_step`: XLA's count (`compiled.cost_analysis()['flops']`) of
-  the train step (with the looped forms, model.attention_impl='per_head' or
-  model.inr_chunk > 0, of the same step compiled with 'batched' attention and
-  inr_chunk=0: XLA counts a loop's body only once);
-  XLA counts one device's partition of an SPMD program, so the total is
-  that times `num_devices` (both are given); `achieved_flops_per_s` =
-  total / median step; `mfu` = that / `--peak_flops` (the peak of all
-  devices together) when given;
-- `peak_memory_bytes` and `memory_source`: the first device's
-  `memory_stats()['peak_bytes_in_use']` where the backend reports it (TPU,
-  GPU), else this process's maximum resident set size (CPU; includes
-  compilation and everything else the process holds);
-  `xla_train_memory`: XLA's per-device buffer sizes of the compiled train
-  step (arguments, outputs, temporaries);
-- `dtype`, `inr_dtype`, `remat`, `batch_size`, `resolution`, `mesh`,
-  `num_parameters`, `device_kind`, `num_devices`, `process_count`.
-
-The step time includes everything the step does on device (mask drawing,
-forward, backward, Adam), not data loading.
-
-`--pipeline_steps=N` (N > 0) also runs N steps the way the training loop does,
-on the config's real data (grain pipeline, host-to-device copies, metrics kept
-on device, asynchronous dispatch), and adds `pipeline`: its wall time per
-step, the host's time blocked in `next(data)` plus the device copy, and
-`overhead` = wall per step / the random-data median step - 1. An overhead
-near 0 means the loop never waits on data or transfers: they overlap the
-device's work.
+`training.bench.run_benchmark`: step time, FLOPs and MFU of a config.
 """
 
 from __future__ import annotations
 
-import resource
-import time
-from typing import Any
+import json
 
-import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
+from absl import flags
+from ml_collections import config_flags
 
-from minr_jax import data, families, masking, sharding, train
-from minr_jax.config import ConfigError
+from minr_jax import cli
+from minr_jax.training import bench
 
 
-def _stats(times: list[float]) -> dict[str, Any]:
-  t = np.asarray(times, np.float64)
-  return dict(
-    median=float(np.median(t)),
-    min=float(t.min()),
-    max=float(t.max()),
-    p25=float(np.percentile(t, 25)),
-    p75=float(np.percentile(t, 75)),
-    all=[round(float(x), 6) for x in t],
+def main() -> None:
+  config = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/transinr.py.", lock_config=True
+  )
+  steps = flags.DEFINE_integer("steps", 5, "Timed steps (after the warm-up).")
+  warmup = flags.DEFINE_integer("warmup", 1, "Untimed steps after compiling.")
+  eval_steps = flags.DEFINE_integer("eval_steps", None, "Timed eval steps (default --steps).")
+  peak = flags.DEFINE_float(
+    "peak_flops",
+    None,
+    "Peak FLOP/s of all devices together, "
+    "for the MFU (e.g. 190e9 for a 2-core AVX-512 CPU in fp32).",
+  )
+  pipeline = flags.DEFINE_integer(
+    "pipeline_steps",
+    0,
+    "Also run this many steps on the config's real data, as the training loop does.",
   )
 
-
-def _flops(compiled) -> float | None:
-  """XLA's flop count of a compiled computation (None if the backend gives none)."""
-  try:
-    cost = compiled.cost_analysis()
-  except Exception:  # noqa: BLE001 (some backends do not implement it)
-    return None
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else {}
-  flops = (cost or {}).get("flops")
-  return float(flops) if flops is not None and flops >= 0 else None
-
-
-def _counted_flops(config: ml_collections.ConfigDict, compiled, make_step, args) -> float | None:
-  """XLA's flop count of a step, with the looped forms counted in their batched forms.
-
-  XLA's cost analysis counts the body of a loop once, so the 'per_head'
-  attention (a lax.map over every image and head) and the chunked INR loss
-  (`model.inr_chunk`: a loop over images and pixel chunks) would count one
-  iteration's products. The step is then also compiled from
-  `make_step(config with attention_impl='batched', inr_chunk=0)` (the same
-  maths, no loops) and that is counted. `config` is resolved (`Steps.config`).
-  """
-  looped = config.model.attention_impl == "per_head" or families.inr_chunk(config) > 0
-  if not looped:
-    return _flops(compiled)
-  counted = config.copy_and_resolve_references()
-  with counted.unlocked():
-    counted.model.attention_impl = "batched"
-    counted.model.inr_chunk = 0
-  return _flops(make_step(counted).lower(*args).compile())
-
-
-def _xla_memory(compiled) -> dict[str, int] | None:
-  """XLA's buffer sizes of a compiled step (per device), where the backend reports them."""
-  try:
-    m = compiled.memory_analysis()
-  except Exception:  # noqa: BLE001
-    return None
-  if m is None:
-    return None
-  fields = (
-    "argument_size_in_bytes",
-    "output_size_in_bytes",
-    "alias_size_in_bytes",
-    "temp_size_in_bytes",
-    "generated_code_size_in_bytes",
-  )
-  return {
-    f.replace("_size_in_bytes", "_bytes"): int(getattr(m, f)) for f in fields if hasattr(m, f)
-  }
-
-
-def _peak_memory() -> tuple[int, str]:
-  stats = None
-  try:
-    stats = jax.local_devices()[0].memory_stats()
-  except Exception:  # noqa: BLE001
-    pass
-  if stats and "peak_bytes_in_use" in stats:
-    return int(stats["peak_bytes_in_use"]), "device_memory_stats"
-  # Linux reports ru_maxrss in KiB.
-  return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "process_max_rss"
-
-
-def _time(fn, args_fn, steps: int, warmup: int) -> list[float]:
-  """Wall times of `steps` calls after `warmup` untimed ones; args_fn feeds each call."""
-  times = []
-  for i in range(warmup + steps):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args_fn()))
-    if i >= warmup:
-      times.append(time.perf_counter() - t0)
-  return times
-
-
-def _pipeline(
-  compiled,
-  state,
-  mesh,
-  config: ml_collections.ConfigDict,
-  step_key,
-  num_steps: int,
-  median_step: float,
-) -> tuple[dict[str, Any], Any]:
-  """`num_steps` steps as the training loop runs them, on the config's real data.
-
-  Returns (the `pipeline` results, the final state).
-  """
-  it = data.make_train_iterator(
-    config, process_index=jax.process_index(), process_count=jax.process_count()
-  )
-  local = next(it)  # the pipeline's start-up (workers, first batch) is not timed
-  jax.block_until_ready(sharding.global_batch(mesh, {"image": local["image"]}))
-  pending, waited = [], 0.0
-  start = time.perf_counter()
-  for _ in range(num_steps):
-    t0 = time.perf_counter()
-    local = next(it)
-    batch = sharding.global_batch(mesh, {"image": local["image"]})
-    waited += time.perf_counter() - t0
-    state, out = compiled(state, batch, step_key)
-    pending.append(out)
-  jax.block_until_ready((state, pending))
-  wall = (time.perf_counter() - start) / num_steps
-  return dict(
-    steps=num_steps,
-    step_s=wall,
-    host_data_wait_s=waited / num_steps,
-    images_per_s=config.batch_size / wall,
-    overhead=wall / median_step - 1.0,
-    dataset=config.dataset.name,
-  ), state
-
-
-def train_step_flops(config: ml_collections.ConfigDict) -> float | None:
-  """XLA's FLOP count of one training step of `config` on its mesh, all devices.
-
-  Compiles the step (in its batched forms, see `_counted_flops`) on a batch of
-  noise; nothing is timed. None if the backend gives no count. What equal
-  training compute means in benchmarks/ood_study.py.
-  """
-  family = families.check(config)
-  mesh = sharding.make_mesh(config)
-  built = train.make_steps(config, mesh, family)
-  init_key, step_key = jax.random.split(jax.random.key(config.seed))
-  state = built.init_state(init_key)
-  local = built.config.batch_size // jax.process_count()
-  res = built.config.resolution
-  images = np.random.default_rng(0).uniform(size=(local, res, res, 3)).astype(np.float32)
-  batch = sharding.global_batch(mesh, {"image": images})
-  compiled = built.train_step.lower(state, batch, step_key).compile()
-  flops = _counted_flops(
-    built.config,
-    compiled,
-    lambda c: train.make_steps(c, mesh, family).train_step,
-    (state, batch, step_key),
-  )
-  return flops * mesh.size if flops is not None else None
-
-
-def run_benchmark(
-  config: ml_collections.ConfigDict,
-  steps: int = 5,
-  warmup: int = 1,
-  peak_flops: float | None = None,
-  eval_steps: int | None = None,
-  pipeline_steps: int = 0,
-) -> dict[str, Any]:
-  """Compiles and times the train and eval steps; returns the JSON-able results."""
-  if steps < 1 or warmup < 0 or pipeline_steps < 0:
-    raise ConfigError(
-      f"--steps must be >= 1 and --warmup, --pipeline_steps >= 0, got "
-      f"{steps}, {warmup}, {pipeline_steps}"
+  def body(args: list[str]) -> None:
+    del args
+    out = bench.run_benchmark(
+      config.value, steps.value, warmup.value, peak.value, eval_steps.value, pipeline.value
     )
-  family = families.check(config)
-  dtype, inr_dtype = families.model_dtypes(config)
-  mesh = sharding.make_mesh(config)
-  sharding.check_batch_sizes(config, mesh)
-  built = train.make_steps(config, mesh, family)
-  config = built.config  # 'auto' fields resolved for this mesh
-  init_key, step_key = jax.random.split(jax.random.key(config.seed))
-  state = built.init_state(init_key)
-  abstract = built.abstract_state
+    print(json.dumps(out), flush=True)
 
-  rng = np.random.default_rng(config.seed)
-  local = config.batch_size // jax.process_count()
-  res = config.resolution
-  images = rng.uniform(size=(local, res, res, 3)).astype(np.float32)
-  batch = sharding.global_batch(mesh, {"image": images})
-  local_eval = config.eval_batch_size // jax.process_count()
-  eval_batch = sharding.global_batch(
-    mesh,
-    {
-      "image": rng.uniform(size=(local_eval, res, res, 3)).astype(np.float32),
-      "index": (np.arange(local_eval) + jax.process_index() * local_eval).astype(np.int32),
-      "valid": np.ones((local_eval,), bool),
-    },
-  )
-  eval_masks = masking.eval_masks(config, eval_batch["index"])
-
-  def make_train(c):  # only lowered and compiled here, never called: donation is harmless
-    return train.make_steps(c, mesh, family).train_step
-
-  def make_eval(c):
-    return train.make_steps(c, mesh, family).eval_step
-
-  t0 = time.perf_counter()
-  compiled = built.train_step.lower(state, batch, step_key).compile()
-  compile_s = time.perf_counter() - t0
-  flops = _counted_flops(config, compiled, make_train, (state, batch, step_key))
-
-  holder = [state]
-
-  def train_call(s, b, k):
-    new_state, out = compiled(s, b, k)
-    holder[0] = new_state
-    return out
-
-  train_times = _time(train_call, lambda: (holder[0], batch, step_key), steps, warmup)
-
-  t0 = time.perf_counter()
-  eval_args = (holder[0].params, eval_batch, eval_masks)
-  eval_compiled = built.eval_step.lower(*eval_args).compile()
-  eval_compile_s = time.perf_counter() - t0
-  eval_flops = _counted_flops(config, eval_compiled, make_eval, eval_args)
-  eval_times = _time(
-    eval_compiled,
-    lambda: (holder[0].params, eval_batch, eval_masks),
-    steps if eval_steps is None else eval_steps,
-    warmup,
-  )
-
-  train_stats = _stats(train_times)
-  pipeline = None
-  if pipeline_steps:
-    pipeline, holder[0] = _pipeline(
-      compiled, holder[0], mesh, config, step_key, pipeline_steps, train_stats["median"]
-    )
-  memory, memory_source = _peak_memory()
-  num_devices = mesh.size
-  total_flops = flops * num_devices if flops is not None else None
-  achieved = total_flops / train_stats["median"] if total_flops else None
-  return dict(
-    compile_s=compile_s,
-    eval_compile_s=eval_compile_s,
-    train_step_s=train_stats,
-    eval_step_s=_stats(eval_times),
-    images_per_s=config.batch_size / train_stats["median"],
-    flops_per_step_per_device=flops,
-    flops_per_step=total_flops,
-    eval_flops_per_step=eval_flops * num_devices if eval_flops is not None else None,
-    achieved_flops_per_s=achieved,
-    peak_flops=peak_flops,
-    mfu=achieved / peak_flops if achieved and peak_flops else None,
-    peak_memory_bytes=memory,
-    memory_source=memory_source,
-    xla_train_memory=_xla_memory(compiled),
-    dtype=jnp.dtype(dtype or jnp.float32).name,
-    inr_dtype=jnp.dtype(inr_dtype or jnp.float32).name,
-    remat=bool(config.model.remat),
-    batch_size=config.batch_size,
-    eval_batch_size=config.eval_batch_size,
-    resolution=config.resolution,
-    mesh=dict(mesh.shape),
-    fsdp_min_size=config.get("fsdp_min_size"),
-    num_parameters=train.count_params(abstract.params),
-    device_kind=jax.devices()[0].device_kind,
-    platform=jax.devices()[0].platform,
-    num_devices=num_devices,
-    process_count=jax.process_count(),
-    steps=steps,
-    warmup=warmup,
-    pipeline=pipeline,
-    final_loss_finite=bool(np.isfinite(float(train_call(holder[0], batch, step_key)["loss"]))),
-  )
+  flags.mark_flag_as_required("config")
+  cli.run(body)
 
 
-if __name__ == "__main__":  # the flags live in minr_jax.commands.bench
-  from minr_jax.commands import bench as _command
-
-  _command.main()
+if __name__ == "__main__":
+  main()

@@ -1,18 +1,9 @@
-"""What every command shares: flags defined only when run, one-line errors.
+"""What every command shares: `run(body)` parses flags and turns bad input into one line.
 
-Each command module defines its flags inside `if __name__ == "__main__":` (so
-importing it from a notebook, a test or another module defines none) and
-hands its body to `run`:
-
-  if __name__ == "__main__":
-    flags.DEFINE_string("workdir", None, "...", required=True)
-    cli.run(lambda args: evaluate_workdir(flags.FLAGS.workdir, ...))
-
-`run` refuses stray arguments in one line (unless the command takes positional
-ones), names the flag and file of a config file that does not load,
-keeps the log at WARNING (JAX's and TFDS's INFO lines drown the progress
-lines), and turns a ConfigError into `error: <message>` on one line with exit
-status 1, before anything compiles.
+A command (`minr_jax/<name>.py`) defines its flags inside `main()`, so importing it
+defines none, and ends with `cli.run(lambda args: <library call>)`: stray arguments,
+a config file that does not load and any ConfigError become `error: <message>` with
+exit status 1, before anything compiles.
 """
 
 from __future__ import annotations

@@ -1,114 +1,79 @@
-r"""Evaluate a trained workdir's checkpoint on one or more datasets.
+"""`minr-evaluate` / `python -m minr_jax.evaluate`.
 
-An alias of the one evaluation command (`minr_jax.eval_only`, docs/evaluators.md):
-its `reconstruction` and `grids` evaluators on --datasets, plus a results table.
+Scores checkpoints, read-only (docs/evaluators.md).
 
-  python -m minr_jax.evaluate --workdir=runs/demo
-  python -m minr_jax.evaluate --workdir=runs/celeba \
-      --datasets=celeb_a,imagenette,mit_indoor67:/data/indoor67 [--step=N]
-
-`--workdir` is a workdir or one of its `checkpoints/<step>` directories.
-Restores only the parameters (no optimizer state) of the newest checkpoint
-(or `--step`), read-only, onto whatever devices are present, evaluates every
-listed dataset's evaluation split under the fixed, seeded masks of the run's
-config (`eval_mask_seed`; `--mask_strategy=random_exact` for exact-count
-masks), and writes `DIR/eval/<step>/results.{json,csv,md}` with the three
-PSNR figures, the interpolation, mean-colour-fill and masked-input baselines
-and the image count per dataset, plus a PNG grid per dataset. Without
-`--datasets` it evaluates the datasets the run evaluated during training.
-`--output=DIR` writes them to DIR instead, leaving the workdir untouched; on a
-read-only workdir without `--output` they go to
-`~/.cache/minr_jax/results/<workdir name>/eval/<step>/`, said in one line.
+One --workdir without --evals / --config: the scores table on --datasets
+(`runner.evaluate_workdir`); with --evals or --config, or several --workdir: the
+declared evaluators (`runner.evaluate_checkpoints`).
 """
 
 from __future__ import annotations
 
-import jax
-import ml_collections
+from absl import flags
+from ml_collections import config_flags
 
-from minr_jax import api, eval_only, evaluation, families, paths
+from minr_jax import cli
 from minr_jax.config import ConfigError
+from minr_jax.evaluation import runner
 
-COLUMNS = (
-  "psnr_full",
-  "psnr_masked",
-  "psnr_pasted",
-  "psnr_full_interpolation",
-  "psnr_full_mean_fill",
-  "psnr_full_masked_input",
-  "num_images",
-)
+TABLE_ONLY = ("datasets", "max_images", "mask_strategy")
 
 
-def masking_text(config) -> str:
-  """The evaluation masks in words, for result files."""
-  kind = {"random": "independent (Bernoulli) per-patch", "random_exact": "exact-count random"}.get(
-    config.eval_mask_strategy, config.eval_mask_strategy
-  )
-  return (
-    f"{kind} masks, ratio {config.mask_ratio}, {config.mask_grid}x"
-    f"{config.mask_grid} patch grid, seed {config.eval_mask_seed}"
+def evaluate(f) -> object:
+  """Dispatches on the flags (module docstring)."""
+  declared = f.evals is not None or f.config is not None or len(f.workdir) > 1
+  if declared:
+    given = [name for name in TABLE_ONLY if getattr(f, name) is not None]
+    if given:
+      raise ConfigError(
+        f"--{given[0]} is for one --workdir without --evals / --config "
+        "(declare datasets in the evals config instead)"
+      )
+    return runner.evaluate_checkpoints(f.workdir, f.config, f.evals, f.step, f.output)
+  return runner.evaluate_workdir(
+    f.workdir[0], f.datasets, f.step, f.max_images, f.mask_strategy, f.output
   )
 
 
-def evaluate_workdir(
-  workdir: str,
-  datasets: str | None = None,
-  step: int | None = None,
-  max_images: int | None = None,
-  mask_strategy: str | None = None,
-  output: str | None = None,
-) -> tuple[int, dict[str, dict[str, float]]]:
-  """Evaluates a workdir's checkpoint; returns (step, {dataset label: metrics}).
-
-  Results go to `output` if given, else `<workdir>/eval/<step>/`, or, if the
-  workdir is read-only, a folder under ~/.cache/minr_jax/results named in one
-  line (`paths.results_dir`). max_images: 0 = all (as config.dataset.eval_max_images).
-  """
-  if max_images is not None and (isinstance(max_images, bool) or max_images < 0):
-    raise ConfigError(f"--max_images must be >= 0 (0 = all), got {max_images}")
-  if output:
-    paths.check_reachable(output, "--output")
-  r = api.restore(workdir, step)
-  config = r.config
-  if max_images is not None:
-    config.dataset.eval_max_images = max_images
-  if mask_strategy is not None:
-    config.eval_mask_strategy = mask_strategy
-  families.check(config, num_devices=r.mesh.size)
-  entries = (
-    evaluation.parse_datasets(datasets)
-    if datasets is not None
-    else evaluation.eval_datasets(config)
+def main() -> None:
+  flags.DEFINE_multi_string(
+    "workdir",
+    None,
+    "A training workdir (or <workdir>/checkpoints/<step>); repeatable.",
+    required=True,
   )
-  evaluation.check_datasets(
-    config, entries, "--datasets" if datasets is not None else "config.eval_datasets"
+  flags.DEFINE_string(
+    "datasets",
+    None,
+    "Comma-separated name[:path] entries, e.g. "
+    "'celeb_a,image_folder:/data/x'. Default: the run's evaluation datasets.",
   )
-  spec = datasets or ""  # checked above; empty = the run's evaluation datasets
-  evals = ml_collections.ConfigDict(
-    dict(
-      reconstruction=dict(type="reconstruction", datasets=spec, split="eval"),
-      grids=dict(type="grids", datasets=spec, num_images=config.num_grid_images),
-    )
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
+  flags.DEFINE_integer(
+    "max_images", None, "Evaluate at most this many images per dataset (0 = all)."
   )
-  out_dir = paths.results_dir(r.workdir, "eval", r.step, output)
-  found = eval_only.run_checkpoint(r, config, evals, out_dir)[1]
-  results = found["reconstruction"]
-  if jax.process_index() == 0:
-    rows = [dict(dataset=label, **means) for label, means in results.items()]
-    text = masking_text(config)
-    evaluation.write_results(
-      out_dir,
-      rows,
-      ("dataset",) + COLUMNS,
-      [f"Checkpoint step {r.step}; {text}."],
-      dict(step=r.step, masking=text, results=results),
-    )
-    print(f"wrote {out_dir}/results.{{json,csv,md}}")
-  return r.step, results
+  flags.DEFINE_string(
+    "mask_strategy",
+    None,
+    "Evaluation mask strategy, e.g. random_exact (default: the run's config.eval_mask_strategy).",
+  )
+  flags.DEFINE_string(
+    "evals", None, "Comma-separated names of declared evals to run (default: all declared)."
+  )
+  config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "A file declaring config.evals, e.g. configs/evals/sweep.py (default: each run's own).",
+    lock_config=False,
+  )
+  flags.DEFINE_string(
+    "output",
+    None,
+    "Folder for the results (default: <workdir>/eval/<step>, or "
+    "~/.cache/minr_jax/results/... if the workdir is read-only).",
+  )
+  cli.run(lambda args: evaluate(flags.FLAGS))
 
 
-if __name__ == "__main__":  # the flags live in minr_jax.commands.evaluate
-  from minr_jax.commands import evaluate as _command
-
-  _command.main()
+if __name__ == "__main__":
+  main()

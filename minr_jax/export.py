@@ -1,81 +1,38 @@
-r"""Export a trained workdir as a small, shareable one: config.json + parameters only.
+"""`minr-export` / `python -m minr_jax.export`.
 
-  python -m minr_jax.export --workdir=runs/celeba64 --output=pretrained/celeba64 \
-      [--step=N] [--dataset_path=/path/to/your/images]
-
-The output is a workdir that `minr_jax.load`, `python -m minr_jax.evaluate`,
-robustness, compare and embed read like any other:
-
-  <output>/config.json                   the run's config, dataset.path replaced
-  <output>/checkpoints/<step>/state      {'params': ...} only, float32
-  <output>/checkpoints/<step>/config     the same config (what restores read first)
-
-No optimizer state (Adam's moments are twice the parameters) and no data
-iterator position are kept, so it cannot resume training. The config's
-`dataset.path` (a folder on the machine that trained it) is replaced by
-`--dataset_path`, default `PLACEHOLDER_PATH`, and `eval_datasets` (more such
-folders) is emptied, so the config names no path of that machine; give your own folder to
-evaluate with `--config`-free commands, e.g.
-`python -m minr_jax.evaluate --workdir=<output> --datasets=image_folder:/my/faces`.
+`inference.export.export`: a small, params-only copy of a checkpoint.
 """
 
 from __future__ import annotations
 
 import json
-import os
 
-import jax
-import numpy as np
+from absl import flags
 
-from minr_jax import api, checkpoint, paths
-from minr_jax.config import ConfigError
-
-PLACEHOLDER_PATH = "/path/to/your/images"
+from minr_jax import cli
+from minr_jax.inference import export
 
 
-def export(
-  workdir: str, output: str, step: int | None = None, dataset_path: str | None = None
-) -> int:
-  """Writes `output` (config.json + a params-only checkpoint); returns the step exported.
-
-  `output` may be a local folder or a URL (gs://...), like every path of a run.
-  Raises ConfigError if workdir has no such (intact) checkpoint, output's bucket
-  is unreachable, output is a file, or output already holds checkpoints.
-  """
-  from minr_jax.config import load_saved  # noqa: PLC0415
-
-  paths.check_reachable(output, "--output")
-  if (
-    not paths.is_url(output)
-    and os.path.lexists(paths.abspath(output))
-    and not os.path.isdir(paths.abspath(output))
-  ):
-    raise ConfigError(f"--output={output} is a file, not a folder; export into an empty folder")
-  target = paths.as_path(output, "--output") / "checkpoints"
-  if target.exists() and any(target.iterdir()):
-    raise ConfigError(f"{target} already holds checkpoints; export into an empty folder")
-  restored = api.restore(workdir, step, devices=1)
-  params = jax.tree.map(lambda x: np.asarray(x, np.float32), restored.params)
-  config = load_saved(restored.workdir)
-  config.dataset.path = dataset_path or PLACEHOLDER_PATH
-  # Folders of the training machine: evaluate the folder given above by default.
-  config.eval_datasets = ""
-  config.eval_train_dataset = True
-  paths.makedirs(output)
-  paths.write_text(
-    os.path.join(paths.abspath(output), "config.json"), config.to_json_best_effort(indent=2) + "\n"
+def main() -> None:
+  flags.DEFINE_string(
+    "workdir", None, "A training workdir (or one of its step directories).", required=True
   )
-  manager = checkpoint.make_manager(output, keep=1)
-  try:
-    checkpoint.save(
-      manager, restored.step, {"params": params}, None, json.loads(config.to_json_best_effort())
-    )
-  finally:
-    manager.close()
-  return restored.step
+  flags.DEFINE_string("output", None, "The folder to write.", required=True)
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
+  flags.DEFINE_string(
+    "dataset_path",
+    None,
+    f"dataset.path written into config.json (default {export.PLACEHOLDER_PATH!r}).",
+  )
+  f = flags.FLAGS
+
+  def body(args: list[str]) -> None:
+    del args
+    step = export.export(f.workdir, f.output, f.step, f.dataset_path)
+    print(json.dumps(dict(output=f.output, step=step)))
+
+  cli.run(body)
 
 
-if __name__ == "__main__":  # the flags live in minr_jax.commands.export
-  from minr_jax.commands import export as _command
-
-  _command.main()
+if __name__ == "__main__":
+  main()

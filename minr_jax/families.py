@@ -38,6 +38,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from minr_jax import config as config_lib
@@ -536,3 +537,8 @@ def check(config: ml_collections.ConfigDict, num_devices: int | None = None) -> 
   family = get(config)
   family.validate(config)
   return family
+
+
+def count_params(params) -> int:
+  """Number of parameters in a pytree of arrays (or of shape structs)."""
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))

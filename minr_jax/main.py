@@ -37,39 +37,6 @@ from ml_collections import config_flags
 from minr_jax import cli
 from minr_jax.config import ConfigError
 
-_CONFIG = config_flags.DEFINE_config_file(
-  "config", None, "Config file, e.g. configs/transinr.py:demo.", lock_config=True
-)
-_WORKDIR = flags.DEFINE_string(
-  "workdir", None, "Directory for checkpoints, metrics.jsonl, TensorBoard files and PNG grids."
-)
-_SUMMARY = flags.DEFINE_bool("summary", False, "Print the parameter table and exit.")
-_ALLOW_CHANGE = flags.DEFINE_bool(
-  "allow_config_change",
-  False,
-  "Resume a checkpoint with a config that differs in fields "
-  "beyond step counts, cadences, logging and evaluation (logged in config_changes.jsonl).",
-)
-_DISTRIBUTED = flags.DEFINE_enum(
-  "distributed",
-  "auto",
-  ["auto", "on", "off"],
-  "Multi-process start-up (jax.distributed.initialize): auto = when "
-  "--coordinator_address is set or the environment shows a multi-host job.",
-)
-_COORDINATOR = flags.DEFINE_string(
-  "coordinator_address",
-  None,
-  "host:port of process 0's coordinator service, for "
-  "multi-process runs outside TPU pods (with --num_processes and --process_id).",
-)
-_NUM_PROCESSES = flags.DEFINE_integer(
-  "num_processes", None, "Number of processes of a multi-process run."
-)
-_PROCESS_ID = flags.DEFINE_integer(
-  "process_id", None, "This process's index in [0, --num_processes)."
-)
-
 
 def multihost_environment(env: dict[str, str] | None = None) -> bool:
   """Whether the environment shows a multi-host job JAX can detect by itself."""
@@ -119,24 +86,51 @@ def init_distributed(
   return True
 
 
-def main(args: list[str]) -> None:
-  del args
-  init_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  # Imported here so that `--help` and flag errors don't wait for JAX.
-  from minr_jax import train  # noqa: PLC0415
+def train(f) -> None:
+  """The command's body: join a multi-process runtime if asked, then train (or --summary)."""
+  init_distributed(f.distributed, f.coordinator_address, f.num_processes, f.process_id)
+  from minr_jax.training import loop, steps  # noqa: PLC0415 (--help and flag errors skip JAX)
 
-  config = _CONFIG.value
-  if _SUMMARY.value:
-    print(train.summary(config))
+  if f.summary:
+    print(steps.summary(f.config))
     return
-  if not _WORKDIR.value:
+  if not f.workdir:
     raise ConfigError("--workdir is required to train")
-  train.train_and_evaluate(config, _WORKDIR.value, _ALLOW_CHANGE.value)
+  loop.train_and_evaluate(f.config, f.workdir, f.allow_config_change)
 
 
 def run() -> None:
+  """`minr-train` and `python -m minr_jax.main`: defines the flags, then runs `train`."""
+  config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/transinr.py:demo.", lock_config=True
+  )
+  flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, metrics.jsonl, TensorBoard files and PNG grids."
+  )
+  flags.DEFINE_bool("summary", False, "Print the parameter table and exit.")
+  flags.DEFINE_bool(
+    "allow_config_change",
+    False,
+    "Resume a checkpoint with a config that differs in fields "
+    "beyond step counts, cadences, logging and evaluation (logged in config_changes.jsonl).",
+  )
+  flags.DEFINE_enum(
+    "distributed",
+    "auto",
+    ["auto", "on", "off"],
+    "Multi-process start-up (jax.distributed.initialize): auto = when "
+    "--coordinator_address is set or the environment shows a multi-host job.",
+  )
+  flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "host:port of process 0's coordinator service, for "
+    "multi-process runs outside TPU pods (with --num_processes and --process_id).",
+  )
+  flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
+  flags.DEFINE_integer("process_id", None, "This process's index in [0, --num_processes).")
   flags.mark_flag_as_required("config")
-  cli.run(main)
+  cli.run(lambda args: train(flags.FLAGS))
 
 
 if __name__ == "__main__":

@@ -33,11 +33,11 @@ def tiny_run(tmp_path_factory):
   on it and on `scenes` (3 val images). Tests read it (evaluate, export,
   robustness write only their own result folders); a test that changes the
   workdir works on a copy. Training steps of other tests' tiny runs are
-  compiled once per session anyway (`train.steps_for_run`).
+  compiled once per session anyway (`steps.steps_for_run`).
   """
   from helpers import make_image_folder, tiny_config  # noqa: PLC0415
 
-  from minr_jax import train  # noqa: PLC0415
+  from minr_jax.training import loop
 
   root = tmp_path_factory.mktemp("tiny_run")
   faces = make_image_folder(str(root / "faces"))
@@ -46,5 +46,5 @@ def tiny_run(tmp_path_factory):
     str(root / "tfds"), faces, num_train_steps=2, eval_datasets=f"image_folder:{scenes}"
   )
   workdir = str(root / "run")
-  final = train.train_and_evaluate(config, workdir)
+  final = loop.train_and_evaluate(config, workdir)
   return TinyRun(workdir, config, faces, scenes, final)

@@ -14,8 +14,8 @@ import types
 
 import pytest
 
-from minr_jax import aot
 from minr_jax.config import ConfigError
+from minr_jax.training import aot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_libtpu = pytest.mark.skipif(

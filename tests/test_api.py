@@ -15,8 +15,11 @@ import pytest
 from helpers import make_image_folder, tiny_config
 
 import minr_jax
-from minr_jax import data, embed, evaluation, families, masking, metrics, train
+from minr_jax import data, families, masking, metrics
 from minr_jax.config import ConfigError
+from minr_jax.evaluation import scoring
+from minr_jax.inference import embed
+from minr_jax.training import loop
 
 pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
 
@@ -42,7 +45,7 @@ def run(tmp_path_factory):
   folder = make_labelled_folder(str(root / "pets"))
   config = tiny_config(str(root / "tfds"), folder, num_train_steps=2)
   workdir = str(root / "run")
-  final = train.train_and_evaluate(config, workdir)
+  final = loop.train_and_evaluate(config, workdir)
   return workdir, config, final["image_folder:pets"], minr_jax.load(workdir)
 
 
@@ -57,7 +60,7 @@ def test_load_restores_the_run(run):
   assert m.step == 2 and m.workdir == workdir
   assert m.mesh.devices.size == 8
   assert m.config.model.dim == config.model.dim
-  assert m.num_params == train.count_params(m.params) > 0
+  assert m.num_params == families.count_params(m.params) > 0
   assert isinstance(m.model, type(families.get(config).build(config)))
 
 
@@ -65,7 +68,7 @@ def test_reconstruct_equals_training_eval_step(run, eval_batch):
   _, config, final, m = run
   grid_fn = jax.jit(
     functools.partial(
-      evaluation._grid_predict, model=m.model, family=families.get(m.config), config=m.config
+      scoring._grid_predict, model=m.model, family=families.get(m.config), config=m.config
     )
   )
   inputs, pred_eval, *_ = grid_fn(
@@ -217,7 +220,7 @@ def test_embed_command_writes_deterministic_npz_and_array_record(run, tmp_path):
   embed.run(workdir, f"image_folder:{folder}", again, kind="weight_mean", progress=False)
   assert open(out, "rb").read() == open(again, "rb").read()
 
-  records = str(tmp_path / "train.array_record")
+  records = str(tmp_path / "loop.array_record")
   embed.run(
     workdir,
     f"image_folder:{folder}",

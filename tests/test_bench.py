@@ -10,8 +10,8 @@ import sys
 import pytest
 from helpers import tiny_config
 
-from minr_jax import bench
 from minr_jax.config import ConfigError
+from minr_jax.training import bench
 
 pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
 

@@ -15,8 +15,10 @@ from PIL import Image
 
 from configs import ginr as ginr_config
 from configs import mae as mae_config
-from minr_jax import compare, evaluate, metrics, train
+from minr_jax import writers
 from minr_jax.config import ConfigError
+from minr_jax.evaluation import compare, runner
+from minr_jax.training import loop
 
 pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
 
@@ -46,7 +48,7 @@ def runs(tmp_path_factory):
   workdirs = []
   for name, config in configs.items():
     workdirs.append(str(root / name))
-    train.train_and_evaluate(config, workdirs[-1])
+    loop.train_and_evaluate(config, workdirs[-1])
   out = str(root / "report")
   rows = compare.compare_workdirs(
     workdirs, f"image_folder:{faces},image_folder:{scenes}", out, num_images=4
@@ -88,13 +90,13 @@ def test_figures_show_every_model_side_by_side(runs):
     image = Image.open(os.path.join(out, f"compare_image_folder_{label}.png"))
     width, height = image.size
     assert width > height  # 5 columns (input, 3 models, truth) of 4 or 3 rows
-    assert image.size == metrics.image_grid_size(rows, 5, 16, 16, with_titles=True)
+    assert image.size == writers.image_grid_size(rows, 5, 16, 16, with_titles=True)
 
 
 def test_numbers_equal_evaluate_with_exact_count_masks(runs):
   workdirs, _, rows, faces = runs
   for workdir, row in zip(workdirs, rows[:3], strict=True):
-    _, results = evaluate.evaluate_workdir(
+    _, results = runner.evaluate_workdir(
       workdir, f"image_folder:{faces}", mask_strategy="random_exact"
     )
     got = results["image_folder:faces"]

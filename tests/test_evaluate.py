@@ -10,8 +10,9 @@ import shutil
 import pytest
 from helpers import make_image_folder, tiny_config
 
-from minr_jax import evaluate, evaluation, train
 from minr_jax.config import ConfigError
+from minr_jax.evaluation import runner, scoring
+from minr_jax.training import loop
 
 pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
 
@@ -30,7 +31,7 @@ def test_training_logs_every_eval_dataset(trained):
 
 def test_evaluate_writes_all_result_files_for_several_datasets(trained):
   workdir, folder, other, final = trained
-  step, results = evaluate.evaluate_workdir(
+  step, results = runner.evaluate_workdir(
     workdir, f"image_folder:{folder},image_folder:{other},demo"
   )
   assert step == 2
@@ -40,7 +41,7 @@ def test_evaluate_writes_all_result_files_for_several_datasets(trained):
     saved = json.load(f)
   assert saved["step"] == 2 and "Bernoulli" in saved["masking"]
   for label, r in saved["results"].items():
-    assert set(evaluate.COLUMNS) <= set(r), label
+    assert set(runner.COLUMNS) <= set(r), label
   with open(os.path.join(out, "results.csv")) as f:
     rows = list(csv.DictReader(f))
   assert [r["dataset"] for r in rows] == list(results)
@@ -54,8 +55,8 @@ def test_evaluate_writes_all_result_files_for_several_datasets(trained):
 
 def test_evaluation_masks_are_identical_across_runs(trained):
   workdir, folder, _, _ = trained
-  _, a = evaluate.evaluate_workdir(workdir, f"image_folder:{folder}", mask_strategy="random_exact")
-  _, b = evaluate.evaluate_workdir(workdir, f"image_folder:{folder}", mask_strategy="random_exact")
+  _, a = runner.evaluate_workdir(workdir, f"image_folder:{folder}", mask_strategy="random_exact")
+  _, b = runner.evaluate_workdir(workdir, f"image_folder:{folder}", mask_strategy="random_exact")
   assert a == b
   assert "exact-count random" in open(os.path.join(workdir, "eval", "2", "results.md")).read()
 
@@ -63,15 +64,15 @@ def test_evaluation_masks_are_identical_across_runs(trained):
 def test_evaluate_errors_name_the_problem(trained, tmp_path):
   workdir, folder, _, _ = trained
   with pytest.raises(ConfigError, match="config.json does not exist"):
-    evaluate.evaluate_workdir(str(tmp_path))
+    runner.evaluate_workdir(str(tmp_path))
   with pytest.raises(ConfigError, match="no checkpoint 7"):
-    evaluate.evaluate_workdir(workdir, f"image_folder:{folder}", step=7)
+    runner.evaluate_workdir(workdir, f"image_folder:{folder}", step=7)
   with pytest.raises(ConfigError, match="unknown"):
-    evaluate.evaluate_workdir(workdir, "imagenet21k")
+    runner.evaluate_workdir(workdir, "imagenet21k")
 
 
 def test_paper_tables_put_measured_numbers_beside_the_paper(trained, tmp_path):
-  from minr_jax import paper_tables
+  from minr_jax.evaluation import paper_tables
 
   workdir, folder, _, _ = trained
   fake = {
@@ -84,7 +85,7 @@ def test_paper_tables_put_measured_numbers_beside_the_paper(trained, tmp_path):
   assert "20.50 (paper 21.865; interpolation 15.50, fill 13.00)" in text
   assert "17.25 (paper 18.058; interpolation -, fill 12.00)" in text  # CEL->IMG
   assert "- (paper 19.929; fill -)" in text  # IMG->CEL not run
-  evaluate.evaluate_workdir(workdir, f"image_folder:{folder}")
+  runner.evaluate_workdir(workdir, f"image_folder:{folder}")
   assert "image_folder:faces" in paper_tables.latest_results(workdir)
   with pytest.raises(ConfigError, match="no evaluation"):
     paper_tables.latest_results(str(tmp_path))
@@ -102,7 +103,7 @@ def test_config_json_from_before_later_fields_still_evaluates(trained, tmp_path)
   for field in ("family", "dtype", "inr_dtype", "remat"):
     config["model"].pop(field, None)
   json.dump(config, open(old / "config.json", "w"))
-  step, results = evaluate.evaluate_workdir(str(old), f"image_folder:{folder}")
+  step, results = runner.evaluate_workdir(str(old), f"image_folder:{folder}")
   label = "image_folder:faces"
   assert step == 2
   assert results[label]["psnr_full"] == pytest.approx(final[label]["psnr_full"], abs=1e-5)
@@ -112,7 +113,8 @@ def test_reading_commands_leave_an_in_flight_checkpoint_alone(trained, tmp_path)
   """evaluate, robustness, compare, embed and load open checkpoints read-only: a save
   still in flight in the workdir (orbax's temporary directory) is never cleaned up."""
   import minr_jax
-  from minr_jax import compare, embed, robustness
+  from minr_jax.evaluation import compare, robustness
+  from minr_jax.inference import embed
 
   workdir = str(tmp_path / "run")  # a copy: the shared run stays untouched
   shutil.copytree(trained[0], workdir)
@@ -122,7 +124,7 @@ def test_reading_commands_leave_an_in_flight_checkpoint_alone(trained, tmp_path)
   with open(os.path.join(tmp, "state", "partial"), "w") as f:
     f.write("being written")
   entries = os.listdir(os.path.join(workdir, "checkpoints"))
-  evaluate.evaluate_workdir(workdir, f"image_folder:{folder}")
+  runner.evaluate_workdir(workdir, f"image_folder:{folder}")
   robustness.run_sweep(workdir, f"image_folder:{folder}", "random", "0.5")
   compare.compare_workdirs([workdir], f"image_folder:{folder}", str(tmp_path / "cmp"))
   embed.run(workdir, f"image_folder:{folder}", str(tmp_path / "e.npz"), progress=False)
@@ -134,12 +136,12 @@ def test_reading_commands_leave_an_in_flight_checkpoint_alone(trained, tmp_path)
 
 def test_every_record_carries_the_interpolation_baseline(trained):
   workdir, _, _, final = trained
-  from minr_jax import metrics
+  from minr_jax import writers
 
   for label, means in final.items():
     assert means["psnr_full_mean_fill"] < means["psnr_full_interpolation"] < 100, label
   evals = [
-    r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "eval"
+    r for r in writers.read_metrics(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "eval"
   ]
   assert evals and all("psnr_full_interpolation" in r for r in evals)
 
@@ -154,13 +156,13 @@ def test_every_record_carries_the_interpolation_baseline(trained):
 )
 def test_eval_datasets_list(train_too, extra, expected):
   config = tiny_config("/unused", "/a", eval_train_dataset=train_too, eval_datasets=extra)
-  assert evaluation.eval_datasets(config) == expected
+  assert scoring.eval_datasets(config) == expected
 
 
 def test_eval_train_dataset_false_needs_eval_datasets():
   config = tiny_config("/unused", "/a", eval_train_dataset=False)
   with pytest.raises(ConfigError, match=r"^config.eval_train_dataset=False needs held-out"):
-    evaluation.eval_datasets(config)
+    scoring.eval_datasets(config)
 
 
 def test_train_only_folder_with_held_out_folders(tmp_path):
@@ -176,6 +178,6 @@ def test_train_only_folder_with_held_out_folders(tmp_path):
     eval_datasets=f"image_folder:{held_out}",
     dataset__eval_fraction=0.0,
   )
-  final = train.train_and_evaluate(config, str(tmp_path / "run"))
+  final = loop.train_and_evaluate(config, str(tmp_path / "run"))
   assert list(final) == ["image_folder:heldout"]
   assert final["image_folder:heldout"]["num_images"] == 3

@@ -16,8 +16,10 @@ from PIL import Image
 from configs import ginr as ginr_config
 from configs import mae as mae_config
 from configs import transinr as transinr_config
-from minr_jax import eval_only, evaluators, guard, metrics, train
+from minr_jax import writers
 from minr_jax.config import ConfigError
+from minr_jax.evaluation import registry, runner
+from minr_jax.training import guard, loop
 
 
 class StepCounter:
@@ -44,7 +46,7 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, folder):
   """Two 4-step runs: one declaring the default evals plus a StepCounter every 3 steps."""
-  evaluators.register("step_counter", StepCounter)
+  registry.register("step_counter", StepCounter)
   root = tmp_path_factory.mktemp("evaluators")
   folder, data_dir = folder
   out = []
@@ -53,19 +55,19 @@ def runs(tmp_path_factory, folder):
       data_dir, folder, num_train_steps=4, eval_every_steps=2, checkpoint_every_steps=2, seed=i
     )
     if i == 0:
-      config.evals = evaluators.default_evals(config)
+      config.evals = registry.default_evals(config)
       config.evals.counter = ml_collections.ConfigDict(
         dict(type="step_counter", every_steps=3, scale=2.0)
       )
     workdir = str(root / f"run{i}")
-    out.append((workdir, config, train.train_and_evaluate(config, workdir)))
+    out.append((workdir, config, loop.train_and_evaluate(config, workdir)))
   return folder, data_dir, out
 
 
 @pytest.mark.slow
 def test_an_added_evaluator_runs_on_its_schedule_and_is_written(runs):
   _, _, ((workdir, _, final), _) = runs
-  records = metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  records = writers.read_metrics(os.path.join(workdir, "metrics.jsonl"))
   counted = [(r["step"], r.get("seen")) for r in records if r["split"] == "counter" and "seen" in r]
   assert counted == [(3, 6.0), (4, 8.0)]  # every 3 steps, and at the final step
   extra = [r for r in records if r["split"] == "counter" and r.get("dataset") == "extra"]
@@ -84,7 +86,7 @@ def test_default_evals_of_the_paper_configs_are_todays_evaluation():
   ):
     for variant in variants:
       c = get_config(variant)
-      evals = evaluators.declared(c).to_dict()
+      evals = registry.declared(c).to_dict()
       expected = {
         "reconstruction": dict(type="reconstruction", every_steps=c.eval_every_steps, split="eval")
       }
@@ -100,7 +102,7 @@ def test_a_run_without_evals_writes_todays_evaluation(runs):
   _, _, (_, (workdir, config, final)) = runs
   # A run without config.evals: today's records, grids and final_eval.json.
   assert "evals" not in config
-  records = metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  records = writers.read_metrics(os.path.join(workdir, "metrics.jsonl"))
   evals = [r for r in records if r["split"] == "eval"]
   assert [(r["step"], r["dataset"]) for r in evals] == [(2, "image_folder:faces")] * 1 + [
     (4, "image_folder:faces")
@@ -123,7 +125,7 @@ def test_one_command_evaluates_two_checkpoints(runs, tmp_path, capsys):
       )
     )
   )
-  out = eval_only.evaluate_checkpoints([w0, w1], evals, output=str(tmp_path / "out"))
+  out = runner.evaluate_checkpoints([w0, w1], evals, output=str(tmp_path / "out"))
   for workdir, final in ((w0, final0), (w1, final1)):
     found = out[workdir]["evals"]["reconstruction"]["image_folder:faces"]
     assert out[workdir]["step"] == 4
@@ -135,7 +137,7 @@ def test_one_command_evaluates_two_checkpoints(runs, tmp_path, capsys):
   assert "eval step 4 [image_folder:faces]: psnr_full" in capsys.readouterr().out
   # --evals picks declared entries by name; an unknown one is one line.
   with pytest.raises(ConfigError, match="--evals=nope: no evaluator named nope"):
-    eval_only.evaluate_checkpoints([w0], evals, names="nope")
+    runner.evaluate_checkpoints([w0], evals, names="nope")
 
 
 @pytest.mark.parametrize(
@@ -157,7 +159,7 @@ def test_bad_entries_are_one_line_config_errors_before_compiling(folder, tmp_pat
   config = tiny_config(data_dir, folder)
   config.evals = ml_collections.ConfigDict(dict(foo=entry))
   with pytest.raises(ConfigError, match=message) as e:
-    train.train_and_evaluate(config, str(tmp_path / "run"))
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
   assert "\n" not in str(e.value)
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
@@ -166,7 +168,7 @@ def test_changing_evals_on_resume_is_allowed(folder):
   folder, data_dir = folder
   config = tiny_config(data_dir, folder)
   saved = json.loads(config.to_json_best_effort())
-  config.evals = evaluators.default_evals(config)
+  config.evals = registry.default_evals(config)
   config.evals.reconstruction.every_steps = 7
   guard.check_config_change(config, saved, "ckpt", "/nonexistent", allow=False)
 
@@ -191,7 +193,7 @@ def test_probe_evaluator_on_a_labelled_folder(runs, tmp_path):
       )
     )
   )
-  out = eval_only.evaluate_checkpoints([w0], evals, output=str(tmp_path / "out"))
+  out = runner.evaluate_checkpoints([w0], evals, output=str(tmp_path / "out"))
   found = out[w0]["evals"]["probe"]
   assert 0.0 <= found["accuracy"] <= 1.0 and found["majority_baseline"] == 0.5
 
@@ -203,7 +205,7 @@ def test_command_line_runs_a_config_file_of_evals(runs, tmp_path):
   args = [
     sys.executable,
     "-m",
-    "minr_jax.eval_only",
+    "minr_jax.evaluate",
     f"--workdir={w0}",
     f"--workdir={w1}",
     "--config=configs/evals/sweep.py",

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import minr_jax
-from minr_jax import evaluate, export
 from minr_jax.config import ConfigError
+from minr_jax.evaluation import runner
+from minr_jax.inference import export
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_export_keeps_only_the_params_and_loads_like_the_run(run, tmp_path):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
   assert size(out) < 0.6 * size(os.path.join(workdir, "checkpoints"))
-  step, results = evaluate.evaluate_workdir(out, datasets=f"image_folder:{folder}")
+  step, results = runner.evaluate_workdir(out, datasets=f"image_folder:{folder}")
   assert step == 2 and results["image_folder:faces"]["num_images"] == 4
   with pytest.raises(ConfigError, match="already holds checkpoints"):
     export.export(workdir, out)

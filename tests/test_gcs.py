@@ -18,8 +18,11 @@ import pytest
 from helpers import make_image_folder, tiny_config
 
 import minr_jax
-from minr_jax import embed, evaluate, metrics, paths, train
+from minr_jax import paths, writers
 from minr_jax.config import ConfigError, load_saved
+from minr_jax.evaluation import runner
+from minr_jax.inference import embed
+from minr_jax.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = "minr-test"
@@ -153,10 +156,10 @@ def runs(gcs, folder, tmp_path_factory):
   old = os.getcwd()
   os.chdir(cwd)
   try:
-    train.train_and_evaluate(_config(data_dir, folder, 2), RUN)
+    loop.train_and_evaluate(_config(data_dir, folder, 2), RUN)
     after_two = _objects(f"{BUCKET}/run")
-    final = train.train_and_evaluate(_config(data_dir, folder, 4), RUN)
-    straight = train.train_and_evaluate(_config(data_dir, folder, 4), local)
+    final = loop.train_and_evaluate(_config(data_dir, folder, 4), RUN)
+    straight = loop.train_and_evaluate(_config(data_dir, folder, 4), local)
   finally:
     os.chdir(old)
   return dict(
@@ -167,7 +170,7 @@ def runs(gcs, folder, tmp_path_factory):
 def _train_records(workdir: str) -> dict[int, dict]:
   return {
     r["step"]: r
-    for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+    for r in writers.read_metrics(os.path.join(workdir, "metrics.jsonl"))
     if r["split"] == "train"
   }
 
@@ -205,8 +208,8 @@ def test_a_gs_run_lands_in_the_bucket_and_resumes_exactly(runs):
 @pytest.mark.slow
 def test_evaluate_load_and_embed_read_and_write_gs(runs, folder, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
-  step, results = evaluate.evaluate_workdir(RUN)
-  _, local_results = evaluate.evaluate_workdir(runs["local"])
+  step, results = runner.evaluate_workdir(RUN)
+  _, local_results = runner.evaluate_workdir(runs["local"])
   assert step == 4
   label = next(iter(results))
   assert results[label]["psnr_pasted"] == pytest.approx(
@@ -269,17 +272,17 @@ def test_image_folder_and_data_dir_on_gs(gcs, runs, folder, tmp_path, monkeypatc
 @pytest.mark.slow
 def test_metric_writer_rewrites_the_object_and_a_resumed_writer_continues_it(gcs):
   path = f"gs://{BUCKET}/writer/metrics.jsonl"
-  with metrics.MetricWriter(f"gs://{BUCKET}/writer", tensorboard=False, flush_every_secs=3600) as w:
+  with writers.MetricWriter(f"gs://{BUCKET}/writer", tensorboard=False, flush_every_secs=3600) as w:
     w.write(1, "train", {"loss": 1.0})
     assert not paths.as_path(path).exists()  # throttled: nothing uploaded yet
     w.flush()
-    assert [r["step"] for r in metrics.read_metrics(path)] == [1]
+    assert [r["step"] for r in writers.read_metrics(path)] == [1]
     w.write(2, "train", {"loss": 0.5})
   paths.write_text(path, paths.as_path(path).read_text() + '{"step": 3, "spl')  # killed mid-line
-  with metrics.MetricWriter(f"gs://{BUCKET}/writer", tensorboard=False) as w:
+  with writers.MetricWriter(f"gs://{BUCKET}/writer", tensorboard=False) as w:
     w.write(3, "train", {"loss": 0.25})
-  assert [r["step"] for r in metrics.read_metrics(path)] == [1, 2, 3]
-  with metrics.MetricWriter(f"gs://{BUCKET}/off", enabled=False) as w:
+  assert [r["step"] for r in writers.read_metrics(path)] == [1, 2, 3]
+  with writers.MetricWriter(f"gs://{BUCKET}/off", enabled=False) as w:
     w.write(1, "train", {"loss": 1.0})
   assert not paths.as_path(f"gs://{BUCKET}/off/metrics.jsonl").exists()
 
@@ -293,7 +296,7 @@ def test_an_unreachable_bucket_is_one_config_error(gcs, folder, tmp_path, monkey
     match=r"--workdir=gs://no-such-bucket/run: bucket "
     r"gs://no-such-bucket does not exist",
   ):
-    train.train_and_evaluate(config, "gs://no-such-bucket/run")
+    loop.train_and_evaluate(config, "gs://no-such-bucket/run")
   with pytest.raises(ConfigError, match="no-such-bucket"):
     minr_jax.load("gs://no-such-bucket/run")
   with pytest.raises(ConfigError, match="--output=gs://no-such-bucket/e.npz"):
@@ -309,12 +312,12 @@ def test_a_url_scheme_nothing_serves_is_one_config_error(tmp_path, monkeypatch):
     match=r"--workdir=foo://x/run: no file system serves "
     r"foo:// URLs",
   ):
-    train.train_and_evaluate(config, "foo://x/run")
+    loop.train_and_evaluate(config, "foo://x/run")
   with pytest.raises(ConfigError, match="foo://"):
     minr_jax.load("foo://x/run")
   config.dataset.data_dir = "foo://x/tfds"
   with pytest.raises(ConfigError, match="config.dataset.data_dir=foo://x/tfds"):
-    train.train_and_evaluate(config, str(tmp_path / "run"))
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
   assert os.listdir(tmp_path) == []  # no `foo:` folder
 
 
@@ -369,7 +372,7 @@ def test_inpaint_reads_and_writes_gs(gcs, tmp_path, monkeypatch):
   from helpers import smooth_image
   from PIL import Image
 
-  from minr_jax import inpaint
+  from minr_jax.inference import inpaint
 
   fs = gcsfs.core.GCSFileSystem(token="anon")
   rng = np.random.default_rng(0)

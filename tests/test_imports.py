@@ -1,103 +1,61 @@
-"""Import hygiene: no cycles among the package's modules, every module imports alone.
+"""Import hygiene: the layer contract of pyproject.toml holds, fails on a planted
+upward import, and every module imports alone in a fresh interpreter."""
 
-The graph is read from the source (module-level `import`/`from` statements
-only; imports inside functions are deliberate lazy imports and do not run at
-import time), so the check is exact and takes milliseconds. One fresh
-interpreter then imports every module in turn, in the order of their names,
-so a module that fails to import (a missing name, a dependency left out) is
-caught even where no test touches it.
-"""
-
-import ast
+import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
 import minr_jax
 
 PACKAGE = pathlib.Path(minr_jax.__file__).parent
+ROOT = PACKAGE.parent
 
 
-def _modules() -> dict[str, pathlib.Path]:
-  out = {}
+def _modules() -> list[str]:
+  out = []
   for path in sorted(PACKAGE.rglob("*.py")):
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    if parts[-1] == "__init__":
-      parts = parts[:-1]
-    out[".".join(parts)] = path
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    out.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
   return out
 
 
-def _top_level_imports(name: str, path: pathlib.Path, modules) -> set[str]:
-  """The package modules that `name` imports when it is imported."""
-  tree = ast.parse(path.read_text())
-  found = set()
-  package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-  for node in tree.body:  # module level only; also `if TYPE_CHECKING:` bodies are skipped
-    if isinstance(node, ast.Import):
-      found.update(alias.name for alias in node.names)
-    elif isinstance(node, ast.ImportFrom):
-      base = node.module or ""
-      if node.level:
-        base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [base])
-        base = base.rstrip(".")
-      submodules = {f"{base}.{alias.name}" for alias in node.names} & set(modules)
-      found.update(submodules)
-      if len(submodules) < len(node.names):  # a name defined in `base` itself
-        found.add(base)
-  # A package is being initialised before any of its submodules runs, so an import of an
-  # ancestor package from inside it is not an edge that can deadlock.
-  ancestors = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
-  return {m for m in found if m in modules and m != name and m not in ancestors}
+def _lint(root: pathlib.Path) -> subprocess.CompletedProcess:
+  # `lint-imports` is importlinter.cli:lint_imports_command; run it on `root`'s package.
+  code = (
+    "import sys; from importlinter.cli import lint_imports_command as c; "
+    "sys.exit(c.main(['--config', 'pyproject.toml', '--no-cache'], standalone_mode=False))"
+  )
+  env = dict(os.environ, PYTHONPATH=str(root))
+  return subprocess.run(
+    [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=300
+  )
 
 
-def _graph():
-  modules = _modules()
-  return {name: _top_level_imports(name, path, modules) for name, path in modules.items()}
-
-
-def _cycle(graph) -> list[str] | None:
-  state: dict[str, int] = {}  # 1: on the stack, 2: done
-
-  def visit(node, stack):
-    state[node] = 1
-    for nxt in sorted(graph[node]):
-      if state.get(nxt) == 1:
-        return stack[stack.index(nxt) :] + [nxt] if nxt in stack else [node, nxt]
-      if nxt not in state:
-        found = visit(nxt, stack + [nxt])
-        if found:
-          return found
-    state[node] = 2
-    return None
-
-  for start in sorted(graph):
-    if start not in state:
-      found = visit(start, [start])
-      if found:
-        return found
-  return None
-
-
-def test_the_cycle_finder_finds_a_planted_cycle():
-  assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
-  assert _cycle({"a": {"b"}, "b": set()}) is None
-
-
-def test_no_module_level_import_cycle_in_the_package():
-  graph = _graph()
-  assert len(graph) > 40 and "minr_jax.train" in graph  # the walk found the package
-  assert _cycle(graph) is None, " -> ".join(_cycle(graph))
-
-
-def test_the_error_type_and_config_import_no_module_that_imports_them_back():
-  graph = _graph()
-  assert graph["minr_jax.errors"] == set()
-  assert "minr_jax.config" not in graph["minr_jax.paths"]
+def test_the_import_contract_holds_and_fails_on_an_upward_or_circular_import(tmp_path):
+  assert _lint(ROOT).returncode == 0
+  copy = tmp_path / "repo"
+  shutil.copytree(PACKAGE, copy / "minr_jax", ignore=shutil.ignore_patterns("__pycache__"))
+  shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
+  model = copy / "minr_jax" / "inference" / "model.py"
+  original = model.read_text()
+  # An import inside a function counts too: inference may not reach up into training.
+  model.write_text(original + "\n\ndef _planted():\n  from minr_jax.training import steps\n")
+  broken = _lint(copy)
+  assert broken.returncode != 0 and "minr_jax.inference.model -> minr_jax.training" in broken.stdout
+  # A cycle between two base modules of one layer is refused as well.
+  model.write_text(original)
+  paths = copy / "minr_jax" / "paths.py"
+  paths.write_text(paths.read_text() + "\n\ndef _planted():\n  from minr_jax import metrics\n")
+  metrics = copy / "minr_jax" / "metrics.py"
+  metrics.write_text(metrics.read_text() + "\n\ndef _planted():\n  from minr_jax import paths\n")
+  assert _lint(copy).returncode != 0
 
 
 def test_every_module_imports_in_a_fresh_interpreter():
-  names = [n for n in _modules() if n != "minr_jax.__main__"]
+  names = _modules()
+  assert len(names) > 40 and "minr_jax.training.loop" in names  # the walk found the package
   code = "import importlib, sys\nfor name in sys.argv[1:]:\n  importlib.import_module(name)\n"
   result = subprocess.run(
     [sys.executable, "-c", code, *names], capture_output=True, text=True, timeout=600

@@ -12,8 +12,9 @@ from helpers import run_at_once, smooth_image
 from PIL import Image
 
 import minr_jax
-from minr_jax import inpaint, metrics
+from minr_jax import metrics, writers
 from minr_jax.config import ConfigError
+from minr_jax.inference import inpaint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED = os.path.join(ROOT, "pretrained", "celeba64")
@@ -260,7 +261,7 @@ def test_command_on_a_folder(tmp_path, capsys):
       hidden = inpaint.photo_mask("random:0.75:seed=0", 37, 91, 0, 8)
       np.testing.assert_array_equal(np.asarray(a)[~hidden], np.asarray(src)[~hidden])
   with Image.open(out / "a_compare.png") as c:
-    assert c.size == metrics.image_grid_size(1, 4, 37, 91, True)
+    assert c.size == writers.image_grid_size(1, 4, 37, 91, True)
   results = json.loads((out / "results.json").read_text())
   assert results["num_images"] == 2 and results["step"] == 6000
   assert set(results["mean"]) == {"psnr_minr", "psnr_interpolation", "psnr_mean_fill"}

@@ -11,8 +11,10 @@ from helpers import make_image_folder
 
 import minr_jax
 from configs import mae as mae_config
-from minr_jax import data, evaluation, families, masking, metrics, robustness, train
+from minr_jax import data, families, masking, metrics
 from minr_jax.config import ConfigError
+from minr_jax.evaluation import robustness, scoring
+from minr_jax.training import loop
 
 pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
 
@@ -28,7 +30,7 @@ def run(tmp_path_factory):
   config.batch_size = config.eval_batch_size = 8
   config.num_train_steps = 2
   workdir = str(root / "run")
-  final = train.train_and_evaluate(config, workdir)
+  final = loop.train_and_evaluate(config, workdir)
   return workdir, config, final["image_folder:faces"], minr_jax.load(workdir)
 
 
@@ -42,7 +44,7 @@ def test_reconstruct_equals_the_training_evaluation(run):
   assert pred.shape == images.shape and mask.mean() == pytest.approx(0.75)
   grid_fn = jax.jit(
     functools.partial(
-      evaluation._grid_predict, model=m.model, family=families.get(m.config), config=m.config
+      scoring._grid_predict, model=m.model, family=families.get(m.config), config=m.config
     )
   )
   inputs, pred_eval, *_ = grid_fn(m.params, batch, masking.eval_masks(m.config, batch["index"]))

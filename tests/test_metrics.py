@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minr_jax import metrics
+from minr_jax import metrics, writers
 
 
 def _images(b=2, h=4, w=5, c=3, seed=0):
@@ -301,15 +301,15 @@ def test_shape_mismatch_raises():
 
 
 def test_jsonl_round_trip_with_truncated_last_line(tmp_path):
-  with metrics.MetricWriter(str(tmp_path), tensorboard=False) as writer:
+  with writers.MetricWriter(str(tmp_path), tensorboard=False) as writer:
     writer.write(10, "train", {"loss": 0.5, "psnr": np.float32(20.25)})
     writer.write(20, "eval", {"psnr_full": jnp.float32(18.5)}, dataset="celeba")
     # Each line is flushed: readable while the writer is still open.
-    assert len(metrics.read_metrics(str(tmp_path / "metrics.jsonl"))) == 2
+    assert len(writers.read_metrics(str(tmp_path / "metrics.jsonl"))) == 2
   path = tmp_path / "metrics.jsonl"
   with open(path, "a") as f:
     f.write('{"step": 30, "split": "tra')  # Killed mid-write.
-  records = metrics.read_metrics(str(path))
+  records = writers.read_metrics(str(path))
   assert records == [
     {"step": 10, "split": "train", "loss": 0.5, "psnr": 20.25},
     {"step": 20, "split": "eval", "dataset": "celeba", "psnr_full": 18.5},
@@ -318,14 +318,14 @@ def test_jsonl_round_trip_with_truncated_last_line(tmp_path):
 
 
 def test_reopening_drops_partial_line_and_appends(tmp_path):
-  with metrics.MetricWriter(str(tmp_path), tensorboard=False) as writer:
+  with writers.MetricWriter(str(tmp_path), tensorboard=False) as writer:
     writer.write(1, "train", {"loss": 1.0})
   path = tmp_path / "metrics.jsonl"
   with open(path, "a") as f:
     f.write('{"step": 2, "spl')
-  with metrics.MetricWriter(str(tmp_path), tensorboard=False) as writer:
+  with writers.MetricWriter(str(tmp_path), tensorboard=False) as writer:
     writer.write(2, "train", {"loss": 0.5})
-  assert [r["step"] for r in metrics.read_metrics(str(path))] == [1, 2]
+  assert [r["step"] for r in writers.read_metrics(str(path))] == [1, 2]
   assert path.read_text().count("\n") == 2
 
 
@@ -333,17 +333,17 @@ def test_read_metrics_raises_on_corrupt_middle_line(tmp_path):
   path = tmp_path / "metrics.jsonl"
   path.write_text('{"step": 1}\n{"ste\n{"step": 2}\n')
   with pytest.raises(ValueError):
-    metrics.read_metrics(str(path))
+    writers.read_metrics(str(path))
 
 
 def test_write_rejects_reserved_names(tmp_path):
-  with metrics.MetricWriter(str(tmp_path), tensorboard=False) as writer:
+  with writers.MetricWriter(str(tmp_path), tensorboard=False) as writer:
     with pytest.raises(ValueError):
       writer.write(1, "train", {"step": 3.0})
 
 
 def test_tensorboard_event_file_created(tmp_path):
-  with metrics.MetricWriter(str(tmp_path)) as writer:
+  with writers.MetricWriter(str(tmp_path)) as writer:
     writer.write(5, "eval", {"psnr_full": 21.0}, dataset="ffhq")
     writer.write(5, "train", {"loss": 0.1})
   for split in ("eval", "train"):
@@ -358,7 +358,7 @@ def test_tensorboard_event_file_created(tmp_path):
 
 def test_disabled_writer_writes_nothing(tmp_path):
   workdir = tmp_path / "run"
-  with metrics.MetricWriter(str(workdir), enabled=False) as writer:
+  with writers.MetricWriter(str(workdir), enabled=False) as writer:
     writer.write(1, "train", {"loss": 0.1}, dataset="x")
   assert not workdir.exists()
 
@@ -370,13 +370,13 @@ def test_save_image_grid_size_and_content(tmp_path):
   blue = np.zeros((n, h, w, 3), np.float32)
   blue[..., 2] = 1.5  # Out of range: clipped for display.
   path = tmp_path / "sub" / "dir" / "grid.png"
-  metrics.save_image_grid(str(path), [red, blue], ["pred", "truth"], max_rows=2)
+  writers.save_image_grid(str(path), [red, blue], ["pred", "truth"], max_rows=2)
   img = np.asarray(Image.open(path).convert("RGB"))
   scale = math.ceil(96 / h)  # 12 -> cells 96 x 120.
   cell_h, cell_w = h * scale, w * scale
-  gap, title = metrics.GRID_GAP, metrics.GRID_TITLE_HEIGHT
+  gap, title = writers.GRID_GAP, writers.GRID_TITLE_HEIGHT
   assert img.shape == (title + 2 * cell_h + gap, 2 * cell_w + gap, 3)
-  assert metrics.image_grid_size(2, 2, h, w, True) == (img.shape[1], img.shape[0])
+  assert writers.image_grid_size(2, 2, h, w, True) == (img.shape[1], img.shape[0])
   # Cell contents, and the white gap between columns.
   np.testing.assert_array_equal(img[title + 5, 5], [255, 0, 0])
   np.testing.assert_array_equal(img[title + cell_h + gap + 5, cell_w + gap + 5], [0, 0, 255])
@@ -390,20 +390,20 @@ def test_save_image_grid_size_and_content(tmp_path):
 def test_save_image_grid_without_titles_large_images(tmp_path):
   cols = [np.full((2, 100, 50, 3), 0.5, np.float32)] * 3
   path = tmp_path / "g.png"
-  metrics.save_image_grid(str(path), cols)
+  writers.save_image_grid(str(path), cols)
   with Image.open(path) as img:
-    assert img.size == (3 * 50 + 2 * metrics.GRID_GAP, 2 * 100 + metrics.GRID_GAP)
+    assert img.size == (3 * 50 + 2 * writers.GRID_GAP, 2 * 100 + writers.GRID_GAP)
 
 
 def test_save_image_grid_rejects_mismatched_columns(tmp_path):
   with pytest.raises(ValueError):
-    metrics.save_image_grid(
+    writers.save_image_grid(
       str(tmp_path / "g.png"), [np.zeros((2, 4, 4, 3)), np.zeros((2, 4, 5, 3))]
     )
 
 
 def test_format_progress():
-  line = metrics.format_progress(120, 2000, 0.012345, 19.123, 38.24, 62.0)
+  line = writers.format_progress(120, 2000, 0.012345, 19.123, 38.24, 62.0)
   assert line.startswith("step 120/2000 (6%)")
   assert "loss 0.01234" in line or "loss 0.01235" in line
   assert "psnr 19.12 dB" in line
@@ -411,12 +411,12 @@ def test_format_progress():
   assert "elapsed 1m02s" in line
   # ETA = 62 s / 120 steps * 1880 steps = 971.3 s.
   assert line.endswith("ETA 16m11s")
-  start = metrics.format_progress(0, 10, None, None, None, 0.0)
+  start = writers.format_progress(0, 10, None, None, None, 0.0)
   assert "ETA ?" in start and "loss" not in start
 
 
 def test_format_duration():
-  assert metrics.format_duration(5) == "5s"
-  assert metrics.format_duration(62) == "1m02s"
-  assert metrics.format_duration(3723) == "1h02m03s"
-  assert metrics.format_duration(float("nan")) == "?"
+  assert writers.format_duration(5) == "5s"
+  assert writers.format_duration(62) == "1m02s"
+  assert writers.format_duration(3723) == "1h02m03s"
+  assert writers.format_duration(float("nan")) == "?"

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from configs import transinr as transinr_config
-from minr_jax import families, train
+from minr_jax import families
 from minr_jax.config import ConfigError
 from minr_jax.families import check as validate
 from minr_jax.models import transinr
+from minr_jax.training import steps
 
 
 def _abstract_params(config):
@@ -21,7 +22,7 @@ def _abstract_params(config):
 
 def test_paper_config_has_the_reference_parameter_count():
   params = _abstract_params(transinr_config.get_config())
-  assert train.count_params(params) == 44_462_851
+  assert families.count_params(params) == 44_462_851
 
 
 def test_paper_config_structure():
@@ -39,7 +40,7 @@ def test_paper_config_structure():
 
 
 def test_summary_ends_with_total():
-  text = train.summary(transinr_config.get_config())
+  text = steps.summary(transinr_config.get_config())
   assert text.splitlines()[-1] == "total parameters: 44,462,851"
 
 
@@ -147,6 +148,6 @@ def test_demo_and_celeba64_variants():
   for config in (demo, faces):
     validate(config)
     assert (config.resolution, config.mask_grid, config.mask_ratio) == (64, 8, 0.75)
-    assert train.count_params(_abstract_params(config)) == 904_771
+    assert families.count_params(_abstract_params(config)) == 904_771
   assert demo.dataset.name == "cartoon_faces" and demo.warmup_steps == 50
   assert faces.dataset.name == "image_folder" and faces.dataset.path is None

@@ -10,7 +10,7 @@ import sys
 import pytest
 from helpers import make_image_folder, run_at_once
 
-from minr_jax import main, metrics
+from minr_jax import main, writers
 
 pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
 
@@ -64,7 +64,7 @@ def _launch(workdir: str, folder: str, data_dir: str, other: str) -> list:
 
 def _train_records(workdir: str) -> list[dict]:
   return [
-    r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "train"
+    r for r in writers.read_metrics(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "train"
   ]
 
 
@@ -78,7 +78,7 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
   assert [r["step"] for r in first] == [1, 2, 3, 4]  # written once, by process 0
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
   evals = [
-    r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "eval"
+    r for r in writers.read_metrics(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "eval"
   ]
   assert [r["step"] for r in evals] == [4, 4]
   # Every val image once, summed over processes; the extra folder too.

@@ -14,9 +14,11 @@ import pytest
 import tensorflow_datasets as tfds
 from helpers import make_image_folder, run_at_once, tiny_config
 
-from minr_jax import data, evaluation, train
+from minr_jax import data
 from minr_jax.config import ConfigError
 from minr_jax.data import image_folder, tfds_utils
+from minr_jax.evaluation import scoring
+from minr_jax.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -105,7 +107,7 @@ def test_incomplete_folders_of_killed_preparations_are_removed(tmp_path):
   )  # being prepared right now
   for leftover in (killed, older, running):
     os.makedirs(leftover)
-    with open(os.path.join(leftover, "image_folder-train.array_record-00000-of-00001"), "wb") as f:
+    with open(os.path.join(leftover, "image_folder-loop.array_record-00000-of-00001"), "wb") as f:
       f.write(b"\0" * 1000)
   lock = tfds_utils._lock_of(data_dir, os.path.join(os.path.dirname(running), "1.0.0"))
   with tfds_utils._file_lock(lock):  # held as by a live preparation
@@ -301,7 +303,7 @@ def test_training_refuses_an_empty_eval_split_before_compiling(tmp_path, capsys)
     match=f"^the path of config.eval_datasets entry "
     f"'image_folder:{empty}': no evaluation images in {empty} ",
   ):
-    train.train_and_evaluate(config, str(workdir))
+    loop.train_and_evaluate(config, str(workdir))
   assert "compiling" not in capsys.readouterr().out
   assert not (workdir / "checkpoints").exists()
 
@@ -312,10 +314,10 @@ def test_training_refuses_an_empty_eval_split_before_compiling(tmp_path, capsys)
 def test_a_workdir_inside_the_image_folder_is_refused(tmp_path):
   folder = make_image_folder(str(tmp_path / "images"), num_train=3, num_val=2, size=8)
   config = tiny_config(str(tmp_path / "tfds"), folder)
-  datasets = evaluation.eval_datasets(config)
+  datasets = scoring.eval_datasets(config)
   inside = os.path.join(folder, "runs", "a")
   with pytest.raises(ConfigError) as info:
-    evaluation.check_datasets(config, datasets, workdir=inside)
+    scoring.check_datasets(config, datasets, workdir=inside)
   assert str(info.value) == (
     f"--workdir={inside} is inside config.dataset.path {folder}: the run's PNG grids "
     "would become training images the next time the folder is prepared; use a workdir "
@@ -327,10 +329,10 @@ def test_a_workdir_inside_the_image_folder_is_refused(tmp_path):
     r"config.eval_datasets entry 'image_folder:",
   ):
     other = tiny_config(str(tmp_path / "tfds"), None, eval_datasets=f"image_folder:{folder}")
-    evaluation.check_datasets(other, evaluation.eval_datasets(other), workdir=folder)
+    scoring.check_datasets(other, scoring.eval_datasets(other), workdir=folder)
   for fine in (
     os.path.join(folder, ".runs", "a"),
     str(tmp_path / "images2"),
     str(tmp_path / "run"),
   ):
-    evaluation.check_datasets(config, datasets, workdir=fine)
+    scoring.check_datasets(config, datasets, workdir=fine)

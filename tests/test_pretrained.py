@@ -18,7 +18,7 @@ import skimage.data
 from PIL import Image
 
 import minr_jax
-from minr_jax import masking, metrics
+from minr_jax import masking, metrics, writers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED = os.path.join(ROOT, "pretrained", "celeba64")
@@ -86,7 +86,7 @@ def test_reconstructions_follow_the_input(model):
 
 def test_evaluate_on_a_copy(tmp_path, monkeypatch):
   """What `python -m minr_jax.evaluate --workdir=<a copy> --datasets=image_folder:<faces>` runs."""
-  from minr_jax import evaluate  # noqa: PLC0415
+  from minr_jax.evaluation import runner
 
   monkeypatch.setenv("HOME", str(tmp_path))  # the folder is prepared under ~/tensorflow_datasets
   copy = tmp_path / "celeba64"
@@ -97,7 +97,7 @@ def test_evaluate_on_a_copy(tmp_path, monkeypatch):
     folder.mkdir(parents=True)
     for i, (y, x) in enumerate([(25, 140), (15, 130), (35, 150), (20, 145)]):
       Image.fromarray(photo[y : y + 170, x : x + 170]).save(folder / f"{i}.png")
-  step, results = evaluate.evaluate_workdir(str(copy), f"image_folder:{tmp_path / 'faces'}")
+  step, results = runner.evaluate_workdir(str(copy), f"image_folder:{tmp_path / 'faces'}")
   (row,) = results.values()
   assert step == 6000 and row["num_images"] == 4
   for key in ("psnr_pasted", "psnr_full_interpolation", "psnr_full_mean_fill"):
@@ -114,4 +114,4 @@ def test_the_readme_snippet_runs(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   exec(code.replace('"pretrained/celeba64"', repr(PRETRAINED)), {})  # noqa: S102
   image = Image.open(tmp_path / "face.png")
-  assert image.size == metrics.image_grid_size(1, 4, 64, 64, with_titles=True)
+  assert image.size == writers.image_grid_size(1, 4, 64, 64, with_titles=True)

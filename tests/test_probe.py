@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from minr_jax import embed, probe
 from minr_jax.config import ConfigError
+from minr_jax.inference import embed, probe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

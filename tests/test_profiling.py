@@ -9,8 +9,8 @@ import os
 import pytest
 from helpers import tiny_config
 
-from minr_jax import profiling, train
 from minr_jax.config import ConfigError
+from minr_jax.training import loop, profiling
 
 
 @pytest.mark.parametrize("spec", ["5", "5:5", "7:3", "-1:2", "a:b", "1:2:3"])
@@ -33,8 +33,8 @@ def _losses(workdir):
 def test_profile_writes_a_trace_and_changes_nothing(tmp_path):
   data_dir = str(tmp_path / "tfds")
   plain, traced = str(tmp_path / "plain"), str(tmp_path / "traced")
-  train.train_and_evaluate(tiny_config(data_dir, num_train_steps=4), plain)
-  train.train_and_evaluate(tiny_config(data_dir, num_train_steps=4, profile="1:3"), traced)
+  loop.train_and_evaluate(tiny_config(data_dir, num_train_steps=4), plain)
+  loop.train_and_evaluate(tiny_config(data_dir, num_train_steps=4, profile="1:3"), traced)
   traces = glob.glob(os.path.join(traced, "tensorboard", "plugins", "profile", "*", "*.xplane.pb"))
   assert traces and os.path.getsize(traces[0]) > 0
   assert not os.path.exists(os.path.join(plain, "tensorboard", "plugins"))

@@ -18,8 +18,10 @@ import pytest
 from helpers import make_image_folder, run_at_once, tiny_config
 
 import minr_jax
-from minr_jax import checkpoint, metrics, train
+from minr_jax import checkpoint, writers
 from minr_jax.config import ConfigError
+from minr_jax.training import lock as lock_lib
+from minr_jax.training import loop
 
 pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
 
@@ -39,7 +41,7 @@ def data_dir(tmp_path_factory):
 def _losses(workdir: str) -> dict[int, float]:
   return {
     r["step"]: r["loss"]
-    for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+    for r in writers.read_metrics(os.path.join(workdir, "metrics.jsonl"))
     if r["split"] == "train"
   }
 
@@ -59,19 +61,19 @@ def test_a_diverging_run_never_saves_or_logs_a_bad_state(tmp_path, folder, data_
     data_dir, folder, num_train_steps=2, log_every_steps=1, checkpoint_every_steps=2
   )
   workdir = str(tmp_path)
-  train.train_and_evaluate(config, workdir)  # checkpoint 2
+  loop.train_and_evaluate(config, workdir)  # checkpoint 2
   config.learning_rate, config.num_train_steps = 1e6, 8  # explodes after step 2
-  with pytest.raises(train.DivergedError, match="diverged") as e:
-    train.train_and_evaluate(config, workdir, allow_config_change=True)
+  with pytest.raises(loop.DivergedError, match="diverged") as e:
+    loop.train_and_evaluate(config, workdir, allow_config_change=True)
   assert str(e.value).endswith(f"last good checkpoint: {workdir}/checkpoints/2")
-  records = metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  records = writers.read_metrics(os.path.join(workdir, "metrics.jsonl"))
   assert all(_all_numbers_finite(r) for r in records)
   assert _checkpoints(workdir) == [2]  # nothing saved after it
   params = minr_jax.load(workdir, 2).params
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
   # A lower learning rate resumes from the last good checkpoint.
   config.learning_rate, config.num_train_steps = 1e-3, 4
-  final = train.train_and_evaluate(config, workdir, allow_config_change=True)
+  final = loop.train_and_evaluate(config, workdir, allow_config_change=True)
   assert all(math.isfinite(r["psnr_full"]) for r in final.values()) and final
   assert minr_jax.load(workdir).step == 4
 
@@ -81,18 +83,18 @@ def test_resume_finishes_an_interrupted_evaluation(tmp_path, folder, data_dir):
     data_dir, folder, num_train_steps=4, eval_every_steps=2, checkpoint_every_steps=2
   )
   workdir = str(tmp_path)
-  train.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir)
   # As if killed after checkpoint 4 committed, before its evaluation was written.
   path = os.path.join(workdir, "metrics.jsonl")
-  kept = [r for r in metrics.read_metrics(path) if not (r["split"] == "eval" and r["step"] == 4)]
+  kept = [r for r in writers.read_metrics(path) if not (r["split"] == "eval" and r["step"] == 4)]
   with open(path, "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in kept)
   for name in os.listdir(os.path.join(workdir, "images")):
     if "0000004" in name:
       os.remove(os.path.join(workdir, "images", name))
   config.num_train_steps = 6
-  train.train_and_evaluate(config, workdir)
-  evals = [r["step"] for r in metrics.read_metrics(path) if r["split"] == "eval"]
+  loop.train_and_evaluate(config, workdir)
+  evals = [r["step"] for r in writers.read_metrics(path) if r["split"] == "eval"]
   assert evals == [2, 4, 6]
   assert any("0000004" in n for n in os.listdir(os.path.join(workdir, "images")))
 
@@ -100,17 +102,17 @@ def test_resume_finishes_an_interrupted_evaluation(tmp_path, folder, data_dir):
 def test_resuming_with_a_changed_config_is_refused_unless_allowed(tmp_path, folder, data_dir):
   config = tiny_config(data_dir, folder, num_train_steps=2)
   workdir = str(tmp_path)
-  train.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir)
   changed = tiny_config(data_dir, folder, num_train_steps=6, mask_ratio=0.5, model__ff_sigma=32.0)
   with pytest.raises(
     ConfigError,
     match=r"trained with another config: mask_ratio \(0.75 -> "
     r"0.5\), model.ff_sigma",
   ):
-    train.train_and_evaluate(changed, workdir)
+    loop.train_and_evaluate(changed, workdir)
   longer = tiny_config(data_dir, folder, num_train_steps=4, eval_every_steps=4)
-  train.train_and_evaluate(longer, workdir)  # step count and cadences may change
-  train.train_and_evaluate(changed, workdir, allow_config_change=True)
+  loop.train_and_evaluate(longer, workdir)  # step count and cadences may change
+  loop.train_and_evaluate(changed, workdir, allow_config_change=True)
   with open(os.path.join(workdir, "config_changes.jsonl")) as f:
     record = json.loads(f.readline())
   assert record["changes"]["mask_ratio"] == [0.75, 0.5]
@@ -124,9 +126,9 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_an_intact_one(tmp_path, folde
     data_dir, folder, num_train_steps=6, checkpoint_every_steps=2, eval_every_steps=6
   )
   straight, damaged = str(tmp_path / "a"), str(tmp_path / "b")
-  train.train_and_evaluate(config, straight)
+  loop.train_and_evaluate(config, straight)
   config.num_train_steps = 4
-  train.train_and_evaluate(config, damaged)
+  loop.train_and_evaluate(config, damaged)
   state_dir = os.path.join(damaged, "checkpoints", "4", "state")
   target = max(
     (os.path.join(d, f) for d, _, fs in os.walk(state_dir) for f in fs), key=os.path.getsize
@@ -138,7 +140,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_an_intact_one(tmp_path, folde
   assert "does not match its checksum" in checkpoint.verify(manager, 4)
   assert checkpoint.intact_steps(manager, warn=lambda line: None) == [2]
   config.num_train_steps = 6
-  train.train_and_evaluate(config, damaged)
+  loop.train_and_evaluate(config, damaged)
   assert os.listdir(os.path.join(damaged, "corrupt_checkpoints"))  # set aside, not deleted
   a, b = _losses(straight), _losses(damaged)
   assert sorted(a) == sorted(b) == list(range(1, 7))
@@ -148,18 +150,18 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_an_intact_one(tmp_path, folde
 
 def test_one_training_run_per_workdir(tmp_path, folder, data_dir):
   workdir = str(tmp_path)
-  lock = checkpoint.WorkdirLock(workdir)
+  lock = lock_lib.WorkdirLock(workdir)
   lock.acquire()  # held by this (living) process
   config = tiny_config(data_dir, folder, num_train_steps=2)
   with pytest.raises(
     ConfigError, match=f"in use by another training run \\(process {os.getpid()} on"
   ):
-    train.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
   lock.release()
-  with open(os.path.join(workdir, checkpoint.LOCK), "w") as f:  # left by a dead process
+  with open(os.path.join(workdir, lock_lib.LOCK), "w") as f:  # left by a dead process
     json.dump(dict(host=__import__("socket").gethostname(), pid=2**22 + 17), f)
-  train.train_and_evaluate(config, workdir)
-  assert not os.path.exists(os.path.join(workdir, checkpoint.LOCK))
+  loop.train_and_evaluate(config, workdir)
+  assert not os.path.exists(os.path.join(workdir, lock_lib.LOCK))
 
 
 def test_a_full_disk_is_one_line_and_keeps_earlier_checkpoints():

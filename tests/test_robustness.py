@@ -14,8 +14,9 @@ from absl import flags
 from helpers import tiny_config
 from PIL import Image
 
-from minr_jax import families, masking, robustness
+from minr_jax import families, masking
 from minr_jax.config import ConfigError
+from minr_jax.evaluation import plots, robustness
 
 pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
 
@@ -83,7 +84,7 @@ def test_sweep_is_deterministic_and_agrees_with_training_eval(swept):
 
 def test_gallery_shows_the_sweeps_masks(swept):
   _, config, _, _, _ = swept
-  masks = robustness.gallery_masks(config, ["center", "random_exact"], [0.3, 0.75])
+  masks = plots.gallery_masks(config, ["center", "random_exact"], [0.3, 0.75])
   g = config.mask_grid
   assert masks.shape == (2, 2, g, g)
   assert masks.reshape(2, 2, -1).sum(-1).tolist() == [[5, 12], [5, 12]]

@@ -12,8 +12,9 @@ import pytest
 from helpers import make_image_folder, tiny_config
 from jax.sharding import PartitionSpec as P
 
-from minr_jax import families, metrics, sharding, train
+from minr_jax import families, sharding, writers
 from minr_jax.config import ConfigError
+from minr_jax.training import loop, steps
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def data_dir(tmp_path_factory):
 
 def _losses(workdir: str) -> dict[int, float]:
   out = {}
-  for rec in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl")):
+  for rec in writers.read_metrics(os.path.join(workdir, "metrics.jsonl")):
     if rec["split"] == "train":
       out[rec["step"]] = rec["loss"]
   return out
@@ -39,7 +40,7 @@ def _abstract_state(config):
 
   def init_state(key):
     params = families.get(config).init(model, key)
-    return train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    return steps.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
   return model, tx, init_state, jax.eval_shape(init_state, jax.random.key(0))
 
@@ -64,7 +65,7 @@ def test_same_losses_on_every_mesh(tmp_path, folder, data_dir):
       fsdp_min_size=64,
     )
     workdir = str(tmp_path / f"{data}x{fsdp}")
-    train.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
     losses[(data, fsdp)] = _losses(workdir)
   reference = losses[(1, 1)]
   assert sorted(reference) == [1, 2, 3]
@@ -95,7 +96,7 @@ def test_big_leaves_and_their_adam_moments_are_sharded_over_fsdp(data_dir):
   # A step keeps the layout (the jitted step's out_shardings are the same rule).
   step = jax.jit(
     functools.partial(
-      train.train_step, model=model, tx=tx, config=config, family=families.get(config)
+      steps.train_step, model=model, tx=tx, config=config, family=families.get(config)
     ),
     in_shardings=(shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
     out_shardings=(shardings, sharding.replicated(mesh)),
@@ -140,7 +141,7 @@ def test_fsdp_rule():
 def test_mesh_that_does_not_fit_is_a_config_error(tmp_path, data_dir, data, fsdp, message):
   config = tiny_config(data_dir, mesh__data=data, mesh__fsdp=fsdp)
   with pytest.raises(ConfigError, match=message):
-    train.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))
   assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
 
 
@@ -151,10 +152,10 @@ def test_batch_must_divide_over_data_times_fsdp(tmp_path, data_dir):
     match=r"config.batch_size=4 is not divisible by "
     r"config.mesh.data x config.mesh.fsdp = 2 x 4 = 8",
   ):
-    train.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))
 
 
 def test_bad_dtype_is_a_config_error(tmp_path, data_dir):
   config = tiny_config(data_dir, model__dtype="float16")
   with pytest.raises(ConfigError, match="config.model.dtype='float16'"):
-    train.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))

@@ -15,9 +15,9 @@ import pytest
 from configs import ginr as ginr_config
 from configs import mae as mae_config
 from configs import transinr as transinr_config
-from minr_jax import checkpoint
 from minr_jax import config as config_lib
 from minr_jax.config import ConfigError
+from minr_jax.training import lock as lock_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,9 +36,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   ],
 )
 def test_a_garbage_lock_is_stale_and_taken_over(tmp_path, capsys, content, problem):
-  path = tmp_path / checkpoint.LOCK
+  path = tmp_path / lock_lib.LOCK
   path.write_bytes(content)
-  lock = checkpoint.WorkdirLock(str(tmp_path))
+  lock = lock_lib.WorkdirLock(str(tmp_path))
   lock.acquire()
   assert capsys.readouterr().out == (f"warning: {path} {problem}; taking it over as stale\n")
   holder = json.loads(path.read_text())
@@ -48,20 +48,20 @@ def test_a_garbage_lock_is_stale_and_taken_over(tmp_path, capsys, content, probl
 
 
 def test_a_live_lock_is_still_refused_and_a_dead_one_taken_over(tmp_path, capsys):
-  path = tmp_path / checkpoint.LOCK
-  first = checkpoint.WorkdirLock(str(tmp_path))
+  path = tmp_path / lock_lib.LOCK
+  first = lock_lib.WorkdirLock(str(tmp_path))
   first.acquire()
   with pytest.raises(
     ConfigError,
     match=f"^{tmp_path} is in use by another training run "
     f"\\(process {os.getpid()} on {socket.gethostname()} since ",
   ):
-    checkpoint.WorkdirLock(str(tmp_path)).acquire()
+    lock_lib.WorkdirLock(str(tmp_path)).acquire()
   first.release()
   path.write_text(json.dumps(dict(host=socket.gethostname(), pid=2**22 + 17)))
-  checkpoint.WorkdirLock(str(tmp_path)).acquire()
+  lock_lib.WorkdirLock(str(tmp_path)).acquire()
   assert "left by process 4194321 that no longer runs" in capsys.readouterr().out
-  assert [p.name for p in tmp_path.iterdir()] == [checkpoint.LOCK]  # no temp file left
+  assert [p.name for p in tmp_path.iterdir()] == [lock_lib.LOCK]  # no temp file left
 
 
 # ------------------------------------------------------------ config age

@@ -15,9 +15,13 @@ import pytest
 from helpers import make_image_folder, run_at_once, tiny_config
 
 import minr_jax
-from minr_jax import api, checkpoint, evaluate, export, paths, probe, train
+from minr_jax import checkpoint, paths
 from minr_jax import config as config_lib
 from minr_jax.config import ConfigError
+from minr_jax.evaluation import runner
+from minr_jax.inference import export, probe
+from minr_jax.inference import model as model_lib
+from minr_jax.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,7 +36,7 @@ def trained(tmp_path_factory):
     data_dir, folder, num_train_steps=4, checkpoint_every_steps=2, eval_every_steps=4
   )
   workdir = str(root / "run")
-  train.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir)
   return workdir, config, folder, data_dir
 
 
@@ -133,7 +137,7 @@ def test_bad_numbers_on_the_command_line_are_one_line(tmp_path):
 
 def test_evaluate_refuses_a_negative_image_count():
   with pytest.raises(ConfigError, match=r"--max_images must be >= 0 \(0 = all\), got -1"):
-    evaluate.evaluate_workdir("/nonexistent", max_images=-1)
+    runner.evaluate_workdir("/nonexistent", max_images=-1)
 
 
 # ------------------------------------------------------- damaged steps ---
@@ -190,7 +194,7 @@ def test_resume_sets_aside_an_empty_newest_step(trained, tmp_path, capsys):
   workdir, config = _copy(trained, tmp_path), trained[1].copy_and_resolve_references()
   os.makedirs(os.path.join(workdir, "checkpoints", "6"))
   config.num_train_steps = 6
-  train.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir)
   out = capsys.readouterr().out
   assert "checkpoints/6 is corrupt (the folder is empty); skipping it" in out
   assert f"resumed from {workdir}/checkpoints/4" in out
@@ -207,7 +211,7 @@ def test_a_full_disk_keeps_the_earlier_checkpoints_and_the_next_start_resumes(tr
   config.num_train_steps, config.eval_every_steps = 2, 6
   with _mounted(str(tmp_path / "small"), "-t", "tmpfs", "-o", "size=16m", "tmpfs") as fs:
     workdir = os.path.join(fs, "run")
-    train.train_and_evaluate(config, workdir)  # checkpoint 2
+    loop.train_and_evaluate(config, workdir)  # checkpoint 2
     filler = os.path.join(fs, "filler")
     with open(filler, "wb") as f:  # leave 32 KB: step 4's save cannot fit
       os.posix_fallocate(f.fileno(), 0, shutil.disk_usage(fs).free - 32768)
@@ -220,12 +224,12 @@ def test_a_full_disk_keeps_the_earlier_checkpoints_and_the_next_start_resumes(tr
         "there are intact$"
       ),
     ):
-      train.train_and_evaluate(config, workdir)
+      loop.train_and_evaluate(config, workdir)
     assert os.listdir(os.path.join(workdir, "checkpoints")) == ["2"]  # no half-written 4
     assert checkpoint.verify(checkpoint.open_read_only(workdir), 2) is None
     assert minr_jax.load(workdir).step == 2
     os.remove(filler)
-    train.train_and_evaluate(config, workdir)  # resumes from step 2
+    loop.train_and_evaluate(config, workdir)  # resumes from step 2
     assert minr_jax.load(workdir).step == 6
 
 
@@ -247,18 +251,18 @@ def test_read_commands_work_on_a_read_only_workdir_and_training_refuses(
     assert not paths.writable(ro)
     assert minr_jax.load(ro).step == 4
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    step, _ = evaluate.evaluate_workdir(ro)
+    step, _ = runner.evaluate_workdir(ro)
     fallback = os.path.join(tmp_path, "cache", "minr_jax", "results", "ro", "eval", "4")
     assert f"note: {ro} is read-only; writing the results to {fallback}" in (
       capsys.readouterr().out
     )
     assert os.path.exists(os.path.join(fallback, "results.json"))
     mine = str(tmp_path / "mine")
-    evaluate.evaluate_workdir(ro, output=mine)
+    runner.evaluate_workdir(ro, output=mine)
     assert os.path.exists(os.path.join(mine, "results.json"))
     assert export.export(ro, str(tmp_path / "exported")) == 4
     with pytest.raises(ConfigError, match=f"--workdir={ro} is not writable"):
-      train.train_and_evaluate(config, ro)
+      loop.train_and_evaluate(config, ro)
 
 
 def test_results_dir_prefers_output_then_the_workdir(tmp_path):
@@ -299,7 +303,7 @@ def test_images_that_are_not_pixels_are_refused(model, transform, message):
 
 
 def test_render_refuses_an_output_larger_than_memory(model, monkeypatch):
-  monkeypatch.setattr(api, "available_memory", lambda: 2**30)
+  monkeypatch.setattr(model_lib, "available_memory", lambda: 2**30)
   x = np.full((3, 16, 16, 3), 0.5, np.float32)
   with pytest.raises(
     ConfigError,

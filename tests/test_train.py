@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from helpers import make_image_folder, tiny_config
 
-from minr_jax import families, masking, metrics, train
+from minr_jax import families, masking, writers
 from minr_jax.config import ConfigError
+from minr_jax.training import loop
+from minr_jax.training import steps as steps_lib
 
 pytestmark = pytest.mark.slow  # end-to-end: trains or runs subprocesses
 
@@ -35,7 +37,7 @@ def data_dir(tmp_path_factory):
 def _records(workdir: str, split: str) -> dict[int, dict]:
   """Last metrics.jsonl record per step of one split (a resumed run repeats steps)."""
   out = {}
-  for rec in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl")):
+  for rec in writers.read_metrics(os.path.join(workdir, "metrics.jsonl")):
     if rec["split"] == split:
       out[rec["step"]] = rec
   return out
@@ -46,7 +48,7 @@ def test_train_writes_metrics_images_checkpoints_and_evaluates_deterministically
 ):
   config = tiny_config(data_dir, folder, tensorboard=True)
   workdir = str(tmp_path / "run")
-  final = train.train_and_evaluate(config, workdir)
+  final = loop.train_and_evaluate(config, workdir)
   train_recs, eval_recs = _records(workdir, "train"), _records(workdir, "eval")
   assert sorted(train_recs) == [1, 2, 3, 4]
   assert {"loss", "psnr", "images_per_sec"} <= set(train_recs[1])
@@ -61,7 +63,7 @@ def test_train_writes_metrics_images_checkpoints_and_evaluates_deterministically
   assert os.listdir(os.path.join(workdir, "tensorboard", "train"))
   # A finished workdir: the same command restores and evaluates again, with the
   # same fixed masks, giving the same numbers.
-  again = train.train_and_evaluate(config, workdir)
+  again = loop.train_and_evaluate(config, workdir)
   for key in ("psnr_full", "psnr_masked", "psnr_pasted"):
     assert again["image_folder:train_images0"][key] == pytest.approx(
       final["image_folder:train_images0"][key], abs=1e-6
@@ -78,7 +80,7 @@ def test_loss_falls_on_a_short_run(tmp_path, folder, data_dir):
     checkpoint_every_steps=60,
     log_every_steps=1,
   )
-  train.train_and_evaluate(config, str(tmp_path))
+  loop.train_and_evaluate(config, str(tmp_path))
   losses = [r["loss"] for _, r in sorted(_records(str(tmp_path), "train").items())]
   assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
 
@@ -112,19 +114,19 @@ def _main(workdir: str, config_args: list[str], **popen):
 def test_bad_config_fails_before_compiling(tmp_path, data_dir, overrides, message):
   config = tiny_config(data_dir, **overrides)
   with pytest.raises(ConfigError, match=message):
-    train.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))
   assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
 
 
 def test_missing_and_empty_folders_are_named(tmp_path, data_dir):
   missing = str(tmp_path / "nope")
   with pytest.raises(ConfigError, match=missing):
-    train.train_and_evaluate(tiny_config(data_dir, missing), str(tmp_path / "w1"))
+    loop.train_and_evaluate(tiny_config(data_dir, missing), str(tmp_path / "w1"))
   empty = tmp_path / "empty"
   empty.mkdir()
   (empty / "notes.txt").write_text("no images here")
   with pytest.raises(ConfigError, match=str(empty)):
-    train.train_and_evaluate(tiny_config(data_dir, str(empty)), str(tmp_path / "w2"))
+    loop.train_and_evaluate(tiny_config(data_dir, str(empty)), str(tmp_path / "w2"))
 
 
 def test_unreadable_image_is_named(tmp_path, data_dir):
@@ -133,15 +135,15 @@ def test_unreadable_image_is_named(tmp_path, data_dir):
   with open(bad, "wb") as f:
     f.write(b"this is not a jpeg")
   with pytest.raises(ConfigError, match="broken.jpg"):
-    train.train_and_evaluate(tiny_config(data_dir, folder), str(tmp_path / "w"))
+    loop.train_and_evaluate(tiny_config(data_dir, folder), str(tmp_path / "w"))
 
 
 def test_workdir_of_another_model_is_refused_and_kept(tmp_path, folder, data_dir):
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(tiny_config(data_dir, folder, num_train_steps=2), workdir)
+  loop.train_and_evaluate(tiny_config(data_dir, folder, num_train_steps=2), workdir)
   before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
   with pytest.raises(ConfigError, match="holds a different model"):
-    train.train_and_evaluate(
+    loop.train_and_evaluate(
       tiny_config(data_dir, folder, num_train_steps=2, model__dim=48), workdir
     )
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
@@ -190,7 +192,7 @@ def test_training_with_block_masks_and_a_ratio_range(tmp_path, folder, data_dir)
     mask__ratio_max=0.9,
     eval_mask_strategy="center",
   )
-  final = train.train_and_evaluate(config, str(tmp_path))
+  final = loop.train_and_evaluate(config, str(tmp_path))
   recs = _records(str(tmp_path), "train")
   fractions = [r["mask_fraction"] for r in recs.values()]
   assert all(0.3 - 1e-6 <= f <= 0.9 + 1e-6 for f in fractions)
@@ -207,10 +209,10 @@ def test_ginr_trains_evaluates_and_resumes_through_the_same_loop(tmp_path, folde
   config.num_train_steps = 2
   config.model.coord_noise = 0.5  # GINR's jitter runs inside the jitted step
   workdir = str(tmp_path)
-  final = train.train_and_evaluate(config, workdir)
+  final = loop.train_and_evaluate(config, workdir)
   assert np.isfinite(final["image_folder:train_images0"]["psnr_full"])
   assert type(families.get(config).build(config)).__name__ == "GINR"
-  again = train.train_and_evaluate(config, workdir)  # restores, evaluates the same
+  again = loop.train_and_evaluate(config, workdir)  # restores, evaluates the same
   assert again["image_folder:train_images0"]["psnr_full"] == pytest.approx(
     final["image_folder:train_images0"]["psnr_full"], abs=1e-6
   )
@@ -232,7 +234,7 @@ def test_mae_trains_and_evaluates_through_the_same_loop(tmp_path, folder, data_d
   config.dataset.data_dir = data_dir
   config.batch_size = config.eval_batch_size = 8
   config.num_train_steps, config.log_every_steps = 3, 1
-  final = train.train_and_evaluate(config, str(tmp_path))
+  final = loop.train_and_evaluate(config, str(tmp_path))
   result = final["image_folder:train_images0"]
   assert np.isfinite(result["psnr_full"]) and result["num_images"] == 4
   assert type(families.get(config).build(config)).__name__ == "MAE"
@@ -240,7 +242,7 @@ def test_mae_trains_and_evaluates_through_the_same_loop(tmp_path, folder, data_d
   assert fractions == [0.75] * 3  # exact-count masks
   config.mask.strategy = "random"
   with pytest.raises(ConfigError, match="exact-count"):
-    train.train_and_evaluate(config, str(tmp_path / "other"))
+    loop.train_and_evaluate(config, str(tmp_path / "other"))
 
 
 def test_train_and_eval_steps_trace_once_across_steps():
@@ -251,7 +253,7 @@ def test_train_and_eval_steps_trace_once_across_steps():
 
   config = tiny_config("/unused")
   mesh = sharding.make_mesh(config)
-  steps = train.make_steps(config, mesh)
+  steps = steps_lib.make_steps(config, mesh)
   state = steps.init_state(jax.random.key(0))
   rng = np.random.default_rng(0)
   for i in range(3):
@@ -271,13 +273,13 @@ def test_train_and_eval_steps_trace_once_across_steps():
 
 
 def test_runs_in_one_process_reuse_the_step_functions_of_the_same_maths(tmp_path, folder, data_dir):
-  """train.steps_for_run: built once per maths and mesh; each run keeps its own config."""
+  """steps_lib.steps_for_run: built once per maths and mesh; each run keeps its own config."""
   from minr_jax import sharding
 
   base = tiny_config(data_dir, folder, num_train_steps=3, log_every_steps=1)
   mesh, family = sharding.make_mesh(base), families.get(base)
-  train._steps_kept.clear()
-  first = train.steps_for_run(base, mesh, family)
+  steps_lib._steps_kept.clear()
+  first = steps_lib.steps_for_run(base, mesh, family)
   # Loop-only fields (seed, data, cadences) share the functions, not the config.
   other = tiny_config(
     data_dir,
@@ -287,7 +289,7 @@ def test_runs_in_one_process_reuse_the_step_functions_of_the_same_maths(tmp_path
     seed=5,
     eval_every_steps=7,
   )
-  shared = train.steps_for_run(other, mesh, family)
+  shared = steps_lib.steps_for_run(other, mesh, family)
   assert shared.train_step is first.train_step and shared.eval_step is first.eval_step
   assert (shared.config.seed, shared.config.dataset.path) == (5, other.dataset.path)
   assert first.config.seed == 0
@@ -297,14 +299,14 @@ def test_runs_in_one_process_reuse_the_step_functions_of_the_same_maths(tmp_path
     (tiny_config(data_dir, folder, num_train_steps=3, learning_rate=1e-2), mesh),
     (base, sharding.make_mesh(tiny_config(data_dir, folder, mesh__data=2))),
   ]:
-    assert train.steps_for_run(changed, on, family).train_step is not first.train_step
+    assert steps_lib.steps_for_run(changed, on, family).train_step is not first.train_step
   # A run on reused functions trains as one on freshly built ones; a seed is its own.
-  train._steps_kept.clear()
-  train.train_and_evaluate(base, str(tmp_path / "built"))
-  train.train_and_evaluate(base, str(tmp_path / "reused"))
+  steps_lib._steps_kept.clear()
+  loop.train_and_evaluate(base, str(tmp_path / "built"))
+  loop.train_and_evaluate(base, str(tmp_path / "reused"))
   base.seed = 1
-  train.train_and_evaluate(base, str(tmp_path / "seed1"))
-  assert len(train._steps_kept) == 1
+  loop.train_and_evaluate(base, str(tmp_path / "seed1"))
+  assert len(steps_lib._steps_kept) == 1
   built = _records(str(tmp_path / "built"), "train")
   reused = _records(str(tmp_path / "reused"), "train")
   assert [built[s]["loss"] for s in (1, 2, 3)] == [reused[s]["loss"] for s in (1, 2, 3)]
@@ -313,15 +315,15 @@ def test_runs_in_one_process_reuse_the_step_functions_of_the_same_maths(tmp_path
 
 def test_the_loops_save_policy_counts_steps_the_last_step_and_the_time_cadence():
   config = ml_collections.ConfigDict(dict(checkpoint_every_steps=10, num_train_steps=25))
-  due = [s for s in range(1, 26) if train._save_due(config, s, None, None)]
+  due = [s for s in range(1, 26) if loop._save_due(config, s, None, None)]
   assert due == [10, 20, 25]
   # A time cadence of 4 steps since the last save adds saves between the step ones.
-  assert train._save_due(config, 7, 3, 4) and not train._save_due(config, 6, 3, 4)
-  assert train._save_due(config, 4, None, 4)  # never saved: counted from step 0
+  assert loop._save_due(config, 7, 3, 4) and not loop._save_due(config, 6, 3, 4)
+  assert loop._save_due(config, 4, None, 4)  # never saved: counted from step 0
 
 
 def test_the_loops_divergence_policy_names_the_step_and_the_last_good_checkpoint():
   good = [{"finite": np.float32(1.0)}] * 3
-  train._check_finite_flags(good, 3, None)
-  with pytest.raises(train.DivergedError, match="by step 4;.*last good checkpoint: /ckpt/2"):
-    train._check_finite_flags(good + [{"finite": np.float32(0.0)}], 4, "/ckpt/2")
+  loop._check_finite_flags(good, 3, None)
+  with pytest.raises(loop.DivergedError, match="by step 4;.*last good checkpoint: /ckpt/2"):
+    loop._check_finite_flags(good + [{"finite": np.float32(0.0)}], 4, "/ckpt/2")

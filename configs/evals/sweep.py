@@ -1,9 +1,9 @@
-r"""Declared evaluators for `python -m minr_jax.eval_only --config=configs/evals/sweep.py`.
+r"""Declared evaluators for `python -m minr_jax.evaluate --config=configs/evals/sweep.py`.
 
 Today's scores and grids, the same scores under exact-count masks, and the
 robustness sweep at four ratios (docs/evaluators.md):
 
-  python -m minr_jax.eval_only --workdir=runs/demo --config=configs/evals/sweep.py \
+  python -m minr_jax.evaluate --workdir=runs/demo --config=configs/evals/sweep.py \
       [--evals=reconstruction,sweep] [--config.evals.sweep.ratios=0.5,0.9]
 """
 

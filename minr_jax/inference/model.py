@@ -1,36 +1,7 @@
-"""Reuse a trained checkpoint from Python: `minr_jax.load(...)` -> `Model`.
+"""The `Model` facade: `minr_jax.load(path)` -> reconstruct, render, embed, inpaint.
 
-  import minr_jax
-  m = minr_jax.load("runs/demo")                    # newest checkpoint
-  m = minr_jax.load("runs/demo/checkpoints/1500")   # one step directory
-  z = m.embed(images, kind="data_mean")             # [B, dim] numpy
-  pred, mask = m.reconstruct(images)                # the run's evaluation masks
-  big = m.render(images, 256, 256)                  # the INRs on a finer grid
-  filled = m.inpaint(photo, mask)                   # any size; docs/inpaint.md
-
-Only the parameters are restored (no optimizer state, no data iterator), from
-a read-only view of `<workdir>/checkpoints`, onto a mesh over the devices
-present here, so a checkpoint written on a TPU pod or on 8 devices loads on
-one CPU. The model family (`families.get(config.json)`) says what a model
-can do: TransINR and GINR predict INRs (`render` works; embedding kinds
-data_mean, weight_tokens, weight_mean, modulations); an MAE has no INR:
-`embed` gives its encoder's `data_mean` (visible patch tokens averaged) or
-`cls` token, `reconstruct` its decoder's pixels, and `render` raises
-ConfigError. MAE's encoder drops hidden patches,
-so its masks must be aligned with its patch grid and hide the same number of
-patches in every image of a call (mask=None runs the encoder on every patch).
-
-Images are float [B, H, W, 3] in [0, 1] (uint8 is divided by 255; NaN, inf
-or values outside [0, 1] are a ConfigError, `check_pixels`) at the run's
-training resolution, numpy or jax, any B: they are processed in chunks
-of `batch_size` (the last chunk zero-padded), so each function compiles once
-per image size. Results come back as numpy arrays.
-
-Masks: `mask=None` shows the whole image; `mask="random"` draws the run's
-fixed evaluation masks (config.eval_mask_strategy, mask_ratio, mask_grid) for
-image indices `indices` (default 0..B-1) and seed `seed` (default: the run's
-eval_mask_seed), exactly as the run's evaluation does (`masking.eval_masks`); a bool array [B, H, W]
-(or [H, W] for every image) with True = hidden is used as given.
+Images are float [B, H, W, 3] in [0, 1]; masks bool [B, H, W], True = hidden
+(docs/reuse.md).
 """
 
 from __future__ import annotations
@@ -38,159 +9,28 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import posixpath
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
-from minr_jax import checkpoint, device_policy, families, masking, paths, sharding
-from minr_jax.config import ConfigError, complete_saved, load_saved
+from minr_jax import families, masking, sharding
+from minr_jax.config import ConfigError
+from minr_jax.inference import inpaint as inpaint_lib
+from minr_jax.inference.restore import restore
 from minr_jax.models import inr
 
 PyTree = Any
+
+
 MaskArg = str | np.ndarray | jax.Array | None
 
+
 KINDS = tuple(dict.fromkeys(k for f in families.FAMILIES.values() for k in f.embedding_kinds))
+
+
 DEFAULT_RENDER_CHUNK = 4096
-
-
-# ------------------------------------------------------------------ paths ---
-
-
-def resolve_path(workdir_or_checkpoint: str, step: int | None = None) -> tuple[str, int | None]:
-  """(workdir, step) from a workdir, its `checkpoints/` or a `checkpoints/<step>`.
-
-  A local path comes back absolute; a URL (gs://...) as given, without a
-  trailing slash. Raises ConfigError if a URL's scheme or bucket is unusable
-  or a step directory contradicts `step` (a path that is no workdir is named
-  by the config.json check that follows).
-  """
-  text = os.fspath(workdir_or_checkpoint)
-  if paths.is_url(text):
-    paths.check_reachable(text, "path")
-    path = text.rstrip("/")
-  else:
-    path = os.path.normpath(os.path.abspath(os.path.expanduser(text)))
-  base, parent = posixpath.basename(path), posixpath.dirname(path)
-  if base.isdigit() and posixpath.basename(parent) == "checkpoints":
-    dir_step = int(base)
-    if step is not None and step != dir_step:
-      raise ConfigError(f"step={step} contradicts the checkpoint directory {path}")
-    return posixpath.dirname(parent), dir_step
-  if base == "checkpoints" and not paths.as_path(path).joinpath("config.json").exists():
-    return parent, step
-  return path, step
-
-
-@dataclasses.dataclass(frozen=True)
-class Restored:
-  """A checkpoint's parameters on a mesh, with what they need: the one read-only
-  loader of evaluate, robustness, compare, embed and `load`."""
-
-  workdir: str
-  step: int
-  config: ml_collections.ConfigDict  # config.json, 'auto' fields resolved for the mesh
-  family: Any  # families.Family
-  model: Any
-  params: PyTree
-  params_sharding: Any
-  mesh: Any
-
-
-def inference_mesh(config: ml_collections.ConfigDict, devices: int | None = None):
-  """A pure data-parallel mesh over `devices` devices (None: every device present)."""
-  n = jax.device_count() if devices is None else devices
-  if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= jax.device_count():
-    raise ConfigError(
-      f"devices={devices!r} must be in [1, {jax.device_count()}] (the devices present)"
-    )
-  c = ml_collections.ConfigDict(config.to_dict())
-  c.mesh.data = n
-  if "fsdp" in c.mesh:  # inference replicates the parameters: pure data parallel
-    c.mesh.fsdp = 1
-  return sharding.make_mesh(c)
-
-
-def restore(path: str, step: int | None = None, *, devices: int | None = None) -> Restored:
-  """Parameters only (no optimizer state, no data iterator) of a workdir's checkpoint.
-
-  path: a workdir, its `checkpoints/` or a `checkpoints/<step>` directory;
-  step: default the newest (or the directory's). Opens the checkpoints
-  read-only (`checkpoint.open_read_only`): nothing in the workdir is created
-  or cleaned up. The model is built from the config saved in that checkpoint
-  (config.json for checkpoints saved before configs were). ConfigError
-  (before any restore) if there is no such checkpoint, it fails its checksums,
-  its config is missing or bad, or its parameter shapes differ from the config.
-  A damaged step (empty, half-written, failing its checksums, or any orbax /
-  tensorstore error while reading it) is that one-line ConfigError when
-  `step` is given; without `step` it is skipped with a warning line and the
-  previous step is used (nothing is moved: the workdir is only read).
-  """
-  workdir, step = resolve_path(path, step)
-  workdir_config = load_saved(workdir)  # ConfigError for a folder that is no workdir
-  manager = checkpoint.open_read_only(workdir)
-  try:
-    steps = manager.all_steps()
-    if step is not None and step not in steps:
-      raise ConfigError(
-        f"no checkpoint {step} in {os.path.join(workdir, 'checkpoints')}"
-        + (f" (steps: {sorted(steps)})" if steps else "")
-      )
-    if not steps:
-      raise ConfigError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
-    for candidate in [step] if step is not None else sorted(steps, reverse=True):
-      reason = checkpoint.verify(manager, candidate)
-      if reason is None:
-        try:
-          return _restore_step(manager, workdir, candidate, workdir_config, devices)
-        except ConfigError:
-          raise
-        except Exception as e:  # noqa: BLE001 (orbax / tensorstore: a damaged step)
-          checkpoint.QuietOrbax(("Event loop is closed",))  # its callbacks' tracebacks
-          reason = checkpoint.restore_error(e)
-      where = checkpoint.step_dir(manager, candidate)
-      if step is not None:
-        raise ConfigError(f"checkpoint {where} is corrupt ({reason}); pass another step")
-      print(
-        f"warning: checkpoint {where} is corrupt ({reason}); using the previous one", flush=True
-      )
-    raise ConfigError(
-      f"no intact checkpoint in {os.path.join(workdir, 'checkpoints')} "
-      f"(steps: {sorted(steps)}, all corrupt)"
-    )
-  finally:
-    manager.close()
-
-
-def _restore_step(manager, workdir: str, step: int, workdir_config, devices) -> Restored:
-  """`restore` of one verified step."""
-  saved = checkpoint.saved_config(manager, step)  # the config this step was trained with
-  if saved is None:
-    config = workdir_config
-  else:
-    config = ml_collections.ConfigDict(saved)
-    complete_saved(config)
-  family = families.check(config)
-  mesh = inference_mesh(config, devices)
-  config, _ = device_policy.resolve_auto(config, mesh.devices.flat)
-  model = family.build(config)
-  abstract = jax.eval_shape(functools.partial(family.init, model), jax.random.key(0))
-  params_sharding = sharding.state_shardings(mesh, abstract)
-  abstract = sharding.with_shardings(abstract, params_sharding)
-  checkpoint.check_compatible(manager, step, abstract)
-  params = checkpoint.restore_params(manager, step, abstract)
-  return Restored(
-    workdir=workdir,
-    step=int(step),
-    config=config,
-    family=family,
-    model=model,
-    params=params,
-    params_sharding=params_sharding,
-    mesh=mesh,
-  )
 
 
 def load(
@@ -257,9 +97,6 @@ def available_memory() -> int | None:
     return None
 
 
-# -------------------------------------------------------- pure functions ---
-
-
 def _forward(
   params: PyTree, images: jax.Array, masks: jax.Array, *, model, family, what: str
 ) -> Any:
@@ -293,9 +130,6 @@ def _forward_patches(
   if what == "pred":
     return family.predict(model, params, images, grid_masks, config=config)[0]
   return family.features(model, params, images, None, grid_masks, what)
-
-
-# -------------------------------------------------------------- the class ---
 
 
 class Model:
@@ -359,7 +193,7 @@ class Model:
 
   @property
   def num_params(self) -> int:
-    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self._params))
+    return families.count_params(self._params)
 
   @property
   def resolution(self) -> int:
@@ -511,7 +345,6 @@ class Model:
     pixels replaced (docs/inpaint.md). `minr_jax.inpaint.inpaint` also gives
     the baselines and PSNRs.
     """
-    from minr_jax import inpaint as inpaint_lib  # noqa: PLC0415
 
     return inpaint_lib.inpaint(self, image, mask, tile=tile, with_baselines=False).filled
 

@@ -24,7 +24,7 @@ from minr_jax import checkpoint, paths
 from minr_jax.config import ConfigError
 
 # The loop's cadences and outputs, and what it evaluates on: no step function
-# reads them (train.NOT_READ_BY_STEPS) and a resumed run may change them.
+# reads them (steps.NOT_READ_BY_STEPS) and a resumed run may change them.
 LOOP_FIELDS = (
   "log_every_steps",
   "eval_every_steps",

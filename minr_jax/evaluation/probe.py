@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import ml_collections
 
-from minr_jax import probe
 from minr_jax.config import ConfigError
+from minr_jax.inference import embed, probe
+from minr_jax.inference import model as model_lib
 
 RESULTS = ("accuracy", "majority_baseline", "train_accuracy")
 
@@ -40,10 +41,9 @@ class Probe:
     self.results: dict = {}
 
   def run(self, params, step: int) -> Iterator[tuple[str, float]]:
-    from minr_jax import api, embed  # noqa: PLC0415 (api imports the evaluation stack)
 
     c, ctx = self.cfg, self.ctx
-    model = api.Model(
+    model = model_lib.Model(
       config=ctx.config,
       family=ctx.family,
       model=ctx.model,

@@ -19,7 +19,7 @@ import tempfile
 
 import jax
 
-from minr_jax import metrics, paths
+from minr_jax import paths, writers
 from minr_jax.config import ConfigError
 
 
@@ -58,7 +58,7 @@ class StepProfiler:
       self._local = (
         tempfile.mkdtemp(prefix="minr_jax_profile_")
         if remote
-        else os.path.join(self.workdir, metrics.TENSORBOARD_DIRNAME)
+        else os.path.join(self.workdir, writers.TENSORBOARD_DIRNAME)
       )
       jax.profiler.start_trace(self._local)
     return jax.profiler.StepTraceAnnotation("train", step_num=step)
@@ -75,8 +75,8 @@ class StepProfiler:
       return
     jax.profiler.stop_trace()
     if paths.is_url(self.workdir):
-      paths.copy_tree(self._local, os.path.join(self.workdir, metrics.TENSORBOARD_DIRNAME))
-    self.trace_dir = os.path.join(self.workdir, metrics.TENSORBOARD_DIRNAME, "plugins", "profile")
+      paths.copy_tree(self._local, os.path.join(self.workdir, writers.TENSORBOARD_DIRNAME))
+    self.trace_dir = os.path.join(self.workdir, writers.TENSORBOARD_DIRNAME, "plugins", "profile")
     if jax.process_index() == 0:
       print(
         f"profile of steps {self.window[0] + 1}-{self.window[1]} written to {self.trace_dir}",

@@ -13,14 +13,15 @@ from collections.abc import Iterator
 
 import ml_collections
 
-from minr_jax import evaluation, masking, paths
+from minr_jax import masking, paths
 from minr_jax.config import ConfigError
-from minr_jax.evaluators import datasets_of
-from minr_jax.evaluators.reconstruction import Reconstruction, mask_config
+from minr_jax.evaluation import scoring
+from minr_jax.evaluation.reconstruction import Reconstruction, mask_config
+from minr_jax.evaluation.registry import datasets_of
 
 
 class Grids:
-  """`evaluation.grid_images` of the first evaluation images of each dataset."""
+  """`scoring.grid_images` of the first evaluation images of each dataset."""
 
   FIELDS = ("num_images", "write_png") + Reconstruction.FIELDS
 
@@ -45,7 +46,7 @@ class Grids:
       model = ctx.model
       if ctx.family.patch_masks_only:
         model = ctx.family.for_ratio(ctx.model, self.config.mask_ratio)
-      self.grid_fn = evaluation.make_grid_fn(
+      self.grid_fn = scoring.make_grid_fn(
         model, ctx.family, self.config, ctx.mesh, ctx.params_sharding
       )
 
@@ -54,14 +55,14 @@ class Grids:
       return
     masks_fn = functools.partial(masking.eval_masks, self.config)
     for dataset in self.datasets:
-      columns = evaluation.grid_images(
+      columns = scoring.grid_images(
         self.grid_fn, params, self.config, self.ctx.mesh, dataset, self.num_images, masks_fn
       )
-      label = evaluation.dataset_label(*dataset)
+      label = scoring.dataset_label(*dataset)
       self.columns[label] = columns
       if self.write_png:
         self.ctx.writer.save_grid(
-          step, label, columns, evaluation.GRID_TITLES, max_rows=self.num_images
+          step, label, columns, scoring.GRID_TITLES, max_rows=self.num_images
         )
     yield from ()
 
@@ -73,7 +74,7 @@ class Grids:
     return not all(
       (
         paths.as_path(self.ctx.writer.image_dir)
-        / f"eval_{step:07d}_{evaluation.safe_label(evaluation.dataset_label(*d))}.png"
+        / f"eval_{step:07d}_{scoring.safe_label(scoring.dataset_label(*d))}.png"
       ).exists()
       for d in self.datasets
     )

@@ -3,7 +3,7 @@
 Entry fields: datasets ('name[:path],...'; default the run's evaluation
 datasets), and optional mask settings mask_strategy, mask_ratio, mask_seed
 (default the run's eval_mask_strategy, mask_ratio, eval_mask_seed). Yields
-(dataset label, metric means) and prints `evaluation.summary_line` (unless quiet).
+(dataset label, metric means) and prints `scoring.summary_line` (unless quiet).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from collections.abc import Iterator
 import jax
 import ml_collections
 
-from minr_jax import evaluation, masking, metrics, paths
+from minr_jax import masking, paths, writers
 from minr_jax.config import ConfigError
-from minr_jax.evaluators import datasets_of
+from minr_jax.evaluation import scoring
+from minr_jax.evaluation.registry import datasets_of
 
 
 def mask_config(config: ml_collections.ConfigDict, cfg: ml_collections.ConfigDict):
@@ -35,7 +36,7 @@ def mask_config(config: ml_collections.ConfigDict, cfg: ml_collections.ConfigDic
 
 
 class Reconstruction:
-  """Scores under fixed, seeded evaluation masks (`evaluation.evaluate`)."""
+  """Scores under fixed, seeded evaluation masks (`scoring.evaluate`)."""
 
   FIELDS = ("mask_strategy", "mask_ratio", "mask_seed", "quiet")
 
@@ -60,24 +61,24 @@ class Reconstruction:
       model = ctx.model
       if ctx.family.patch_masks_only:
         model = ctx.family.for_ratio(ctx.model, self.config.mask_ratio)
-      self.score_fn = evaluation.make_score_fn(
+      self.score_fn = scoring.make_score_fn(
         model, ctx.family, self.config, ctx.mesh, ctx.params_sharding
       )
 
   def run(self, params, step: int) -> Iterator[tuple[str, dict[str, float]]]:
     masks_fn = functools.partial(masking.eval_masks, self.config)
     for dataset in self.datasets:
-      label = evaluation.dataset_label(*dataset)
-      means = evaluation.evaluate(
+      label = scoring.dataset_label(*dataset)
+      means = scoring.evaluate(
         self.score_fn, params, self.config, self.ctx.mesh, dataset, [masks_fn]
       )[0]
       if jax.process_index() == 0 and not self.cfg.get("quiet", False):
-        print(evaluation.summary_line(f"eval step {step} [{label}]", means), flush=True)
+        print(scoring.summary_line(f"eval step {step} [{label}]", means), flush=True)
       yield label, means
 
   def missing(self, workdir: str, step: int, split: str) -> bool:
     """Whether any dataset's record of `step` is missing from workdir's metrics.jsonl."""
-    path = paths.as_path(workdir) / metrics.METRICS_FILENAME
-    records = metrics.read_metrics(os.fspath(path)) if path.exists() else []
+    path = paths.as_path(workdir) / writers.METRICS_FILENAME
+    records = writers.read_metrics(os.fspath(path)) if path.exists() else []
     done = {r.get("dataset") for r in records if r["split"] == split and r["step"] == step}
-    return bool({evaluation.dataset_label(*d) for d in self.datasets} - done)
+    return bool({scoring.dataset_label(*d) for d in self.datasets} - done)

@@ -26,19 +26,19 @@ from typing import Any, Protocol
 
 import ml_collections
 
-from minr_jax import evaluation, metrics
+from minr_jax import writers
 from minr_jax.config import ConfigError
+from minr_jax.evaluation import scoring
 
 Result = tuple[str, "float | dict[str, Any]"]
 
 # type -> "module:Class" (imported on first use, so a config can name any of them
 # without importing jax) or a class registered at run time.
 REGISTRY: dict[str, Any] = {
-  "reconstruction": "minr_jax.evaluators.reconstruction:Reconstruction",
-  "grids": "minr_jax.evaluators.grids:Grids",
-  "robustness": "minr_jax.evaluators.robustness:Robustness",
-  "probe": "minr_jax.evaluators.probe:Probe",
-  "compare": "minr_jax.evaluators.compare:Compare",
+  "reconstruction": "minr_jax.evaluation.reconstruction:Reconstruction",
+  "grids": "minr_jax.evaluation.grids:Grids",
+  "robustness": "minr_jax.evaluation.robustness:Robustness",
+  "probe": "minr_jax.evaluation.probe:Probe",
 }
 # Fields every entry may have; an evaluator class lists its own in `FIELDS`.
 COMMON_FIELDS = ("type", "every_steps", "split", "datasets")
@@ -56,7 +56,7 @@ class Evaluator(Protocol):
 class EvalContext:
   """What an evaluator is built from: the run and its compiled functions.
 
-  score_fn / grid_fn are `evaluation.make_score_fn` / `make_grid_fn` of this
+  score_fn / grid_fn are `scoring.make_score_fn` / `make_grid_fn` of this
   model (the training loop passes its own `Steps.eval_step` / `grid_step`);
   `writer` is the one ResultsWriter every evaluator writes through; `out_dir`
   is where files (PNG grids, tables) go: the workdir in training.
@@ -75,14 +75,14 @@ class EvalContext:
 
   def get_score_fn(self) -> Callable:
     if self.score_fn is None:
-      self.score_fn = evaluation.make_score_fn(
+      self.score_fn = scoring.make_score_fn(
         self.model, self.family, self.config, self.mesh, self.params_sharding
       )
     return self.score_fn
 
   def get_grid_fn(self) -> Callable:
     if self.grid_fn is None:
-      self.grid_fn = evaluation.make_grid_fn(
+      self.grid_fn = scoring.make_grid_fn(
         self.model, self.family, self.config, self.mesh, self.params_sharding
       )
     return self.grid_fn
@@ -90,8 +90,8 @@ class EvalContext:
 
 class ResultsWriter:
   """The one writer of every evaluator: metrics.jsonl / TensorBoard through a
-  `metrics.MetricWriter`, PNG grids under `<out_dir>/<image_subdir>`, result tables
-  (`evaluation.write_results`). Only process 0 writes files."""
+  `writers.MetricWriter`, PNG grids under `<out_dir>/<image_subdir>`, result tables
+  (`scoring.write_results`). Only process 0 writes files."""
 
   def __init__(self, metric_writer, out_dir: str, image_subdir: str = "images"):
     import jax  # noqa: PLC0415
@@ -113,14 +113,14 @@ class ResultsWriter:
     """`<image_dir>/eval_<step>_<label>.png`, shown in TensorBoard as eval/<label>."""
     if not (self.is_main and columns):
       return None
-    path = os.path.join(self.image_dir, f"eval_{step:07d}_{evaluation.safe_label(label)}.png")
-    metrics.save_image_grid(path, columns, list(titles), max_rows=max_rows)
+    path = os.path.join(self.image_dir, f"eval_{step:07d}_{scoring.safe_label(label)}.png")
+    writers.save_image_grid(path, columns, list(titles), max_rows=max_rows)
     self.metrics.write_images(step, f"eval/{label}", path)
     return path
 
   def write_table(self, out_dir: str, rows, columns, header, meta, stem: str = "results") -> None:
     if self.is_main:
-      evaluation.write_results(out_dir, rows, columns, header, meta, stem)
+      scoring.write_results(out_dir, rows, columns, header, meta, stem)
 
   def flush(self) -> None:
     self.metrics.flush()
@@ -153,25 +153,12 @@ def default_evals(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   return ml_collections.ConfigDict(evals)
 
 
-def declared(
-  config: ml_collections.ConfigDict, training: bool = False
-) -> ml_collections.ConfigDict:
-  """config.evals if the config declares any, else `default_evals(config)`. With
-  `training`, without the entries that score several checkpoints (type compare:
-  only the evaluation command runs those)."""
+def declared(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """config.evals if the config declares any, else `default_evals(config)`."""
   evals = config.get("evals")
   if evals is None or not len(evals):
     return default_evals(config)
-  if not training:
-    return evals
-  kept = {}
-  for name in evals:
-    entry = evals[name]
-    if isinstance(entry, ml_collections.ConfigDict) and "type" in entry:
-      if getattr(get(entry.type, f"config.evals.{name}.type"), "MULTI", False):
-        continue
-    kept[name] = entry
-  return ml_collections.ConfigDict(kept)
+  return evals
 
 
 def select(evals: ml_collections.ConfigDict, names: str | None) -> ml_collections.ConfigDict:
@@ -221,7 +208,7 @@ def check(
     entries = datasets_of(config, cfg, where)
     # An entry without datasets reads the run's: errors name the field that listed them.
     origin = f"{where}.datasets" if (cfg.get("datasets") or "").strip() else "config.eval_datasets"
-    evaluation.check_datasets(config, entries, origin, workdir=workdir)
+    scoring.check_datasets(config, entries, origin, workdir=workdir)
     out[name] = entries
     if hasattr(cls, "check"):
       cls.check(config, cfg, where)
@@ -233,8 +220,8 @@ def datasets_of(config: ml_collections.ConfigDict, cfg: ml_collections.ConfigDic
   evaluation datasets (training dataset + config.eval_datasets)."""
   spec = cfg.get("datasets") or ""
   if spec.strip():
-    return evaluation.parse_datasets(spec, f"{where}.datasets")
-  return evaluation.eval_datasets(config)
+    return scoring.parse_datasets(spec, f"{where}.datasets")
+  return scoring.eval_datasets(config)
 
 
 def build(evals: ml_collections.ConfigDict, ctx: EvalContext) -> dict[str, Any]:
