@@ -133,6 +133,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # str: XLA's persistent compilation cache (local or gs://; '' = off): restarts skip compiling.
   c.compilation_cache_dir = "~/.cache/minr_jax/xla"
   c.num_grid_images = 8  # int: rows in each reconstruction PNG grid.
+  # What is evaluated, declared as every config may (docs/evaluators.md): training runs
+  # these every `every_steps` (linked to eval_every_steps) and `python -m minr_jax.evaluate
+  # --evals=...` runs them on a checkpoint. reconstruction: the three PSNR figures beside
+  # the classical inpainters on every evaluation dataset; grids: PNG grids of
+  # num_grid_images images each.
+  c.evals = ml_collections.ConfigDict()
+  c.evals.reconstruction = ml_collections.ConfigDict(dict(type="reconstruction", split="eval"))
+  c.evals.reconstruction.every_steps = c.get_ref("eval_every_steps")
+  c.evals.grids = ml_collections.ConfigDict(dict(type="grids"))
+  c.evals.grids.every_steps = c.get_ref("eval_every_steps")
   c.tensorboard = True  # bool: also write TensorBoard event files.
   # str: 'START:STOP' traces steps START+1..STOP with jax.profiler into
   # <workdir>/tensorboard/plugins/profile/ (docs/speed.md); '' = no trace.
