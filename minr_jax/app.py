@@ -108,7 +108,7 @@ def _read_file_bytes(data: bytes, reader, what: str, flag: str):
     try:
       return reader(path)
     except ConfigError as e:
-      text = str(e).replace(path, what)
+      text = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(e).replace(path, what))
       raise ConfigError(text.removeprefix(f"{flag}: ")) from None
 
 
