@@ -707,12 +707,13 @@ function showResult(r) {
   columns.replaceChildren();
   const value = (c) => c.psnr === "inf" ? Infinity : c.psnr;
   const best = Math.max(...r.columns.filter((c) => c.psnr !== null).map(value));
+  const room = Math.floor((document.body.clientWidth - 12 * r.columns.length) / r.columns.length);
+  const width = Math.max(Math.min(r.width * scale, room), Math.min(r.width, 160));  // one row
   for (const c of r.columns) {
     const figure = document.createElement("figure"), img = document.createElement("img");
     const caption = document.createElement("figcaption");
     figure.dataset.key = c.key;
-    img.src = c.png; img.alt = c.title; img.style.width = (r.width * scale) + "px";
-    img.style.maxWidth = "min(" + (r.width * scale) + "px, 45vw)";
+    img.src = c.png; img.alt = c.title; img.style.width = width + "px";
     if (scale > 1) img.classList.add("pixelated");
     caption.textContent = c.title;
     if (c.psnr !== null) {
