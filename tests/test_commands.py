@@ -24,6 +24,7 @@ COMMANDS = (
   "robustness",
   "compare",
   "paper_tables",
+  "app",
 )
 
 
