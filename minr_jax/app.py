@@ -31,8 +31,8 @@ from PIL import Image
 # Every project import of this module, in one block (the library modules may move).
 import minr_jax
 from minr_jax import cli
-from minr_jax.inference import inpaint as inpaint_lib
 from minr_jax.config import ConfigError
+from minr_jax.inference import inpaint as inpaint_lib
 
 MAX_SIDE = 1024  # a larger photo is scaled down (area averaging) to this many pixels a side
 MAX_UPLOAD = 40 * 1024 * 1024  # bytes of one request
