@@ -1,12 +1,8 @@
-"""A local web page for MINR: paint a hole in a photo, see MINR's fill beside the classical ones.
+"""`minr-app` / `python -m minr_jax.app`: a local web page to paint a hole in a photo and see
+MINR's fill beside the classical ones.
 
-One static HTML/JS page (a canvas brush) and a small JSON API served by the
-standard library's ThreadingHTTPServer: no new dependency, nothing fetched
-from another host (no CDN, no telemetry), so it works offline by
-construction; Gradio would pull a large dependency tree, fonts from a CDN and
-analytics by default (docs/app.md). Every fill goes through
-`inpaint.inpaint`, the function behind `Model.inpaint` and the
-`minr_jax.inpaint` command. Usage: docs/app.md and `--help`.
+A static page and a small JSON API on the standard library's HTTP server: no new dependency,
+nothing fetched from another host (docs/app.md). Every fill goes through `inpaint.inpaint`.
 """
 
 from __future__ import annotations

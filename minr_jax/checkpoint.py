@@ -1,15 +1,8 @@
 """Orbax checkpoints: train state, grain iterator position, the config, checksums.
 
-Layout: `<workdir>/checkpoints/<step>/{state, data, config}` plus
-`minr_checksums.json`. Orbax writes each step into a temporary directory and
-renames it only when complete, so a run killed mid-save (even with SIGKILL)
-leaves the previous checkpoint intact and the half-written one is ignored.
-After a save, process 0 records the SHA-256 of every file of the step
-(`MANIFEST`); `verify` checks them before a restore, so a corrupted or
-truncated checkpoint is reported in one line and the newest intact one is used
-(`restore_newest_intact`). Every process calls save/restore together.
-
-Paths are local directories or URLs (gs://...) through etils.epath.
+`<workdir>/checkpoints/<step>/{state, data, config}` plus `minr_checksums.json`; `verify`
+checks a step before a restore and `restore_newest_intact` skips damaged ones
+(docs/training.md).
 """
 
 from __future__ import annotations

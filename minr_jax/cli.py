@@ -1,9 +1,7 @@
 """What every command shares: `run(body)` parses flags and turns bad input into one line.
 
-A command (`minr_jax/<name>.py`) defines its flags inside `main()`, so importing it
-defines none, and ends with `cli.run(lambda args: <library call>)`: stray arguments,
-a config file that does not load and any ConfigError become `error: <message>` with
-exit status 1, before anything compiles.
+A command defines its flags inside `main()` and ends with `cli.run(lambda args: ...)`; any
+ConfigError becomes `error: <message>` with exit status 1, before anything compiles.
 """
 
 from __future__ import annotations
@@ -116,7 +114,7 @@ def _parse(argv: list[str]) -> list[str]:
 
 
 def run(body: Callable[[list[str]], object], *, positional: bool = False) -> None:
-  """Runs body(positional arguments) as an absl app (module docstring)."""
+  """Runs body(positional arguments) as an absl app; bad input becomes one line."""
 
   def main(argv: list[str]) -> None:
     if not positional and len(argv) > 1:

@@ -1,8 +1,7 @@
-"""Where the devices decide: config fields whose best value depends on the hardware.
+"""The config fields whose best value depends on the hardware: `resolve_auto`.
 
-`resolve_auto` is called once where a run starts (training, `minr_jax.load`),
-for the devices the run will use, and its result is logged, so one config
-never traces two programs invisibly.
+Called once where a run starts, for the devices it will use, and logged, so one config never
+traces two programs invisibly.
 """
 
 from __future__ import annotations

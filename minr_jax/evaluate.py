@@ -1,10 +1,7 @@
-"""`minr-evaluate` / `python -m minr_jax.evaluate`.
+"""`minr-evaluate` / `python -m minr_jax.evaluate`: score checkpoints, read-only.
 
-Scores checkpoints, read-only (docs/evaluators.md).
-
-One --workdir without --evals / --config: the scores table on --datasets
-(`runner.evaluate_workdir`); with --evals or --config, or several --workdir: the
-declared evaluators (`runner.evaluate_checkpoints`).
+One --workdir alone: `runner.evaluate_workdir`; --evals, --config or several workdirs:
+`runner.evaluate_checkpoints` (docs/evaluators.md).
 """
 
 from __future__ import annotations

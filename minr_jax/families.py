@@ -1,32 +1,8 @@
-"""The one place where `config.model.family` meets code.
+"""The one place where `config.model.family` meets code: `get(config)` -> `Family`.
 
-A family is a value of plain functions and capability flags; every other
-module asks the family value (`families.get(config)`), never the name:
-
-  build(config) -> module        the Flax model at config.resolution
-  init(model, key) -> params     fresh parameters (eval_shape it for shapes)
-  predict(model, params, images, grid_masks, *, config, train, dropout_key,
-          coord_key) -> (pred [B, H, W, 3], loss)
-  train_loss(...same...) -> (loss, per-image MSE [B]) the training objective
-  features(model, params, images, pixel_masks, grid_masks, kind) -> [B, D]
-  make_optimizer(config) -> optax transformation; schedule(config) -> its learning rate
-  validate(config)               the family's own ConfigError checks
-  describe(config, num_params)   one line naming the model
-  for_ratio(model, ratio)        the model for masks hiding `ratio` of the patches
-                                 (MAE's visible-token count is static; MINR: itself)
-
-Flags: `has_inr` (the model predicts INRs: it can render at any resolution;
-then `reconstruct`, `inr_weights` and `render_inrs` are set),
-`patch_masks_only` (hidden patch tokens are dropped, so masks must be
-aligned with its patch grid and hide the same number of patches in every
-image of a call: exact-count strategies only), `embedding_kinds`, and
-`plot_metric` (the figure to plot: MAE's output in the visible patches is
-untrained, so its plots show psnr_pasted).
-
-TransINR and GINR share the MINR functions: the masked image goes in, the
-INRs render the whole image, the loss is the mean per-image MSE over every
-pixel. MAE sees the image and its patch mask (hidden patches never reach the
-encoder) and its loss covers the hidden patches only.
+A family is a value of plain functions (build, init, predict, train_loss, features,
+make_optimizer, ...) and capability flags; every other module asks the family value, never the
+name. TransINR and GINR share the MINR functions; MAE has its own.
 """
 
 from __future__ import annotations
@@ -57,7 +33,7 @@ MAE_KINDS = ("data_mean", "cls")  # encoder outputs: mean of visible tokens, cla
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-  """A model family: plain functions and capability flags (module docstring)."""
+  """A model family: plain functions and capability flags (`get`)."""
 
   name: str
   build: Callable[[ml_collections.ConfigDict], Any]
@@ -145,7 +121,7 @@ def _build_ginr(config: ml_collections.ConfigDict) -> ginr.GINR:
 
 
 def _init_minr(model, key: PRNGKey) -> PyTree:
-  # Compiled whole: called outside jit (a notebook, api), op-by-op init of the
+  # Compiled whole: called outside jit (a notebook, the Model facade), op-by-op init of the
   # tiny model took 8 s on a 2-core CPU against 1 s compiled. Inside the
   # training step's jit this is inlined, as before.
   size = model.image_size

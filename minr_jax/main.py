@@ -1,30 +1,7 @@
-r"""Command line: train and evaluate MINR, or print the model's parameters.
+r"""`minr-train` / `python -m minr_jax.main`: train and evaluate a config, or print its parameters.
 
-  python -m minr_jax.main --config=configs/transinr.py:demo --workdir=runs/demo
-  python -m minr_jax.main --config=configs/transinr.py --summary
-  python -m minr_jax.main --config=configs/transinr.py --workdir=runs/x \
-      --config.dataset.path=/data/images --config.batch_size=32
-
-Re-running the same command on the same workdir resumes from its newest
-checkpoint. Bad input stops with one line, `error: ...`, before any compile.
-
-Several processes (multi-host: a TPU pod slice, GPU nodes, or processes on one
-machine) run the same command, each with its process id; they form one JAX
-runtime through `jax.distributed.initialize` before anything touches a device:
-
-  # localhost / a GPU cluster: name the coordinator (process 0's host:port)
-  python -m minr_jax.main ... --coordinator_address=10.0.0.1:1234 \
-      --num_processes=2 --process_id=0      # and --process_id=1 on the other
-  # TPU pod slice (and SLURM / Open MPI clusters): detected from the environment
-  gcloud compute tpus tpu-vm ssh NAME --worker=all --command="python -m minr_jax.main ..."
-
-`--distributed=auto` (the default) initialises when --coordinator_address is
-given or the environment shows a multi-host job (TPU_WORKER_HOSTNAMES with
-several hosts, SLURM_NTASKS > 1, OMPI_COMM_WORLD_SIZE > 1); `on` always calls
-`jax.distributed.initialize()` (JAX detects the cluster), `off` never does.
-Every process reads its own share of each batch, all processes save and
-restore the checkpoints together (the workdir must be shared, e.g. gs://),
-and only process 0 writes metrics, TensorBoard files and PNG grids.
+Re-running on the same workdir resumes (docs/training.md); several processes join one JAX
+runtime with `--distributed` (docs/speed.md#scale-out).
 """
 
 from __future__ import annotations

@@ -1,36 +1,8 @@
-"""Patch masks drawn on device, inside jit, with static shapes.
+"""Patch masks drawn on device, inside jit, with static shapes (True = hidden).
 
-A mask is boolean with True = masked (hidden from the model). Masks are drawn
-on a `grid` x `grid` lattice of patches ([grid, grid] per image) and expanded
-to pixels by `to_pixels`; the image side must be a multiple of `grid`.
-
-Strategies (`STRATEGIES`), each one function of (key, ratio):
-
-- `random`: each patch hidden independently with probability `ratio` (the
-  MINR paper's protocol, so the hidden count varies per image);
-- `random_exact`: exactly k = round(ratio * N) patches (MAE's protocol): the
-  k patches with the lowest uniform noise;
-- `block`: BEiT-style blockwise masks: random rectangles unioned up to k
-  patches, topped up to exactly k (see `_block`);
-- `center`: the k patches of a near-square region at the centre (key
-  ignored, see `_centre_ranks`);
-- `outpaint`: the inverse: only the N - k central patches stay visible;
-- `noise_filtered`: ColorMAE-style data-independent masks: white noise
-  filtered in the 2-D Fourier domain (lowpass, highpass, bandpass or
-  bandstop), the k highest values hidden (see `_noise_filtered`).
-
-Here N = grid**2 and k = `exact_count(ratio, N)` (round half up). Every
-strategy but `random` hides exactly k patches. `ratio` may be a Python float
-or a traced scalar, so a per-image ratio (`sample_ratios`) costs no
-recompilation; a float and the same value traced give the same mask.
-
-`MaskSpec` is the static (hashable) part: strategy, grid and the strategy's
-parameters; `mask_spec_from_config` builds it from a run config. `draw`,
-`draw_batch` and `draw_indexed` draw one mask, a batch, and fixed evaluation
-masks. Evaluation masks are a function of (seed, image index) only, never of
-the batch an image lands in, so a checkpoint scores the same every time.
-`patch_mask`, `patch_masks` and `indexed_patch_masks` are the older
-random/random_exact entry points, now thin wrappers.
+`MaskSpec` (from `mask_spec_from_config`) is the static part; `draw`, `draw_batch` and
+`draw_indexed` draw one mask, a batch, and fixed evaluation masks (a function of seed and image
+index only). Strategies: `STRATEGIES` (docs/results.md#masking-strategies).
 """
 
 from __future__ import annotations

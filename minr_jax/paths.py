@@ -1,21 +1,7 @@
 """Paths a run reads or writes: a local path or a URL (gs://, s3://), via etils.epath.
 
-  p = paths.as_path("gs://bucket/run")   # epath.Path, left as given
-  p = paths.as_path("runs/demo")         # epath.Path of the absolute, user-expanded path
-  paths.write_text(p / "config.json", text)
-
-A local path behaves exactly as with `os.path`: `as_path` makes it absolute
-(`os.path.abspath(os.path.expanduser(...))`, so a run started elsewhere finds
-it). A URL is never passed through `os.path.abspath`, which would turn
-`gs://b/run` into `<cwd>/gs:/b/run`. etils.epath serves gs:// through gcsfs
-(or TensorFlow's gfile when TensorFlow is installed) and s3:// through s3fs;
-orbax writes checkpoints to the same URLs with tensorstore.
-
-Object stores have no directories and no appends: `makedirs` is a no-op
-there, and `write_bytes`/`write_text` upload one whole object, which readers
-see complete or not at all. Locally the same functions write a temporary
-file in the target's directory and rename it over the target, so a reader
-never sees half a file either.
+`as_path` makes a local path absolute and leaves a URL as given; `write_bytes`/`write_text` are
+atomic on both (docs/cloud.md).
 """
 
 from __future__ import annotations

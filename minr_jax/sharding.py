@@ -1,30 +1,8 @@
-"""The device mesh and the shardings of batches, parameters and optimizer state.
+"""The device mesh (`data` x `fsdp` axes) and the shardings of batches, parameters and
+optimizer state.
 
-The mesh has two axes, `data` and `fsdp` (sizes `config.mesh.data` and
-`config.mesh.fsdp`; -1 means "all remaining devices", at most one of them may
-be -1). Both axes are Auto axes: XLA's partitioner propagates the shardings
-below through the model, so model code carries no sharding annotations.
-
-Rules:
-
-- **Batches** are split along their leading axis over both axes together,
-  `P(('data', 'fsdp'))`, so every device holds batch_size / (data x fsdp)
-  images. batch_size and eval_batch_size must be divisible by data x fsdp.
-- **Parameters and optimizer state** (ZeRO-3 / FSDP style): every array with
-  at least `fsdp_min_size` elements (`config.fsdp_min_size`, default 2**18)
-  is split along `fsdp` on its largest axis whose length the fsdp size
-  divides (ties: the earliest such axis). Every other array (small ones,
-  scalars such as the step and Adam's count, arrays with no divisible axis)
-  is replicated. Adam's moments have the shapes of the parameters and get
-  the same rule leaf by leaf, so each moment is sharded like its parameter.
-  With fsdp = 1 everything is replicated (pure data parallelism). XLA
-  all-gathers a sharded weight where it is used and reduce-scatters its
-  gradient, which is what FSDP does by hand.
-
-The same code runs on 1 CPU, 8 fake CPU devices, a GPU host or a TPU pod
-slice; only the mesh changes. With one process the mesh may use the first
-data x fsdp devices only (e.g. `mesh.data=1` for a single-device run on an
-8-device host); with several processes it must cover every device.
+Batches are split over both axes; every array with at least `fsdp_min_size` elements is split
+along `fsdp` on its largest divisible axis, the rest replicated (docs/speed.md#scale-out).
 """
 
 from __future__ import annotations
@@ -132,7 +110,7 @@ def fsdp_spec(shape: tuple[int, ...], fsdp_size: int, min_size: int = DEFAULT_FS
 def state_shardings(mesh: Mesh, abstract_state: PyTree, min_size: int | None = None) -> PyTree:
   """NamedShardings for every leaf of a state, params or optimizer-state pytree.
 
-  Applies the FSDP rule of the module docstring leaf by leaf (so Adam's
+  Applies the FSDP rule (docs/speed.md#scale-out) leaf by leaf (so Adam's
   moments are sharded as their parameters); min_size None means
   DEFAULT_FSDP_MIN_SIZE. Leaves without a shape (None, Python scalars) are
   replicated.

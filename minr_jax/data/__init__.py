@@ -1,19 +1,7 @@
-"""Input pipelines of minr_jax: TFDS array_record data sources + grain.
+"""Input pipelines of minr_jax: TFDS array_record data sources + grain, no TensorFlow.
 
-No TensorFlow at run time. Datasets (config.dataset.name):
-  image_folder  a folder of images (config.dataset.path); `image_folder.py`.
-  demo          crops of scikit-image's bundled photos; `demo.py`.
-  cartoon_faces procedurally drawn cartoon faces (no files); `cartoon_faces.py`.
-  celeb_a       CelebA, TFDS catalogue, manual download; `catalogue.py`.
-  imagenette    Imagenette 320 px (v2), TFDS catalogue; `catalogue.py`.
-  mit_indoor67  MIT Indoor Scenes, manual download; `mit_indoor67.py`.
-Adding one: `datasets.py`. Config fields read: `options.py` (their defaults
-are in configs/transinr.py only). Pipeline design (sharding, batching,
-prefetch, eval padding): `pipeline.py`; worker processes: `workers.py`.
-Host-side image ops: `preprocess.py`.
-
-All images leave as float32 in [0, 1], RGB, [R, R, 3] with
-R = config.resolution. Every bad input raises `minr_jax.config.ConfigError`.
+Images leave as float32 [R, R, 3] in [0, 1]; bad input raises `ConfigError`. Datasets are mapped
+in `datasets.py`, the config fields read in `options.py` (docs/datasets.md).
 """
 
 from __future__ import annotations

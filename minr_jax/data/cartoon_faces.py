@@ -1,25 +1,7 @@
 """`cartoon_faces`: procedurally drawn cartoon faces (no files, no download).
 
-Every image is drawn from a seeded random generator: a head (an ellipse with
-a skin tone and a left-right shading) roughly centred on a background colour
-gradient, hair behind it and a fringe on top, two eyes looking the same way
-(white, iris, pupil) under two brows, a nose and a mouth. Sizes, colours,
-positions and a small head tilt vary from image to image; the layout is the
-same, as in aligned photographs of faces. Edges are anti-aliased.
-
-This is the domain of the `demo` config: small enough to learn in minutes on
-a CPU, and structured enough that a learned model can fill a hidden eye or
-mouth from what it has learnt about faces, which local interpolation of the
-visible pixels cannot.
-
-Splits:
-  train: `TRAIN_IMAGES` examples per pass; each is drawn afresh at every use
-    from grain's per-element generator, so no face is ever repeated (the
-    stream is reproducible from config.seed, like every other augmentation).
-  eval: `EVAL_IMAGES` fixed faces, image i drawn from generator
-    SeedSequence([EVAL_SEED, i]): identical in every run and machine.
-The images are rendered at config.resolution and quantised to uint8, like
-decoded photographs.
+The domain of the demo (docs/demo.md): training faces are drawn afresh at every use, eval face i
+from SeedSequence([EVAL_SEED, i]), identical on every machine.
 """
 
 from __future__ import annotations
@@ -142,7 +124,7 @@ def train_face(example: dict, rng: np.random.Generator, *, resolution: int, flip
 
 
 def load(options: options_lib.DataOptions) -> base.Dataset:
-  """The cartoon faces (see the module docstring); nothing is read or written.
+  """The cartoon faces; nothing is read or written.
 
   Args:
     options: uses resolution and flip.

@@ -1,59 +1,8 @@
-"""`celeb_a` and `imagenette`: TFDS catalogue datasets, prepared without TF.
+"""`celeb_a` and `imagenette`: the TFDS catalogue datasets, prepared without TensorFlow.
 
-Both are read as array_record data sources of the catalogue builders
-(`tfds.builder('celeb_a')`, `tfds.builder('imagenette/320px-v2')`) from
-`<data_dir>/celeb_a/2.1.0/` and `<data_dir>/imagenette/320px-v2/1.0.0/`
-(data_dir = config.dataset.data_dir). Nothing is ever downloaded: when the
-prepared data are missing, they are prepared from files you download by hand
-into the manual directory, which is config.dataset.path, or when that is unset
-TFDS's default `<data_dir>/downloads/manual/`. Preparing goes through
-subclasses of the catalogue builders that only replace the steps needing
-TensorFlow (reading the zip / tgz), so the prepared data are those of the
-catalogue (same directory, features, splits and keys) and the files are
-checked against TFDS's registered sizes and sha256 checksums.
-
-Manual steps
-------------
-CelebA (`config.dataset.name = 'celeb_a'`; 202,599 aligned 178 x 218 faces):
-  1. From the CelebA page (https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html,
-     "Align&Cropped Images" Google Drive / Baidu links) download these five
-     files, unchanged and unrenamed, into one directory DIR:
-       Img/img_align_celeba.zip                 1,443,490,838 bytes
-       Eval/list_eval_partition.txt                 2,836,386 bytes
-       Anno/list_attr_celeba.txt                   26,721,026 bytes
-       Anno/list_landmarks_align_celeba.txt        12,156,055 bytes
-       Anno/identity_CelebA.txt                     3,424,458 bytes
-     (TFDS's own download links point at the same Google Drive files, which
-     usually refuse scripted downloads: hence the manual step.)
-  2. Run with `--config.dataset.name=celeb_a --config.dataset.path=DIR`. The
-     first run prepares `<data_dir>/celeb_a/2.1.0/` (about 1.4 GB; it reads
-     the zip once); later runs need only data_dir, not DIR.
-  Splits (list_eval_partition.txt): train = images 1-162,770, validation =
-  162,771-182,637, test = 182,638-202,599. Training uses train; evaluation
-  uses config.dataset.eval_split, default 'test'.
-
-Imagenette (`config.dataset.name = 'imagenette'`; TFDS config '320px-v2': the
-320-pixel images of Imagenette v2, 9,469 train / 3,925 validation):
-  1. Download https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz
-     (341,663,724 bytes) into a directory DIR, e.g.
-       wget -P DIR https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz
-     Keeping the extracted folder `DIR/imagenette2-320/` (with `train/` and
-     `val/`) instead of the .tgz also works (its files are not checksummed).
-  2. Run with `--config.dataset.name=imagenette --config.dataset.path=DIR`;
-     the first run prepares `<data_dir>/imagenette/320px-v2/1.0.0/`.
-  Splits: train and validation (the archive's val/); eval_split defaults to
-  'validation'.
-
-Data prepared elsewhere by TFDS itself (e.g. `tfds build celeb_a
---file_format=array_record` on a machine with TensorFlow) can be copied into
-data_dir instead; data prepared as tfrecord (TFDS's default) are rejected.
-
-Images are stored as RGB (Imagenette's few greyscale or CMYK JPEGs are
-converted and stored as PNG) and made RGB again when read, so any copy works.
-Preprocessing (`options.RECIPES`): CelebA, train and eval: short side to R,
-centre crop R. Imagenette: train = short side to train_resize (default
-R * 320 // 182), random crop R, random flip; eval = short side to R, centre
-crop R.
+Subclasses of the catalogue builders replace only the steps that need TF (reading the zip/tgz),
+so the prepared data are the catalogue's, checked against TFDS's checksums. Nothing is
+downloaded: the manual steps are in docs/datasets.md.
 """
 
 from __future__ import annotations

@@ -1,15 +1,7 @@
-"""The one place that maps `config.dataset.name` to its data.
+"""The one place that maps `config.dataset.name` to its data: `load`, `check`.
 
-To add a dataset, write a module with
-  `load(options: DataOptions) -> base.Dataset`   (prepares if needed)
-and, if it has cheap pre-compile checks, `check(options) -> None`, then add
-one entry to `_DATASETS` (and, if it has a choice of eval split or its own
-augmentation defaults, one to `options.RECIPES`). Examples: `catalogue.py`
-(TFDS catalogue builders `celeb_a`, `imagenette`, whose TF-only preparation
-steps are replaced), `mit_indoor67.py` and `image_folder.py` (own
-GeneratorBasedBuilders), `demo.py`, `cartoon_faces.py` (drawn, not read).
-Whole-image datasets get their maps from
-`base.whole_image_dataset`.
+To add a dataset: a module with `load(options) -> base.Dataset` (and optionally `check`), one
+entry in `_DATASETS`, and, for its own split or augmentation defaults, one in `options.RECIPES`.
 """
 
 from __future__ import annotations

@@ -1,26 +1,7 @@
 """`demo`: crops of the photographs shipped inside scikit-image (no download).
 
-Photos (all `skimage.data` functions that work offline; greyscale ones are
-replicated to RGB):
-  train (12): astronaut, rocket, hubble_deep_field, immunohistochemistry,
-    retina, motorcycle_left (= stereo_motorcycle()[0]), camera, moon, brick,
-    grass, gravel, clock.
-  eval (3, held out, disjoint from train): chelsea, coffee, coins.
-Not used: eagle, lily, kidney, human_mitosis, ... (they need a download), cat
-(= chelsea), and non-photographs (text, page, logo, checkerboard, ...).
-
-The full photos are stored once by a TFDS builder (PNG, array_record) in
-`<data_dir>/demo/1.0.0/`, read back through a data source and kept in memory
-(about 15 MB) by each process; crops are made in the grain pipeline:
-  train: one random square crop of side min(dataset.crop_size, short side) of
-    a photo (the pipeline shuffles the 12 photos each epoch, so every photo is
-    used equally often), resized to R x R, flipped with p=1/2 if
-    dataset.flip. dataset.random_crop and dataset.train_resize are not used.
-  eval: per held-out photo, a fixed regular grid of
-    dataset.eval_crops_per_image crops of the same side (4 x 4 for 16, evenly
-    spaced from corner to corner), resized to R x R. Eval image index =
-    photo position (chelsea, coffee, coins) * crops_per_image + crop index in
-    row-major grid order, identical in every run.
+12 photos for training (random crops), 3 held out (`chelsea`, `coffee`, `coins`: a fixed grid of
+crops each); see docs/datasets.md.
 """
 
 from __future__ import annotations
@@ -185,7 +166,7 @@ def random_crop_transform(
 
 
 def load(options: options_lib.DataOptions) -> base.Dataset:
-  """The demo photos with their crop maps (see the module docstring).
+  """The demo photos with their crop maps (docs/datasets.md).
 
   Args:
     options: uses data_dir, crop_size, eval_crops_per_image, resolution, flip.

@@ -1,54 +1,6 @@
-"""`image_folder`: a folder of JPEG/PNG/BMP/WebP images as a TFDS dataset.
+"""`image_folder`: a folder of JPEG/PNG/BMP/WebP images as a TFDS dataset (`load`).
 
-Layout of `config.dataset.path` (DIR):
-  * `DIR/train/` plus `DIR/val/` (else `DIR/validation/`, else `DIR/test/`):
-    these are the train and eval splits.
-  * `DIR/train/` alone: its files, split by path hash (below).
-  * otherwise: every image under DIR (recursively), split by path hash.
-Hash split: a file is eval iff sha256(relative path) / 2**256 <
-`dataset.eval_fraction`, so a file's split never changes when others are
-added or removed.
-
-Labels: inside a split directory, the first sub-folder of a file's path is
-its class; class names are the sorted union over both splits and the label
-is the index in that list. Images lying directly in a split directory (e.g. a
-flat folder) get label -1, meaning "unlabelled". MINR does not use labels;
-they are stored for later use.
-
-Files: extensions .jpg .jpeg .png .bmp .webp (any case); names starting with
-'.' are skipped; symlinks are followed. Only regular files (or symlinks to
-them) are opened: anything else with an image name (a FIFO, which would
-block the reading forever, a device, a socket) is skipped and counted in the
-line announcing the preparation. Every image becomes RGB: greyscale and
-palette images are replicated to 3 channels, transparency is composited over
-white, EXIF rotation is applied. RGB JPEG/PNG files are stored byte-for-byte,
-others are re-encoded losslessly as PNG.
-
-Bad files stop the run with one line (ConfigError): `cannot read folder
-<path>: <reason>` for a sub-folder that cannot be listed, `cannot read image
-<path>: <reason>` for an image name that is not valid UTF-8, a broken or
-looping symbolic link (while listing), or a file PIL cannot decode (while
-preparing).
-
-Preparation: a TFDS GeneratorBasedBuilder written as array_record files to
-`<data_dir>/image_folder/<slug>-<hash>/1.0.0/`, slug = folder name, hash =
-sha256 of the absolute path, the split rule and the sorted (relative path,
-size, mtime) of every image. An unchanged folder reuses the prepared data; a
-changed one is prepared anew (old versions are left in place). Within one
-process the prepared builder is cached per (path, data_dir, eval_fraction),
-so a run sees one snapshot even if files change while it runs.
-
-A training workdir inside DIR is refused (`check_workdir_outside`), not
-excluded from the listing: its PNG grids would become training images, and
-excluding them would make the prepared data depend on which run lists the
-folder (another run, `evaluate` or a notebook would see other images). A
-workdir in a hidden folder (a name starting with '.') is allowed, as
-listings skip it.
-
-Concurrent preparations, killed ones and a full disk: see `tfds_utils`.
-
-Eval order: TFDS's fixed hash-of-key order (keys are relative paths), so
-`eval_max_images` takes a stable pseudo-random subset, not one class.
+Splits, labels, preparation and the workdir check: docs/datasets.md.
 """
 
 from __future__ import annotations
@@ -248,7 +200,7 @@ def check_folder(path: str | None, field: str = "config.dataset.path") -> None:
 
 
 def check_workdir_outside(path: str, workdir: str, field: str = "config.dataset.path") -> None:
-  """Refuses a training workdir inside the image folder (module docstring).
+  """Refuses a training workdir inside the image folder: its PNG grids would become training images.
 
   Args:
     path: the configured folder.
@@ -440,7 +392,7 @@ def encoded_rgb(path: str) -> bytes:
 
 
 class ImageFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """TFDS builder of one folder listing (see the module docstring)."""
+  """TFDS builder of one folder listing."""
 
   name = BUILDER_NAME
   VERSION = tfds.core.Version("1.0.0")

@@ -1,37 +1,7 @@
-"""`mit_indoor67`: MIT Indoor Scenes (67 classes) as a TFDS dataset, no TF.
+"""`mit_indoor67`: MIT Indoor Scenes (67 classes) as a TFDS dataset, prepared without TensorFlow.
 
-Manual steps
-------------
-  1. From the dataset page (https://web.mit.edu/torralba/www/indoor.html)
-     download into one directory DIR:
-       indoorCVPR_09.tar   the images (about 2.4 GB; 15,620 JPEGs in
-                           Images/<class>/<file>.jpg), from
-                           http://groups.csail.mit.edu/vision/LabelMe/NewImages/indoorCVPR_09.tar
-       TrainImages.txt     the official train list (80 images per class)
-       TestImages.txt      the official test list (20 images per class)
-     The tar may also be extracted in DIR instead (`tar -xf
-     indoorCVPR_09.tar -C DIR` gives DIR/Images/<class>/...); DIR/Images/ is
-     used when present, else DIR/indoorCVPR_09.tar.
-  2. Run with `--config.dataset.name=mit_indoor67 --config.dataset.path=DIR`.
-     The first run prepares `<data_dir>/mit_indoor67/1.0.0/` (array_record,
-     the 6,700 listed images only); later runs read that and need not DIR.
-     Delete that directory to prepare again.
-
-Splits: `train` = TrainImages.txt (5,360 images), `test` = TestImages.txt
-(1,340); eval_split defaults to 'test'. Each line of a list is
-`<class>/<file>.jpg`, relative to Images/. Features: image (RGB, uint8
-[H, W, 3]), label (ClassLabel: index in the sorted class names of the two
-lists, i.e. the 67 folder names), id (the list line). The archive holds some
-greyscale, CMYK and non-JPEG files: they are converted to RGB and stored as
-PNG (RGB JPEGs are stored byte for byte).
-
-Errors (ConfigError, one line): config.dataset.path unset or missing (when
-nothing is prepared), a missing list file, neither Images/ nor the tar, a
-listed image absent from the folder or tar (naming it), a listed image PIL
-cannot decode (`cannot read image <path>: <reason>`).
-
-Preprocessing (`options.RECIPES`): short side to R, centre crop R; training
-adds a random horizontal flip.
+The official TrainImages.txt / TestImages.txt split (5,360 / 1,340 images); the manual download
+is in docs/datasets.md.
 """
 
 from __future__ import annotations
@@ -151,7 +121,7 @@ def list_source(path: str, field: str = "config.dataset.path") -> Source:
   """Reads both lists and checks every listed image is there.
 
   Args:
-    path: DIR (see the module docstring).
+    path: DIR, the manual download directory (docs/datasets.md).
     field: what to call `path` in messages.
 
   Returns:
@@ -190,7 +160,7 @@ def list_source(path: str, field: str = "config.dataset.path") -> Source:
 
 
 class MitIndoor67Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """TFDS builder of MIT-Indoor67 from a manual directory (module docstring)."""
+  """TFDS builder of MIT-Indoor67 from a manual directory (docs/datasets.md)."""
 
   name = BUILDER_NAME
   VERSION = tfds.core.Version("1.0.0")
@@ -303,7 +273,7 @@ def load(options: options_lib.DataOptions) -> base.Dataset:
     maps to {'image': float32 [R, R, 3]}.
 
   Raises:
-    ConfigError: see the module docstring.
+    ConfigError: one line (a missing list, archive or image; an unreadable image).
   """
   builder = _builder(options)
   if not tfds_utils.is_prepared(builder):

@@ -1,72 +1,8 @@
-"""Every config field the data layer reads and how it is checked, in one place.
+"""Every config field the data layer reads, checked once: `from_config(config)` -> `DataOptions`.
 
-The data layer never touches the config after `from_config`: the rest of the
-package works on the frozen, picklable `DataOptions` (so it can be sent to
-grain worker processes) and on the batch sizes passed explicitly.
-
-Fields read. Their defaults live in the config files only (configs/transinr.py,
-which configs/ginr.py and configs/mae.py start from); a config without one of
-these fields is refused, except for fields newer than the first release
-(`ADDED_FIELDS`), which take the value that reproduces runs saved without them.
-
-  config.seed                         int    shuffle / augmentation seed
-  config.resolution                   int    output images are [R, R, 3]
-  config.batch_size                   int    global train batch size
-  config.eval_batch_size              int    global eval batch size (unset:
-                                             batch_size)
-  config.dataset.name                 str    image_folder | demo |
-                                             cartoon_faces | celeb_a |
-                                             imagenette | mit_indoor67
-  config.dataset.path                 str    image_folder: the folder;
-                                             celeb_a, imagenette,
-                                             mit_indoor67: the manual
-                                             download directory (None: unset)
-  config.dataset.data_dir             str    where prepared TFDS data live
-                                             (a path or a URL, gs://B/D:
-                                             used through a local mirror)
-  config.dataset.eval_split           str    celeb_a, imagenette,
-                                             mit_indoor67: the split
-                                             evaluated on (None: below)
-  config.dataset.random_crop          bool   train: resize short side to
-                                             train_resize, then random crop R
-                                             (else centre crop R); None: below
-  config.dataset.train_resize         int    short side before the random
-                                             crop (0: below)
-  config.dataset.flip                 bool   random horizontal flip (train);
-                                             None: below
-  config.dataset.crop_size            int    demo: crop side in pixels of the
-                                             photo (clamped to its short side)
-  config.dataset.eval_crops_per_image int    demo: fixed crops per held-out
-                                             photo
-  config.dataset.eval_fraction        float  image_folder without train/ +
-                                             val/: share of files (by path
-                                             hash) held out
-  config.dataset.eval_max_images      int    cap on eval images (0 = all)
-  config.dataset.num_workers          int    grain worker processes for
-                                             training (0 = threads in the
-                                             main process)
-  config.dataset.prefetch_buffer      int    batches prepared ahead (per
-                                             worker when num_workers > 0)
-
-Precedence of the augmentation and split fields: a value set in the config
-always wins; a field left at its unset value (None, or '' for eval_split, or 0
-for train_resize) takes the dataset's default from `RECIPES`, else the global
-default (random_crop False, flip False, train_resize = R):
-
-  dataset       eval_split   random_crop  flip   train_resize (unset)
-  celeb_a       test         False        False  R
-  imagenette    validation   True         True   R * 320 // 182
-  mit_indoor67  test         False        True   R
-  image_folder  -            False        False  R
-  demo          -            -            False  -
-  cartoon_faces -            -            False  -
-
-(Imagenette: the reference crops 182 pixels from the 320-pixel images, so the
-default keeps that scale at any R.) Setting eval_split for image_folder,
-demo or cartoon_faces is an error. When `from_config` is given another dataset `name` than the
-config's, the config's path and eval_split are not used for it, and messages
-about that dataset name the field it came from (`DataOptions.origin`, e.g.
-config.eval_datasets), not config.dataset.
+The rest of the data layer works on the frozen, picklable `DataOptions` (so it can be sent to
+grain worker processes). Per-dataset defaults of the split and augmentation fields: `RECIPES`
+(docs/datasets.md); the fields themselves: docs/configs.md.
 """
 
 from __future__ import annotations
@@ -108,8 +44,8 @@ class Recipe:
   train_scale: tuple[int, int] = (1, 1)
 
 
-# Datasets with a choice of eval split and their own defaults (the module
-# docstring has the table).
+# Datasets with a choice of eval split and their own defaults (the precedence
+# table is in docs/datasets.md).
 RECIPES: dict[str, Recipe] = {
   "celeb_a": Recipe(splits=("train", "validation", "test"), eval_split="test"),
   "imagenette": Recipe(
@@ -125,7 +61,7 @@ RECIPES: dict[str, Recipe] = {
 
 @dataclasses.dataclass(frozen=True)
 class DataOptions:
-  """The data settings of one run (see the module docstring for meanings).
+  """The data settings of one run (meanings: docs/configs.md).
 
   `origin` says where `name` and `path` came from, for error messages: ''
   for config.dataset, else the field or flag that named the dataset (e.g.
@@ -138,9 +74,9 @@ class DataOptions:
   resolution: int
   seed: int
   eval_split: str  # Resolved; '' for datasets without a choice.
-  random_crop: bool  # Resolved (see the precedence table).
+  random_crop: bool  # Resolved (`RECIPES`).
   train_resize: int  # Already resolved: never 0 here.
-  flip: bool  # Resolved (see the precedence table).
+  flip: bool  # Resolved (`RECIPES`).
   crop_size: int
   eval_crops_per_image: int
   eval_fraction: float
@@ -243,8 +179,7 @@ def from_config(
   """Reads and checks the data fields of `config` (no file system access).
 
   Args:
-    config: a ConfigDict-like object with the fields listed in the module
-      docstring.
+    config: a ConfigDict-like object with the data fields (docs/configs.md).
     name: dataset name overriding `config.dataset.name`.
     path: dataset path overriding `config.dataset.path`. When `name` names a
       different dataset than the config, the config's path is not used.
@@ -252,7 +187,7 @@ def from_config(
       messages when they are not the config's own dataset.
 
   Returns:
-    The frozen options, with the unset fields resolved (module docstring).
+    The frozen options, with the unset fields resolved (`RECIPES`).
 
   Raises:
     ConfigError: a field is missing or has a wrong type or range, or

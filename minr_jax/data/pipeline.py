@@ -1,21 +1,8 @@
-"""The grain pipelines behind the public API of `minr_jax.data`.
+"""The grain pipelines behind `minr_jax.data`: `make_train_iterator`, `make_eval_batches`.
 
-Train: dataset.train -> this process's shard [process_index::process_count]
--> seed -> shuffle -> repeat (reshuffled, re-augmented every epoch) ->
-random_map(train_transform) -> batch(local batch, drop_remainder) -> to an
-IterDataset with a thread prefetch buffer -> (if num_workers > 0)
-mp_prefetch, whose worker processes end with this one (`workers.py`).
-Batching happens on the MapDataset, before any prefetching, so a process gets
-the same batches for any num_workers; each background thread or worker builds
-whole batches. Its state (get_state/set_state, or grain's
-Orbax CheckpointSave/CheckpointRestore) restores the exact stream, given the
-same data, config, process count and num_workers.
-
-Eval: dataset.eval[:eval_max_images] is padded to a whole number of global
-batches; global batch b holds eval images [b*G, (b+1)*G), of which process p
-gets the contiguous slice [p*L, (p+1)*L) (G = eval_batch_size, L = G /
-process_count). Padding rows have valid=False, index=-1 and a zero image.
-Elements are decoded and resized by a thread pool, in order.
+Batching happens before any prefetching, so a process gets the same batches for any
+num_workers, and the iterator state restores the exact stream. Eval data are padded to whole
+global batches (padding rows: valid=False, index=-1).
 """
 
 from __future__ import annotations

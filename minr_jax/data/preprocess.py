@@ -1,14 +1,7 @@
 """Host-side image ops (numpy and PIL only, no jax, no TensorFlow).
 
-Images are numpy uint8 arrays [H, W, 3] (RGB) until `to_float`, which gives
-float32 in [0, 1]. Resizing uses PIL's bicubic filter, which antialiases when
-shrinking and clips to [0, 255]. Random ops take a `np.random.Generator` (the
-one grain's `random_map` passes), so a pipeline is reproducible.
-
-The `*_transform` functions are the per-example maps of the grain pipelines:
-raw example dict {'image': uint8 [H, W, 3], ...} -> {'image': float32
-[R, R, 3]}. They are module-level (bind arguments with functools.partial) so
-that they pickle into grain worker processes.
+The `*_transform` functions are the grain pipelines' per-example maps (uint8 [H, W, 3] ->
+float32 [R, R, 3] in [0, 1]); they are module-level so that they pickle into worker processes.
 """
 
 from __future__ import annotations

@@ -1,33 +1,7 @@
 """Preparing a TFDS builder as array_record files and reading it back, no TF.
 
-`prepare` runs `download_and_prepare` once; later calls find the data and
-return at once. `split_source` opens a split as a random-access data source
-(decoding happens on `__getitem__`, with PIL). A URL data_dir (gs://...) is
-used through a local mirror, since array_record files are read and written
-with local file I/O: finished data are fetched from the URL, or prepared
-locally and then uploaded.
-
-Two processes preparing the same data at once (two first runs on one
-data_dir): one prepares while the other waits on a lock file,
-`<data_dir>/.locks/<name>_<config>_<version>.lock` (flock), then reads what
-the first wrote. Chosen over "each writes its own copy, an atomic rename
-wins" because a preparation is as large and slow as the dataset itself,
-and two copies would double the time, the disk needed and the chance of
-filling it; a flock needs no clean-up, since the kernel drops it when its
-process ends, however it ends. A waiting process re-reads the finished
-data's metadata: a builder made before the data existed holds none, and
-reading its splits then would find them all empty.
-
-What a preparation leaves: TFDS writes into `incomplete.XXXXXX_<version>`
-beside the version folder and renames it when done, so a version folder
-holding `dataset_info.json` and `features.json` is always finished. A
-preparation killed midway leaves its `incomplete.*` folder; the next
-`prepare` of that dataset name (any config) removes every such folder whose
-lock no process holds. A full disk is one line (`NoSpaceError`) naming data_dir
-and its free space, with the partial output removed. TFDS's look-up of
-precomputed metadata in its bucket (off here: no network) is skipped, as it
-made an empty `tmp*tfds` directory in the temp dir at every builder
-construction and never removed it.
+`prepare` runs `download_and_prepare` once (under a lock, see docs/datasets.md); `split_source`
+opens a split as a random-access data source. A gs:// data_dir is used through a local mirror.
 """
 
 from __future__ import annotations
@@ -243,7 +217,7 @@ def prepare(
   (TFDS removes its partial output). When `builder.data_dir` mirrors a URL
   data_dir (`options.from_config`), finished data at the URL are copied in
   instead of prepared, and data prepared here are uploaded to the URL. On
-  return, `builder.info` describes the finished data (module docstring).
+  return, `builder.info` describes the finished data.
 
   Args:
     builder: a builder constructed with `file_format='array_record'`.

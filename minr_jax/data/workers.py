@@ -1,17 +1,8 @@
-"""Start-up of grain's worker processes: they end when the trainer ends.
+"""Start-up of grain's worker processes: `exit_with_parent` ends them when the trainer ends.
 
-grain starts each worker (`dataset.num_workers > 0`) with multiprocessing's
-`spawn` and stops it when the iterator is closed; if the training process
-dies without closing it (SIGKILL, out-of-memory kill, a crash), nothing stops
-the workers, which would keep their memory and CPU until killed by hand.
-`exit_with_parent` is the workers' `worker_init_fn`: a daemon thread in each
-worker compares the parent process id with the trainer's every
-`POLL_SECONDS` and ends the worker once the trainer is gone (the worker has
-then been re-parented to init or a subreaper).
-
-A thread rather than Linux's `prctl(PR_SET_PDEATHSIG)`: that signal is sent
-when the *thread* that started the worker exits, and grain starts workers
-from short-lived threads of a pool, so it would kill healthy workers.
+A daemon thread in each worker polls the parent's process id. Not `prctl(PR_SET_PDEATHSIG)`:
+that fires when the *thread* that started the worker exits, and grain starts workers from
+short-lived pool threads, so it would kill healthy workers.
 """
 
 from __future__ import annotations

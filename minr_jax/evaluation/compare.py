@@ -1,32 +1,6 @@
-r"""Compare trained models on the same images under the same fixed masks.
+r"""Compare trained models on the same images under the same fixed masks: `compare_workdirs`.
 
-  python -m minr_jax.compare runs/transinr runs/ginr runs/mae \
-      --datasets=image_folder:/data/celeba,image_folder:/data/scenes \
-      --out=runs/comparison [--max_images=N] [--num_images=6]
-
-Every workdir (any model family: TransINR, GINR, MAE) is restored (parameters
-only, newest checkpoint or `--step`) and scored (`scoring.evaluate`) on each dataset's
-evaluation split under the SAME masks: exact-count random masks (exactly
-round(mask_ratio x N) of the N mask-grid patches hidden in every image, the
-only masking an MAE can take), drawn from one seed and each image's index, so
-model A and model B see identical masked inputs (checked: the masked inputs
-of every model must agree pixel for pixel). mask_ratio and the seed default
-to the first workdir's `mask_ratio` and `eval_mask_seed`; all workdirs must
-share the resolution and mask grid.
-
-Writes to `--out`:
-  compare.md    the masking protocol, then one table row per dataset x model
-                (family, parameters, checkpoint step, psnr_full, psnr_masked,
-                psnr_pasted) beside the interpolation, mean-colour-fill and
-                masked-input baselines on the same images and masks.
-  compare.csv, compare.json  the same rows (json also holds the protocol).
-  compare_<dataset>.png  the first `--num_images` images of each dataset: the
-                masked input, each model's output, the ground truth. The
-                output is `--figure=pasted` (default: the prediction in the
-                hidden patches, the input's own pixels elsewhere; the fair view
-                for an MAE, whose loss ignores the visible patches) or `pred`
-                (the raw prediction everywhere: MINR's whole-image rendering).
-Without `--datasets` the first workdir's evaluation datasets are used.
+The body of `python -m minr_jax.compare` (docs/comparison.md).
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """`grids`: PNG grids (masked input, prediction, pasted, ground truth) per dataset.
 
-Entry fields: datasets (default the run's evaluation datasets), num_images
-(default config.num_grid_images), and the mask settings of `reconstruction`.
-Writes `<out>/images/eval_<step>_<label>.png` (and TensorBoard images) unless
-write_png is False (compare keeps the columns, `Grids.columns`); yields nothing.
+Writes `<out>/images/eval_<step>_<label>.png` (and TensorBoard images); entry fields:
+docs/evaluators.md.
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
-r"""Assemble the paper's in-domain and cross-domain tables from your runs.
+r"""The paper's in-domain and cross-domain tables from your runs' `evaluate` results.
 
-After training one run per dataset and evaluating each on all three
-(docs/results.md, "Reproducing the paper"):
-
-  python -m minr_jax.paper_tables --celeba=runs/celeba --imagenette=runs/imagenette \
-      --indoor=runs/indoor [--model=minr-transinr] [--output=tables.md]
-
-Each workdir's newest `eval/<step>/results.json` (written by
-`python -m minr_jax.evaluate`) is read; the tables show the measured
-`psnr_full` beside the paper's number and the interpolation and mean-colour-fill
-baselines on the same images and masks. A missing run or dataset shows as "-".
+The body of `python -m minr_jax.paper_tables` (docs/results.md#reproducing-the-papers-tables).
 """
 
 from __future__ import annotations

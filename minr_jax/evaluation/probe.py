@@ -1,10 +1,6 @@
-"""`probe`: a linear probe (`minr_jax.probe`) on embeddings of a labelled dataset.
+"""`probe`: a linear probe (`inference.probe`) on embeddings of a labelled dataset.
 
-Entry fields: datasets (one labelled 'name[:path]', e.g. an image_folder of
-class subfolders; default the training dataset), kind (embedding kind,
-default data_mean), train_split / test_split (default train / eval),
-max_images (per split, default all), steps and l2 (default probe's). Yields
-accuracy, majority_baseline and train_accuracy.
+Yields accuracy, majority_baseline and train_accuracy; entry fields: docs/evaluators.md.
 """
 
 from __future__ import annotations

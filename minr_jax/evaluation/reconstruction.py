@@ -1,9 +1,6 @@
 """`reconstruction`: the three PSNRs of each dataset beside both baselines.
 
-Entry fields: datasets ('name[:path],...'; default the run's evaluation
-datasets), and optional mask settings mask_strategy, mask_ratio, mask_seed
-(default the run's eval_mask_strategy, mask_ratio, eval_mask_seed). Yields
-(dataset label, metric means) and prints `scoring.summary_line` (unless quiet).
+Yields (dataset label, metric means) under fixed masks; entry fields: docs/evaluators.md.
 """
 
 from __future__ import annotations

@@ -1,19 +1,7 @@
 """Evaluators: one interface for what training and every evaluation command score.
 
-A config declares its evaluations, big_vision style:
-
-  config.evals = {
-    "reconstruction": {"type": "reconstruction", "every_steps": 500, "split": "eval"},
-    "grids": {"type": "grids", "every_steps": 500, "num_images": 8},
-  }
-
-Each entry is built as `get(type)(name, cfg, ctx)` from its own ConfigDict and
-an `EvalContext` (the run's config, mesh, model and jitted functions), and
-`run(params, step)` yields named results, (key, float) or (key, {metric:
-value}), which `ResultsWriter` writes (metrics.jsonl, TensorBoard). A config
-without `evals` gets `default_evals(config)`: today's evaluation, from
-config.eval_every_steps, eval_datasets and num_grid_images. A new evaluation
-is one module here plus an entry in REGISTRY (or `register(type, cls)`).
+`config.evals` entries are built as `get(type)(name, cfg, ctx)`; a config without `evals` gets
+`default_evals(config)`. The interface and how to add one: docs/evaluators.md.
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
-"""Evaluation: which datasets a run is scored on, one on-device reducer, grids, results.
+"""Evaluation datasets, the on-device reducer, grids and result files.
 
-Every evaluator (`minr_jax.evaluators`: the training loop's and every
-command's) and compare scores through here:
-
-  datasets = eval_datasets(config)             # training dataset + config.eval_datasets
-  score = make_score_fn(model, family, config, mesh, params_sharding)
-  means = evaluate(score, params, config, mesh, dataset, masks_fn)
-  columns = grid_images(predict, params, config, mesh, dataset, n)
-
-`score_batch` reduces on device: per-image metrics are summed over the
-batch's valid (non-padding) rows and come back as replicated scalars, so the
-sums are right on any number of processes without a host all-gather. The
-images of a PNG grid are fetched by a separate call on the first batch only.
+Every evaluator (`minr_jax.evaluation.registry`) and compare score through `make_score_fn` and
+`evaluate`; sums over valid rows are reduced on device, so no host all-gather is needed.
 """
 
 from __future__ import annotations

@@ -1,31 +1,7 @@
-r"""Embed a dataset with a trained checkpoint, for linear probes and retrieval.
+r"""Embed a dataset with a trained checkpoint: `run`, `read_embeddings`.
 
-  python -m minr_jax.embed --workdir=runs/demo --dataset=demo --split=eval \
-      --kind=data_mean --output=demo_eval.npz [--masked] [--max_images=N] \
-      [--batch_size=N] [--step=N]
-
-`--dataset=NAME[:PATH]` is any dataset of `minr_jax.data` (for folders and
-manual downloads, `image_folder:/data/x`, `imagenette:/data/dl`). Images of
-the split are read in their fixed order (position = the image index used for
-evaluation masks), preprocessed with the dataset's deterministic evaluation
-transform (short side to the run's resolution, centre crop; no augmentation,
-also for `--split=train`) and embedded by `minr_jax.api.Minr.embed`
-(`--kind`: data_mean, weight_tokens, weight_mean, modulations for MINR
-checkpoints; data_mean or cls for an MAE's encoder). Unmasked by
-default; `--masked` hides patches with the run's fixed evaluation masks
-(eval_mask_strategy, mask_ratio, eval_mask_seed and the image index).
-
-Output, chosen by the file name's ending:
-  .npz           `embeddings` float32 [N, D], `indices` int64 [N] (position in
-                 the split), `ids` str [N] (when the dataset has ids: file
-                 paths, crop names), `labels` int64 [N] (when it has class
-                 labels: image_folder class subfolders, imagenette,
-                 mit_indoor67), and scalars `kind`, `dataset`, `split`,
-                 `step`, `masked`. Written byte-for-byte deterministically.
-  .array_record  one record per image, for sets too large for memory: a
-                 msgpack map {embedding: float32 little-endian bytes, dim,
-                 index, id (str or nil), label (int or nil), kind}.
-`read_embeddings(path)` reads either back (the format `minr_jax.probe` reads).
+The body of `python -m minr_jax.embed`; the .npz / .array_record output is what
+`python -m minr_jax.probe` reads (docs/reuse.md).
 """
 
 from __future__ import annotations

@@ -1,22 +1,7 @@
-r"""Export a trained workdir as a small, shareable one: config.json + parameters only.
+r"""Export a trained workdir as a small, shareable one: config.json + parameters only (`export`).
 
-  python -m minr_jax.export --workdir=runs/celeba64 --output=pretrained/celeba64 \
-      [--step=N] [--dataset_path=/path/to/your/images]
-
-The output is a workdir that `minr_jax.load`, `python -m minr_jax.evaluate`,
-robustness, compare and embed read like any other:
-
-  <output>/config.json                   the run's config, dataset.path replaced
-  <output>/checkpoints/<step>/state      {'params': ...} only, float32
-  <output>/checkpoints/<step>/config     the same config (what restores read first)
-
-No optimizer state (Adam's moments are twice the parameters) and no data
-iterator position are kept, so it cannot resume training. The config's
-`dataset.path` (a folder on the machine that trained it) is replaced by
-`--dataset_path`, default `PLACEHOLDER_PATH`, and `eval_datasets` (more such
-folders) is emptied, so the config names no path of that machine; give your own folder to
-evaluate with `--config`-free commands, e.g.
-`python -m minr_jax.evaluate --workdir=<output> --datasets=image_folder:/my/faces`.
+The body of `python -m minr_jax.export` (docs/pretrained.md). The copy cannot resume training,
+and its config names no path of the machine that trained it.
 """
 
 from __future__ import annotations

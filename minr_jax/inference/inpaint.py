@@ -1,47 +1,7 @@
-r"""Fill a hole you choose in a photo of any size with a trained MINR checkpoint.
+r"""Fill holes in photos of any size with a trained checkpoint: `inpaint`, `parse_mask`.
 
-  python -m minr_jax.inpaint --workdir=pretrained/celeba64 --images=photo.jpg \
-      --mask=box:0.25,0.25,0.75,0.75 --output=out/ [--tile=N] [--step=N]
-
-`--images` is one image file or a folder (searched recursively; local or
-gs://). `--mask` is one of (`parse_mask`):
-
-  FILE.png                  white (> 127 after conversion to grey) = hidden;
-                            the size of every image
-  x0,y0,x1,y1  (or box:...) a box, pixels x0 <= x < x1, y0 <= y < y1; an
-                            integer is a pixel, a number with a point a
-                            fraction of the width or height (0.25,0.25,0.75,0.75
-                            hides the central quarter of the area)
-  STRATEGY:RATIO[:seed=N][:grid=N]
-                            a project mask strategy (`masking.STRATEGIES`:
-                            random, random_exact, block, center, outpaint,
-                            noise_filtered) on a grid x grid lattice of cells
-                            of the photo (grid default: the run's mask_grid);
-                            image i of a folder gets the mask of (seed, i)
-
-How a photo of any size meets a model trained at R x R pixels (`inpaint`):
-
-- resize (default): the whole photo is area-averaged onto the R x R grid
-  (each model pixel is the mean of the visible photo pixels under its
-  footprint, so the aspect ratio is stretched to a square); a model pixel is
-  hidden if hidden photo pixels cover half of it or more, and hidden photo
-  pixels never enter any model pixel's value. The predicted INR is a function on [-1, 1]^2, the same
-  square the photo spans, so rendering it on the photo's own pixel-centre
-  grid (H x W) undoes the stretch exactly.
-- tiles (`tile=N`): square windows of N x N photo pixels with half-window
-  overlap, each treated as a photo of its own (area-resized to R x R, its
-  INR rendered back at N x N) and blended with a tent window. A window with
-  no visible model pixel, or nothing hidden, is skipped; hidden pixels that
-  no window fills take the whole-photo (resize) prediction.
-
-Either way the visible pixels of the photo are returned unchanged, at full
-resolution: only hidden pixels are replaced. Written per image (`OUTPUT/`,
-keeping a folder's sub-folders): `<name>_filled.png` (the photo's size and
-mode: greyscale stays greyscale, an alpha channel is kept) and
-`<name>_compare.png` (masked | interpolation | MINR | ground truth, with the
-PSNR on the hidden pixels; the truth is the input photo, whose hidden pixels
-were only hidden by us), and `results.json` with every image's PSNRs and
-their means.
+The function behind `Model.inpaint`, the app and `python -m minr_jax.inpaint`; mask formats and
+how a photo meets a model trained at R x R pixels (resize or tiles): docs/inpaint.md.
 """
 
 from __future__ import annotations
@@ -84,7 +44,7 @@ class MaskArg:
 
 
 def parse_mask(text: str) -> MaskArg:
-  """Parses a --mask value (module docstring); ConfigError with one line if it is none of them."""
+  """Parses a --mask value (docs/inpaint.md); ConfigError with one line if it is none of them."""
   text = str(text).strip()
   bad = f"--mask={text!r} is not {MASK_FORMS}"
   if not text:

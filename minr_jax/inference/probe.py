@@ -1,28 +1,7 @@
-r"""Linear probe: multinomial logistic regression on embedding files.
+r"""Linear probe: multinomial logistic regression on embedding files (`probe`, `run`).
 
-  python -m minr_jax.probe --train=train.npz --test=test.npz \
-      [--steps=1000] [--lr=0.01] [--l2_sweep=1e-4,1e-3,1e-2,1e-1,1,10] \
-      [--val_fraction=0.2] [--split_seed=0] [--l2=VALUE] [--output=probe.json]
-
-Reads two files written by `python -m minr_jax.embed` (.npz or
-.array_record; both need labels), standardizes every dimension with the
-training set's mean and standard deviation, and fits W [D, C], b [C] by
-full-batch Adam (optax) on the mean cross-entropy plus l2 * ||W||^2, from
-zeros (the problem is convex, so the result does not depend on a seed).
-
-The l2 strength is chosen without looking at the test set: a stratified
-validation split (`--val_fraction` of each class, drawn with `--split_seed`)
-is held out of the training embeddings, one probe per value of `--l2_sweep`
-is fitted on the rest (standardized with the rest's statistics) and scored
-on it, and the value with the best validation accuracy (ties: the larger
-l2) is refitted on all of the training embeddings. `--l2=VALUE` skips the
-sweep and uses VALUE.
-
-Prints the test accuracy beside the majority-class baseline (always predict
-the most frequent training class), the chosen l2 and the sweep's validation
-accuracies, and writes them as JSON with `--output`. Classes are the
-training set's labels; a test image whose label never occurs in training
-counts as an error (and is reported).
+The body of `python -m minr_jax.probe`; how l2 is chosen without the test set:
+docs/baselines.md.
 """
 
 from __future__ import annotations

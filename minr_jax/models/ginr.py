@@ -1,51 +1,8 @@
 """The GINR hypernetwork of MINR (instance pattern composers): images -> per-image INR weights.
 
-GINR (Kim et al., CVPR 2023) predicts only one INR layer per image; every other
-layer is shared by all images. Data flow for images [B, H, W, 3]:
-  pad by `padding` pixels, cut into P x P patches   -> patches [B, T, 3 P P]
-  Dense to D + learned position embedding           -> data tokens [B, T, D]
-  append the learned table of R weight tokens       -> [B, T + R, D]
-  pre-LN transformer (q/k/v/out biases, dropout)    -> [B, T + R, D]
-  weight tokens -> LN -> Dense D -> fan_in          -> U [B, fan_in, R]
-  U @ V (V [R, fan_out] learned, shared)            -> W [B, fan_in, fan_out],
-    each output column scaled to unit L2 norm over fan_in, plus the shared
-    bias row: the instance-specific layer `modulated_layer` (1 in the paper).
-The other INR layers are learned [fan_in + 1, fan_out] matrices (last row the
-bias), broadcast to [B, ...], so `weights` has the TransINR layout and
-`inr.render` / `families.reconstruct` work unchanged.
-
-Decisions, from the GINR reference code (kakaobrain/ginr-ipc, which MINR's
-GINR code builds on):
-- Shared INR weights: the reference's "kaiming_uniform" is PyTorch's
-  `kaiming_uniform_(w, a=sqrt(5))` applied to the weight stored as
-  [fan_in, fan_out]; PyTorch takes a 2-D tensor's fan-in from its second
-  axis, so the bound is 1/sqrt(layer fan_out): U(+-1/16) for the 256-wide
-  layers (the same as nn.Linear's default there) but U(+-1/sqrt(3)) for the
-  256 -> 3 output layer. We reproduce that (`ginr_linear_init`). Biases 0.
-- `normalize_shared` (default True): the reference's INR normalises every
-  layer's weight columns (its `normalize_weight` option, on by default), not
-  only the instance-specific one, so shared layers are used as
-  w / ||w||_column too (per column over fan_in; biases untouched). With it
-  the shared weights' initial scale affects only their learning speed.
-- The reference also keeps a full (unused) base weight for the modulated
-  layer and only uses its bias; we keep just the bias (`bias_{m}`).
-
-Parameters of the paper config (182 px, 400 tokens, rank 256), 43,680,771:
-  patch_embed   243 x 768 + 768                          187,392
-  pos_embed     400 x 768                                307,200
-  weight_tokens 256 x 768                                196,608
-  transformer   6 x 7,087,872                         42,527,232
-    per block: 2 LayerNorms 2 x 1,536, q/k/v/out 4 x (768 x 768 + 768),
-    fc1 768 x 3072 + 3072, fc2 3072 x 768 + 768
-  head          LayerNorm 1,536 + Dense 768 x 256 + 256  198,400
-  shared_factor V 256 x 256                               65,536
-  INR layers 0, 2, 3: 3 x 257 x 256; layer 4: 257 x 3;
-    layer 1's bias: 256                                  198,403
-The reference's count is 43,746,307 (about 43.75M; the paper says 43.7M): the
-above plus its never-used 256 x 256 base weight of layer 1.
-
-Precision as in TransINR: parameters float32, `dtype` for the tokenizer,
-transformer and head; U, V, the INR weights and U @ V (full precision) float32.
+Only INR layer `modulated_layer` is per image (U @ V, column-normalised); the other layers are
+shared, so `weights` has the TransINR layout. Where it follows the reference code
+(kakaobrain/ginr-ipc) and the parameter count: docs/model.md.
 """
 
 from __future__ import annotations
@@ -69,7 +26,7 @@ def ginr_linear_init(key: PRNGKey, fan_in: int, fan_out: int) -> Array:
   """A shared INR layer [fan_in + 1, fan_out]: weights U(+-1/sqrt(fan_out)), bias row 0.
 
   GINR's kaiming_uniform(a = sqrt 5) on its [fan_in, fan_out] weight, whose
-  PyTorch fan-in is the second axis (see the module docstring).
+  PyTorch fan-in is the second axis: a reference quirk kept on purpose (docs/model.md).
   """
   bound = 1.0 / math.sqrt(fan_out)
   w = jax.random.uniform(key, (fan_in, fan_out), jnp.float32, -bound, bound)
@@ -159,6 +116,8 @@ class GINR(nn.Module):
         u = jnp.swapaxes(h, 1, 2).astype(jnp.float32)  # [B, fan_in, rank]
         v = self.param("shared_factor", shared_factor_init, (self.rank, fan_out), fan_in)
         w = normalize_columns(jnp.matmul(u, v, precision="highest"))
+        # The reference also keeps a full base weight here that it never uses (the paper's
+        # 43.75M counts it); only its bias is read, so only the bias is kept.
         bias = self.param(f"bias_{i}", nn.initializers.zeros, (fan_out,), jnp.float32)
         bias = jnp.broadcast_to(bias, (batch, 1, fan_out))
         weights.append(jnp.concatenate([w, bias], axis=1))

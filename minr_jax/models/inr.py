@@ -1,18 +1,7 @@
 """The implicit neural representation (INR): plain functions, no Flax.
 
-An INR here is a small coordinate MLP. Its weights are a list with one matrix
-per linear layer, each of shape [fan_in + 1, fan_out] whose last row is the
-bias (the TransINR convention). Coordinates are pixel centres in [-1, 1]^2 in
-(row, column) order and go through a fixed Fourier-feature encoding first.
-
-Everything is a pure function of arrays. One image's INR at coords [N, 2] is
-`mlp_apply(weights, fourier_features(coords, freqs))`; `render` runs a batch
-of per-image INRs (weights [B, ...] per layer) on one shared coordinate grid,
-encoding the grid once for the whole batch (the features are identical for
-every image), and can run the MLP's matmuls in bfloat16 (`dtype`),
-accumulating in float32. The frequency table and the coordinate grid are
-computed in float64 and rounded once to float32, so rendered pixels agree
-with the reference PyTorch code to within that code's own float32 error.
+Weights are one [fan_in + 1, fan_out] matrix per layer (last row the bias); `render` runs a
+batch of per-image INRs on one shared, Fourier-encoded pixel-centre grid in [-1, 1]^2.
 """
 
 from __future__ import annotations

@@ -1,63 +1,7 @@
-"""The MAE baseline (He et al., CVPR 2022): a ViT that sees only visible patches.
+"""The MAE baseline (He et al., CVPR 2022): a ViT that sees only the visible patches.
 
-Data flow for images [B, H, W, 3] and a patch mask [B, g, g] (True = hidden),
-with N = g * g patches of P x P pixels and K = N - round(mask_ratio * N)
-visible ones per image:
-
-  patchify (P x P, pixel-major, channel last)      -> patches [B, N, P*P*3]
-  Dense to D + fixed 2-D sin-cos position embedding -> tokens [B, N, D]
-  keep the K visible tokens (stable argsort of the
-    mask: visible patches first, in raster order)   -> [B, K, D]
-  prepend the class token, `depth` pre-LN blocks,
-    final LayerNorm                                 -> latent [B, 1 + K, D]
-  Dense D -> D', append N - K learned mask tokens,
-    undo the sort, re-prepend the class token,
-    add the fixed sin-cos embedding (width D')      -> [B, 1 + N, D']
-  `decoder_depth` pre-LN blocks, LayerNorm, Dense
-    D' -> P*P*3, drop the class token               -> pred_patches [B, N, P*P*3]
-
-Decisions:
-- Static shapes: K is computed from the module's static `mask_ratio` with
-  `masking.exact_count`, so every mask must hide exactly
-  `exact_count(mask_ratio, N)` patches (MAE's protocol; `masking.draw_batch`
-  / `draw_indexed` with strategy "random_exact" or any other exact-count
-  strategy draw such masks). This is the
-  caller's contract: it is checked only when the mask is a concrete array
-  (not under jit). Under jit a mask with more visible patches than K has its
-  extra visible patches treated as hidden, and one with fewer lets the first
-  hidden patches (in raster order) into the encoder.
-- The class token is kept, as in MAE: it goes through encoder and decoder
-  (its position embedding is zero) and is dropped before the prediction head;
-  `latent[:, 0]` is it.
-- Position embeddings are fixed constants (not parameters), built as MAE
-  builds them: the first half of the channels encodes the patch's column,
-  the second half its row, each as [sin | cos] of position * 10000^(-i/(D/4)).
-  MAE's PyTorch code stores them as frozen nn.Parameters, so its
-  `model.parameters()` count is larger by (1 + N) * (D + D') than ours.
-- Transformer blocks are `transformer.Transformer` (pre-LN, separate
-  query/key/value projections: the same parameter count as a fused qkv),
-  configured as timm's ViT in MAE: qkv bias, LayerNorm eps 1e-6, exact GELU.
-  Their Flax init is PyTorch's nn.Linear default; `init_params` re-draws
-  their kernels as MAE does (xavier-uniform, query/key/value as one fused
-  D x 3D matrix) with zero biases. The patch embedding, decoder embedding
-  and prediction head are built with that init directly; class and mask
-  tokens start N(0, 0.02^2). Use `init_params`, not `model.init`, for MAE's
-  initialisation.
-- Inputs are used as given ([0, 1] images; masked pixels may already be 0:
-  hidden patches never reach the encoder). No ImageNet normalisation.
-- The patch embedding is a Dense on (row, column, channel)-ordered patches
-  (equivalent to MAE's conv up to a permutation of its kernel's inputs);
-  predictions use MAE's target order, also (row, column, channel).
-
-Parameter counts at 182 px, patch 13 (14x14 patches), 8 x 512 decoder:
-ViT-B 111,321,339 and ViT-L 328,838,139 (the fixed position embeddings are
-not parameters). The MINR paper's table gives 106.2M and 313.6M: exactly
-these counts divided by 2**20 (106.16, 313.61), not by 10**6; with MAE's
-frozen position embeddings counted the figures would be 106.4 and 313.9.
-
-Precision: parameters are float32; `dtype` (None = float32, or bfloat16) is
-the computation dtype of the embeddings, blocks and head; `pred_patches` and
-`pixels` are returned in float32.
+`MAE(images, patch_mask)` -> latent and `pred_patches`; use `init_params`, not `model.init`, for
+MAE's initialisation. Where it follows MAE's code and its parameter counts: docs/model.md.
 """
 
 from __future__ import annotations

@@ -1,21 +1,8 @@
 """The TransINR hypernetwork of MINR: masked image -> per-image INR weights.
 
-Data flow for images [B, H, W, 3]:
-  pad by `padding` pixels, cut into P x P patches   -> patches [B, T, 3 P P]
-  Dense to D + learned position embedding           -> data tokens [B, T, D]
-  append the learned weight-token table             -> [B, T + G, D]
-  pre-LN transformer                                -> [B, T + G, D]
-  per INR layer l: its g_l weight tokens -> LN -> Dense D -> fan_in,
-    giving modulations [B, fan_in, g_l] that scale the shared base weights
-    group-wise (output column j uses group j mod g_l), columns normalised
-  -> INR weights, per layer [B, fan_in + 1, fan_out].
-
-Precision: parameters are always float32. `dtype` (None = float32, or
-jnp.bfloat16) is the computation dtype of the tokenizer, the transformer
-(attention softmax and LayerNorm statistics stay float32) and the heads; the
-modulations and INR weights are float32 again. `inr_dtype` is the matmul
-dtype the INR is rendered with (`minr_jax.families.reconstruct`, float32
-accumulation); it is a model field only so that it travels with the model.
+Tokens of the padded image's patches plus learned weight tokens go through a pre-LN transformer;
+each INR layer's weight tokens modulate its shared base weight (docs/model.md). Parameters are
+float32; `dtype` is the computation dtype, and modulations and INR weights are float32 again.
 """
 
 from __future__ import annotations

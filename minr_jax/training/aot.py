@@ -1,40 +1,7 @@
-r"""Compile the train and eval steps for a TPU slice on any host, no TPU needed.
+r"""Compile the train and eval steps for a TPU slice on any host, no TPU needed: `aot_main`.
 
-  pip install -e '.[tpu]'     # libtpu: the TPU compiler (it runs on a CPU host too)
-  python -m minr_jax.aot --config=configs/transinr.py --topology=v4-8
-  python -m minr_jax.aot --config=configs/mae.py:large --topology=v5p-8 \
-      --config.batch_size=256 --config.mesh.fsdp=4
-
-libtpu describes the slice's devices (`jax.experimental.topologies`), the
-config's (data, fsdp) mesh is laid over them, and the train and eval steps of
-`steps_lib.make_steps` (the very functions, shardings and donated state the
-training loop runs; 'auto' model settings resolved for TPU devices) are
-compiled for those devices. Nothing runs and no data is read. The last line
-printed is one JSON object:
-
-  topology, libtpu_topology, devices, device_kind, processes, mesh, batch_size,
-  eval_batch_size, resolved (the 'auto' fields and what they became),
-  hbm_per_chip (bytes, as documented), memory_per_device (bytes a program may
-  use, HBM_BYTES),
-  train_step / eval_step: {flops_per_device, argument_bytes, output_bytes,
-  alias_bytes, temp_bytes, total_bytes, fits, compile_s}
-
-where total_bytes = argument + output + temp - alias (the donated state's
-buffers are reused for the new state) per device, and `fits` is total_bytes <=
-memory_per_device (null for a chip missing from HBM_BYTES). A step too big
-for the chip does not compile at all (libtpu's RESOURCE_EXHAUSTED): its entry
-is then {fits: false, error: libtpu's message, compile_s}.
-
---topology takes a Cloud TPU accelerator type from SLICES (v4-8, v5litepod-8
-or v5e-8, v5p-8, v6e-8, ...), described as a TPU VM of that type runs it (a
-v4 chip's two TensorCores as one megacore device), or a libtpu topology name
-such as v4:2x2x1 or v5e:2x4, passed to libtpu with its defaults, except that v4
-is always megacore (one device per chip, as its TPU VMs run it and as
-jax.make_mesh requires): v4:2x2x1 is v4-8's 4 devices.
-
-Bad input (an unknown topology, libtpu missing, a batch size the mesh does not
-divide, any config error) stops with one line, `error: ...`, before anything
-compiles.
+libtpu describes the slice's devices; the steps of `steps.make_steps` are compiled for them and
+their memory is reported. Usage, topologies and the output: docs/tpu_compile.md.
 """
 
 from __future__ import annotations
@@ -297,7 +264,7 @@ def compile_report(
   log: Callable[[str], None] = print,
   which: Sequence[str] = ("train_step", "eval_step"),
 ) -> dict[str, Any]:
-  """Compiles the steps named in `which` for `topology`; the report (module docstring).
+  """Compiles the steps named in `which` for `topology`; the report (docs/tpu_compile.md).
 
   Every check that can fail on bad input (ConfigError) runs before the first compile.
   """

@@ -1,44 +1,7 @@
-r"""Speed benchmark of the jitted train and eval steps on random images.
+r"""Speed benchmark of the jitted train and eval steps on random images: `run_benchmark`.
 
-  python -m minr_jax.bench --config=configs/transinr.py --steps=5 --peak_flops=190e9
-  python -m minr_jax.bench --config=configs/transinr.py --config.model.dtype=bfloat16
-  python -m minr_jax.bench --config=configs/transinr.py:tiny --steps=2
-
-Builds the configured model, optimizer, mesh and shardings with
-`minr_jax.train.make_steps`, exactly as the training loop does, feeds random [B, R, R, 3] images (no
-dataset needed), and prints one JSON object:
-
-- `compile_s` (train step), `eval_compile_s`;
-- `train_step_s` / `eval_step_s`: median, min, max, p25, p75 and every
-  timing of `--steps` steps after `--warmup` untimed ones;
-- `images_per_s` (batch_size / median train step);
-- `flops_per_step`: XLA's count (`compiled.cost_analysis()['flops']`) of
-  the train step (with the looped forms, model.attention_impl='per_head' or
-  model.inr_chunk > 0, of the same step compiled with 'batched' attention and
-  inr_chunk=0: XLA counts a loop's body only once);
-  XLA counts one device's partition of an SPMD program, so the total is
-  that times `num_devices` (both are given); `achieved_flops_per_s` =
-  total / median step; `mfu` = that / `--peak_flops` (the peak of all
-  devices together) when given;
-- `peak_memory_bytes` and `memory_source`: the first device's
-  `memory_stats()['peak_bytes_in_use']` where the backend reports it (TPU,
-  GPU), else this process's maximum resident set size (CPU; includes
-  compilation and everything else the process holds);
-  `xla_train_memory`: XLA's per-device buffer sizes of the compiled train
-  step (arguments, outputs, temporaries);
-- `dtype`, `inr_dtype`, `remat`, `batch_size`, `resolution`, `mesh`,
-  `num_parameters`, `device_kind`, `num_devices`, `process_count`.
-
-The step time includes everything the step does on device (mask drawing,
-forward, backward, Adam), not data loading.
-
-`--pipeline_steps=N` (N > 0) also runs N steps the way the training loop does,
-on the config's real data (grain pipeline, host-to-device copies, metrics kept
-on device, asynchronous dispatch), and adds `pipeline`: its wall time per
-step, the host's time blocked in `next(data)` plus the device copy, and
-`overhead` = wall per step / the random-data median step - 1. An overhead
-near 0 means the loop never waits on data or transfers: they overlap the
-device's work.
+Builds the steps with `steps.make_steps`, exactly as the training loop does; the command is
+`python -m minr_jax.bench` and its JSON output is described in docs/speed.md.
 """
 
 from __future__ import annotations

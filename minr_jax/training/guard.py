@@ -1,10 +1,7 @@
 """What keeps a training run safe: checks before it starts, stop requests, resumption.
 
-- `check_workdir`: a workdir that is a file or cannot be written is one line.
-- `check_config_change`: resuming a checkpoint with a config it was not
-  trained with is refused, except for the fields in RESUMABLE_CHANGES.
-- `StopRequest`: SIGTERM / SIGINT make the loop save the step reached and stop.
-- `enable_compilation_cache`: XLA programs persist across restarts.
+`check_workdir`, `check_config_change` (RESUMABLE_CHANGES), `StopRequest` (SIGTERM/SIGINT:
+save and stop) and `enable_compilation_cache`.
 """
 
 from __future__ import annotations

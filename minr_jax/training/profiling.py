@@ -1,14 +1,6 @@
-"""`config.profile`: a jax.profiler trace of chosen training steps, for TensorBoard.
+"""`config.profile = "START:STOP"`: a jax.profiler trace of steps START+1..STOP for TensorBoard.
 
-`config.profile = "10:15"` traces steps 11 to 15 (the steps after step 10 up to
-step 15, as the progress line counts them) into
-`<workdir>/tensorboard/plugins/profile/<time>/`, where TensorBoard's profile
-plugin (`pip install tensorboard-plugin-profile`; `tensorboard --logdir
-<workdir>/tensorboard`) finds it. Each step runs under a
-`jax.profiler.StepTraceAnnotation`, so the trace viewer marks step
-boundaries. A gs:// workdir gets the trace copied up when it stops. Every
-process traces its own devices. Tracing starts after the train step has
-compiled, so compiling never fills the trace.
+Tracing starts after the train step has compiled; usage: docs/speed.md#profile-a-training-run.
 """
 
 from __future__ import annotations
