@@ -6,8 +6,9 @@ hidden), *, sigma=None) -> [B, H, W, 3] float32` that return the visible
 pixels exactly unchanged: mean-colour fill and Gaussian interpolation (the
 jnp ones of `metrics`), OpenCV's Telea and Navier-Stokes inpainting, and
 scikit-image's biharmonic inpainting. Measured per 64 x 64 image with 75%
-of an 8 x 8 patch grid hidden (2 shared CPU cores, docs/metrics.md): mean
-0.6 ms, Gaussian 1 ms, Navier-Stokes 7 ms, Telea 9 ms, biharmonic 52 ms.
+of an 8 x 8 patch grid hidden (2 busy CPU cores, docs/metrics.md): mean and
+Gaussian 0.3-0.5 ms, Navier-Stokes 7-15 ms, Telea 10-17 ms, biharmonic
+50-120 ms (the slow one).
 """
 
 from __future__ import annotations
@@ -90,36 +91,42 @@ def _per_image(
   return _paste(out, images, masks)
 
 
-def _opencv(method_flag_name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def _opencv(
+  method_flag_name: str, radius: float | None
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
   def fill_one(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     import cv2  # noqa: PLC0415 (a large import, only when an OpenCV inpainter runs)
 
     rgb8 = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
     hole = mask.astype(np.uint8) * 255
-    radius = opencv_radius(*mask.shape)
-    filled = cv2.inpaint(rgb8, hole, radius, getattr(cv2, method_flag_name))
+    r = opencv_radius(*mask.shape) if radius is None else radius
+    filled = cv2.inpaint(rgb8, hole, r, getattr(cv2, method_flag_name))
     return filled.astype(np.float32) / 255.0
 
   return fill_one
 
 
-def telea_fill(images: np.ndarray, masks: np.ndarray, *, sigma=None) -> np.ndarray:
+def telea_fill(
+  images: np.ndarray, masks: np.ndarray, *, sigma=None, radius: float | None = None
+) -> np.ndarray:
   """OpenCV `cv2.inpaint(..., INPAINT_TELEA)`: fast marching from the hole's border inwards.
 
   Runs on 8-bit RGB (hidden pixels come back quantised to 1/255), radius
-  `opencv_radius(H, W)` (3 px at 64 x 64).
+  `opencv_radius(H, W)` (3 px at 64 x 64) unless `radius` (px) is given.
   """
   del sigma
-  return _per_image(images, masks, _opencv("INPAINT_TELEA"))
+  return _per_image(images, masks, _opencv("INPAINT_TELEA", radius))
 
 
-def navier_stokes_fill(images: np.ndarray, masks: np.ndarray, *, sigma=None) -> np.ndarray:
+def navier_stokes_fill(
+  images: np.ndarray, masks: np.ndarray, *, sigma=None, radius: float | None = None
+) -> np.ndarray:
   """OpenCV `cv2.inpaint(..., INPAINT_NS)`: isophotes continued as in fluid dynamics.
 
-  8-bit RGB, radius `opencv_radius(H, W)` (3 px at 64 x 64), as `telea_fill`.
+  8-bit RGB, radius `opencv_radius(H, W)` (3 px at 64 x 64) or `radius`, as `telea_fill`.
   """
   del sigma
-  return _per_image(images, masks, _opencv("INPAINT_NS"))
+  return _per_image(images, masks, _opencv("INPAINT_NS", radius))
 
 
 def _biharmonic_one(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

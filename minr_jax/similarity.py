@@ -49,20 +49,10 @@ def _valid_filter_matrix(size: int, window: np.ndarray) -> np.ndarray:
   return out.astype(np.float32)
 
 
-def ssim(a: Array, b: Array) -> Array:
-  """[B, H, W, C] x2 in [0, 1] -> [B] float32 mean SSIM; higher is better, 1 = identical.
-
-  Data range 1, C1 = (0.01)^2, C2 = (0.03)^2, population (co)variances
-  under an 11 x 11 Gaussian window of sigma 1.5; the SSIM map is averaged
-  over the pixels where the window lies wholly inside the image (5 px are
-  dropped at each border) and over channels. H and W must be >= 11.
-  """
-  if a.shape != b.shape or a.ndim != 4:
-    raise ValueError(f"ssim needs two [B, H, W, C] images of one shape, got {a.shape}, {b.shape}")
+@jax.jit
+def _ssim(a: Array, b: Array) -> Array:
   window = ssim_window()
-  _, h, w, c = a.shape
-  if min(h, w) < len(window):
-    raise ValueError(f"ssim needs images of at least {len(window)} px, got {h}x{w}")
+  _, h, w, _ = a.shape
   a = jnp.asarray(a, jnp.float32)
   b = jnp.asarray(b, jnp.float32)
   # Shifting both images by one constant per image and channel leaves every
@@ -84,6 +74,23 @@ def ssim(a: Array, b: Array) -> Array:
   numerator = (2.0 * mu_a * mu_b + c1) * (2.0 * cov + c2)
   denominator = (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
   return jnp.mean(numerator / denominator, axis=(1, 2, 3))
+
+
+def ssim(a: Array, b: Array) -> Array:
+  """[B, H, W, C] x2 in [0, 1] -> [B] float32 mean SSIM; higher is better, 1 = identical.
+
+  Data range 1, C1 = (0.01)^2, C2 = (0.03)^2, population (co)variances
+  under an 11 x 11 Gaussian window of sigma 1.5; the SSIM map is averaged
+  over the pixels where the window lies wholly inside the image (5 px are
+  dropped at each border) and over channels. H and W must be >= 11.
+  """
+  if a.shape != b.shape or a.ndim != 4:
+    raise ValueError(f"ssim needs two [B, H, W, C] images of one shape, got {a.shape}, {b.shape}")
+  window = ssim_window()
+  _, h, w, _ = a.shape
+  if min(h, w) < len(window):
+    raise ValueError(f"ssim needs images of at least {len(window)} px, got {h}x{w}")
+  return _ssim(a, b)
 
 
 # ----------------------------------------------------------------------------
