@@ -132,6 +132,8 @@ def navier_stokes_fill(
 def _biharmonic_one(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
   from skimage.restoration import inpaint_biharmonic  # noqa: PLC0415
 
+  # scikit-image's Cython solver refuses read-only buffers (e.g. arrays viewed from jax).
+  image, mask = np.array(image, np.float64), np.array(mask, bool)
   return inpaint_biharmonic(image, mask, channel_axis=-1).astype(np.float32)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from absl import flags
 
-from minr_jax import cli, paths
+from minr_jax import classical, cli, paths
 from minr_jax.config import ConfigError, load_saved
 from minr_jax.inference import inpaint, restore
 from minr_jax.inference import model as model_lib
@@ -108,18 +108,20 @@ def run(
         "height": h,
         "hidden_fraction": float(result.mask.mean()),
         **{f"psnr_{key}": value for key, value in result.psnr.items()},
+        **{f"ssim_{key}": value for key, value in result.ssim.items()},
+        **{f"lpips_{key}": value for key, value in result.lpips.items()},
       }
       rows.append(row)
       if progress:
         print(
           f"[{first + k + 1}/{len(found)}] {rel} ({w}x{h}, "
           f"{row['hidden_fraction']:.0%} hidden): MINR {result.psnr['minr']:.2f} dB | "
-          f"interpolation {result.psnr['interpolation']:.2f} dB | mean fill "
-          f"{result.psnr['mean_fill']:.2f} dB -> {filled_path}",
+          f"interpolation {result.psnr['interpolation']:.2f} dB | best classical "
+          f"{_best(result.psnr)} | mean fill {result.psnr['mean_fill']:.2f} dB -> {filled_path}",
           flush=True,
         )
-  keys = [k for k in rows[0] if k.startswith("psnr_")]
-  means = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+  keys = [k for k in rows[0] if k.startswith(("psnr_", "ssim_", "lpips_"))]
+  means = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
   summary = {
     "workdir": model.workdir,
     "step": model.step,
@@ -135,10 +137,18 @@ def run(
     f"inpainted {len(rows)} image(s) with step {model.step} in "
     f"{summary['seconds']:.0f}s; mean PSNR on the hidden pixels: MINR "
     f"{means['psnr_minr']:.2f} dB, interpolation {means['psnr_interpolation']:.2f} dB, "
+    f"best classical {_best({k[5:]: v for k, v in means.items() if k.startswith('psnr_')})}, "
     f"mean fill {means['psnr_mean_fill']:.2f} dB; wrote {output.rstrip('/')}/results.json",
     flush=True,
   )
   return summary
+
+
+def _best(psnr: dict[str, float]) -> str:
+  """'NN.NN dB (name)': the best classical fill's hidden-pixel PSNR."""
+  scores = {k: v for k, v in psnr.items() if k != "minr"}
+  name = classical.best_classical(scores, "psnr")
+  return f"{scores[name]:.2f} dB ({name})"
 
 
 if __name__ == "__main__":

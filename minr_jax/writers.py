@@ -110,17 +110,19 @@ class MetricWriter:
     return self._tb_writers[split]
 
   def write(self, step: int, split: str, scalars: Mapping[str, Any], **extra: Any) -> None:
-    """Writes one jsonl line {step, split, **extra, **scalars} and the TensorBoard scalars."""
+    """Writes one jsonl line {step, split, **extra, **scalars} and the TensorBoard scalars
+    (text values, e.g. the name of the best baseline, go to the jsonl line only)."""
     if not self.enabled:
       return
     if self._closed:
       raise RuntimeError("MetricWriter.write() after close()")
-    values = {name: float(value) for name, value in scalars.items()}
+    texts = {name: value for name, value in scalars.items() if isinstance(value, str)}
+    values = {name: float(value) for name, value in scalars.items() if name not in texts}
     reserved = {"step", "split"}
-    clashes = (reserved & (set(values) | set(extra))) | (set(values) & set(extra))
+    clashes = (reserved & (set(scalars) | set(extra))) | (set(scalars) & set(extra))
     if clashes:
       raise ValueError(f"metric names clash with reserved/extra keys: {sorted(clashes)}")
-    record = {"step": int(step), "split": split, **extra, **values}
+    record = {"step": int(step), "split": split, **extra, **texts, **values}
     line = json.dumps(record) + "\n"
     if self.remote:
       self._lines.append(line)

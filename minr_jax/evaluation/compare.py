@@ -20,11 +20,21 @@ from minr_jax.config import ConfigError, load_saved
 from minr_jax.evaluation import runner, scoring
 from minr_jax.inference import restore
 
-METRICS = ("psnr_full", "psnr_masked", "psnr_pasted")
-BASELINES = ("psnr_full_interpolation", "psnr_full_mean_fill", "psnr_full_masked_input")
+METRICS = ("psnr_full", "psnr_masked", "psnr_pasted", "ssim_pasted", "lpips_pasted")
+# Every classical baseline's PSNR, SSIM and LPIPS (scoring.BASELINES), and the masked input.
+BASELINES = tuple(k for keys in zip(*scoring.BASELINES.values()) for k in keys) + (
+  "psnr_full_masked_input",
+)
+BEST = (
+  "best_classical_psnr",
+  "psnr_lead_over_best",
+  "best_classical_lpips",
+  "lpips_lead_over_best",
+)
 CSV_COLUMNS = (
   ("dataset", "model", "family", "num_params", "step")
   + METRICS
+  + BEST
   + BASELINES
   + ("num_images", "workdir")
 )
@@ -176,7 +186,7 @@ def compare_workdirs(
     for workdir, name, config, step_, num_params, results in per_model:
       means, columns = results[label]
       if columns:
-        masked, pred, pasted, truth = (np.asarray(c) for c in columns)
+        masked, pred, pasted, _, truth = (np.asarray(c) for c in columns)
         if label not in inputs:
           inputs[label] = masked
           figures[label] = [masked]
@@ -186,7 +196,7 @@ def compare_workdirs(
             f"{label}: the comparison's masks are not shared"
           )
         figures[label].append(pasted if figure == "pasted" else pred)
-      baselines = tuple(means[b] for b in BASELINES)
+      baselines = tuple(means[b] for b in BASELINES if b.startswith("psnr"))
       if ref_baselines is None:
         ref_baselines = baselines
       elif max(abs(a - b) for a, b in zip(baselines, ref_baselines, strict=True)) > (
@@ -202,6 +212,7 @@ def compare_workdirs(
         num_params=num_params,
         step=step_,
         **{m: float(means[m]) for m in METRICS + BASELINES},
+        **{m: means[m] for m in BEST if m in means},
         num_images=int(means["num_images"]),
         workdir=paths.abspath(workdir),
       )
@@ -230,10 +241,12 @@ def write_report(
     + [
       f"Masks: {protocol}. PSNR in dB, averaged over images; psnr_full over the "
       "whole image, psnr_masked over the hidden pixels, psnr_pasted with the "
-      "visible pixels pasted back. The baselines use the same images and masks: "
-      "Gaussian interpolation of the visible pixels, mean-colour fill (hidden "
-      "pixels set to the visible pixels' mean colour) and the masked input itself "
-      "(hidden pixels black)."
+      "visible pixels pasted back. SSIM (higher is better) and LPIPS (AlexNet, lower "
+      "is better) of the pasted output. The baselines use the same images and masks: "
+      "mean-colour fill, Gaussian interpolation, Telea and Navier-Stokes (OpenCV), "
+      "biharmonic (scikit-image), and the masked input itself (hidden pixels black); "
+      "best_classical_* names the best of them on each set and *_lead_over_best is the "
+      "model's lead over it (> 0: the model is ahead; docs/metrics.md)."
     ]
   )
   images = [f"compare_{scoring.safe_label(label)}.png" for label in figures]

@@ -1,4 +1,4 @@
-"""`reconstruction`: the three PSNRs of each dataset beside both baselines.
+"""`reconstruction`: PSNR, SSIM and LPIPS of each dataset beside the classical inpainters.
 
 Yields (dataset label, metric means) under fixed masks; entry fields: docs/evaluators.md.
 """
@@ -35,7 +35,9 @@ def mask_config(config: ml_collections.ConfigDict, cfg: ml_collections.ConfigDic
 class Reconstruction:
   """Scores under fixed, seeded evaluation masks (`scoring.evaluate`)."""
 
-  FIELDS = ("mask_strategy", "mask_ratio", "mask_seed", "quiet")
+  # classical (default True): also the host-side classical inpainters, computed once per
+  # dataset and mask set (scoring.classical_means); False skips them.
+  FIELDS = ("mask_strategy", "mask_ratio", "mask_seed", "quiet", "classical")
 
   @staticmethod
   def check(config, cfg, where: str) -> None:
@@ -67,7 +69,13 @@ class Reconstruction:
     for dataset in self.datasets:
       label = scoring.dataset_label(*dataset)
       means = scoring.evaluate(
-        self.score_fn, params, self.config, self.ctx.mesh, dataset, [masks_fn]
+        self.score_fn,
+        params,
+        self.config,
+        self.ctx.mesh,
+        dataset,
+        [masks_fn],
+        with_classical=self.cfg.get("classical", True),
       )[0]
       if jax.process_index() == 0 and not self.cfg.get("quiet", False):
         print(scoring.summary_line(f"eval step {step} [{label}]", means), flush=True)

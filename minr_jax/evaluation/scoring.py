@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from minr_jax import data, masking, metrics, paths, sharding
+from minr_jax import classical, data, masking, metrics, paths, sharding, similarity
 from minr_jax.config import ConfigError
 
 Array = jax.Array
@@ -35,8 +35,27 @@ METRICS = (
   "psnr_full_interpolation",
   "psnr_full_masked_input",
   "mask_fraction",
+  # SSIM (higher is better) and LPIPS (lower is better; NaN under 31 px a side) of the
+  # model's pasted output and of the two baselines computed on device.
+  "ssim_pasted",
+  "ssim_mean_fill",
+  "ssim_interpolation",
+  "lpips_pasted",
+  "lpips_mean_fill",
+  "lpips_interpolation",
 )
-GRID_TITLES = ("masked input", "prediction", "pasted", "ground truth")
+# The classical inpainters run on the host (OpenCV, scikit-image), once per dataset and
+# mask set (`classical_means`); their figures join the means as psnr_full_<name>,
+# ssim_<name>, lpips_<name>.
+HOST_INPAINTERS = ("telea", "navier_stokes", "biharmonic")
+# Every classical baseline beside the model: name -> (psnr, ssim, lpips) keys.
+BASELINES = {
+  "mean": ("psnr_full_mean_fill", "ssim_mean_fill", "lpips_mean_fill"),
+  "gaussian": ("psnr_full_interpolation", "ssim_interpolation", "lpips_interpolation"),
+  **{n: (f"psnr_full_{n}", f"ssim_{n}", f"lpips_{n}") for n in HOST_INPAINTERS},
+}
+MODEL_KEYS = ("psnr_pasted", "ssim_pasted", "lpips_pasted")
+GRID_TITLES = ("masked input", "prediction", "pasted", "Telea (OpenCV)", "ground truth")
 
 
 # ---------------------------------------------------------------- datasets ---
@@ -159,10 +178,107 @@ def score_batch(
   pred, _ = family.predict(model, params, images, grid_masks, config=config)
   sigma = metrics.interpolation_sigma(config.resolution, config.mask_grid)
   per_image = metrics.reconstruction_metrics(pred, images, pixel_masks, interpolation_sigma=sigma)
+  per_image.update(
+    perceptual(
+      {
+        "pasted": metrics.paste_visible(pred, images, pixel_masks),
+        "mean_fill": metrics.mean_colour_fill(images, pixel_masks),
+        "interpolation": metrics.interpolation_fill(images, pixel_masks, sigma),
+      },
+      images,
+    )
+  )
   valid = batch["valid"]
   sums = {name: jnp.sum(jnp.where(valid, per_image[name], 0.0)) for name in METRICS}
   sums["count"] = jnp.sum(valid.astype(jnp.int32))
   return sums
+
+
+def perceptual(filled: dict[str, Array], images: Array) -> dict[str, Array]:
+  """ssim_<name> and lpips_<name> [B] of each filled [B, H, W, 3] against images; LPIPS
+  is NaN for images under `similarity.lpips_min_size()` a side (AlexNet cannot see them)."""
+  out = {}
+  small = min(images.shape[1], images.shape[2]) < similarity.lpips_min_size()
+  for name, x in filled.items():
+    x = jnp.clip(x.astype(jnp.float32), 0.0, 1.0)
+    out[f"ssim_{name}"] = similarity.ssim(x, images)
+    out[f"lpips_{name}"] = (
+      jnp.full(images.shape[:1], jnp.nan) if small else similarity.lpips(x, images)
+    )
+  return out
+
+
+_CLASSICAL_CACHE: dict[str, dict[str, float]] = {}
+
+
+def classical_key(config: ml_collections.ConfigDict, dataset: EvalDataset) -> str:
+  """What decides a dataset's classical scores: its images (dataset, resolution, split,
+  image cap) and masks (strategy, ratio, grid, seed); never the model."""
+  d = dataset_config(config, *dataset).dataset.to_dict()
+  fields = [config.get(k) for k in ("resolution", "mask_grid", "mask_ratio", "eval_mask_seed")]
+  return json.dumps([sorted(d.items(), key=str), fields, config.eval_mask_strategy], default=str)
+
+
+def classical_means(config: ml_collections.ConfigDict, dataset: EvalDataset) -> dict[str, float]:
+  """Means over `dataset`'s eval split of PSNR, SSIM and LPIPS of the host-side classical
+  inpainters (HOST_INPAINTERS) under the run's evaluation masks; computed once per
+  process for each `classical_key` (a training run's later evaluations reuse them)."""
+  key = classical_key(config, dataset)
+  if key in _CLASSICAL_CACHE:
+    return _CLASSICAL_CACHE[key]
+  sigma = metrics.interpolation_sigma(config.resolution, config.mask_grid)
+  sums = {k: 0.0 for n in HOST_INPAINTERS for k in BASELINES[n]}
+  count = 0
+  name, path = dataset
+  for batch in data.make_eval_batches(
+    config, name, path, process_index=jax.process_index(), process_count=jax.process_count()
+  ):
+    valid = np.asarray(batch["valid"], bool)
+    if not valid.any():
+      continue
+    images = np.asarray(batch["image"], np.float32)[valid]
+    grid = masking.eval_masks(config, jnp.asarray(batch["index"])[valid])
+    masks = np.asarray(masking.to_pixels(grid, images.shape[1], images.shape[2]))
+    filled = classical.fill_all(images, masks, sigma, names=HOST_INPAINTERS)
+    target = jnp.asarray(images)
+    scores = perceptual({n: jnp.asarray(f) for n, f in filled.items()}, target)
+    for n, f in filled.items():
+      mse = metrics.per_image_mse(jnp.asarray(f), target)
+      sums[f"psnr_full_{n}"] += float(jnp.sum(metrics.psnr_from_mse(mse)))
+      sums[f"ssim_{n}"] += float(jnp.sum(scores[f"ssim_{n}"]))
+      sums[f"lpips_{n}"] += float(jnp.sum(scores[f"lpips_{n}"]))
+    count += len(images)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    keys = sorted(sums)
+    local = np.array([sums[k] for k in keys] + [count], np.float64)
+    total = np.asarray(multihost_utils.process_allgather(local)).sum(axis=0)
+    sums, count = dict(zip(keys, total[:-1].tolist())), int(total[-1])
+  means = {k: v / max(count, 1) for k, v in sums.items()}
+  _CLASSICAL_CACHE[key] = means
+  return means
+
+
+def with_best_classical(means: dict[str, float]) -> dict[str, Any]:
+  """means plus, for PSNR, SSIM and LPIPS, the best baseline present (best_classical_psnr:
+  its name; psnr_best_classical: its figure) and the model's lead over it
+  (psnr_lead_over_best: model - best, so > 0 means ahead; lpips_lead_over_best: best -
+  model, also > 0 when the model is ahead)."""
+  out = dict(means)
+  for i, metric in enumerate(("psnr", "ssim", "lpips")):
+    scores = {n: means[keys[i]] for n, keys in BASELINES.items() if keys[i] in means}
+    scores = {n: v for n, v in scores.items() if v == v}  # NaN: not measured
+    if not scores:
+      continue
+    best = classical.best_classical(scores, metric)
+    out[f"best_classical_{metric}"] = best
+    out[f"{metric}_best_classical"] = scores[best]
+    model = means.get(MODEL_KEYS[i])
+    if model is not None and model == model:
+      lead = scores[best] - model if metric == "lpips" else model - scores[best]
+      out[f"{metric}_lead_over_best"] = lead
+  return out
 
 
 def make_score_fn(
@@ -196,13 +312,16 @@ def evaluate(
   mesh,
   dataset: EvalDataset,
   masks_fns: Sequence[Callable] | None = None,
+  with_classical: bool = False,
 ) -> list[dict[str, float]]:
   """Metric means over one pass of `dataset`'s eval split, one dict per mask function.
 
   masks_fns: functions of the global batch's `index` [B] -> grid masks [B, g,
   g] (default: the run's fixed evaluation masks, `masking.eval_masks`). Every
   batch is read once and scored under each. Each dict holds METRICS and
-  `num_images`.
+  `num_images`. with_classical (the run's own evaluation masks only): also the host-side
+  classical inpainters' figures (`classical_means`) and the best baseline
+  (`with_best_classical`).
   """
   masks_fns = masks_fns or [functools.partial(masking.eval_masks, config)]
   sums = [dict.fromkeys(METRICS, 0.0) for _ in masks_fns]
@@ -215,7 +334,10 @@ def evaluate(
     count += int(out["count"])
   if count == 0:
     raise ConfigError(f"the evaluation split of {dataset_label(*dataset)} holds no images")
-  return [{**{k: v / count for k, v in s.items()}, "num_images": count} for s in sums]
+  out = [{**{k: v / count for k, v in s.items()}, "num_images": count} for s in sums]
+  if with_classical:
+    out[0] = with_best_classical({**out[0], **classical_means(config, dataset)})
+  return out
 
 
 def _grid_predict(
@@ -227,8 +349,8 @@ def _grid_predict(
   family,
   config: ml_collections.ConfigDict,
 ) -> tuple[Array, ...]:
-  """(masked inputs, predictions, pasted predictions, images) [B, H, W, 3] and valid [B]
-  for a grid; returned replicated, so every process can read them."""
+  """(masked inputs, predictions, pasted predictions, images) [B, H, W, 3], pixel masks
+  [B, H, W] and valid [B] for a grid; returned replicated, so every process reads them."""
   images = batch["image"]
   pixel_masks = masking.to_pixels(grid_masks, images.shape[1], images.shape[2])
   pred, _ = family.predict(model, params, images, grid_masks, config=config)
@@ -237,6 +359,7 @@ def _grid_predict(
     pred,
     metrics.paste_visible(pred, images, pixel_masks),
     images,
+    pixel_masks,
     batch["valid"],
   )
 
@@ -263,21 +386,26 @@ def grid_images(
   num_images: int,
   masks_fn: Callable | None = None,
 ) -> list[np.ndarray]:
-  """Columns (masked input, prediction, pasted, ground truth) of up to num_images
-  images of the eval split, from its first batches, under the evaluation masks.
+  """Columns (masked input, prediction, pasted, Telea's fill, ground truth) of up to
+  num_images images of the eval split, from its first batches, under the evaluation masks.
 
   The rows are the first evaluation images, in the split's fixed order (for
   image folders and faces, one source image each). Runs on every process (the
   grid function is a collective).
   """
   masks_fn = masks_fn or functools.partial(masking.eval_masks, config)
-  columns: list[list[np.ndarray]] = [[], [], [], []]
+  columns: list[list[np.ndarray]] = [[], [], [], [], []]
   taken = 0
   for batch in _global_batches(config, mesh, dataset):
-    *outs, valid = jax.device_get(grid_fn(params, batch, masks_fn(batch["index"])))
+    outs = jax.device_get(grid_fn(params, batch, masks_fn(batch["index"])))
+    masked, pred, pasted, images, hidden, valid = outs
     rows = np.flatnonzero(np.asarray(valid, bool))[: num_images - taken]
-    for col, values in zip(columns, outs, strict=True):
+    images = np.asarray(images)[rows]
+    telea = classical.telea_fill(images, np.asarray(hidden, bool)[rows])
+    for col, values in zip(columns, (masked, pred, pasted), strict=False):
       col.append(np.asarray(values)[rows])
+    columns[3].append(telea)
+    columns[4].append(images)
     taken += len(rows)
     if taken >= num_images:
       break
@@ -285,13 +413,22 @@ def grid_images(
 
 
 def summary_line(prefix: str, means: dict[str, float]) -> str:
-  """One console line: the model's three PSNRs beside the two trivial inpainters."""
-  return (
+  """One console line: the model's three PSNRs beside the baselines (the best classical
+  one when measured), with SSIM and LPIPS of the pasted output when they are finite."""
+  line = (
     f"{prefix}: psnr_full {means['psnr_full']:.2f} dB  psnr_masked "
     f"{means['psnr_masked']:.2f}  psnr_pasted {means['psnr_pasted']:.2f}  | "
     f"interpolation {means['psnr_full_interpolation']:.2f}, mean-colour fill "
-    f"{means['psnr_full_mean_fill']:.2f}  ({means['num_images']} images)"
+    f"{means['psnr_full_mean_fill']:.2f}"
   )
+  if "best_classical_psnr" in means:
+    line += f", best classical {means['psnr_best_classical']:.2f} ({means['best_classical_psnr']})"
+  ssim, lpips = means.get("ssim_pasted"), means.get("lpips_pasted")
+  if ssim is not None and ssim == ssim:
+    line += f"  | SSIM {ssim:.3f}"
+  if lpips is not None and lpips == lpips:
+    line += f", LPIPS {lpips:.3f} (lower is better)"
+  return line + f"  ({means['num_images']} images)"
 
 
 def safe_label(label: str) -> str:
@@ -335,10 +472,12 @@ def write_results(
 
 
 READING_RULE = (
-  "How to read it: psnr_full_interpolation (normalised Gaussian convolution of "
-  "the visible pixels, sigma = patch side / 4) and psnr_full_mean_fill (hidden "
-  "pixels set to the mean visible colour) need no model; a model has learned "
-  "structure only where its psnr_pasted beats interpolation."
+  "How to read it: the classical inpainters need no model: mean-colour fill, Gaussian "
+  "interpolation (psnr_full_interpolation, sigma = patch side / 4), Telea and "
+  "Navier-Stokes (OpenCV), biharmonic (scikit-image); *_best_classical is the best of "
+  "them on the set, psnr_lead_over_best the model's psnr_pasted minus it. A model has "
+  "learned something only where it beats the best of them. SSIM: higher is better; "
+  "LPIPS (AlexNet): lower is better, empty under 31 px (docs/metrics.md)."
 )
 
 

@@ -15,7 +15,7 @@ import re
 import numpy as np
 from PIL import Image, ImageOps
 
-from minr_jax import masking, metrics, paths, writers
+from minr_jax import classical, masking, metrics, paths, similarity, writers
 from minr_jax.config import ConfigError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -315,7 +315,9 @@ class InpaintResult:
   interpolation, mean_fill: RGB [H, W, 3] fills (visible pixels the
   photo's); mask: bool [H, W]; model_mask: bool [R, R], the patch mask the
   model saw (resize); psnr: hidden-region PSNR in dB of each fill against
-  the input.
+  the input; baselines: the other classical fills by name (telea, navier_stokes,
+  biharmonic); ssim, lpips: SSIM (higher is better) and LPIPS (lower is better; absent
+  under 31 px a side) of each fill over the whole photo, keyed as psnr.
   """
 
   filled: np.ndarray
@@ -326,6 +328,9 @@ class InpaintResult:
   mask: np.ndarray
   model_mask: np.ndarray
   psnr: dict[str, float]
+  baselines: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  ssim: dict[str, float] = dataclasses.field(default_factory=dict)
+  lpips: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def photo_interpolation_sigma(model_config, height: int, width: int) -> tuple[float, float]:
@@ -346,6 +351,23 @@ def baselines(rgb: np.ndarray, mask: np.ndarray, sigma) -> tuple[np.ndarray, np.
   interp = metrics.interpolation_fill_multiscale(rgb[None], mask[None], sigma)
   fill = metrics.mean_colour_fill(rgb[None], mask[None])
   return np.asarray(interp[0], np.float32), np.asarray(fill[0], np.float32)
+
+
+# The classical inpainters beside interpolation and mean fill, at the photo's own size.
+OTHER_BASELINES = ("telea", "navier_stokes", "biharmonic")
+
+
+def similarities(fills: dict[str, np.ndarray], truth: np.ndarray) -> tuple[dict, dict]:
+  """({name: SSIM}, {name: LPIPS}) of each fill [H, W, 3] against truth over the whole
+  photo; LPIPS only when both sides have at least `similarity.lpips_min_size()` pixels."""
+  names = list(fills)
+  stack = np.stack([fills[n] for n in names]).astype(np.float32)
+  truth = np.broadcast_to(truth.astype(np.float32), stack.shape)
+  ssim = dict(zip(names, np.asarray(similarity.ssim(stack, truth)).tolist()))
+  lpips = {}
+  if min(truth.shape[1:3]) >= similarity.lpips_min_size():
+    lpips = dict(zip(names, np.asarray(similarity.lpips(stack, truth)).tolist()))
+  return ssim, lpips
 
 
 def _predict(model, jobs: list[tuple[np.ndarray, np.ndarray, int, int]]) -> list[np.ndarray]:
@@ -423,11 +445,18 @@ def inpaint_many(
     if c == 1 and np.asarray(images[i]).ndim == 2:
       filled = filled[..., 0]
     interp = mean = None
+    others: dict[str, np.ndarray] = {}
     psnr = {"minr": hidden_psnr(minr, rgb, mask)}
+    ssim, lpips = {}, {}
     if with_baselines:
       interp, mean = baselines(rgb, mask, photo_interpolation_sigma(model.config, *rgb.shape[:2]))
       psnr["interpolation"] = hidden_psnr(interp, rgb, mask)
       psnr["mean_fill"] = hidden_psnr(mean, rgb, mask)
+      for name in OTHER_BASELINES:
+        others[name] = classical.INPAINTERS[name](rgb[None], mask[None])[0]
+        psnr[name] = hidden_psnr(others[name], rgb, mask)
+      fills = {"minr": minr, "interpolation": interp, "mean_fill": mean, **others}
+      ssim, lpips = similarities(fills, rgb)
     results.append(
       InpaintResult(
         filled=filled.astype(np.float32),
@@ -438,6 +467,9 @@ def inpaint_many(
         mask=mask,
         model_mask=jobs[job][1],
         psnr=psnr,
+        baselines=others,
+        ssim=ssim,
+        lpips=lpips,
       )
     )
   return results
@@ -480,6 +512,10 @@ def save_result(result: InpaintResult, output: str, name: str) -> tuple[str, str
   if result.interpolation is not None:
     columns.append(result.interpolation)
     titles.append(f"interp. {result.psnr['interpolation']:.1f} dB")
+  for name in ("telea", "biharmonic"):
+    if name in result.baselines:
+      columns.append(result.baselines[name])
+      titles.append(f"{classical.LABELS[name].split(' (')[0]} {result.psnr[name]:.1f} dB")
   columns.append(result.minr)
   titles.append(f"MINR {result.psnr['minr']:.1f} dB")
   columns.append(result.photo)
