@@ -1,19 +1,18 @@
-r"""PSNR on the hidden pixels of photos at their own resolution: MINR vs interpolation vs mean fill.
+r"""Hidden-pixel PSNR, SSIM and LPIPS of photos at their own size: MINR vs the classical fills.
 
   python benchmarks/inpaint_table.py --workdir=pretrained/celeba64 \
       --folder=/path/to/faces [--masks=box:0.25,0.25,0.75,0.75,random:0.75:seed=0] \
       [--max_images=N] [--tile=0] [--output=inpaint_table.json]
 
 Every image file below `--folder` (sorted, recursively) is inpainted at its
-own size by `minr_jax.inpaint.inpaint_many` under each mask of `--masks`
-(semicolon- or space-free list; each as `python -m minr_jax.inpaint --mask`;
-image i gets a strategy mask's cells of (seed, i)). For each mask it prints
-one Markdown row: the mean over images of the per-image PSNR (dB) on the
-hidden pixels of MINR (the checkpoint's INR rendered at the photo's size,
-visible pixels kept), Gaussian interpolation (multi-scale normalised
-convolution of the visible pixels, `metrics.interpolation_fill_multiscale`)
-and mean-colour fill; MINR's mean lead over interpolation with its standard
-error over images; and the share of images where MINR beats interpolation.
+own size by `minr_jax.inference.inpaint.inpaint_many` under each mask of `--masks`
+(';'-separated; each as `python -m minr_jax.inpaint --mask`; image i gets a strategy
+mask's cells of (seed, i)). For each mask it prints one Markdown row: the mean over images
+of the per-image PSNR (dB) on the hidden pixels of MINR and of every classical fill
+(Gaussian interpolation, Telea, Navier-Stokes, biharmonic, mean-colour fill); MINR's mean
+lead over the best of them on the set, with its standard error over images, and the share
+of images where MINR beats it; SSIM and LPIPS over the whole photo of MINR and of the best
+classical fill by each metric.
 """
 
 from __future__ import annotations
@@ -26,10 +25,12 @@ import time
 import numpy as np
 
 import minr_jax
+from minr_jax import classical
 from minr_jax.inference import inpaint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MASKS = ("box:0.25,0.25,0.75,0.75", "random:0.75:seed=0")
+FILLS = ("interpolation", "mean_fill", *inpaint.OTHER_BASELINES)  # the classical fills
 
 
 def measure(model, files: list[tuple[str, str]], mask: str, tile: int = 0) -> dict:
@@ -48,14 +49,25 @@ def measure(model, files: list[tuple[str, str]], mask: str, tile: int = 0) -> di
     for result in inpaint.inpaint_many(
       model, photos, masks, tile=tile, names=[p for p, _ in batch]
     ):
-      rows.append(dict(result.psnr, hidden=float(result.mask.mean())))
-  lead = np.asarray([r["minr"] - r["interpolation"] for r in rows])
+      rows.append(
+        dict(
+          result.psnr,
+          **{f"ssim_{k}": v for k, v in result.ssim.items()},
+          **{f"lpips_{k}": v for k, v in result.lpips.items()},
+          hidden=float(result.mask.mean()),
+        )
+      )
+  means = {k: float(np.mean([r[k] for r in rows if k in r])) for k in rows[0] if k != "hidden"}
+  # The best classical fill on this set (by mean hidden-pixel PSNR), and MINR's lead over it.
+  best = classical.best_classical({k: means[k] for k in FILLS}, "psnr")
+  lead = np.asarray([r["minr"] - r[best] for r in rows])
   return {
     "mask": mask,
     "tile": tile,
     "num_images": len(rows),
     "hidden_fraction": float(np.mean([r["hidden"] for r in rows])),
-    **{k: float(np.mean([r[k] for r in rows])) for k in ("minr", "interpolation", "mean_fill")},
+    **means,
+    "best_classical": best,
     "lead": float(lead.mean()),
     "lead_se": float(lead.std(ddof=1) / np.sqrt(len(lead))) if len(lead) > 1 else 0.0,
     "wins": float((lead > 0).mean()),
@@ -85,20 +97,27 @@ def main() -> None:
     flush=True,
   )
   print(
-    "| mask | hidden | images | MINR | interpolation | mean fill | MINR - interp. "
-    "(± s.e.) | MINR wins | time |"
+    "| mask | hidden | images | MINR | interpolation | Telea | Navier-Stokes | biharmonic "
+    "| mean fill | MINR - best classical (± s.e.) | MINR wins | SSIM MINR / best | "
+    "LPIPS MINR / best (lower is better) | time |"
   )
-  print("|---|---|---|---|---|---|---|---|---|")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   out = []
   for mask in args.masks.split(";"):
     start = time.monotonic()
     r = measure(model, files, mask, args.tile)
     r["seconds"] = time.monotonic() - start
     out.append(r)
+    ssim = {k[5:]: v for k, v in r.items() if k.startswith("ssim_") and k[5:] in FILLS}
+    lpips = {k[6:]: v for k, v in r.items() if k.startswith("lpips_") and k[6:] in FILLS}
+    ssim_text = f"{r['ssim_minr']:.3f} / {max(ssim.values()):.3f}" if ssim else "-"
+    lpips_text = f"{r['lpips_minr']:.3f} / {min(lpips.values()):.3f}" if lpips else "-"
     print(
       f"| `{mask}` | {r['hidden_fraction']:.0%} | {r['num_images']} | {r['minr']:.2f} | "
-      f"{r['interpolation']:.2f} | {r['mean_fill']:.2f} | {r['lead']:+.2f} ± "
-      f"{r['lead_se']:.2f} | {r['wins']:.0%} | {r['seconds']:.0f} s |",
+      f"{r['interpolation']:.2f} | {r['telea']:.2f} | {r['navier_stokes']:.2f} | "
+      f"{r['biharmonic']:.2f} | {r['mean_fill']:.2f} | {r['lead']:+.2f} ± {r['lead_se']:.2f} "
+      f"({r['best_classical']}) | {r['wins']:.0%} | {ssim_text} | {lpips_text} | "
+      f"{r['seconds']:.0f} s |",
       flush=True,
     )
   if args.output:

@@ -59,6 +59,9 @@ MODELS = ("transinr", "ginr", "mae")
 NAMES = {"transinr": "TransINR-MINR", "ginr": "GINR-MINR", "mae": "MAE"}
 REFERENCE = "transinr"  # the model whose step count sets the budget
 METRICS = ("psnr_pasted", "psnr_masked", "psnr_full_interpolation", "psnr_full_mean_fill")
+# Recorded by the reconstruction evaluator since it scores the classical inpainters and
+# SSIM / LPIPS (docs/metrics.md); absent from older runs, so optional in the tables.
+EXTRA = ("psnr_best_classical", "ssim_pasted", "lpips_pasted", "lpips_best_classical")
 
 
 def parse_named(spec: str, flag: str) -> dict[str, str]:
@@ -172,7 +175,7 @@ def read_curves(workdir: str, labels: dict[str, str]) -> dict[str, dict[int, dic
       record = json.loads(line)
       domain = labels.get(record.get("dataset", ""))
       if record.get("split") == "eval" and domain is not None:
-        out[domain][int(record["step"])] = {m: record[m] for m in METRICS if m in record}
+        out[domain][int(record["step"])] = {m: record[m] for m in METRICS + EXTRA if m in record}
   return out
 
 
@@ -215,6 +218,11 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
       for name, rows in (("final", finals), ("equal_images", at_ref)):
         if rows:
           cell[name] = {m: _stats([r[m] for r in rows]) for m in METRICS}
+          for m in EXTRA:
+            if all(m in r for r in rows):
+              cell[name][m] = _stats([r[m] for r in rows])
+          if "psnr_best_classical" in cell[name]:
+            cell[name]["lead"] = _stats([r["psnr_pasted"] - r["psnr_best_classical"] for r in rows])
           cell[name]["gain"] = _stats(
             [r["psnr_pasted"] - r["psnr_full_interpolation"] for r in rows]
           )
@@ -237,13 +245,15 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
   return out
 
 
-def _fmt(stat: dict | None, signed: bool = False) -> str:
+def _fmt(stat: dict | None, signed: bool | int = False) -> str:
+  """mean [min, max] to 2 decimals; `signed` True adds a sign, an int sets the decimals."""
   if not stat:
     return "-"
-  sign = "+" if signed else ""
+  sign = "+" if signed is True else ""
+  d = signed if isinstance(signed, int) and not isinstance(signed, bool) else 2
   if stat["n"] == 1:
-    return f"{stat['mean']:{sign}.2f} (1 seed)"
-  return f"{stat['mean']:{sign}.2f} [{stat['min']:{sign}.2f}, {stat['max']:{sign}.2f}]"
+    return f"{stat['mean']:{sign}.{d}f} (1 seed)"
+  return f"{stat['mean']:{sign}.{d}f} [{stat['min']:{sign}.{d}f}, {stat['max']:{sign}.{d}f}]"
 
 
 def write_report(results: dict[str, Any], out_dir: str) -> str:
@@ -291,11 +301,13 @@ def write_report(results: dict[str, Any], out_dir: str) -> str:
       "",
       f"## At {title}",
       "",
-      "psnr in dB, mean [min, max] over seeds; gain = psnr_pasted - interpolation.",
+      "psnr in dB, mean [min, max] over seeds; gain = psnr_pasted - interpolation; "
+      "lead = psnr_pasted - the best classical inpainter (Telea, Navier-Stokes, "
+      "biharmonic, interpolation, mean fill); LPIPS: lower is better.",
       "",
-      "| trained on | evaluated on | model | psnr_pasted | psnr_masked | gain | "
-      "interpolation | mean fill |",
-      "|---|---|---|---|---|---|---|---|",
+      "| trained on | evaluated on | model | psnr_pasted | psnr_masked | gain | lead | "
+      "SSIM | LPIPS (best classical) | interpolation | mean fill |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for train_name in results["train_sets"]:
       for domain in results["domains"]:
@@ -306,6 +318,8 @@ def write_report(results: dict[str, Any], out_dir: str) -> str:
           lines.append(
             f"| {train_name} | {domain} | {NAMES[model]} | {_fmt(cell['psnr_pasted'])} | "
             f"{_fmt(cell['psnr_masked'])} | {_fmt(cell['gain'], signed=True)} | "
+            f"{_fmt(cell.get('lead'), signed=True)} | {_fmt(cell.get('ssim_pasted'), 3)} | "
+            f"{_fmt(cell.get('lpips_pasted'), 3)} ({_fmt(cell.get('lpips_best_classical'), 3)}) | "
             f"{cell['psnr_full_interpolation']['mean']:.2f} | "
             f"{cell['psnr_full_mean_fill']['mean']:.2f} |"
           )

@@ -372,7 +372,7 @@ def test_inpaint_reads_and_writes_gs(gcs, tmp_path, monkeypatch):
   from helpers import smooth_image
   from PIL import Image
 
-  from minr_jax.inference import inpaint
+  from minr_jax import inpaint
 
   fs = gcsfs.core.GCSFileSystem(token="anon")
   rng = np.random.default_rng(0)

@@ -12,7 +12,8 @@ from helpers import run_at_once, smooth_image
 from PIL import Image
 
 import minr_jax
-from minr_jax import metrics, writers
+from minr_jax import inpaint as inpaint_command
+from minr_jax import metrics, similarity, writers
 from minr_jax.config import ConfigError
 from minr_jax.inference import inpaint
 
@@ -165,13 +166,25 @@ def test_odd_sizes_and_modes_keep_visible_pixels_exactly(model, shape):
 def test_result_has_baselines_and_hidden_region_psnr(model):
   image = photo(50, 70)
   r = inpaint.inpaint(model, image, "random:0.75:seed=1")
-  assert set(r.psnr) == {"minr", "interpolation", "mean_fill"}
+  fills = {"minr", "interpolation", "mean_fill", "telea", "navier_stokes", "biharmonic"}
+  assert set(r.psnr) == set(r.ssim) == set(r.lpips) == fills
   rgb = image.astype(np.float32) / 255
-  for fill in (r.minr, r.interpolation, r.mean_fill):
+  for fill in (r.minr, r.interpolation, r.mean_fill, *r.baselines.values()):
     assert fill.shape == (50, 70, 3)
     np.testing.assert_array_equal(fill[~r.mask], rgb[~r.mask])
   assert r.psnr["interpolation"] == pytest.approx(inpaint.hidden_psnr(r.interpolation, rgb, r.mask))
+  assert r.psnr["telea"] == pytest.approx(inpaint.hidden_psnr(r.baselines["telea"], rgb, r.mask))
+  # SSIM and LPIPS over the whole photo, as similarity computes them.
+  assert r.ssim["telea"] == pytest.approx(
+    float(similarity.ssim(r.baselines["telea"][None], rgb[None])[0]), abs=1e-5
+  )
+  assert r.lpips["minr"] == pytest.approx(
+    float(similarity.lpips(r.minr[None], rgb[None])[0]), abs=1e-5
+  )
+  assert all(0 < v <= 1 for v in r.ssim.values()) and all(v >= 0 for v in r.lpips.values())
   assert 5 < r.psnr["minr"] < 60
+  small = inpaint.inpaint(model, photo(24, 30), "random:0.75:seed=1")
+  assert small.lpips == {} and set(small.ssim) == fills  # LPIPS needs 31 px a side
 
 
 def test_tiles_blend_and_keep_visible_pixels(model):
@@ -250,9 +263,9 @@ def test_command_on_a_folder(tmp_path, capsys):
   Image.fromarray(photo(60, 45, seed=1)[..., 0]).save(folder / "sub" / "b.jpg")
   (folder / "notes.txt").write_text("not an image")
   out = tmp_path / "out"
-  # inpaint.run is the command's body (its flags are tested above); one device, as
+  # inpaint_command.run is the command's body (its flags are tested above); one device, as
   # the command runs on a CPU.
-  inpaint.run(PRETRAINED, str(folder), "random:0.75:seed=0", str(out), devices=1)
+  inpaint_command.run(PRETRAINED, str(folder), "random:0.75:seed=0", str(out), devices=1)
   stdout = capsys.readouterr().out
   assert "[1/2] a.png (91x37" in stdout and "[2/2] sub/b.jpg (45x60" in stdout
   with Image.open(out / "a_filled.png") as a, Image.open(out / "sub" / "b_filled.png") as b:
@@ -261,7 +274,7 @@ def test_command_on_a_folder(tmp_path, capsys):
       hidden = inpaint.photo_mask("random:0.75:seed=0", 37, 91, 0, 8)
       np.testing.assert_array_equal(np.asarray(a)[~hidden], np.asarray(src)[~hidden])
   with Image.open(out / "a_compare.png") as c:
-    assert c.size == writers.image_grid_size(1, 4, 37, 91, True)
+    assert c.size == writers.image_grid_size(1, 6, 37, 91, True)  # + Telea, biharmonic
   results = json.loads((out / "results.json").read_text())
   assert results["num_images"] == 2 and results["step"] == 6000
   assert set(results["mean"]) == {"psnr_minr", "psnr_interpolation", "psnr_mean_fill"}
@@ -278,7 +291,7 @@ COMMAND_ERRORS = [
 
 
 def test_command_errors_are_one_line(tmp_path):
-  """Every case raises its ConfigError from inpaint.run before a model is loaded; one
+  """Every case raises its ConfigError from the command's run before a model is loaded; one
   case also runs as the command, which prints it as one `error:` line (cli.run)."""
   Image.fromarray(photo(37, 91)).save(tmp_path / "a.png")
   (tmp_path / "bad.png").write_bytes(b"not a png")
@@ -298,10 +311,10 @@ def test_command_errors_are_one_line(tmp_path):
     raise AssertionError("a model was loaded")
 
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(inpaint.api, "load", load)
+    mp.setattr(inpaint_command.model_lib, "load", load)
     for kwargs, message in cases:
       with pytest.raises(ConfigError) as e:
-        inpaint.run(PRETRAINED, progress=False, **kwargs)
+        inpaint_command.run(PRETRAINED, progress=False, **kwargs)
       assert message.removeprefix("error: ") in str(e.value), (message, str(e.value))
   assert not loads  # refused before loading anything
   kwargs, message = cases[2]  # the box outside the image, through the command
