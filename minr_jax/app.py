@@ -479,9 +479,14 @@ def main() -> None:
     "shipped", True, "Also offer the repository's pretrained/photos64 and pretrained/celeba64."
   )
   flags.DEFINE_string("host", "127.0.0.1", "Address to bind (0.0.0.0: every interface).")
-  flags.DEFINE_integer("port", 7860, "Port to serve on; 0: a free one.")
   flags.DEFINE_integer(
-    "max_side", MAX_SIDE, "A photo with a longer side is scaled down to this many pixels."
+    "port", 7860, "Port to serve on; 0: a free one.", lower_bound=0, upper_bound=65535
+  )
+  flags.DEFINE_integer(
+    "max_side",
+    MAX_SIDE,
+    "A photo with a longer side is scaled down to this many pixels (>= 1).",
+    lower_bound=1,
   )
   f = flags.FLAGS
 

@@ -7,6 +7,7 @@ checks a step before a restore and `restore_newest_intact` skips damaged ones
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging as std_logging
@@ -32,6 +33,45 @@ PyTree = Any
 
 
 MANIFEST = "minr_checksums.json"
+
+
+def _run_in_new_loop_then_drain(coro):
+  """orbax's `asyncio_utils._run_sync_via_new_loop`, but the loop is closed only once
+  every task it started has ended.
+
+  Orbax runs each save or restore in a fresh event loop and closes it as soon as
+  the coroutine returns. When one read of a damaged step fails, `asyncio.gather`
+  raises at once while its sibling tasks still await tensorstore futures; those
+  complete later on tensorstore's threads, call `loop.call_soon_threadsafe` on
+  the closed loop and print `RuntimeError: Event loop is closed` tracebacks,
+  after the command has succeeded. Waiting for the siblings (a minute at most)
+  before closing removes the cause.
+  """
+  loop = asyncio.new_event_loop()
+  try:
+    asyncio.set_event_loop(loop)
+    return loop.run_until_complete(coro)
+  finally:
+    try:
+      pending = asyncio.all_tasks(loop)
+      if pending:
+        loop.run_until_complete(asyncio.wait(pending, timeout=60))
+        for task in pending:  # their errors are the one already raised
+          if task.done() and not task.cancelled():
+            task.exception()
+    finally:
+      asyncio.set_event_loop(None)
+      loop.close()
+
+
+def _drain_orbax_loops() -> None:
+  from orbax.checkpoint._src import asyncio_utils  # noqa: PLC0415 (private: checked)
+
+  if callable(getattr(asyncio_utils, "_run_sync_via_new_loop", None)):
+    asyncio_utils._run_sync_via_new_loop = _run_in_new_loop_then_drain
+
+
+_drain_orbax_loops()
 
 
 def as_path(path: str | os.PathLike) -> epath.Path:
@@ -159,8 +199,7 @@ def save(
       # Whole or absent: a local temp file renamed over it, or one object upload
       # (a rename in an object store is a copy and a delete; on the GCS
       # emulator it took 33 s).
-      directory = step_dir(manager, step)
-      paths.write_text(directory / MANIFEST, json.dumps(_digests(directory), indent=1))
+      write_manifest(step_dir(manager, step))
   except Exception as e:
     if not disk_full(e):
       quiet.remove()
@@ -178,9 +217,10 @@ def save(
 class QuietOrbax:
   """While installed, drops the log records and thread / callback tracebacks that
   orbax's threads and tensorstore print, each its own way, for one failed save
-  or restore (RESOURCE_EXHAUSTED for a full disk, then 'Event loop is closed'
-  from callbacks into orbax's finished event loop). Left installed after a
-  failure: they keep coming after the one line that says it all."""
+  (RESOURCE_EXHAUSTED for a full disk; 'Event loop is closed', whose cause
+  `_run_in_new_loop_then_drain` removes, is kept in the list as a safety net).
+  Left installed after a failure: they keep coming after the one line that says
+  it all."""
 
   def __init__(
     self, noise=("RESOURCE_EXHAUSTED", "No space left on device", "Event loop is closed")
@@ -267,13 +307,37 @@ def _remove_partial(manager: ocp.CheckpointManager, step: int) -> None:
     time.sleep(0.1)
 
 
-def verify(manager: ocp.CheckpointManager, step: int) -> str | None:
+def write_manifest(directory: epath.Path) -> None:
+  """Writes the checksum manifest of a step directory (`save`, and
+  `python -m minr_jax.export --write_manifest` for a step that has none)."""
+  paths.write_text(directory / MANIFEST, json.dumps(_digests(directory), indent=1))
+
+
+_UNVERIFIED: set[str] = set()  # step directories already named, once per process
+
+
+def warn_unverified(directory: epath.Path, warn: Callable[[str], None] = print) -> None:
+  """The one line (once per step directory per process) for a step without a manifest."""
+  if str(directory) in _UNVERIFIED:
+    return
+  _UNVERIFIED.add(str(directory))
+  warn(
+    f"warning: checkpoint {directory} has no {MANIFEST}, so its integrity cannot be "
+    "verified; once you have checked it, write one with: python -m minr_jax.export "
+    f"--workdir={directory} --write_manifest"
+  )
+
+
+def verify(
+  manager: ocp.CheckpointManager, step: int, warn: Callable[[str], None] = print
+) -> str | None:
   """None if checkpoint `step` matches its checksum manifest (or has none), else why not.
 
   An empty step folder or one without its `state` (left by a crash or a
   copy that stopped) is not intact either. A step without a manifest (saved
-  by an older version, or killed between orbax's commit and the manifest) is
-  complete as far as orbax knows.
+  by an older version, copied without it, or killed between orbax's commit and
+  the manifest) is complete as far as orbax knows: `warn` gets one line saying
+  its integrity cannot be verified (`warn_unverified`).
   """
   directory = step_dir(manager, step)
   try:
@@ -287,6 +351,7 @@ def verify(manager: ocp.CheckpointManager, step: int) -> str | None:
     return f"unreadable: {e.strerror or e}"
   manifest = directory / MANIFEST
   if not manifest.exists():
+    warn_unverified(directory, warn)
     return None
   try:
     want = json.loads(manifest.read_text())
@@ -339,7 +404,7 @@ def intact_steps(manager: ocp.CheckpointManager, warn=print) -> list[int]:
   line for each step that does not."""
   out = []
   for step in sorted(manager.all_steps(), reverse=True):
-    reason = verify(manager, step)
+    reason = verify(manager, step, warn)
     if reason is None:
       out.append(step)
     else:
@@ -443,7 +508,6 @@ def restore_newest_intact(
       restored = candidate
       break
     except Exception as e:  # noqa: BLE001 (a truncated file: fall back to an older step)
-      QuietOrbax(("Event loop is closed",))  # tensorstore callbacks' tracebacks
       warn(f"warning: checkpoint {where} is corrupt ({restore_error(e)}); skipping it")
   for bad in sorted(s for s in manager.all_steps() if restored is None or s > restored):
     moved = set_aside(manager, bad, workdir) if set_aside_unusable else None

@@ -17,6 +17,18 @@ from absl import app, flags, logging
 from minr_jax.config import ConfigError
 
 
+def exclusive(name: str, low: float | None = None, high: float | None = None) -> None:
+  """Refuses --name <= low and >= high at parse time (absl's lower_bound and
+  upper_bound include the bound): `error: flag --name=V: must be > low` (None, an
+  unset default, passes). Give the flag lower_bound= too: the flags test reads it."""
+  parts = [f"{op} {v:g}" for op, v in ((">", low), ("<", high)) if v is not None]
+  flags.register_validator(
+    name,
+    lambda v: v is None or ((low is None or v > low) and (high is None or v < high)),
+    message="must be " + " and ".join(parts),
+  )
+
+
 def flag_error(error: Exception, argv: list[str]) -> str:
   """One line naming the flag behind an error raised while parsing the command line.
 

@@ -23,15 +23,26 @@ def main() -> None:
     None,
     "Checkpoint step of every workdir (default: each one's "
     "newest; or give <workdir>/checkpoints/<step> directories).",
-  )
-  flags.DEFINE_integer("max_images", None, "At most this many images per dataset.")
-  flags.DEFINE_float(
-    "mask_ratio", None, "Share of patches hidden (default: the first workdir's mask_ratio)."
+    lower_bound=0,
   )
   flags.DEFINE_integer(
-    "mask_seed", None, "Mask seed (default: the first workdir's eval_mask_seed)."
+    "max_images",
+    None,
+    "At most this many images per dataset; 0 = all, as config.dataset.eval_max_images "
+    "(default: the first workdir's).",
+    lower_bound=0,
   )
-  flags.DEFINE_integer("num_images", 6, "Images per dataset in the figures.")
+  flags.DEFINE_float(
+    "mask_ratio",
+    None,
+    "Share of patches hidden, in [0, 1) (default: the first workdir's mask_ratio).",
+    lower_bound=0.0,
+  )
+  cli.exclusive("mask_ratio", high=1.0)
+  flags.DEFINE_integer(
+    "mask_seed", None, "Mask seed (default: the first workdir's eval_mask_seed).", lower_bound=0
+  )
+  flags.DEFINE_integer("num_images", 6, "Images per dataset in the figures (>= 1).", lower_bound=1)
   flags.DEFINE_enum(
     "figure",
     "pasted",

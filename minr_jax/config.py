@@ -167,6 +167,22 @@ _ADDED_FIELDS = {
   },
   "model": {"dtype": "float32", "inr_dtype": "", "remat": False},
 }
+# Added fields that change neither what a loaded model computes nor how it is
+# evaluated (outputs, cadences, placement, training-only schedules): filled in
+# silently. Matched as prefixes, like training/guard.py's RESUMABLE_CHANGES.
+_QUIET_FIELDS = (
+  "eval_train_dataset",
+  "eval_datasets",
+  "evals",
+  "profile",
+  "checkpoint_every_secs",
+  "keep_period",
+  "compilation_cache_dir",
+  "warmup_steps",
+  "mesh.",
+  "fsdp_min_size",
+  "model.remat",
+)
 # Added fields that only some families have ("" in model.family = the legacy
 # TransINR config.json, written before model.family existed).
 _FAMILY_FIELDS = {"model.inr_dtype": ("transinr", "ginr", "")}
@@ -314,7 +330,7 @@ def load_saved(workdir: str):
     config = ml_collections.ConfigDict(json.loads(target.read_text()))
   except json.JSONDecodeError as e:
     raise ConfigError(f"{path} is not valid JSON: {e}") from None
-  added = complete_saved(config)
+  added = [f for f in complete_saved(config) if not f.startswith(_QUIET_FIELDS)]
   if added:
     logging.warning("%s predates config fields %s; using their defaults", path, ", ".join(added))
   return config

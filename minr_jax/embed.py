@@ -26,11 +26,16 @@ def main() -> None:
   )
   flags.DEFINE_string("output", None, "FILE.npz or FILE.array_record.", required=True)
   flags.DEFINE_bool("masked", False, "Hide patches with the run's fixed evaluation masks.")
-  flags.DEFINE_integer("max_images", None, "Embed at most this many images.")
   flags.DEFINE_integer(
-    "batch_size", None, "Images per device call (default: the run's eval_batch_size)."
+    "max_images", None, "Embed at most this many images, >= 1 (default: all).", lower_bound=1
   )
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
+  flags.DEFINE_integer(
+    "batch_size",
+    None,
+    "Images per device call (default: the run's eval_batch_size).",
+    lower_bound=1,
+  )
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).", lower_bound=0)
   f = flags.FLAGS
   cli.run(
     lambda args: embed.run(

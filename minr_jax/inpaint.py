@@ -42,12 +42,21 @@ def main() -> None:
     0,
     "0: resize the whole photo to the model's resolution; N: "
     "also fill from overlapping N x N-pixel windows.",
+    lower_bound=0,
   )
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).", lower_bound=0)
   flags.DEFINE_integer(
-    "batch_size", None, "Images per device call (default: the run's eval_batch_size)."
+    "batch_size",
+    None,
+    "Images per device call (default: the run's eval_batch_size).",
+    lower_bound=1,
   )
-  flags.DEFINE_integer("max_images", None, "Inpaint at most this many images of a folder.")
+  flags.DEFINE_integer(
+    "max_images",
+    None,
+    "Inpaint at most this many images of a folder, >= 1 (default: all).",
+    lower_bound=1,
+  )
   f = flags.FLAGS
   cli.run(
     lambda args: run(

@@ -104,8 +104,12 @@ def run() -> None:
     "host:port of process 0's coordinator service, for "
     "multi-process runs outside TPU pods (with --num_processes and --process_id).",
   )
-  flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
-  flags.DEFINE_integer("process_id", None, "This process's index in [0, --num_processes).")
+  flags.DEFINE_integer(
+    "num_processes", None, "Number of processes of a multi-process run.", lower_bound=1
+  )
+  flags.DEFINE_integer(
+    "process_id", None, "This process's index in [0, --num_processes).", lower_bound=0
+  )
   flags.mark_flag_as_required("config")
   cli.run(lambda args: train(flags.FLAGS))
 

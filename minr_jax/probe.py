@@ -27,12 +27,14 @@ def _body(args: list[str]) -> None:
 def main() -> None:
   flags.DEFINE_string("train", None, "Embeddings to fit on (.npz or .array_record).", required=True)
   flags.DEFINE_string("test", None, "Embeddings to score.", required=True)
-  flags.DEFINE_integer("steps", probe.DEFAULT_STEPS, "Full-batch Adam steps.")
-  flags.DEFINE_float("lr", probe.DEFAULT_LR, "Adam learning rate.")
+  flags.DEFINE_integer("steps", probe.DEFAULT_STEPS, "Full-batch Adam steps (>= 1).", lower_bound=1)
+  flags.DEFINE_float("lr", probe.DEFAULT_LR, "Adam learning rate (> 0).", lower_bound=0.0)
+  cli.exclusive("lr", low=0.0)
   flags.DEFINE_float(
     "l2",
     None,
-    "Weight of l2 * ||W||^2; unset: chosen from --l2_sweep on a validation split of --train.",
+    "Weight of l2 * ||W||^2, >= 0; unset: chosen from --l2_sweep on a validation split of --train.",
+    lower_bound=0.0,
   )
   flags.DEFINE_list(
     "l2_sweep",
@@ -42,9 +44,13 @@ def main() -> None:
   flags.DEFINE_float(
     "val_fraction",
     probe.DEFAULT_VAL_FRACTION,
-    "Fraction of each training class held out to choose l2.",
+    "Fraction of each training class held out to choose l2, in (0, 1).",
+    lower_bound=0.0,
   )
-  flags.DEFINE_integer("split_seed", probe.DEFAULT_SPLIT_SEED, "Seed of the validation split.")
+  cli.exclusive("val_fraction", low=0.0, high=1.0)
+  flags.DEFINE_integer(
+    "split_seed", probe.DEFAULT_SPLIT_SEED, "Seed of the validation split.", lower_bound=0
+  )
   flags.DEFINE_string("output", None, "Write the results as JSON here.")
   cli.run(_body)
 

@@ -1,6 +1,7 @@
 """The command layer: console scripts and `python -m` run the same flags, importing defines none."""
 
 import importlib
+import json
 import os
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import tomllib
 
 import pytest
 from absl import flags
+from helpers import run_at_once
 
 from minr_jax import cli
 
@@ -73,3 +75,78 @@ def test_both_ways_of_running_a_command_give_the_same_one_line_error(how, tmp_pa
   )
   assert out.returncode == 1
   assert out.stderr.strip().splitlines()[-1] == f"error: {missing} does not exist"
+
+
+# Numeric flags without a lower bound, and why none applies. Empty: every count,
+# size, step, seed and rate of every command has one (issue 32).
+UNBOUNDED_FLAGS: dict[str, str] = {}
+
+# Defines each command's flags (its main() with cli.run a no-op), reads the bounds of
+# every integer / float flag it defines (not those of libraries it imports, such as
+# grain's), then deletes the new flags for the next command.
+_WALK_FLAGS = """
+import importlib, json, sys
+from absl import flags
+from minr_jax import cli
+cli.run = lambda body, **kw: None
+out = {}
+for command in sys.argv[1:]:
+  before = set(flags.FLAGS)
+  module = importlib.import_module("minr_jax." + command)
+  (module.run if command == "main" else module.main)()  # minr-train = minr_jax.main:run
+  for name in sorted(set(flags.FLAGS) - before):
+    flag = flags.FLAGS[name]
+    own = flags.FLAGS.find_module_defining_flag(name) == module.__name__  # not grain's
+    if own and flag.flag_type() in ("int", "float", "multi_int", "multi_float"):
+      parser = flag.parser
+      out[command + " --" + name] = [getattr(parser, "lower_bound", None), flag.help]
+    delattr(flags.FLAGS, name)
+print(json.dumps(out))
+"""
+
+
+def test_every_numeric_flag_of_every_command_has_a_lower_bound():
+  commands = ["main", *COMMANDS]
+  out = subprocess.run(
+    [sys.executable, "-c", _WALK_FLAGS, *commands], capture_output=True, text=True, cwd=ROOT
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  numeric = json.loads(out.stdout.strip().splitlines()[-1])
+  assert {k.split()[0] for k in numeric} >= {"main", "evaluate", "compare", "probe", "bench"}
+  unbounded = sorted(k for k, (low, _) in numeric.items() if low is None)
+  assert unbounded == sorted(UNBOUNDED_FLAGS), unbounded
+  for name in ("evaluate --max_images", "robustness --max_images", "compare --max_images"):
+    assert numeric[name][0] == 0 and "0 = all" in numeric[name][1], name  # as the config field
+  for name in ("embed --max_images", "inpaint --max_images", "probe --steps", "bench --steps"):
+    assert numeric[name][0] == 1, name  # 0 is meaningless: refused
+
+
+BAD_FLAGS = [
+  (
+    ["evaluate", "--workdir=/nonexistent", "--max_images=-1"],
+    "error: flag --max_images=-1: -1 is not a non-negative integer",
+  ),
+  (
+    ["compare", "--mask_ratio=1", "/a", "/b"],
+    "error: flag --mask_ratio=1.0: must be < 1",
+  ),
+  (
+    ["probe", "--train=/a.npz", "--test=/b.npz", "--lr=0"],
+    "error: flag --lr=0.0: must be > 0",
+  ),
+  (
+    ["embed", "--workdir=/a", "--output=/b.npz", "--max_images=0"],
+    "error: flag --max_images=0: 0 is not a positive integer",
+  ),
+  (
+    ["bench", "--config=configs/transinr.py:tiny", "--steps=0"],
+    "error: flag --steps=0: 0 is not a positive integer",
+  ),
+]
+
+
+def test_out_of_range_flags_are_one_line_before_any_work():
+  commands = [[sys.executable, "-m", f"minr_jax.{c}", *args] for (c, *args), _ in BAD_FLAGS]
+  for (_, line), out in zip(BAD_FLAGS, run_at_once(commands, cwd=ROOT)):
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-1500:]
+    assert out.stderr.strip().splitlines()[-1] == line

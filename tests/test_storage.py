@@ -336,3 +336,113 @@ def test_export_to_an_existing_file_is_one_line(tmp_path):
   target.write_text("x")
   with pytest.raises(ConfigError, match=f"^--output={target} is a file, not a folder"):
     export.export("/nonexistent", str(target))
+
+
+# ------------------------------------------- steps without a manifest (issue 32) ---
+
+
+def _flip_a_byte(workdir: str, step: int) -> None:
+  for target in _state_files(workdir, step):
+    data = bytearray(open(target, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(target, "wb").write(bytes(data))
+
+
+def _unverified_line(workdir: str, step: int) -> str:
+  where = f"{workdir}/checkpoints/{step}"
+  return (
+    f"warning: checkpoint {where} has no {checkpoint.MANIFEST}, so its integrity cannot be "
+    f"verified; once you have checked it, write one with: python -m minr_jax.export "
+    f"--workdir={where} --write_manifest"
+  )
+
+
+def test_commands_on_steps_without_a_manifest_print_lines_not_tracebacks(trained, tmp_path):
+  """evaluate falls back from a damaged step without a manifest and exits 0 with no
+  traceback after it; export --write_manifest gives an unverified step its manifest."""
+  damaged, plain = _copy(trained, tmp_path, "damaged"), _copy(trained, tmp_path, "plain")
+  for workdir in (damaged, plain):
+    os.remove(os.path.join(workdir, "checkpoints", "4", checkpoint.MANIFEST))
+  _flip_a_byte(damaged, 4)
+  evaluate, write = run_at_once(
+    [
+      [sys.executable, "-m", "minr_jax.evaluate", f"--workdir={damaged}", f"--output={tmp_path}/e"],
+      [
+        sys.executable,
+        "-m",
+        "minr_jax.export",
+        f"--workdir={plain}/checkpoints/4",
+        "--write_manifest",
+      ],
+    ],
+    cwd=ROOT,
+  )
+  assert evaluate.returncode == 0, evaluate.stderr[-2000:]
+  assert "Traceback" not in evaluate.stderr and "Event loop is closed" not in evaluate.stderr
+  lines = evaluate.stdout.splitlines()
+  assert lines[0] == _unverified_line(damaged, 4)
+  assert lines[1].startswith(f"warning: checkpoint {damaged}/checkpoints/4 is corrupt (")
+  assert lines[1].endswith("; using the previous one")
+  assert any(l.startswith("eval step 2 ") for l in lines)
+  assert write.returncode == 0 and "Traceback" not in write.stderr, write.stderr[-2000:]
+  manifest = os.path.join(plain, "checkpoints", "4", checkpoint.MANIFEST)
+  assert write.stdout.strip().splitlines()[-1] == f"wrote {manifest}"
+  assert checkpoint.verify(checkpoint.open_read_only(plain), 4) is None
+
+
+def test_a_step_without_a_manifest_is_named_once_and_can_be_given_one(trained, tmp_path, capsys):
+  workdir = _copy(trained, tmp_path)
+  os.remove(os.path.join(workdir, "checkpoints", "4", checkpoint.MANIFEST))
+  first = minr_jax.load(workdir)
+  assert minr_jax.load(workdir).step == first.step == 4
+  out = capsys.readouterr().out
+  assert out.count(_unverified_line(workdir, 4)) == 1, out  # once per process
+  resumed = []  # what resuming prints (train_and_evaluate reads the steps this way)
+  checkpoint._UNVERIFIED.clear()
+  assert checkpoint.intact_steps(checkpoint.open_read_only(workdir), resumed.append) == [4, 2]
+  assert resumed == [_unverified_line(workdir, 4)]
+
+  manifest = export.write_manifest(os.path.join(workdir, "checkpoints", "4"))
+  assert manifest == os.path.join(workdir, "checkpoints", "4", checkpoint.MANIFEST)
+  with pytest.raises(ConfigError, match=r"checkpoints/4 already has its minr_checksums.json"):
+    export.write_manifest(workdir, 4)
+  with pytest.raises(ConfigError, match=r"--write_manifest needs one step"):
+    export.write_manifest(workdir)
+  _flip_a_byte(workdir, 4)  # what went unnoticed without a manifest
+  assert minr_jax.load(workdir).step == 2
+  out = capsys.readouterr().out
+  assert "checkpoints/4 is corrupt (state/" in out and "does not match its checksum" in out
+
+
+_LOOP_CLOSED_EARLY = """
+import asyncio
+import numpy as np
+import tensorstore as ts
+import minr_jax.checkpoint  # noqa: F401 (closes orbax's loops only after their tasks)
+from orbax.checkpoint._src import asyncio_utils
+
+async def restore_like():  # many reads in flight, one of them fails at once
+  t = await ts.open({"driver": "zarr", "kvstore": {"driver": "memory"}}, create=True,
+                    dtype=ts.float32, shape=[1000, 1000])
+  async def read(future):
+    return await future
+  async def damaged():
+    raise ValueError("DATA_LOSS: a damaged file")
+  writes = [read(t.write(np.ones((1000, 1000), np.float32))) for _ in range(32)]
+  await asyncio.gather(*writes, damaged())
+
+try:
+  asyncio_utils.run_sync(restore_like())
+except ValueError as e:
+  print(e)
+"""
+
+
+def test_orbax_event_loops_close_only_after_their_tasks():
+  """The cause of `RuntimeError: Event loop is closed` after a failed restore: orbax
+  closed its loop while tensorstore reads still had callbacks to deliver into it."""
+  out = subprocess.run(
+    [sys.executable, "-c", _LOOP_CLOSED_EARLY], capture_output=True, text=True, cwd=ROOT
+  )
+  assert out.stdout.strip() == "DATA_LOSS: a damaged file", out.stderr[-2000:]
+  assert "Event loop is closed" not in out.stderr and "Traceback" not in out.stderr

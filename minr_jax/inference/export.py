@@ -59,3 +59,31 @@ def export(
   finally:
     manager.close()
   return restored.step
+
+
+def write_manifest(path: str, step: int | None = None) -> str:
+  """Writes the checksum manifest of a step that has none (saved before manifests
+  existed, or copied without one), once it restores; returns the manifest's path.
+
+  For a step the user has checked (evaluated, compared with its source): later
+  loads verify it against these checksums. ConfigError if no step is named,
+  the step already has a manifest (rewriting it would hide a file that changed
+  since) or it does not restore.
+  """
+  workdir, step = restore.resolve_path(path, step)
+  if step is None:
+    raise ConfigError(
+      "--write_manifest needs one step: --workdir=<workdir>/checkpoints/<step>, or --step"
+    )
+  directory = checkpoint.as_path(workdir) / "checkpoints" / str(step)
+  if not directory.is_dir():
+    raise ConfigError(f"no checkpoint {directory}")
+  if (directory / checkpoint.MANIFEST).exists():
+    raise ConfigError(
+      f"{directory} already has its {checkpoint.MANIFEST}, checked on every load; "
+      "it is not rewritten"
+    )
+  checkpoint.warn_unverified(directory, warn=lambda line: None)  # the step being fixed
+  restore.restore(workdir, step, devices=1)  # a step that does not restore is refused
+  checkpoint.write_manifest(directory)
+  return str(directory / checkpoint.MANIFEST)

@@ -103,14 +103,13 @@ def restore(path: str, step: int | None = None, *, devices: int | None = None) -
     if not steps:
       raise ConfigError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
     for candidate in [step] if step is not None else sorted(steps, reverse=True):
-      reason = checkpoint.verify(manager, candidate)
+      reason = checkpoint.verify(manager, candidate, lambda line: print(line, flush=True))
       if reason is None:
         try:
           return _restore_step(manager, workdir, candidate, workdir_config, devices)
         except ConfigError:
           raise
         except Exception as e:  # noqa: BLE001 (orbax / tensorstore: a damaged step)
-          checkpoint.QuietOrbax(("Event loop is closed",))  # its callbacks' tracebacks
           reason = checkpoint.restore_error(e)
       where = checkpoint.step_dir(manager, candidate)
       if step is not None:

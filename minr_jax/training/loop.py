@@ -6,6 +6,7 @@ mesh -> data -> model -> step functions -> restore the newest intact checkpoint 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -101,12 +102,13 @@ def train_and_evaluate(
   if is_main:
     lock.acquire()
   try:
-    return _train(config, workdir, family, datasets, evals, mesh, allow_config_change)
+    with contextlib.ExitStack() as cleanup:  # the checkpoint manager, on every path
+      return _train(config, workdir, family, datasets, evals, mesh, allow_config_change, cleanup)
   finally:
     lock.release()
 
 
-def _train(config, workdir, family, datasets, evals, mesh, allow_config_change):
+def _train(config, workdir, family, datasets, evals, mesh, allow_config_change, cleanup):
   is_main = jax.process_index() == 0
   guard.enable_compilation_cache(config)
   steps = steps_for_run(config, mesh, family)
@@ -115,6 +117,7 @@ def _train(config, workdir, family, datasets, evals, mesh, allow_config_change):
   scoring.prepare_datasets(run_config, datasets)  # and empty eval splits
   root = checkpoint.as_path(workdir)
   manager = checkpoint.make_manager(workdir, config.keep_checkpoints, config.get("keep_period", 0))
+  cleanup.callback(manager.close)
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   state, resume_step = checkpoint.restore_newest_intact(
     manager,
@@ -239,7 +242,6 @@ def _train(config, workdir, family, datasets, evals, mesh, allow_config_change):
     profiler.stop()
     stop.close()
     writer.close()
-    manager.close()
 
   if not final:  # Already trained: evaluate what was restored.
     writer = writers.MetricWriter(workdir, tensorboard=config.tensorboard, enabled=is_main)
