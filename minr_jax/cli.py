@@ -29,6 +29,22 @@ def exclusive(name: str, low: float | None = None, high: float | None = None) ->
   )
 
 
+def define_step() -> None:
+  """--step: which checkpoint of a workdir a command reads."""
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).", lower_bound=0)
+
+
+def define_eval_max_images() -> None:
+  """--max_images of the evaluation commands: the meaning of config.dataset.eval_max_images."""
+  flags.DEFINE_integer(
+    "max_images",
+    None,
+    "Evaluate at most this many images per dataset; 0 = all, as "
+    "config.dataset.eval_max_images (default: the run's).",
+    lower_bound=0,
+  )
+
+
 def flag_error(error: Exception, argv: list[str]) -> str:
   """One line naming the flag behind an error raised while parsing the command line.
 

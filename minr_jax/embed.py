@@ -35,7 +35,7 @@ def main() -> None:
     "Images per device call (default: the run's eval_batch_size).",
     lower_bound=1,
   )
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).", lower_bound=0)
+  cli.define_step()
   f = flags.FLAGS
   cli.run(
     lambda args: embed.run(

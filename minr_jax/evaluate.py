@@ -45,14 +45,8 @@ def main() -> None:
     "Comma-separated name[:path] entries, e.g. "
     "'celeb_a,image_folder:/data/x'. Default: the run's evaluation datasets.",
   )
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).", lower_bound=0)
-  flags.DEFINE_integer(
-    "max_images",
-    None,
-    "Evaluate at most this many images per dataset; 0 = all, as "
-    "config.dataset.eval_max_images (default: the run's).",
-    lower_bound=0,
-  )
+  cli.define_step()
+  cli.define_eval_max_images()
   flags.DEFINE_string(
     "mask_strategy",
     None,

@@ -19,7 +19,7 @@ def main() -> None:
     "workdir", None, "A training workdir (or one of its step directories).", required=True
   )
   flags.DEFINE_string("output", None, "The folder to write (required unless --write_manifest).")
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).", lower_bound=0)
+  cli.define_step()
   flags.DEFINE_string(
     "dataset_path",
     None,

@@ -44,7 +44,7 @@ def main() -> None:
     "also fill from overlapping N x N-pixel windows.",
     lower_bound=0,
   )
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).", lower_bound=0)
+  cli.define_step()
   flags.DEFINE_integer(
     "batch_size",
     None,

@@ -32,14 +32,8 @@ def main() -> None:
     ",".join(f"{r:g}" for r in robustness.DEFAULT_RATIOS),
     "Comma-separated mask ratios in [0, 1).",
   )
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).", lower_bound=0)
-  flags.DEFINE_integer(
-    "max_images",
-    None,
-    "Evaluate at most this many images per dataset; 0 = all, as "
-    "config.dataset.eval_max_images (default: the run's).",
-    lower_bound=0,
-  )
+  cli.define_step()
+  cli.define_eval_max_images()
   flags.DEFINE_string(
     "output",
     None,
