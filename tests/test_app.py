@@ -21,8 +21,8 @@ from PIL import Image
 
 import minr_jax
 from minr_jax import app
-from minr_jax import inpaint as inpaint_lib
 from minr_jax.config import ConfigError
+from minr_jax.inference import inpaint as inpaint_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED = os.path.join(ROOT, "pretrained", "celeba64")

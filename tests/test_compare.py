@@ -68,7 +68,8 @@ def test_one_row_per_dataset_and_model_with_shared_baselines(runs):
     assert r["step"] == 2 and r["num_params"] > 0
     assert r["num_images"] == (5 if r["dataset"].endswith("faces") else 3)
     for m in compare.METRICS + compare.BASELINES:
-      assert np.isfinite(r[m])
+      # 16-px images: too small for LPIPS's AlexNet (31 px), which is said as NaN.
+      assert np.isnan(r[m]) if m.startswith("lpips") else np.isfinite(r[m]), m
   # Same images, same masks: the baselines agree across the models.
   for group in (rows[:3], rows[3:]):
     fills = [r["psnr_full_mean_fill"] for r in group]
@@ -79,9 +80,9 @@ def test_one_row_per_dataset_and_model_with_shared_baselines(runs):
   md = open(os.path.join(out, "compare.md")).read()
   assert "exactly 12 of the 16 patches" in md and "mean-colour fill" in md
   assert md.count("| image_folder:faces |") == 3  # 3 models, the baselines as columns
-  assert "psnr_full_interpolation" in md and "learned structure only where" in md
-  saved = json.load(open(os.path.join(out, "compare.json")))
-  assert saved["rows"] == json.loads(json.dumps(rows))
+  assert "psnr_full_interpolation" in md and "learned something only where" in md
+  saved = json.load(open(os.path.join(out, "compare.json")))  # NaN (LPIPS at 16 px) as null
+  assert saved["rows"] == json.loads(json.dumps(rows).replace("NaN", "null"))
 
 
 def test_figures_show_every_model_side_by_side(runs):
@@ -101,7 +102,7 @@ def test_numbers_equal_evaluate_with_exact_count_masks(runs):
     )
     got = results["image_folder:faces"]
     for m in compare.METRICS:
-      assert row[m] == pytest.approx(got[m], abs=1e-4), (workdir, m)
+      assert row[m] == pytest.approx(got[m], abs=1e-4, nan_ok=True), (workdir, m)
 
 
 def test_bad_inputs_name_the_problem(runs, tmp_path):

@@ -59,6 +59,8 @@ def runs(tmp_path_factory, folder):
       config.evals.counter = ml_collections.ConfigDict(
         dict(type="step_counter", every_steps=3, scale=2.0)
       )
+    else:  # a config from before config.evals: registry.default_evals applies
+      del config["evals"]
     workdir = str(root / f"run{i}")
     out.append((workdir, config, loop.train_and_evaluate(config, workdir)))
   return folder, data_dir, out
@@ -78,23 +80,24 @@ def test_an_added_evaluator_runs_on_its_schedule_and_is_written(runs):
   assert saved["step"] == 4 and "image_folder:faces" in saved["results"]
 
 
-def test_default_evals_of_the_paper_configs_are_todays_evaluation():
+def test_the_paper_configs_declare_todays_evaluation():
   for get_config, variants in (
     (transinr_config.get_config, ("", "demo", "tiny", "celeba", "imagenette", "indoor")),
-    (ginr_config.get_config, ("",)),
-    (mae_config.get_config, ("",)),
+    (ginr_config.get_config, ("", "photos64")),
+    (mae_config.get_config, ("", "photos64")),
   ):
     for variant in variants:
       c = get_config(variant)
-      evals = registry.declared(c).to_dict()
-      expected = {
-        "reconstruction": dict(type="reconstruction", every_steps=c.eval_every_steps, split="eval")
-      }
-      if c.num_grid_images:
-        expected["grids"] = dict(
-          type="grids", every_steps=c.eval_every_steps, num_images=c.num_grid_images
-        )
-      assert evals == expected, (get_config, variant)
+      assert "evals" in c, (get_config, variant)  # declared, not an implicit default
+      every = c.eval_every_steps
+      assert registry.declared(c).to_dict() == {
+        "reconstruction": dict(type="reconstruction", every_steps=every, split="eval"),
+        "grids": dict(type="grids", every_steps=every),  # num_grid_images images each
+      }, (get_config, variant)
+      default = registry.default_evals(c).to_dict()  # what a config without evals gets
+      assert default["reconstruction"] == c.evals.reconstruction.to_dict()
+      c.eval_every_steps = 7  # the cadence is linked, so --config.eval_every_steps moves it
+      assert c.evals.reconstruction.every_steps == c.evals.grids.every_steps == 7
 
 
 @pytest.mark.slow
@@ -121,7 +124,6 @@ def test_one_command_evaluates_two_checkpoints(runs, tmp_path, capsys):
     dict(
       evals=dict(
         reconstruction=dict(type="reconstruction", split="eval"),
-        compare=dict(type="compare", num_images=2),
       )
     )
   )
@@ -132,9 +134,12 @@ def test_one_command_evaluates_two_checkpoints(runs, tmp_path, capsys):
     assert found["psnr_full"] == pytest.approx(final["image_folder:faces"]["psnr_full"], abs=1e-5)
     saved = json.load(open(tmp_path / "out" / os.path.basename(workdir) / "results.json"))
     assert saved["step"] == 4 and "reconstruction" in saved["evals"]
-  assert len(out["compare"]["rows"]) == 2
-  assert os.path.exists(tmp_path / "out" / "compare" / "compare.csv")
   assert "eval step 4 [image_folder:faces]: psnr_full" in capsys.readouterr().out
+  # Comparing checkpoints is the compare command, not an evaluator type.
+  evals.evals.compare = ml_collections.ConfigDict(dict(type="compare"))
+  with pytest.raises(ConfigError, match="python -m minr_jax.compare"):
+    runner.evaluate_checkpoints([w0, w1], evals, output=str(tmp_path / "out2"))
+  del evals.evals["compare"]
   # --evals picks declared entries by name; an unknown one is one line.
   with pytest.raises(ConfigError, match="--evals=nope: no evaluator named nope"):
     runner.evaluate_checkpoints([w0], evals, names="nope")

@@ -122,6 +122,11 @@ def register(type_: str, cls: Any) -> None:
 def get(type_: str, where: str = "type") -> Any:
   """The evaluator class registered as `type_`; ConfigError naming `where` if none is."""
   if type_ not in REGISTRY:
+    if type_ == "compare":  # was an evaluator type; now a command of its own
+      raise ConfigError(
+        f"{where}='compare' is not an evaluator: several checkpoints are compared by "
+        "the command python -m minr_jax.compare WORKDIR WORKDIR ..."
+      )
     raise ConfigError(f"{where}={type_!r} is not an evaluator; use one of {', '.join(REGISTRY)}")
   cls = REGISTRY[type_]
   if isinstance(cls, str):

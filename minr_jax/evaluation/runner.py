@@ -90,7 +90,9 @@ def evaluate_checkpoints(
     out[workdir] = dict(step=r.step, evals=results)
     if jax.process_index() == 0:
       paths.makedirs(paths.as_path(out_dir))
-      text = json.dumps(dict(step=r.step, evals=results), indent=2, default=float)
+      text = json.dumps(
+        scoring.json_safe(dict(step=r.step, evals=results)), indent=2, default=float
+      )
       paths.write_text(paths.as_path(out_dir) / "results.json", text)
       print(f"wrote {out_dir}/results.json", flush=True)
   return out

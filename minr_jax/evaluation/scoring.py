@@ -269,7 +269,9 @@ def with_best_classical(means: dict[str, float]) -> dict[str, Any]:
   for i, metric in enumerate(("psnr", "ssim", "lpips")):
     scores = {n: means[keys[i]] for n, keys in BASELINES.items() if keys[i] in means}
     scores = {n: v for n, v in scores.items() if v == v}  # NaN: not measured
-    if not scores:
+    if not scores:  # e.g. LPIPS of images under 31 px: said as NaN, no name
+      out[f"best_classical_{metric}"] = ""
+      out[f"{metric}_best_classical"] = out[f"{metric}_lead_over_best"] = float("nan")
       continue
     best = classical.best_classical(scores, metric)
     out[f"best_classical_{metric}"] = best
@@ -457,7 +459,8 @@ def write_results(
   """
   out = paths.as_path(out_dir)
   paths.makedirs(out)
-  paths.write_text(out / f"{stem}.json", json.dumps(dict(meta, rows=list(rows)), indent=2))
+  text = json.dumps(json_safe(dict(meta, rows=list(rows))), indent=2, allow_nan=False)
+  paths.write_text(out / f"{stem}.json", text)
   buf = io.StringIO()
   w = csv.writer(buf)
   w.writerow(columns)
@@ -471,13 +474,24 @@ def write_results(
   paths.write_text(out / f"{stem}.md", "\n".join(lines) + "\n")
 
 
+def json_safe(value: Any) -> Any:
+  """NaN (a metric not measured, e.g. LPIPS under 31 px) as JSON null, recursively."""
+  if isinstance(value, dict):
+    return {k: json_safe(v) for k, v in value.items()}
+  if isinstance(value, list | tuple):
+    return [json_safe(v) for v in value]
+  if isinstance(value, float) and value != value:
+    return None
+  return value
+
+
 READING_RULE = (
   "How to read it: the classical inpainters need no model: mean-colour fill, Gaussian "
   "interpolation (psnr_full_interpolation, sigma = patch side / 4), Telea and "
   "Navier-Stokes (OpenCV), biharmonic (scikit-image); *_best_classical is the best of "
   "them on the set, psnr_lead_over_best the model's psnr_pasted minus it. A model has "
   "learned something only where it beats the best of them. SSIM: higher is better; "
-  "LPIPS (AlexNet): lower is better, empty under 31 px (docs/metrics.md)."
+  "LPIPS (AlexNet): lower is better, nan under 31 px a side (docs/metrics.md)."
 )
 
 
