@@ -26,7 +26,7 @@ from PIL import Image
 
 # Every project import of this module, in one block (the library modules may move).
 import minr_jax
-from minr_jax import cli
+from minr_jax import classical, cli
 from minr_jax.config import ConfigError
 from minr_jax.inference import inpaint as inpaint_lib
 
@@ -36,8 +36,9 @@ SAMPLES = ("astronaut", "chelsea", "coffee")  # scikit-image's bundled photos
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = ("pretrained/photos64", "pretrained/celeba64")  # photos first: any photo; then faces
 TITLES = {
-  "interpolation": "Gaussian interpolation",
-  "mean_fill": "mean-colour fill",
+  "interpolation": classical.LABELS["gaussian"],
+  "mean_fill": classical.LABELS["mean"],
+  **{name: classical.LABELS[name] for name in ("telea", "navier_stokes", "biharmonic")},
   "minr": "MINR",
 }
 
