@@ -53,7 +53,11 @@ def _checkpoints(workdir: str) -> list[int]:
 
 
 def _all_numbers_finite(record) -> bool:
-  return all(math.isfinite(v) for v in record.values() if isinstance(v, float))
+  """Every float of a metrics record is finite, but LPIPS figures: NaN at the tiny configs'
+  16 px by design (AlexNet needs 31 px a side)."""
+  return all(
+    math.isfinite(v) for k, v in record.items() if isinstance(v, float) and "lpips" not in k
+  )
 
 
 def test_a_diverging_run_never_saves_or_logs_a_bad_state(tmp_path, folder, data_dir):
