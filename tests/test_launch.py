@@ -293,3 +293,34 @@ def test_multi_gpu_one_process_per_gpu():
 def test_multi_gpu_without_an_environment_says_how_to_make_one(tmp_path):
   out = _script("multi_gpu.sh", "--venv", str(tmp_path / "none"), "--gpus", "0")
   assert out.returncode == 2 and "--install" in out.stderr and out.stdout == ""
+
+
+def test_train_in_pieces_resumes_after_each_piece_until_the_last_step(tmp_path):
+  """A piece that outlives its time gets SIGTERM and the next piece runs the same command
+  again; the loop ends when checkpoints/STEPS exists, and a failing command stops it."""
+  workdir, count = tmp_path / "run", tmp_path / "count"
+  # The stand-in trainer: its first call runs past the piece's 0.05 minutes, its second
+  # writes the final checkpoint.
+  trainer = (
+    f"n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}; "
+    f"if [ $n -eq 1 ]; then sleep 60; else mkdir -p {workdir}/checkpoints/7; fi"
+  )
+  script = os.path.join(ROOT, "launch", "train_in_pieces.sh")
+  out = subprocess.run(
+    [script, "0.05", "7", "--", "bash", "-c", trainer, f"--workdir={workdir}"],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert out.returncode == 0, out.stderr
+  assert count.read_text().strip() == "2" and (workdir / "checkpoints" / "7").is_dir()
+  assert "exit status 124" in out.stdout and "=== done" in out.stdout
+  failing = subprocess.run(
+    [script, "1", "7", "--", "bash", "-c", "exit 3", f"--workdir={tmp_path}/other"],
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
+  assert failing.returncode == 3
+  usage = subprocess.run([script, "1", "7", "python"], capture_output=True, text=True)
+  assert usage.returncode == 2 and "usage:" in usage.stderr
