@@ -35,8 +35,9 @@ def mask_config(config: ml_collections.ConfigDict, cfg: ml_collections.ConfigDic
 class Reconstruction:
   """Scores under fixed, seeded evaluation masks (`scoring.evaluate`)."""
 
-  # classical (default True): also the host-side classical inpainters, computed once per
-  # dataset and mask set (scoring.classical_means); False skips them.
+  # classical (default True = all): also the host-side classical inpainters, computed once
+  # per dataset and mask set (scoring.classical_means); False skips them, a comma-separated
+  # subset names some (scoring.classical_names).
   FIELDS = ("mask_strategy", "mask_ratio", "mask_seed", "quiet", "classical")
 
   @staticmethod
@@ -44,6 +45,7 @@ class Reconstruction:
     ratio = cfg.get("mask_ratio")
     if ratio is not None and not (isinstance(ratio, float | int) and 0 <= ratio <= 1):
       raise ConfigError(f"{where}.mask_ratio must be in [0, 1], got {ratio!r}")
+    scoring.classical_names(cfg.get("classical", True), f"{where}.classical")
     strategy = cfg.get("mask_strategy")
     if strategy is not None and strategy not in masking.STRATEGIES:
       raise ConfigError(
@@ -75,7 +77,7 @@ class Reconstruction:
         self.ctx.mesh,
         dataset,
         [masks_fn],
-        with_classical=self.cfg.get("classical", True),
+        with_classical=scoring.classical_names(self.cfg.get("classical", True)) or False,
       )[0]
       if jax.process_index() == 0 and not self.cfg.get("quiet", False):
         print(scoring.summary_line(f"eval step {step} [{label}]", means), flush=True)

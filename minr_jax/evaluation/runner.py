@@ -165,7 +165,12 @@ def evaluate_workdir(
   spec = datasets or ""  # checked above; empty = the run's evaluation datasets
   evals = ml_collections.ConfigDict(
     dict(
-      reconstruction=dict(type="reconstruction", datasets=spec, split="eval"),
+      reconstruction=dict(
+        type="reconstruction",
+        datasets=spec,
+        split="eval",
+        classical=registry.declared(config).get("reconstruction", {}).get("classical", True),
+      ),
       grids=dict(type="grids", datasets=spec, num_images=config.num_grid_images),
     )
   )

@@ -211,6 +211,24 @@ def perceptual(filled: dict[str, Array], images: Array) -> dict[str, Array]:
 _CLASSICAL_CACHE: dict[str, dict[str, float]] = {}
 
 
+def classical_names(value: Any, where: str = "classical") -> tuple[str, ...]:
+  """An evaluator's `classical` field -> the host-side inpainters to score: True = all of
+  HOST_INPAINTERS, False = none, or a comma-separated subset (e.g. 'telea,navier_stokes'
+  where biharmonic's sparse solve per image would take hours at 182 px)."""
+  if value is True or value is None:
+    return HOST_INPAINTERS
+  if value is False or value == "":
+    return ()
+  names = tuple(n.strip() for n in str(value).split(",") if n.strip())
+  unknown = [n for n in names if n not in HOST_INPAINTERS]
+  if unknown or not isinstance(value, str):
+    raise ConfigError(
+      f"{where}={value!r}: use true, false or a comma-separated subset of "
+      f"{','.join(HOST_INPAINTERS)}"
+    )
+  return names
+
+
 def classical_key(config: ml_collections.ConfigDict, dataset: EvalDataset) -> str:
   """What decides a dataset's classical scores: its images (dataset, resolution, split,
   image cap) and masks (strategy, ratio, grid, seed); never the model."""
@@ -219,15 +237,20 @@ def classical_key(config: ml_collections.ConfigDict, dataset: EvalDataset) -> st
   return json.dumps([sorted(d.items(), key=str), fields, config.eval_mask_strategy], default=str)
 
 
-def classical_means(config: ml_collections.ConfigDict, dataset: EvalDataset) -> dict[str, float]:
+def classical_means(
+  config: ml_collections.ConfigDict,
+  dataset: EvalDataset,
+  names: Sequence[str] = HOST_INPAINTERS,
+) -> dict[str, float]:
   """Means over `dataset`'s eval split of PSNR, SSIM and LPIPS of the host-side classical
-  inpainters (HOST_INPAINTERS) under the run's evaluation masks; computed once per
+  inpainters `names` (of HOST_INPAINTERS) under the run's evaluation masks; computed once per
   process for each `classical_key` (a training run's later evaluations reuse them)."""
-  key = classical_key(config, dataset)
+  names = tuple(names)
+  key = classical_key(config, dataset) + repr(names)
   if key in _CLASSICAL_CACHE:
     return _CLASSICAL_CACHE[key]
   sigma = metrics.interpolation_sigma(config.resolution, config.mask_grid)
-  sums = {k: 0.0 for n in HOST_INPAINTERS for k in BASELINES[n]}
+  sums = {k: 0.0 for n in names for k in BASELINES[n]}
   count = 0
   name, path = dataset
   for batch in data.make_eval_batches(
@@ -239,7 +262,7 @@ def classical_means(config: ml_collections.ConfigDict, dataset: EvalDataset) -> 
     images = np.asarray(batch["image"], np.float32)[valid]
     grid = masking.eval_masks(config, jnp.asarray(batch["index"])[valid])
     masks = np.asarray(masking.to_pixels(grid, images.shape[1], images.shape[2]))
-    filled = classical.fill_all(images, masks, sigma, names=HOST_INPAINTERS)
+    filled = classical.fill_all(images, masks, sigma, names=names)
     target = jnp.asarray(images)
     scores = perceptual({n: jnp.asarray(f) for n, f in filled.items()}, target)
     for n, f in filled.items():
@@ -314,14 +337,15 @@ def evaluate(
   mesh,
   dataset: EvalDataset,
   masks_fns: Sequence[Callable] | None = None,
-  with_classical: bool = False,
+  with_classical: bool | Sequence[str] = False,
 ) -> list[dict[str, float]]:
   """Metric means over one pass of `dataset`'s eval split, one dict per mask function.
 
   masks_fns: functions of the global batch's `index` [B] -> grid masks [B, g,
   g] (default: the run's fixed evaluation masks, `masking.eval_masks`). Every
   batch is read once and scored under each. Each dict holds METRICS and
-  `num_images`. with_classical (the run's own evaluation masks only): also the host-side
+  `num_images`. with_classical (True: all of HOST_INPAINTERS, or their names; the run's
+  own evaluation masks only): also the host-side
   classical inpainters' figures (`classical_means`) and the best baseline
   (`with_best_classical`).
   """
@@ -338,7 +362,8 @@ def evaluate(
     raise ConfigError(f"the evaluation split of {dataset_label(*dataset)} holds no images")
   out = [{**{k: v / count for k, v in s.items()}, "num_images": count} for s in sums]
   if with_classical:
-    out[0] = with_best_classical({**out[0], **classical_means(config, dataset)})
+    names = HOST_INPAINTERS if with_classical is True else tuple(with_classical)
+    out[0] = with_best_classical({**out[0], **classical_means(config, dataset, names)})
   return out
 
 
