@@ -220,7 +220,7 @@ def test_embed_command_writes_deterministic_npz_and_array_record(run, tmp_path):
   embed.run(workdir, f"image_folder:{folder}", again, kind="weight_mean", progress=False)
   assert open(out, "rb").read() == open(again, "rb").read()
 
-  records = str(tmp_path / "loop.array_record")
+  records = str(tmp_path / "train.array_record")
   embed.run(
     workdir,
     f"image_folder:{folder}",

@@ -107,7 +107,7 @@ def test_incomplete_folders_of_killed_preparations_are_removed(tmp_path):
   )  # being prepared right now
   for leftover in (killed, older, running):
     os.makedirs(leftover)
-    with open(os.path.join(leftover, "image_folder-loop.array_record-00000-of-00001"), "wb") as f:
+    with open(os.path.join(leftover, "image_folder-train.array_record-00000-of-00001"), "wb") as f:
       f.write(b"\0" * 1000)
   lock = tfds_utils._lock_of(data_dir, os.path.join(os.path.dirname(running), "1.0.0"))
   with tfds_utils._file_lock(lock):  # held as by a live preparation

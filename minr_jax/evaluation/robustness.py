@@ -207,10 +207,10 @@ def run_sweep(
     out_dir = paths.results_dir(r.workdir, "robustness", r.step, output)
     info = describe(r.workdir, r.step, config, families.count_params(r.params), r.family)
     write_sweep_results(out_dir, r.step, rows, info)
-    plot_psnr(os.path.join(out_dir, "png"), rows, r.step, r.family.plot_metric)
+    plot_psnr(os.path.join(out_dir, "robustness.png"), rows, r.step, r.family.plot_metric)
     plot_mask_gallery(os.path.join(out_dir, "mask_gallery.png"), config, strategies, ratios)
     print(
-      f"wrote {out_dir}/results.{{json,csv,md}}, png, mask_gallery.png "
+      f"wrote {out_dir}/results.{{json,csv,md}}, robustness.png, mask_gallery.png "
       f"({time.perf_counter() - t_start:.1f} s)"
     )
   return r.step, rows
