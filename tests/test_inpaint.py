@@ -277,7 +277,8 @@ def test_command_on_a_folder(tmp_path, capsys):
     assert c.size == writers.image_grid_size(1, 6, 37, 91, True)  # + Telea, biharmonic
   results = json.loads((out / "results.json").read_text())
   assert results["num_images"] == 2 and results["step"] == 6000
-  assert set(results["mean"]) == {"psnr_minr", "psnr_interpolation", "psnr_mean_fill"}
+  fills = ("minr", "interpolation", "mean_fill", "telea", "navier_stokes", "biharmonic")
+  assert set(results["mean"]) == {f"{m}_{f}" for m in ("psnr", "ssim", "lpips") for f in fills}
 
 
 COMMAND_ERRORS = [
