@@ -96,7 +96,8 @@ for command in sys.argv[1:]:
   (module.run if command == "main" else module.main)()  # minr-train = minr_jax.main:run
   for name in sorted(set(flags.FLAGS) - before):
     flag = flags.FLAGS[name]
-    own = flags.FLAGS.find_module_defining_flag(name) == module.__name__  # not grain's
+    # The command's own flags and those cli's helpers define for it (not grain's).
+    own = flags.FLAGS.find_module_defining_flag(name) in (module.__name__, "minr_jax.cli")
     if own and flag.flag_type() in ("int", "float", "multi_int", "multi_float"):
       parser = flag.parser
       out[command + " --" + name] = [getattr(parser, "lower_bound", None), flag.help]
