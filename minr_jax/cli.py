@@ -157,4 +157,13 @@ def run(body: Callable[[list[str]], object], *, positional: bool = False) -> Non
     except ConfigError as e:
       sys.exit(f"error: {e}")
 
+  _show_in_help(sys._getframe(1).f_globals.get("__name__", ""))
   app.run(main, flags_parser=_parse)
+
+
+def _show_in_help(command: str) -> None:
+  """Makes `--help` list the command's flags, also those `define_*` above defined for it
+  and those of a console script (absl's --help lists the key flags of sys.argv[0] only)."""
+  for module in (command, __name__):
+    for flag in flags.FLAGS.get_flags_for_module(module):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
