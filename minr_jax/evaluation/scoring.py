@@ -229,10 +229,22 @@ def classical_names(value: Any, where: str = "classical") -> tuple[str, ...]:
   return names
 
 
+# Data fields that never change the evaluation images (augmentation, loading speed).
+TRAINING_ONLY_DATA_FIELDS = (
+  "random_crop",
+  "flip",
+  "train_resize",
+  "num_workers",
+  "prefetch_buffer",
+)
+
+
 def classical_key(config: ml_collections.ConfigDict, dataset: EvalDataset) -> str:
   """What decides a dataset's classical scores: its images (dataset, resolution, split,
   image cap) and masks (strategy, ratio, grid, seed); never the model."""
   d = dataset_config(config, *dataset).dataset.to_dict()
+  for training_only in TRAINING_ONLY_DATA_FIELDS:  # so runs that differ there share the work
+    d.pop(training_only, None)
   fields = [config.get(k) for k in ("resolution", "mask_grid", "mask_ratio", "eval_mask_seed")]
   return json.dumps([sorted(d.items(), key=str), fields, config.eval_mask_strategy], default=str)
 
