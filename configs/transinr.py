@@ -85,6 +85,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.lr_decay_factor = 0.1  # float.
   # int: linear warm-up of the rate over the first steps (0 = none, the paper's).
   c.warmup_steps = 0
+  # float: weight of an LPIPS (AlexNet) term on the pasted prediction, added to the
+  # paper's whole-image MSE (0 = off, the paper's loss; TransINR / GINR only; renders
+  # whole images, so model.inr_chunk is not used while it is on).
+  c.lpips_weight = 0.0
+  # str: start from the parameters of this workdir or checkpoints/<step> (same model
+  # shapes), with a fresh optimizer and step 0 ('' = random init); a resumed run ignores it.
+  c.init_from = ""
 
   # Model (the reference TransINR-MINR).
   c.model = ml_collections.ConfigDict()

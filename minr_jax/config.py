@@ -14,7 +14,7 @@ import os
 import ml_collections
 from absl import logging
 
-from minr_jax import masking, paths
+from minr_jax import masking, paths, similarity
 from minr_jax.errors import ConfigError  # also importable from here, as it always was
 
 # model.dtype / model.inr_dtype (`families.model_dtypes` maps them to jnp dtypes).
@@ -95,6 +95,24 @@ def validate(config, num_devices: int | None = None) -> None:
     raise ConfigError(
       f"config.checkpoint_every_secs must be a finite number >= 0 (0 = off), got {secs!r}"
     )
+  weight = config.get("lpips_weight", 0.0)
+  if isinstance(weight, bool) or not (
+    isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0
+  ):
+    raise ConfigError(
+      f"config.lpips_weight must be a finite number >= 0 (0 = the paper's loss), got {weight!r}"
+    )
+  if weight and config.resolution < similarity.lpips_min_size():
+    raise ConfigError(
+      f"config.lpips_weight={weight} needs config.resolution >= "
+      f"{similarity.lpips_min_size()} (LPIPS's AlexNet), got {config.resolution}"
+    )
+  init_from = config.get("init_from", "")
+  if not isinstance(init_from, str):
+    raise ConfigError(f"config.init_from must be a path (or ''), got {init_from!r}")
+  local = init_from and not paths.is_url(init_from)
+  if local and not os.path.exists(os.path.expanduser(init_from)):
+    raise ConfigError(f"config.init_from={init_from}: no such workdir or checkpoint directory")
   if config.model.get("attention_impl", "auto") not in ATTENTION_IMPLS:
     raise ConfigError(
       f"config.model.attention_impl={config.model.attention_impl!r} is "
@@ -153,6 +171,8 @@ _ADDED_FIELDS = {
   "fsdp_min_size": 2**18,
   "checkpoint_every_secs": 0.0,
   "keep_period": 0,
+  "lpips_weight": 0.0,
+  "init_from": "",
   "compilation_cache_dir": "",
   "mesh": {"data": -1, "fsdp": 1},
   "mask": {
@@ -171,6 +191,8 @@ _ADDED_FIELDS = {
 # evaluated (outputs, cadences, placement, training-only schedules): filled in
 # silently. Matched as prefixes, like training/guard.py's RESUMABLE_CHANGES.
 _QUIET_FIELDS = (
+  "lpips_weight",
+  "init_from",
   "eval_train_dataset",
   "eval_datasets",
   "evals",
@@ -304,6 +326,11 @@ def validate_mae(config: ml_collections.ConfigDict) -> None:
     )
   if config.get("optimizer", "adamw") != "adamw":
     raise ConfigError(f"config.optimizer={config.optimizer!r}: MAE trains with 'adamw'")
+  if config.get("lpips_weight", 0.0):
+    raise ConfigError(
+      f"config.lpips_weight={config.lpips_weight}: the perceptual term is MINR's option "
+      "(TransINR, GINR); MAE trains on its hidden patches' MSE only"
+    )
   if config.get("lr_schedule", "warmup_cosine") != "warmup_cosine":
     raise ConfigError(f"config.lr_schedule={config.lr_schedule!r}: only 'warmup_cosine'")
   if not 0 <= int(config.warmup_steps) <= int(config.num_train_steps):

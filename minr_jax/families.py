@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from minr_jax import config as config_lib
-from minr_jax import masking, metrics
+from minr_jax import masking, metrics, similarity
 from minr_jax.config import ConfigError
 from minr_jax.models import ginr, inr, mae, transinr
 
@@ -241,6 +241,21 @@ def _minr_train_loss(
   model.inr_chunk > 0 (`inr.pixel_mse`: the INRs never render [B, H, W, 3]; same maths).
   """
   chunk = inr_chunk(config)
+  weight = float(config.get("lpips_weight", 0.0) or 0.0)
+  if weight:  # the rendered images are needed: no pixel chunks
+    pred, loss = _minr_predict(
+      model,
+      params,
+      images,
+      grid_masks,
+      config=config,
+      train=True,
+      dropout_key=dropout_key,
+      coord_key=coord_key,
+    )
+    pasted = metrics.paste_visible(pred, images, masking.to_pixels(grid_masks, *images.shape[1:3]))
+    perceptual = jnp.mean(similarity.lpips(jnp.clip(pasted, 0.0, 1.0), images))
+    return loss + weight * perceptual, metrics.per_image_mse(pred, images)
   if not chunk:
     pred, loss = _minr_predict(
       model,

@@ -41,6 +41,7 @@ LOOP_FIELDS = (
 # cadences, logging, evaluation-only and placement fields (the same maths).
 RESUMABLE_CHANGES = (
   "num_train_steps",
+  "init_from",  # read only when a run starts from step 0
   *LOOP_FIELDS,
   "eval_batch_size",
   "eval_mask_strategy",

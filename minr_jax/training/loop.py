@@ -21,11 +21,14 @@ import numpy as np
 from minr_jax import checkpoint, data, families, sharding, writers
 from minr_jax.config import ConfigError
 from minr_jax.evaluation import registry, scoring
+from minr_jax.inference import restore as restore_lib
 from minr_jax.training import guard, profiling
 from minr_jax.training import lock as lock_lib
-from minr_jax.training.steps import DIVERGED_LOSS, PyTree, steps_for_run
+from minr_jax.training.steps import DIVERGED_LOSS, PyTree, TrainState, steps_for_run
 
 LOG_EVERY_SECS = 60.0  # progress also on a time cadence: slow steps still report
+# steps timed (after the compile) to turn checkpoint_every_secs into a step count
+CADENCE_TIMING_STEPS = 10
 
 
 CPU_WARN_SECS = 86_400.0  # warn when a CPU run's estimate exceeds a day
@@ -134,6 +137,8 @@ def _train(config, workdir, family, datasets, evals, mesh, allow_config_change, 
     print(f"resumed from {checkpoint.step_dir(manager, resume_step)}", flush=True)
   else:
     state = steps.init_state(init_key)
+    if config.get("init_from", ""):
+      state = _init_from(config.init_from, steps, state)
   saved_config = json.loads(config.to_json_best_effort())
   if is_main:
     (root / "config.json").write_text(config.to_json_best_effort(indent=2))
@@ -203,12 +208,22 @@ def _train(config, workdir, family, datasets, evals, mesh, allow_config_change, 
 
       now = time.perf_counter()
       stopping = stop.reached(step)
-      if time_cadence is None and cadence_secs and step - first_step >= 2:
-        per_step = guard.broadcast((now - t_start) / (step - first_step))
-        time_cadence = max(1, int(cadence_secs / max(per_step, 1e-9)))
-      save = _save_due(config, step, last_saved, time_cadence) or stopping
       log = step % config.log_every_steps == 0 or step == num_steps
       log = log or now - t_log >= LOG_EVERY_SECS
+      if time_cadence is None and cadence_secs and step - first_step >= CADENCE_TIMING_STEPS:
+        # Steps are dispatched asynchronously: only a step whose result is ready gives
+        # the real step time (timing the dispatch alone made the cadence huge). The
+        # trigger is a step count, the same on every host, for the broadcast.
+        jax.block_until_ready(step_metrics)
+        per_step = guard.broadcast((time.perf_counter() - t_start) / (step - first_step))
+        time_cadence = max(1, int(cadence_secs / max(per_step, 1e-9)))
+        if is_main:
+          print(
+            f"config.checkpoint_every_secs={cadence_secs:g}: a checkpoint every "
+            f"{time_cadence:,} steps ({per_step:.3g} s a step)",
+            flush=True,
+          )
+      save = _save_due(config, step, last_saved, time_cadence) or stopping
       evaluate = any(registry.due(evals[n], step, num_steps) for n in evals)
       if save or log or evaluate:  # nothing is logged, saved or scored after a bad step
         last_good = None if last_saved is None else checkpoint.step_dir(manager, last_saved)
@@ -251,6 +266,26 @@ def _train(config, workdir, family, datasets, evals, mesh, allow_config_change, 
   if is_main:
     (root / "final_eval.json").write_text(json.dumps(dict(step=step, results=final), indent=2))
   return final
+
+
+def _init_from(path: str, steps, state: TrainState) -> TrainState:
+  """`state` with the parameters of the checkpoint at `path` (config.init_from), a fresh
+  optimizer state and step 0; ConfigError naming the field if the model differs."""
+  restored = restore_lib.restore(path)
+  want = jax.tree_util.tree_flatten_with_path(state.params)[0]
+  have = dict(jax.tree_util.tree_flatten_with_path(restored.params)[0])
+  for key, leaf in want:
+    other = have.get(key)
+    if other is None or other.shape != leaf.shape or len(have) != len(want):
+      raise ConfigError(
+        f"config.init_from={path} holds a different model: parameter "
+        f"{jax.tree_util.keystr(key)} is {'absent' if other is None else other.shape} "
+        f"there but {leaf.shape} in this config"
+      )
+  params = jax.device_put(restored.params, steps.state_sharding.params)
+  opt_state = jax.jit(steps.tx.init, out_shardings=steps.state_sharding.opt_state)(params)
+  print(f"initialised from {restored.workdir} step {restored.step} (config.init_from)", flush=True)
+  return state.replace(params=params, opt_state=opt_state)
 
 
 def _save_due(config, step: int, last_saved: int | None, time_cadence: int | None) -> bool:

@@ -213,7 +213,7 @@ def make_steps(config: ml_collections.ConfigDict, mesh, family=None) -> Steps:
 # Fields the step functions never read: dataset.* feeds the data pipeline, seed the
 # initial key, guard.LOOP_FIELDS the loop's cadences, outputs and evaluator
 # schedule (evaluation scores through eval_step and grid_step, which read none).
-NOT_READ_BY_STEPS = ("dataset", "seed", *guard.LOOP_FIELDS)
+NOT_READ_BY_STEPS = ("dataset", "seed", "init_from", *guard.LOOP_FIELDS)
 
 
 STEPS_KEPT = 4  # step functions of this many configs stay compiled in a process
