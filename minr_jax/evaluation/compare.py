@@ -25,10 +25,12 @@ METRICS = ("psnr_full", "psnr_masked", "psnr_pasted", "ssim_pasted", "lpips_past
 BASELINES = tuple(k for keys in zip(*scoring.BASELINES.values()) for k in keys) + (
   "psnr_full_masked_input",
 )
-BEST = (
+BEST = (  # the best classical inpainter's name and figure, and the model's lead over it
   "best_classical_psnr",
+  "psnr_best_classical",
   "psnr_lead_over_best",
   "best_classical_lpips",
+  "lpips_best_classical",
   "lpips_lead_over_best",
 )
 CSV_COLUMNS = (
