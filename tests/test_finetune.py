@@ -140,3 +140,13 @@ def test_the_wall_time_cadence_saves_between_the_step_checkpoints(
   assert "config.checkpoint_every_secs=0.3: a checkpoint every" in out
   saved = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")))
   assert saved[-1] == 60 and len(saved) >= 3, saved
+
+
+def test_the_photos64_lpips_variant_fine_tunes_the_shipped_photo_model():
+  from configs import transinr as transinr_config
+
+  config = transinr_config.get_config("photos64_lpips")
+  assert config.lpips_weight > 0 and os.path.isdir(config.init_from)
+  steps = steps_lib.make_steps(config, sharding.make_mesh(config))
+  state = loop._init_from(config.init_from, steps, steps.init_state(jax.random.key(0)))
+  assert int(state.step) == 0  # the shipped model's shapes are the variant's
