@@ -17,6 +17,7 @@ from configs import mae as mae_config
 from configs import transinr as transinr_config
 from minr_jax import config as config_lib
 from minr_jax.config import ConfigError
+from minr_jax.training import guard
 from minr_jax.training import lock as lock_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,6 +86,21 @@ def test_an_old_config_gets_the_fields_of_its_family_only():
   legacy = ml_collections.ConfigDict(json.loads(transinr_config.get_config("tiny").to_json()))
   del legacy.model["family"], legacy.model["inr_dtype"]  # before model.family existed
   assert config_lib.complete_saved(legacy) == ["model.inr_dtype"]
+
+
+@pytest.mark.parametrize("module", [transinr_config, mae_config], ids=["transinr", "mae"])
+def test_a_checkpoint_saved_before_a_field_existed_resumes_without_a_flag(module):
+  """Upgrading minr_jax mid-run: the fields it added count at their old behaviour's
+  values; a real change of one of them is still refused."""
+  config = module.get_config("tiny")
+  saved = json.loads(config.to_json_best_effort())
+  for field in ("lpips_weight", "init_from"):
+    del saved[field]
+  guard.check_config_change(config, saved, "ckpt", "/nonexistent", allow=False)
+  if module is transinr_config:
+    config.lpips_weight = 0.5
+    with pytest.raises(ConfigError, match=r"lpips_weight \(0.0 -> 0.5\)"):
+      guard.check_config_change(config, saved, "ckpt", "/nonexistent", allow=False)
 
 
 # --------------------------------------------------------- the command line

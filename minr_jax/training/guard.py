@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from minr_jax import checkpoint, paths
-from minr_jax.config import ConfigError
+from minr_jax.config import ConfigError, complete_saved
 
 # The loop's cadences and outputs, and what it evaluates on: no step function
 # reads them (steps.NOT_READ_BY_STEPS) and a resumed run may change them.
@@ -73,7 +73,12 @@ def check_config_change(
   with `allow`, accepts and appends the change to <workdir>/config_changes.jsonl."""
   if saved is None:
     return
-  now, then = _flat(json.loads(config.to_json_best_effort())), _flat(saved)
+  # Fields added to minr_jax since that checkpoint was saved count at the values that
+  # reproduce it (config.complete_saved), so upgrading never blocks a resume.
+  completed = ml_collections.ConfigDict(saved)
+  complete_saved(completed)
+  now = _flat(json.loads(config.to_json_best_effort()))
+  then = _flat(json.loads(completed.to_json_best_effort()))
   changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
   risky = [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]
   if risky and not allow:
