@@ -242,7 +242,7 @@ def _minr_train_loss(
   """
   chunk = inr_chunk(config)
   weight = float(config.get("lpips_weight", 0.0) or 0.0)
-  if weight:  # the rendered images are needed: no pixel chunks
+  if weight or not chunk:  # whole images rendered (the LPIPS term needs them)
     pred, loss = _minr_predict(
       model,
       params,
@@ -253,20 +253,10 @@ def _minr_train_loss(
       dropout_key=dropout_key,
       coord_key=coord_key,
     )
-    pasted = metrics.paste_visible(pred, images, masking.to_pixels(grid_masks, *images.shape[1:3]))
-    perceptual = jnp.mean(similarity.lpips(jnp.clip(pasted, 0.0, 1.0), images))
-    return loss + weight * perceptual, metrics.per_image_mse(pred, images)
-  if not chunk:
-    pred, loss = _minr_predict(
-      model,
-      params,
-      images,
-      grid_masks,
-      config=config,
-      train=True,
-      dropout_key=dropout_key,
-      coord_key=coord_key,
-    )
+    if weight:  # config.lpips_weight: LPIPS of the pasted prediction
+      pixel_masks = masking.to_pixels(grid_masks, *images.shape[1:3])
+      pasted = jnp.clip(metrics.paste_visible(pred, images, pixel_masks), 0.0, 1.0)
+      loss = loss + weight * jnp.mean(similarity.lpips(pasted, images))
     return loss, metrics.per_image_mse(pred, images)
   inputs = masking.apply_mask(images, masking.to_pixels(grid_masks, *images.shape[1:3]))
   weights, coords = inr_weights_and_coords(
