@@ -272,20 +272,24 @@ def _init_from(path: str, steps, state: TrainState) -> TrainState:
   """`state` with the parameters of the checkpoint at `path` (config.init_from), a fresh
   optimizer state and step 0; ConfigError naming the field if the model differs."""
   restored = restore_lib.restore(path)
-  want = jax.tree_util.tree_flatten_with_path(state.params)[0]
-  have = dict(jax.tree_util.tree_flatten_with_path(restored.params)[0])
-  for key, leaf in want:
-    other = have.get(key)
-    if other is None or other.shape != leaf.shape or len(have) != len(want):
+  want = {jax.tree_util.keystr(k): v.shape for k, v in _leaves(state.params)}
+  have = {jax.tree_util.keystr(k): v.shape for k, v in _leaves(restored.params)}
+  for name in sorted(set(want) | set(have)):
+    if want.get(name) != have.get(name):
       raise ConfigError(
-        f"config.init_from={path} holds a different model: parameter "
-        f"{jax.tree_util.keystr(key)} is {'absent' if other is None else other.shape} "
-        f"there but {leaf.shape} in this config"
+        f"config.init_from={path} holds a different model: parameter {name} is "
+        f"{have.get(name, 'absent')} there but {want.get(name, 'absent')} in this config"
       )
   params = jax.device_put(restored.params, steps.state_sharding.params)
   opt_state = jax.jit(steps.tx.init, out_shardings=steps.state_sharding.opt_state)(params)
-  print(f"initialised from {restored.workdir} step {restored.step} (config.init_from)", flush=True)
+  if jax.process_index() == 0:
+    where = f"{restored.workdir} step {restored.step}"
+    print(f"initialised from {where} (config.init_from)", flush=True)
   return state.replace(params=params, opt_state=opt_state)
+
+
+def _leaves(tree: PyTree) -> list:
+  return jax.tree_util.tree_flatten_with_path(tree)[0]
 
 
 def _save_due(config, step: int, last_saved: int | None, time_cadence: int | None) -> bool:
