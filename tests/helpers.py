@@ -74,3 +74,8 @@ def run_at_once(commands: list[list[str]], timeout: float = 600, **popen) -> lis
       if proc.poll() is None:
         proc.kill()
   return done
+
+
+def folder_bytes(path: str) -> int:
+  """Total size of the files below `path`."""
+  return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)

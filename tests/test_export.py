@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import folder_bytes
 
 import minr_jax
 from minr_jax.config import ConfigError
@@ -37,10 +38,7 @@ def test_export_keeps_only_the_params_and_loads_like_the_run(run, tmp_path):
   np.testing.assert_array_equal(pred, want)
 
   # The optimizer state is gone: the copy is at most half the original.
-  def size(path):
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-
-  assert size(out) < 0.6 * size(os.path.join(workdir, "checkpoints"))
+  assert folder_bytes(out) < 0.6 * folder_bytes(os.path.join(workdir, "checkpoints"))
   step, results = runner.evaluate_workdir(out, datasets=f"image_folder:{folder}")
   assert step == 2 and results["image_folder:faces"]["num_images"] == 4
   with pytest.raises(ConfigError, match="already holds checkpoints"):

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage.data
+from helpers import folder_bytes
 from PIL import Image
 
 import minr_jax
@@ -40,9 +41,7 @@ def model():
 
 
 def test_small_float32_params_only():
-  size = sum(
-    os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(PRETRAINED) for f in files
-  )
+  size = folder_bytes(PRETRAINED)
   assert size <= 20 * 2**20, size
   assert os.path.exists(os.path.join(PRETRAINED, "config.json"))
 

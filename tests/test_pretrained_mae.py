@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import folder_bytes
 from test_pretrained_photos import PHOTOS, _photo
 
 import minr_jax
@@ -26,9 +27,7 @@ def model():
 
 
 def test_small_float32_params_only_with_a_verified_manifest(model):
-  size = sum(
-    os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(PRETRAINED) for f in files
-  )
+  size = folder_bytes(PRETRAINED)
   assert size <= 20 * 2**20, size
   assert model.family == "mae" and model.num_params == 939_072 and model.step == 77_042
   assert {x.dtype for x in jax.tree.leaves(model.params)} == {jnp.dtype("float32")}

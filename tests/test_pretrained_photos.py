@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage.data
+from helpers import folder_bytes
 from PIL import Image
 
 import minr_jax
@@ -38,9 +39,7 @@ def model():
 
 
 def test_small_float32_params_only(model):
-  size = sum(
-    os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(PRETRAINED) for f in files
-  )
+  size = folder_bytes(PRETRAINED)
   assert size <= 20 * 2**20, size
   assert model.family == "transinr" and model.num_params == 904_771 and model.step == 10_000
   assert (model.config.resolution, model.config.mask_grid, model.config.mask_ratio) == (64, 8, 0.75)
