@@ -17,9 +17,11 @@ index):
   pixels pasted back (psnr_pasted): what the INR's own smoothness fills into
   the holes when it matches the visible pixels as well as it can.
 
-Each beside Gaussian interpolation and mean-colour fill on the same images
-and masks. A hypernetwork that beats interpolation must put into the holes
-more than `fit_visible` does: what it learned about images.
+Each beside the classical inpainters (mean-colour fill, Gaussian
+interpolation, Telea, Navier-Stokes, biharmonic: minr_jax/classical.py) on
+the same images and masks, with PSNR, SSIM and LPIPS of every filled image.
+A hypernetwork that beats them must put into the holes more than
+`fit_visible` does: what it learned about images.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ import optax
 from absl import app, flags
 from PIL import Image
 
-from minr_jax import masking, metrics
+from minr_jax import classical, masking, metrics
 from minr_jax.data import preprocess
+from minr_jax.evaluation import scoring
 from minr_jax.models import inr
 
 _FOLDERS = flags.DEFINE_string(
@@ -127,18 +130,26 @@ def score(images: np.ndarray, shapes: list[tuple[int, int, float]], steps: int, 
   mask = eval_masks(len(images))
   sigma_px = metrics.interpolation_sigma(RESOLUTION, GRID)
   psnr = lambda pred: float(jnp.mean(metrics.psnr_from_mse(metrics.per_image_mse(pred, x))))
-  out = {
-    "interpolation": psnr(metrics.interpolation_fill(x, mask, sigma_px)),
-    "mean_fill": psnr(metrics.mean_colour_fill(x, mask)),
-    "shapes": {},
-  }
+
+  def scores(filled: jax.Array) -> dict[str, float]:
+    """psnr, ssim (higher is better) and lpips (lower is better) means of a filled image."""
+    extra = scoring.perceptual({"x": jnp.asarray(filled)}, x)
+    return {
+      "psnr": psnr(jnp.asarray(filled)),
+      "ssim": float(jnp.mean(extra["ssim_x"])),
+      "lpips": float(jnp.mean(extra["lpips_x"])),
+    }
+
+  filled = classical.fill_all(np.asarray(images), np.asarray(mask), sigma_px)
+  out = {"classical": {name: scores(f) for name, f in filled.items()}, "shapes": {}}
+  print(f"  classical: {out['classical']}", flush=True)
   for width, num_freqs, sigma in shapes:
     t0 = time.time()
     full = fit(x, jnp.ones(mask.shape), width, num_freqs, sigma, steps, lr)
     visible = fit(x, (~mask).astype(jnp.float32), width, num_freqs, sigma, steps, lr)
     out["shapes"][f"{width}x{num_freqs}x{sigma:g}"] = {
       "fit_full": psnr(full),
-      "fit_visible_pasted": psnr(metrics.paste_visible(visible, x, mask)),
+      "fit_visible_pasted": scores(metrics.paste_visible(visible, x, mask)),
       "seconds": time.time() - t0,
     }
     print(

@@ -99,3 +99,8 @@ def test_tiny_ablations_train_resume_and_report_against_the_baseline(tmp_path):
   assert os.path.isdir(tmp_path / "study" / "transinr_a_seed0" / "checkpoints" / "4")
   text = (tmp_path / "study" / "study" / "ablations.md").read_text()
   assert "| inr_wide: INR width 128 (from 64) |" in text and "not run" not in text
+  # Beside interpolation: the lead over the best classical inpainter, SSIM and LPIPS.
+  assert "psnr_pasted minus the best classical inpainter's" in text
+  extra = rows["inr_wide"]["metrics"]["0"]["A"]
+  assert {"psnr_best_classical", "ssim_pasted", "lpips_pasted"} <= set(extra)
+  assert 0 < extra["ssim_pasted"] <= 1
