@@ -14,7 +14,9 @@ Variants, after a colon:
   indoor      400 epochs of 5,360 images, sigma 128, coordinate noise
   demo        64 px, a narrow hypernetwork, scikit-image's photos (no download)
   photos64    the demo's GINR on 64-px general photos, 30,000 steps (an image folder:
-              --config.dataset.path; docs/pretrained_photos.md)
+              --config.dataset.path; docs/pretrained_ginr_photos.md)
+  photos64_lpips  pretrained/ginr_photos64 fine-tuned 2,000 steps with an LPIPS term in
+              the loss (config.lpips_weight; not the paper's loss: docs/ood.md)
   tiny        a few-second smoke run on the demo data (what the tests build on)
 
 GINR-only model fields: family ('ginr': minr_jax/families.py builds the model),
@@ -49,13 +51,20 @@ PAPER_GINR = {
 }
 
 
+# The checkout's shipped GINR photo model: what photos64_lpips fine-tunes.
+PRETRAINED_GINR_PHOTOS64 = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained", "ginr_photos64"
+)
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The paper's GINR config, changed by the variant named in `arg`."""
   variant = arg or ""
-  if variant and variant not in PAPER_GINR and variant not in ("demo", "photos64", "tiny"):
+  own = ("demo", "photos64", "photos64_lpips", "tiny")
+  if variant and variant not in PAPER_GINR and variant not in own:
     raise ValueError(
       f"unknown variant {variant!r} of configs/ginr.py: use '', "
-      f"{', '.join(PAPER_GINR)}, 'demo', 'photos64' or 'tiny'"
+      f"{', '.join(PAPER_GINR)}, 'demo', 'photos64', 'photos64_lpips' or 'tiny'"
     )
   c = transinr.get_config(arg)
   m = c.model
@@ -83,7 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_train_steps = transinr.steps_for_epochs(num_images, epochs, c.batch_size)
   elif variant == "demo":
     m.ginr_rank = 64
-  elif variant == "photos64":
+  elif variant in ("photos64", "photos64_lpips"):
     # transinr's photos64 recipe (data, crops, flips, Adam 5e-4, warm-up) on GINR, three
     # times as long: the 10,000-step TransINR run's lead was still growing at its end, and
     # GINR led TransINR at equal compute on every panel of docs/ood.md's study.
@@ -91,6 +100,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_train_steps = 30000
     c.eval_every_steps = 5000
     c.checkpoint_every_steps = 5000
+    if variant == "photos64_lpips":
+      # The shipped GINR photo model fine-tuned as transinr's photos64_lpips fine-tunes
+      # pretrained/photos64 (same weight, rate and length), so the two compare.
+      transinr._photos64_lpips(c)
+      c.init_from = PRETRAINED_GINR_PHOTOS64
   elif variant == "tiny":
     m.ginr_rank = 8
   return c
