@@ -150,3 +150,14 @@ def test_the_photos64_lpips_variant_fine_tunes_the_shipped_photo_model():
   steps = steps_lib.make_steps(config, sharding.make_mesh(config))
   state = loop._init_from(config.init_from, steps, steps.init_state(jax.random.key(0)))
   assert int(state.step) == 0  # the shipped model's shapes are the variant's
+
+
+def test_the_ginr_photos64_lpips_variant_fine_tunes_the_shipped_ginr_model():
+  from configs import ginr as ginr_config
+
+  config = ginr_config.get_config("photos64_lpips")
+  assert config.model.family == "ginr" and config.init_from.endswith("ginr_photos64")
+  assert (config.lpips_weight, config.num_train_steps, config.learning_rate) == (0.1, 2000, 1e-4)
+  steps = steps_lib.make_steps(config, sharding.make_mesh(config))
+  state = loop._init_from(config.init_from, steps, steps.init_state(jax.random.key(0)))
+  assert int(state.step) == 0  # the shipped model's shapes are the variant's
