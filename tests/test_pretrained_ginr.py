@@ -62,3 +62,17 @@ def test_it_beats_interpolation_and_telea_on_held_out_photos(model):
   # Measured: +0.44 to +0.79 dB over interpolation and +0.26 to +0.66 over Telea on every
   # photo (pretrained/photos64 trails Telea on three of the five).
   assert all(a > 0.2 and b > 0.1 for a, b in leads.values()), leads
+
+
+def test_the_lpips_fine_tune_ships_beside_it():
+  """pretrained/ginr_photos64_lpips: configs/ginr.py:photos64_lpips, seed 0, 2,000 steps."""
+  path = os.path.join(ROOT, "pretrained", "ginr_photos64_lpips")
+  assert folder_bytes(path) <= 20 * 2**20
+  tuned = minr_jax.load(path, devices=1)
+  assert tuned.family == "ginr" and tuned.num_params == 863_619 and tuned.step == 2_000
+  assert tuned.config.lpips_weight == 0.1 and tuned.config.seed == 0
+  manager = checkpoint.open_read_only(path)
+  try:
+    assert checkpoint.verify(manager, 2_000) is None
+  finally:
+    manager.close()
