@@ -79,3 +79,22 @@ def run_at_once(commands: list[list[str]], timeout: float = 600, **popen) -> lis
 def folder_bytes(path: str) -> int:
   """Total size of the files below `path`."""
   return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def check_shipped(path: str, model, family: str, num_params: int, step: int) -> None:
+  """A shipped pretrained folder: at most 20 MB, the expected model and step, float32
+  parameters only, and a checkpoint whose manifest verifies."""
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+
+  from minr_jax import checkpoint  # noqa: PLC0415
+
+  size = folder_bytes(path)
+  assert size <= 20 * 2**20, size
+  assert (model.family, model.num_params, model.step) == (family, num_params, step)
+  assert {x.dtype for x in jax.tree.leaves(model.params)} == {jnp.dtype("float32")}
+  manager = checkpoint.open_read_only(path)
+  try:
+    assert checkpoint.verify(manager, step) is None
+  finally:
+    manager.close()

@@ -7,15 +7,14 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import folder_bytes
+from helpers import check_shipped
 from test_pretrained_photos import PHOTOS, _photo
 
 import minr_jax
-from minr_jax import checkpoint, classical, masking, metrics
+from minr_jax import classical, masking, metrics
 from minr_jax import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,16 +27,8 @@ def model():
 
 
 def test_small_float32_params_only_with_a_verified_manifest(model):
-  size = folder_bytes(PRETRAINED)
-  assert size <= 20 * 2**20, size
-  assert model.family == "ginr" and model.num_params == 863_619 and model.step == 30_000
+  check_shipped(PRETRAINED, model, "ginr", 863_619, 30_000)
   assert (model.config.resolution, model.config.mask_grid, model.config.mask_ratio) == (64, 8, 0.75)
-  assert {x.dtype for x in jax.tree.leaves(model.params)} == {jnp.dtype("float32")}
-  manager = checkpoint.open_read_only(PRETRAINED)
-  try:
-    assert checkpoint.verify(manager, 30_000) is None
-  finally:
-    manager.close()
   stored = json.load(open(os.path.join(PRETRAINED, "config.json")))
   current = json.loads(config_lib.load_file("configs/ginr.py:photos64").to_json())
   assert sorted(set(current) - set(stored)) == []
@@ -67,12 +58,6 @@ def test_it_beats_interpolation_and_telea_on_held_out_photos(model):
 def test_the_lpips_fine_tune_ships_beside_it():
   """pretrained/ginr_photos64_lpips: configs/ginr.py:photos64_lpips, seed 0, 2,000 steps."""
   path = os.path.join(ROOT, "pretrained", "ginr_photos64_lpips")
-  assert folder_bytes(path) <= 20 * 2**20
   tuned = minr_jax.load(path, devices=1)
-  assert tuned.family == "ginr" and tuned.num_params == 863_619 and tuned.step == 2_000
+  check_shipped(path, tuned, "ginr", 863_619, 2_000)
   assert tuned.config.lpips_weight == 0.1 and tuned.config.seed == 0
-  manager = checkpoint.open_read_only(path)
-  try:
-    assert checkpoint.verify(manager, 2_000) is None
-  finally:
-    manager.close()

@@ -6,16 +6,15 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import folder_bytes
+from helpers import check_shipped
 from test_pretrained_photos import PHOTOS, _photo
 
 import minr_jax
-from minr_jax import checkpoint, masking, metrics
 from minr_jax import config as config_lib
+from minr_jax import masking, metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED = os.path.join(ROOT, "pretrained", "mae_photos64")
@@ -27,15 +26,7 @@ def model():
 
 
 def test_small_float32_params_only_with_a_verified_manifest(model):
-  size = folder_bytes(PRETRAINED)
-  assert size <= 20 * 2**20, size
-  assert model.family == "mae" and model.num_params == 939_072 and model.step == 77_042
-  assert {x.dtype for x in jax.tree.leaves(model.params)} == {jnp.dtype("float32")}
-  manager = checkpoint.open_read_only(PRETRAINED)
-  try:
-    assert checkpoint.verify(manager, 77_042) is None
-  finally:
-    manager.close()
+  check_shipped(PRETRAINED, model, "mae", 939_072, 77_042)
   stored = json.load(open(os.path.join(PRETRAINED, "config.json")))
   current = json.loads(config_lib.load_file("configs/mae.py:photos64").to_json())
   assert sorted(set(current) - set(stored)) == []
