@@ -107,17 +107,17 @@ def plan(
 
   Returns {model: {'steps', 'eval_every'}}: steps = the reference's FLOPs
   over the model's per-step FLOPs, a multiple of u = budget // num_evals;
-  eval_every = u x m, m the smallest of 1, 2, 4, ... dividing num_evals that
-  keeps the evaluations at most 2 x num_evals (so step `budget` is one).
+  eval_every = u x m, m the smallest divisor of num_evals that keeps the
+  evaluations at most 2 x num_evals (a divisor, so step `budget` is one; the
+  trainer also evaluates the last step).
   """
   unit = max(budget // num_evals, 1)
   total = flops[REFERENCE] * budget
   out = {}
   for model in models:
     units = max(round(total / flops[model] / unit), 1)
-    m = 1
-    while units // m > 2 * num_evals and num_evals % (2 * m) == 0:
-      m *= 2
+    divisors = [d for d in range(1, num_evals + 1) if num_evals % d == 0]
+    m = next((d for d in divisors if units // d <= 2 * num_evals), num_evals)
     out[model] = {"steps": units * unit, "eval_every": unit * m}
   return out
 

@@ -26,6 +26,9 @@ def test_plan_gives_equal_compute_and_the_reference_step():
   # At most 2 x num_evals evaluations, and step 800 (equal images seen) is one of them.
   assert plan["mae"]["steps"] // plan["mae"]["eval_every"] <= 16
   assert 800 % plan["mae"]["eval_every"] == 0
+  # An odd num_evals (5): MAE's 39 units are evaluated every 5th, not each one.
+  plan = ood_study.plan(["transinr", "mae"], flops, budget=1000, num_evals=5)
+  assert plan["mae"] == {"steps": 8000, "eval_every": 1000}
 
 
 @pytest.mark.parametrize("spec", ["a", "a:", ":x", ""])
