@@ -118,6 +118,7 @@ def run(
       flops[name] = bench.train_step_flops(
         ablation_config(name, train_folder, folders, 0, steps, eval_every, data_dir, variant)
       )
+  ood_study.update_state(state_path, flops)
   stopped = False
   for seed in seeds:
     for name in [""] + names:
@@ -132,11 +133,11 @@ def run(
       )
       start = time.time()
       done = ood_study._train_piece(config, run_dir, deadline)
-      state.setdefault("wall_seconds", {})[run_dir] = (
-        state.get("wall_seconds", {}).get(run_dir, 0.0) + time.time() - start
-      )
-      with open(state_path, "w") as f:
-        json.dump(state, f, indent=1)
+      if name:
+        ood_study.update_state(state_path, flops, run_dir, time.time() - start)
+      else:  # the baseline is the study's run: its wall time goes with the study's
+        study_state = os.path.join(workdir, "study_state.json")
+        ood_study.update_state(study_state, {}, run_dir, time.time() - start)
       if not done:
         print("time bound reached: run the same command again to continue", flush=True)
         stopped = True

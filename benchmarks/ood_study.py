@@ -122,6 +122,24 @@ def plan(
   return out
 
 
+def update_state(
+  state_path: str, flops: dict[str, float], run_dir: str | None = None, seconds: float = 0.0
+) -> dict[str, float]:
+  """Records FLOP counts and adds a piece's wall time to run_dir's total in the
+  state file, re-reading it first so that studies of different --seeds can share
+  a workdir at once; returns every run's total wall seconds."""
+  state = json.load(open(state_path)) if os.path.exists(state_path) else {}
+  state.setdefault("flops_per_step", {}).update(flops)
+  walls = state.setdefault("wall_seconds", {})
+  if run_dir is not None:
+    walls[run_dir] = walls.get(run_dir, 0.0) + seconds
+  tmp = f"{state_path}.{os.getpid()}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(state, f, indent=1)
+  os.replace(tmp, state_path)
+  return walls
+
+
 def _run_config(model, train_name, seed, schedule, args) -> ml_collections.ConfigDict:
   c = base_config(
     model,
@@ -395,10 +413,10 @@ def run_study(
       config = base_config(model, variant, first_train, list(domains.values()), 0, data_dir)
       flops[model] = bench.train_step_flops(config)
       print(f"{NAMES[model]}: {flops[model] / 1e9:.2f} GFLOP per training step", flush=True)
+  update_state(state_path, flops)
   schedule = plan(models, flops, budget, num_evals)
   args = {"variant": variant, "train": train_sets, "eval": domains, "data_dir": data_dir}
   deadline = time.time() + 60 * max_minutes if max_minutes > 0 else None
-  walls = state.setdefault("wall_seconds", {})
   stopped = report_only
   for seed in seeds:  # seed-major: every model gets its first seed before any second
     for train_name in train_sets:
@@ -414,9 +432,7 @@ def run_study(
         done = _train_piece(
           _run_config(model, train_name, seed, schedule[model], args), run_dir, deadline
         )
-        walls[run_dir] = walls.get(run_dir, 0.0) + time.time() - start
-        with open(state_path, "w") as f:
-          json.dump(state, f, indent=1)
+        update_state(state_path, flops, run_dir, time.time() - start)
         if not done:
           print(
             "time bound reached: the run saved its step; run the same command again to continue",
@@ -426,6 +442,7 @@ def run_study(
   labels = {
     f"image_folder:{os.path.basename(os.path.normpath(p))}": name for name, p in domains.items()
   }
+  walls = update_state(state_path, flops)  # every process's pieces, as of now
   runs: dict[str, dict] = {}
   for model in models:
     for train_name in train_sets:

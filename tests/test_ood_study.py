@@ -107,3 +107,16 @@ def test_tiny_ablations_train_resume_and_report_against_the_baseline(tmp_path):
   extra = rows["inr_wide"]["metrics"]["0"]["A"]
   assert {"psnr_best_classical", "ssim_pasted", "lpips_pasted"} <= set(extra)
   assert 0 < extra["ssim_pasted"] <= 1
+
+
+def test_update_state_keeps_every_writers_wall_time(tmp_path):
+  # Two studies of different --seeds share a workdir: each re-reads the state
+  # before adding its piece, so neither loses the other's runs or FLOP counts.
+  path = str(tmp_path / "study_state.json")
+  ood_study.update_state(path, {"transinr": 1.0})
+  ood_study.update_state(path, {"transinr": 1.0}, "a_seed0", 60.0)
+  ood_study.update_state(path, {"mae": 2.0}, "a_seed1", 30.0)
+  walls = ood_study.update_state(path, {}, "a_seed0", 15.0)
+  assert walls == {"a_seed0": 75.0, "a_seed1": 30.0}
+  with open(path) as f:
+    assert json.load(f)["flops_per_step"] == {"transinr": 1.0, "mae": 2.0}
