@@ -231,7 +231,8 @@ def _extra_table(results: dict[str, Any]) -> list[str]:
       mean = {k: float(np.mean([m[k] for m in ms])) for k in ood_study.EXTRA + ("psnr_pasted",)}
       cells.append(
         f"{mean['psnr_pasted'] - mean['psnr_best_classical']:+.2f} / {mean['ssim_pasted']:.3f}"
-        f" / {mean['lpips_pasted']:.3f} ({mean['lpips_best_classical']:.3f})"
+        f" ({mean['ssim_best_classical']:.3f}) / {mean['lpips_pasted']:.3f}"
+        f" ({mean['lpips_best_classical']:.3f})"
       )
     out.append(f"| {name} | " + " | ".join(cells) + " |")
   if all("not recorded" in line for line in out):
@@ -239,7 +240,7 @@ def _extra_table(results: dict[str, Any]) -> list[str]:
   return [
     "",
     "psnr_pasted minus the best classical inpainter's (dB) / SSIM (higher is better) / "
-    "LPIPS (lower is better; the best classical inpainter's in brackets), mean over seeds:",
+    "LPIPS (lower is better); the best classical inpainter's in brackets; mean over seeds:",
     "",
     "| ablation | " + " | ".join(domains) + " |",
     "|---|" + "---|" * len(domains),

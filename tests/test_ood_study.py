@@ -68,6 +68,11 @@ def test_tiny_study_trains_resumes_and_reports(tmp_path):
   cell = saved["summary"]["a/B/transinr"]["final"]
   assert cell["gain"]["n"] == 2
   assert cell["gain"]["min"] <= cell["gain"]["mean"] <= cell["gain"]["max"]
+  # Beside PSNR: SSIM and LPIPS of the model and of the best classical inpainter
+  # (LPIPS is nan on the tiny variant's images: it needs 31 px a side).
+  for metric in ("ssim_pasted", "ssim_best_classical"):
+    assert cell[metric]["n"] == 2 and 0 < cell[metric]["mean"] <= 1
+  assert cell["lpips_pasted"]["n"] == cell["lpips_best_classical"]["n"] == 2
   assert (out / "ood.png").stat().st_size > 1000
 
 
@@ -105,7 +110,7 @@ def test_tiny_ablations_train_resume_and_report_against_the_baseline(tmp_path):
   # Beside interpolation: the lead over the best classical inpainter, SSIM and LPIPS.
   assert "psnr_pasted minus the best classical inpainter's" in text
   extra = rows["inr_wide"]["metrics"]["0"]["A"]
-  assert {"psnr_best_classical", "ssim_pasted", "lpips_pasted"} <= set(extra)
+  assert {"psnr_best_classical", "ssim_pasted", "ssim_best_classical", "lpips_pasted"} <= set(extra)
   assert 0 < extra["ssim_pasted"] <= 1
 
 
