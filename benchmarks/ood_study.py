@@ -170,8 +170,22 @@ def _finished(workdir: str, steps: int) -> bool:
   )
 
 
+class _TimeUp(Exception):
+  """SIGTERM outside the training loop's own handler (which saves the step)."""
+
+
+def _time_up(signum, frame) -> None:
+  del signum, frame
+  raise _TimeUp
+
+
 def _train_piece(config, workdir: str, deadline: float | None) -> bool:
-  """Trains (or resumes) until done or the deadline; True if the run finished."""
+  """Trains (or resumes) until done or the deadline; True if the run finished.
+
+  The deadline is a SIGTERM to this process. While the run trains, the loop's
+  handler saves the step reached; while the run is being set up (or wound
+  up) a handler of ours stops the piece instead of the default action,
+  which would end the whole study silently with the run half begun."""
   timer = None
   if deadline is not None:
     remaining = deadline - time.time()
@@ -179,12 +193,17 @@ def _train_piece(config, workdir: str, deadline: float | None) -> bool:
       return False
     timer = threading.Timer(remaining, os.kill, (os.getpid(), signal.SIGTERM))
     timer.daemon = True
-    timer.start()
+  previous = signal.signal(signal.SIGTERM, _time_up)
   try:
+    if timer is not None:
+      timer.start()
     final = loop.train_and_evaluate(config, workdir)
+  except _TimeUp:
+    return False  # no step of this piece was trained, or it was saved
   finally:
     if timer is not None:
       timer.cancel()
+    signal.signal(signal.SIGTERM, previous)
   return bool(final)
 
 

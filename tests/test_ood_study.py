@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import time
 
 import pytest
 from helpers import make_image_folder
@@ -125,3 +126,23 @@ def test_update_state_keeps_every_writers_wall_time(tmp_path):
   assert walls == {"a_seed0": 75.0, "a_seed1": 30.0}
   with open(path) as f:
     assert json.load(f)["flops_per_step"] == {"transinr": 1.0, "mae": 2.0}
+
+
+@pytest.mark.slow
+def test_a_deadline_during_set_up_stops_the_piece_not_the_study(tmp_path):
+  # The deadline's SIGTERM lands while the run is still being built, before the
+  # loop's own handler is in place: the piece reports "not finished" and the
+  # process lives on; the next piece trains the run to the end.
+  a = make_image_folder(str(tmp_path / "A"), num_train=8, num_val=2)
+  args = {
+    "variant": "tiny",
+    "train": {"a": os.path.join(a, "train")},
+    "eval": {"A": a},
+    "data_dir": str(tmp_path / "tfds"),
+  }
+  config = ood_study._run_config("transinr", "a", 0, {"steps": 2, "eval_every": 2}, args)
+  run_dir = str(tmp_path / "run")
+  assert ood_study._train_piece(config, run_dir, time.time() + 0.05) is False
+  assert not ood_study._finished(run_dir, 2)
+  assert ood_study._train_piece(config, run_dir, None) is True
+  assert ood_study._finished(run_dir, 2)
