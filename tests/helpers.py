@@ -81,13 +81,28 @@ def folder_bytes(path: str) -> int:
   return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
-def check_shipped(path: str, model, family: str, num_params: int, step: int) -> None:
+def mean_psnr(x, target) -> float:
+  """PSNR of each image of a batch against its target, averaged (dB)."""
+  import jax.numpy as jnp  # noqa: PLC0415
+
+  from minr_jax import metrics  # noqa: PLC0415
+
+  return float(jnp.mean(metrics.psnr_from_mse(metrics.per_image_mse(x, target))))
+
+
+def check_shipped(
+  path: str, model, family: str, num_params: int, step: int, config: str | None = None
+) -> None:
   """A shipped pretrained folder: at most 20 MB, the expected model and step, float32
-  parameters only, and a checkpoint whose manifest verifies."""
+  parameters only, and a checkpoint whose manifest verifies; with `config` (a
+  config file spec), its stored config.json carries every field that config has."""
+  import json  # noqa: PLC0415
+
   import jax  # noqa: PLC0415
   import jax.numpy as jnp  # noqa: PLC0415
 
   from minr_jax import checkpoint  # noqa: PLC0415
+  from minr_jax import config as config_lib  # noqa: PLC0415
 
   size = folder_bytes(path)
   assert size <= 20 * 2**20, size
@@ -98,3 +113,8 @@ def check_shipped(path: str, model, family: str, num_params: int, step: int) -> 
     assert checkpoint.verify(manager, step) is None
   finally:
     manager.close()
+  if config is not None:
+    with open(os.path.join(path, "config.json")) as f:
+      stored = json.load(f)
+    current = json.loads(config_lib.load_file(config).to_json())
+    assert sorted(set(current) - set(stored)) == []

@@ -142,14 +142,19 @@ def test_the_wall_time_cadence_saves_between_the_step_checkpoints(
   assert saved[-1] == 60 and len(saved) >= 3, saved
 
 
+def _initial_step(config) -> int:
+  """The step of the state `config.init_from` starts from (raises on a shape mismatch)."""
+  steps = steps_lib.make_steps(config, sharding.make_mesh(config))
+  state = loop._init_from(config.init_from, steps, steps.init_state(jax.random.key(0)))
+  return int(state.step)
+
+
 def test_the_photos64_lpips_variant_fine_tunes_the_shipped_photo_model():
   from configs import transinr as transinr_config
 
   config = transinr_config.get_config("photos64_lpips")
   assert config.lpips_weight > 0 and os.path.isdir(config.init_from)
-  steps = steps_lib.make_steps(config, sharding.make_mesh(config))
-  state = loop._init_from(config.init_from, steps, steps.init_state(jax.random.key(0)))
-  assert int(state.step) == 0  # the shipped model's shapes are the variant's
+  assert _initial_step(config) == 0  # the shipped model's shapes are the variant's
 
 
 def test_the_ginr_photos64_lpips_variant_fine_tunes_the_shipped_ginr_model():
@@ -158,6 +163,4 @@ def test_the_ginr_photos64_lpips_variant_fine_tunes_the_shipped_ginr_model():
   config = ginr_config.get_config("photos64_lpips")
   assert config.model.family == "ginr" and config.init_from.endswith("ginr_photos64")
   assert (config.lpips_weight, config.num_train_steps, config.learning_rate) == (0.1, 2000, 1e-4)
-  steps = steps_lib.make_steps(config, sharding.make_mesh(config))
-  state = loop._init_from(config.init_from, steps, steps.init_state(jax.random.key(0)))
-  assert int(state.step) == 0  # the shipped model's shapes are the variant's
+  assert _initial_step(config) == 0  # the shipped model's shapes are the variant's
